@@ -1,0 +1,9 @@
+//! One file per subcommand.
+
+pub mod args;
+pub mod eval;
+pub mod prune;
+pub mod retrain;
+pub mod run;
+pub mod train;
+pub mod verify;

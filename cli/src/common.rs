@@ -1,0 +1,244 @@
+//! Composition shared by the subcommands: data and models from names,
+//! checkpoints with metadata, mask enforcement as a training hook, scoring.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Var};
+use kd_core::{LossConfig, StepHook, StepInfo};
+use kdprune_data::{Batcher, DatasetName, Normalization, Split};
+use kdprune_models::checkpoint::{self, Checkpoint};
+use kdprune_models::{Model, ModelConfig};
+use prune_core::importance::{self, Criterion, SaliencyAccumulator};
+use prune_core::{MaskSet, NamedTensors, ParamFilter, Scores};
+
+/// Salts that give independent random streams from one run seed.
+pub const TEACHER_SALT: u64 = 0x7EAC_4E50;
+pub const STUDENT_SALT: u64 = 0x57D0_E170;
+pub const SCORE_SALT: u64 = 0x5C0E_0000;
+
+/// A dataset split with its normalisation (fitted on the training part).
+pub struct Data {
+    pub name: DatasetName,
+    pub split: Split,
+    pub norm: Normalization,
+}
+
+impl Data {
+    /// `(C, H, W)` of one sample.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        let t = &self.split.train;
+        (t.channels, t.height, t.width)
+    }
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.split.train.num_classes
+    }
+}
+
+/// Loads a dataset by name (the built-in `digits` needs no folder).
+pub fn load_data(dataset: &str, data_dir: Option<&Path>, seed: u64) -> Result<Data> {
+    let name: DatasetName = dataset.parse()?;
+    let split = kdprune_data::load(name, data_dir, seed)
+        .with_context(|| format!("cannot load dataset `{dataset}`"))?;
+    let norm = Normalization::fit(&split.train);
+    Ok(Data { name, split, norm })
+}
+
+/// A freshly initialised model of the named architecture for `data`.
+pub fn new_model(name: &str, data: &Data, seed: u64, device: &Device) -> Result<Model> {
+    let cfg = ModelConfig::from_name(name, data.input_shape(), data.num_classes())?;
+    Ok(Model::new(cfg, seed, device)?)
+}
+
+/// A deep copy of `model` (same config, same values).
+pub fn clone_model(model: &Model) -> Result<Model> {
+    let copy = Model::new(model.config().clone(), 0, model.device())?;
+    copy.load_tensors(&model.tensors()?)?;
+    Ok(copy)
+}
+
+/// Names of the prunable weights of `cfg`, in forward order.
+pub fn prunable_names(cfg: &ModelConfig, filter: &ParamFilter) -> Vec<String> {
+    filter.prunable(&cfg.param_shapes())
+}
+
+/// The tensors named in `names`.
+pub fn select(tensors: &NamedTensors, names: &[String]) -> Result<NamedTensors> {
+    names
+        .iter()
+        .map(|n| {
+            let t = tensors
+                .get(n)
+                .with_context(|| format!("model has no tensor `{n}`"))?;
+            Ok((n.clone(), t.clone()))
+        })
+        .collect()
+}
+
+/// Measured sparsity of the prunable weights and the number of non-zero
+/// parameters of the whole model.
+pub fn measure(model: &Model, prunable: &[String]) -> Result<(f64, usize)> {
+    let tensors = model.tensors()?;
+    let report = prune_core::report::sparsity_report(&tensors, prunable, None)?;
+    let mut nonzero = 0usize;
+    for t in tensors.values() {
+        let nz = t
+            .ne(0f32)?
+            .to_dtype(candle_core::DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()?;
+        nonzero += nz as usize;
+    }
+    Ok((report.global_sparsity(), nonzero))
+}
+
+/// Enforces a fixed mask around every optimizer step: gradients are masked
+/// before the step (so momentum never sees a pruned coordinate) and weights
+/// after it.
+pub struct MaskHook<'a>(pub &'a MaskSet);
+
+impl StepHook for MaskHook<'_> {
+    fn before_step(
+        &mut self,
+        grads: &mut GradStore,
+        vars: &[(String, Var)],
+    ) -> kd_core::Result<()> {
+        self.0
+            .apply_to_grads(grads, vars)
+            .map_err(|e| kd_core::KdError::Other(e.to_string()))
+    }
+    fn after_step(&mut self, vars: &[(String, Var)], _info: &StepInfo) -> kd_core::Result<()> {
+        self.0
+            .apply_to_vars(vars)
+            .map_err(|e| kd_core::KdError::Other(e.to_string()))
+    }
+}
+
+/// Metadata stored with every checkpoint.
+pub fn metadata(
+    dataset: DatasetName,
+    seed: u64,
+    stage: &str,
+    norm: &Normalization,
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("dataset".into(), dataset.to_string());
+    m.insert("seed".into(), seed.to_string());
+    m.insert("stage".into(), stage.into());
+    if let Ok(n) = serde_json::to_string(norm) {
+        m.insert("normalization".into(), n);
+    }
+    m
+}
+
+/// Writes `model` (and its masks) atomically.
+pub fn save_model(
+    path: &Path,
+    model: &Model,
+    masks: Option<&MaskSet>,
+    meta: BTreeMap<String, String>,
+) -> Result<()> {
+    let ckpt = Checkpoint {
+        config: model.config().clone(),
+        tensors: model.tensors()?,
+        masks: match masks {
+            Some(m) => m.to_u8()?,
+            None => BTreeMap::new(),
+        },
+        metadata: meta,
+    };
+    checkpoint::save(path, &ckpt)
+        .with_context(|| format!("cannot write checkpoint {}", path.display()))
+}
+
+/// Loads a checkpoint and builds its model; also returns its masks.
+pub fn load_model(path: &Path, device: &Device) -> Result<(Model, MaskSet, Checkpoint)> {
+    let ckpt = checkpoint::load(path, device)
+        .with_context(|| format!("cannot load checkpoint {}", path.display()))?;
+    let model = ckpt.to_model(device).with_context(|| {
+        format!(
+            "checkpoint {} does not match its architecture",
+            path.display()
+        )
+    })?;
+    let masks = MaskSet::from_u8(&ckpt.masks, device)
+        .with_context(|| format!("invalid masks in {}", path.display()))?;
+    Ok((model, masks, ckpt))
+}
+
+/// Importance scores of the prunable weights of `student`.
+///
+/// Gradient criteria accumulate `|θ ⊙ ∂L/∂θ|` over `batches` seeded training
+/// batches: SNIP with L = CE, teacher-guided with L = `kd_loss`.
+#[allow(clippy::too_many_arguments)]
+pub fn score(
+    criterion: Criterion,
+    student: &Model,
+    teacher: Option<&Model>,
+    data: &Data,
+    prunable: &[String],
+    kd_loss: &LossConfig,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<Scores> {
+    let weights = select(&student.tensors()?, prunable)?;
+    let loss = match criterion {
+        Criterion::Magnitude => return Ok(importance::magnitude(&weights)?),
+        Criterion::Random => return Ok(importance::random(&weights, seed)?),
+        Criterion::Snip => LossConfig::CrossEntropy,
+        Criterion::TeacherGuided => {
+            anyhow::ensure!(
+                teacher.is_some(),
+                "the teacher-guided score needs a teacher (--teacher CKPT)"
+            );
+            *kd_loss
+        }
+    };
+    let batcher = Batcher::new(data.split.train.len(), batch_size, true, seed ^ SCORE_SALT);
+    let mut acc = SaliencyAccumulator::new();
+    let mut epoch = 0;
+    'outer: loop {
+        for idx in batcher.epoch(epoch) {
+            if acc.batches() == batches {
+                break 'outer;
+            }
+            let (xs, ys) = data.split.train.batch(&idx, &data.norm, student.device())?;
+            let (_, grads) = kd_core::loss_gradients(student, teacher, &xs, &ys, &loss)?;
+            acc.add_batch(&weights, &select(&grads, prunable)?)?;
+        }
+        epoch += 1;
+    }
+    Ok(acc.finish()?)
+}
+
+/// Applies `masks` to the weights of `model` (w ← w ⊙ m).
+pub fn apply_masks(model: &Model, masks: &MaskSet) -> Result<()> {
+    masks.apply_to_vars(&model.named_vars())?;
+    Ok(())
+}
+
+/// Fails with a clear message when `model` was not built for `data`'s inputs.
+pub fn check_fits(model: &Model, data: &Data, what: &str) -> Result<()> {
+    let cfg = model.config();
+    let expected = ModelConfig::from_name(&cfg.name(), data.input_shape(), data.num_classes())?;
+    anyhow::ensure!(
+        &expected == cfg,
+        "{what} ({}) was built for other inputs than dataset `{}` ({:?}, {} classes)",
+        cfg.name(),
+        data.name,
+        data.input_shape(),
+        data.num_classes()
+    );
+    Ok(())
+}
+
+/// Loads a teacher checkpoint and checks it fits the data.
+pub fn load_teacher(path: &Path, data: &Data, device: &Device) -> Result<Model> {
+    let (teacher, _, _) = load_model(path, device)?;
+    check_fits(&teacher, data, "the teacher")?;
+    Ok(teacher)
+}

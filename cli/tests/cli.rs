@@ -1,0 +1,355 @@
+//! End-to-end tests of the `kdprune` binary on the built-in digits data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+use kdprune_models::checkpoint;
+
+fn kdprune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kdprune"))
+        .args(args)
+        .output()
+        .expect("failed to start kdprune")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kdprune failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Asserts a clean failure: non-zero exit, no panic, a message containing `needle`.
+fn fails_with(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "stderr does not mention `{needle}`:\n{stderr}"
+    );
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn train_small(dir: &Path, name: &str, seed: &str, model: &str) -> PathBuf {
+    let out = dir.join(name);
+    ok(&kdprune(&[
+        "train",
+        "--model",
+        model,
+        "--epochs",
+        "2",
+        "--seed",
+        seed,
+        "--quiet",
+        "--out",
+        p(&out),
+    ]));
+    out
+}
+
+#[test]
+fn run_end_to_end_on_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let stdout = ok(&kdprune(&[
+        "run",
+        "--teacher-epochs",
+        "10",
+        "--student-epochs",
+        "3",
+        "--kd-epochs",
+        "1",
+        "--retrain-epochs",
+        "1",
+        "--score-batches",
+        "2",
+        "--sparsity",
+        "0.9",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]));
+    assert!(stdout.contains("retrained_kd"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let stages = report["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for want in [
+        "teacher",
+        "dense",
+        "kd_tuned",
+        "pruned_one_shot",
+        "retrained_kd",
+        "retrained_no_kd",
+        "magnitude_retrained",
+    ] {
+        assert!(names.contains(&want), "missing stage {want} in {names:?}");
+    }
+    let stage = |n: &str| stages.iter().find(|s| s["name"] == n).unwrap();
+    let teacher_acc = stage("teacher")["accuracy"].as_f64().unwrap();
+    assert!(teacher_acc > 0.90, "teacher accuracy {teacher_acc}");
+    for n in [
+        "pruned_one_shot",
+        "retrained_kd",
+        "retrained_no_kd",
+        "magnitude_retrained",
+    ] {
+        let s = stage(n)["sparsity"].as_f64().unwrap();
+        // lenet-300-100 on 64 inputs: 50,200 prunable weights; round(0.9·n)/n = 0.9 exactly.
+        assert!((s - 0.9).abs() < 1e-9, "{n}: sparsity {s}");
+        assert!(
+            stage(n)["nonzero"].as_u64().unwrap() < stage("dense")["nonzero"].as_u64().unwrap()
+        );
+    }
+    assert_eq!(report["config"]["sparsity"].as_f64(), Some(0.9));
+    assert!(out.join("config.toml").exists() && out.join("report.md").exists());
+
+    // verify: the pruned checkpoint passes and ends with the global sparsity line ...
+    let ckpt = out.join("retrained_kd.safetensors");
+    let v = ok(&kdprune(&["verify", p(&ckpt)]));
+    assert_eq!(
+        v.trim_end().lines().last().unwrap(),
+        "global sparsity: 0.9000"
+    );
+
+    // ... and a tampered copy (one masked weight set to 1) fails.
+    let mut c = checkpoint::load(&ckpt, &Device::Cpu).unwrap();
+    let (name, mask) = c
+        .masks
+        .iter()
+        .next()
+        .map(|(n, m)| (n.clone(), m.clone()))
+        .unwrap();
+    let name = name.strip_prefix("mask.").unwrap_or(&name).to_string();
+    let flat_mask: Vec<u8> = mask.flatten_all().unwrap().to_vec1().unwrap();
+    let pos = flat_mask.iter().position(|&m| m == 0).unwrap();
+    let w = c.tensors[&name].clone();
+    let mut flat: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+    flat[pos] = 1.0;
+    c.tensors.insert(
+        name,
+        Tensor::from_vec(flat, w.shape(), &Device::Cpu).unwrap(),
+    );
+    let tampered = dir.path().join("tampered.safetensors");
+    checkpoint::save(&tampered, &c).unwrap();
+    fails_with(&kdprune(&["verify", p(&tampered)]), "not zero");
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_small(dir.path(), "a.safetensors", "7", "lenet-300-100");
+    let b = train_small(dir.path(), "b.safetensors", "7", "lenet-300-100");
+    let c = train_small(dir.path(), "c.safetensors", "8", "lenet-300-100");
+    let (a, b, c) = (
+        std::fs::read(a).unwrap(),
+        std::fs::read(b).unwrap(),
+        std::fs::read(c).unwrap(),
+    );
+    assert!(a == b, "same seed must give the same bytes");
+    assert!(a != c, "another seed must give other weights");
+}
+
+#[test]
+fn prune_retrain_eval_subcommands_compose() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = train_small(dir.path(), "t.safetensors", "1", "mlp-256-256");
+    let student = train_small(dir.path(), "s.safetensors", "1", "lenet-300-100");
+    let pruned = dir.path().join("p.safetensors");
+    let out = ok(&kdprune(&[
+        "prune",
+        "--checkpoint",
+        p(&student),
+        "--teacher",
+        p(&teacher),
+        "--criterion",
+        "teacher-guided",
+        "--sparsity",
+        "0.8",
+        "--score-batches",
+        "2",
+        "--out",
+        p(&pruned),
+    ]));
+    assert!(out.contains("global sparsity: 0.8000"), "{out}");
+    let retrained = dir.path().join("r.safetensors");
+    ok(&kdprune(&[
+        "retrain",
+        "--checkpoint",
+        p(&pruned),
+        "--teacher",
+        p(&teacher),
+        "--loss",
+        "ca-kld",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--out",
+        p(&retrained),
+    ]));
+    let v = ok(&kdprune(&["verify", p(&retrained)]));
+    assert_eq!(
+        v.trim_end().lines().last().unwrap(),
+        "global sparsity: 0.8000"
+    );
+    let e = ok(&kdprune(&["eval", p(&retrained)]));
+    let acc: f64 = e
+        .trim()
+        .strip_prefix("test accuracy: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc > 0.5, "accuracy {acc}");
+}
+
+#[test]
+fn config_file_is_read_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "sparsity = 1.5\n").unwrap();
+    fails_with(
+        &kdprune(&["run", "--config", p(&cfg), "--quiet"]),
+        "sparsity",
+    );
+    std::fs::write(&cfg, "no_such_key = 1\n").unwrap();
+    fails_with(
+        &kdprune(&["run", "--config", p(&cfg), "--quiet"]),
+        "no_such_key",
+    );
+    // A valid file whose bad sparsity is overridden by the flag gets past validation:
+    // use an unknown teacher to stop it early and cheaply.
+    std::fs::write(&cfg, "sparsity = 1.5\nteacher_model = \"nope\"\n").unwrap();
+    fails_with(
+        &kdprune(&[
+            "run",
+            "--config",
+            p(&cfg),
+            "--sparsity",
+            "0.5",
+            "--quiet",
+            "--out",
+            p(&dir.path().join("o")),
+        ]),
+        "nope",
+    );
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    for s in ["1.2", "1", "-0.1", "nan"] {
+        let flag = format!("--sparsity={s}");
+        fails_with(&kdprune(&["run", &flag, "--quiet"]), "sparsity");
+    }
+    fails_with(
+        &kdprune(&["train", "--model", "resnet9000", "--out", p(&out)]),
+        "resnet9000",
+    );
+    fails_with(
+        &kdprune(&["train", "--dataset", "imagenet-22k", "--out", p(&out)]),
+        "imagenet-22k",
+    );
+    fails_with(
+        &kdprune(&["train", "--dataset", "fashion-mnist", "--out", p(&out)]),
+        "--data-dir",
+    );
+    // NaN/inf loss: an absurd learning rate makes the loss blow up; the run says at which step.
+    fails_with(
+        &kdprune(&[
+            "train",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--out",
+            p(&out),
+        ]),
+        "step",
+    );
+    assert!(
+        !out.exists(),
+        "no checkpoint may be written by a failed run"
+    );
+
+    // Missing, truncated and wrong-magic IDX files are named.
+    let idx = dir.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    fails_with(
+        &kdprune(&[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            p(&idx),
+            "--out",
+            p(&out),
+        ]),
+        "train-images",
+    );
+    let mut header = vec![0u8, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28];
+    header.extend(std::iter::repeat_n(7u8, 100)); // far fewer than 10·28·28 pixels
+    for f in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"] {
+        std::fs::write(idx.join(f), &header).unwrap();
+    }
+    let mut labels = vec![0u8, 0, 8, 1, 0, 0, 0, 10];
+    labels.extend([1u8; 10]);
+    for f in ["train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::fs::write(idx.join(f), &labels).unwrap();
+    }
+    fails_with(
+        &kdprune(&[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            p(&idx),
+            "--out",
+            p(&out),
+        ]),
+        "truncated",
+    );
+    header[3] = 0x99;
+    std::fs::write(idx.join("train-images-idx3-ubyte"), &header).unwrap();
+    fails_with(
+        &kdprune(&[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            p(&idx),
+            "--out",
+            p(&out),
+        ]),
+        "magic",
+    );
+
+    // A checkpoint of another architecture, and a truncated checkpoint.
+    let mlp = train_small(dir.path(), "mlp.safetensors", "0", "lenet-300-100");
+    fails_with(
+        &kdprune(&["eval", p(&mlp), "--model", "lenet5"]),
+        "architecture",
+    );
+    let bytes = std::fs::read(&mlp).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&kdprune(&["verify", p(&cut)]), "cut.safetensors");
+    fails_with(
+        &kdprune(&["verify", p(&dir.path().join("missing.safetensors"))]),
+        "missing.safetensors",
+    );
+}

@@ -1,0 +1,131 @@
+//! CA-KLD: context-aware KL divergence on standardised logits.
+//!
+//! Reading implemented here (the exact CA-KLD formula is not published):
+//! `ẑ = standardize(z) / T` for student and teacher, `P = softmax(ẑ)`,
+//! `β` = the teacher's mean top-1 confidence on the batch (or a fixed value), and
+//! `CA-KLD = T² · (β·KL(P_S‖P_T) + (1−β)·KL(P_T‖P_S))`.
+//! A confident teacher weights the mode-seeking reverse KL; an uncertain one the
+//! mass-covering forward KL.
+
+use candle_core::{DType, Tensor, D};
+
+use super::kl::{check_logits, check_pair, check_temperature, kl_div};
+use crate::{KdError, Result};
+
+/// How the mixing weight `β` of CA-KLD is chosen.
+///
+/// Serialised in kebab-case: `"confidence"` or `{"fixed": 0.5}`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Beta {
+    /// `β = (1/N) Σ_n max_k P_T[n, k]`, the teacher's mean top-1 probability on the
+    /// batch, taken as a constant (no gradient).
+    Confidence,
+    /// A fixed `β ∈ [0, 1]`.
+    Fixed(f64),
+}
+
+impl Default for Beta {
+    /// [`Beta::Confidence`], the adaptive weighting.
+    fn default() -> Self {
+        Beta::Confidence
+    }
+}
+
+impl Beta {
+    /// Rejects a fixed `β` outside `[0, 1]` (or NaN).
+    pub(crate) fn check(&self) -> Result<()> {
+        match *self {
+            Beta::Confidence => Ok(()),
+            Beta::Fixed(b) if (0.0..=1.0).contains(&b) => Ok(()),
+            Beta::Fixed(b) => Err(KdError::InvalidConfig(format!(
+                "fixed beta must lie in [0, 1], got {b}"
+            ))),
+        }
+    }
+}
+
+/// Rejects an `ε` that is not finite and positive.
+pub(crate) fn check_eps(eps: f64) -> Result<()> {
+    if eps.is_finite() && eps > 0.0 {
+        Ok(())
+    } else {
+        Err(KdError::InvalidConfig(format!(
+            "eps must be finite and > 0, got {eps}"
+        )))
+    }
+}
+
+/// Per-sample standardisation along the last dimension:
+/// `(z − mean(z)) / (std(z) + ε)` with the population standard deviation
+/// `std(z) = sqrt((1/K) Σ_k (z_k − mean(z))²)`.
+///
+/// Computed in `f32`; differentiable, with a finite gradient even for a constant
+/// row (whose output is all zeros).
+pub fn standardize(logits: &Tensor, eps: f64) -> Result<Tensor> {
+    check_eps(eps)?;
+    if logits.rank() == 0 {
+        return Err(KdError::ShapeMismatch(
+            "standardize needs at least one dimension".to_string(),
+        ));
+    }
+    let z = logits.to_dtype(DType::F32)?;
+    let centred = z.broadcast_sub(&z.mean_keepdim(D::Minus1)?)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    // sqrt has an infinite derivative at 0 (NaN gradients for a constant row); a floor
+    // of 1e-24 on the variance changes std by at most 1e-12, far below any useful ε.
+    let std = var.maximum(1e-24f64)?.sqrt()?;
+    Ok(centred.broadcast_div(&(std + eps)?)?)
+}
+
+/// Log-probabilities `log softmax(standardize(z, ε) / T)`.
+fn standardized_log_probs(logits: &Tensor, t: f64, eps: f64) -> Result<Tensor> {
+    let z = (standardize(logits, eps)? / t)?;
+    Ok(candle_nn::ops::log_softmax(&z, D::Minus1)?)
+}
+
+/// `β` from the teacher's log-probabilities: fixed, or the mean top-1 probability.
+fn beta_value(log_pt: &Tensor, beta: Beta) -> Result<f64> {
+    match beta {
+        Beta::Fixed(b) => Ok(b),
+        Beta::Confidence => {
+            // `detach` plus a host read makes β a constant of the loss.
+            let top1 = log_pt.detach().exp()?.max(D::Minus1)?.mean_all()?;
+            Ok(f64::from(top1.to_scalar::<f32>()?))
+        }
+    }
+}
+
+/// CA-KLD distillation term on student and teacher logits `[N, K]`:
+///
+/// `ẑ = standardize(z, ε) / T`, `P_S = softmax(ẑ_s)`, `P_T = softmax(ẑ_t)`,
+/// `loss = T² · (β·KL(P_S‖P_T) + (1−β)·KL(P_T‖P_S))`,
+///
+/// with batch-mean KLs and `β` from [`Beta`] (for [`Beta::Confidence`],
+/// `β = (1/N) Σ_n max_k P_T[n, k]`, a constant without gradient). Only the
+/// distillation term; the teacher is not detached here.
+pub fn ca_kld(student: &Tensor, teacher: &Tensor, t: f64, beta: Beta, eps: f64) -> Result<Tensor> {
+    check_pair(student, teacher)?;
+    check_temperature(t)?;
+    beta.check()?;
+    let log_ps = standardized_log_probs(student, t, eps)?;
+    let log_pt = standardized_log_probs(teacher, t, eps)?;
+    let b = beta_value(&log_pt, beta)?;
+    let reverse = kl_div(&log_ps, &log_pt)?;
+    let forward = kl_div(&log_pt, &log_ps)?;
+    let mixed = ((reverse * b)? + (forward * (1.0 - b))?)?;
+    Ok((mixed * (t * t))?)
+}
+
+/// The value `β` takes in [`ca_kld`] for this teacher batch (for logging): the fixed
+/// value, or `(1/N) Σ_n max_k softmax(standardize(z_t, ε) / T)[n, k]`.
+pub fn ca_kld_beta(teacher: &Tensor, t: f64, beta: Beta, eps: f64) -> Result<f64> {
+    check_logits(teacher, "teacher logits")?;
+    check_temperature(t)?;
+    check_eps(eps)?;
+    beta.check()?;
+    match beta {
+        Beta::Fixed(b) => Ok(b),
+        Beta::Confidence => beta_value(&standardized_log_probs(teacher, t, eps)?, beta),
+    }
+}

@@ -1,0 +1,19 @@
+//! Distillation losses on logits `[N, K]` (N samples, K classes).
+//!
+//! * [`kl`] — tempered (log-)softmax, the batch-mean KL divergence and cross-entropy;
+//! * [`hinton`] — Hinton KD, `T² · KL(p_T ‖ p_S)`;
+//! * [`ca_kld`](mod@ca_kld) — CA-KLD on standardised logits, a β-mix of reverse and forward KL;
+//! * [`config`] — [`LossConfig`], a complete objective `α·KD + (1−α)·CE` as serde data.
+//!
+//! Every loss is computed in `f32` on the device of its inputs, with differentiable
+//! ops only, so gradients flow back to the student logits.
+
+pub mod ca_kld;
+pub mod config;
+pub mod hinton;
+pub mod kl;
+
+pub use ca_kld::{ca_kld, ca_kld_beta, standardize, Beta};
+pub use config::{LossConfig, DEFAULT_EPS};
+pub use hinton::hinton_kd;
+pub use kl::{cross_entropy, kl_div, log_softmax_t, softmax_t};

@@ -1,0 +1,240 @@
+//! Serialisable model configurations and the model-name registry.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::init::ParamSpec;
+use crate::lenet5::Geometry;
+use crate::{lenet5, mlp};
+
+/// Which network to build and for which input and class count.
+///
+/// Serialised with an `arch` tag, e.g.
+/// `{"arch":"mlp","input_dim":784,"hidden":[300,100],"num_classes":10}` or
+/// `{"arch":"lenet5","in_channels":1,"height":28,"width":28,"num_classes":10}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "kebab-case")]
+pub enum ModelConfig {
+    /// Fully connected ReLU network on the flattened input ([`crate::mlp::Mlp`]).
+    Mlp {
+        /// Inputs after flattening, `C·H·W`.
+        input_dim: usize,
+        /// Hidden widths, at least one.
+        hidden: Vec<usize>,
+        /// Output classes.
+        num_classes: usize,
+    },
+    /// LeNet-5 on `C×H×W` images ([`crate::lenet5::LeNet5`]).
+    #[serde(rename = "lenet5")]
+    LeNet5 {
+        /// Input channels.
+        in_channels: usize,
+        /// Input height in pixels (at least 4).
+        height: usize,
+        /// Input width in pixels (at least 4).
+        width: usize,
+        /// Output classes.
+        num_classes: usize,
+    },
+}
+
+impl ModelConfig {
+    /// The names [`ModelConfig::from_name`] accepts, for help texts.
+    pub const KNOWN: &'static [&'static str] = &["lenet-300-100", "mlp-<w1>-<w2>-...", "lenet5"];
+
+    /// Configuration from a model name and the input shape `(C, H, W)`.
+    ///
+    /// - `lenet-300-100`: MLP with hidden widths 300 and 100 on `C·H·W` inputs;
+    /// - `mlp-W1-W2-…`, e.g. `mlp-1200-1200`: MLP with those hidden widths (`mlp`
+    ///   alone is an error);
+    /// - `lenet5`: LeNet-5 on `C×H×W` images.
+    ///
+    /// Unknown names give [`ModelError::UnknownModel`] listing [`ModelConfig::KNOWN`];
+    /// a malformed width list or an unusable input gives [`ModelError::Config`].
+    pub fn from_name(name: &str, input: (usize, usize, usize), num_classes: usize) -> Result<Self> {
+        let (c, h, w) = input;
+        let input_dim = || {
+            c.checked_mul(h)
+                .and_then(|n| n.checked_mul(w))
+                .ok_or_else(|| ModelError::Config(format!("input {c}x{h}x{w} is too large")))
+        };
+        let config = match name {
+            "lenet-300-100" => ModelConfig::Mlp {
+                input_dim: input_dim()?,
+                hidden: vec![300, 100],
+                num_classes,
+            },
+            "lenet5" => ModelConfig::LeNet5 {
+                in_channels: c,
+                height: h,
+                width: w,
+                num_classes,
+            },
+            "mlp" => {
+                return Err(ModelError::Config(
+                    "'mlp' needs hidden widths, e.g. 'mlp-300-100'".to_string(),
+                ))
+            }
+            _ => match name.strip_prefix("mlp-") {
+                Some(widths) => ModelConfig::Mlp {
+                    input_dim: input_dim()?,
+                    hidden: parse_widths(name, widths)?,
+                    num_classes,
+                },
+                None => {
+                    return Err(ModelError::UnknownModel {
+                        name: name.to_string(),
+                        known: Self::KNOWN.join(", "),
+                    })
+                }
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that the network can be built: non-zero widths, input and class
+    /// count, at least one hidden layer for an MLP, an input of at least 4×4 for LeNet-5.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(ModelError::Config(msg));
+        match self {
+            ModelConfig::Mlp {
+                input_dim,
+                hidden,
+                num_classes,
+            } => {
+                if *input_dim == 0 {
+                    return bad("mlp: input_dim must be positive".into());
+                }
+                if hidden.is_empty() {
+                    return bad("mlp: needs at least one hidden layer".into());
+                }
+                if hidden.contains(&0) {
+                    return bad(format!(
+                        "mlp: hidden widths must be positive, got {hidden:?}"
+                    ));
+                }
+                if *num_classes == 0 {
+                    return bad("mlp: num_classes must be positive".into());
+                }
+            }
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                num_classes,
+            } => {
+                if *in_channels == 0 {
+                    return bad("lenet5: in_channels must be positive".into());
+                }
+                if Geometry::new(*height, *width).is_none() {
+                    return bad(format!(
+                        "lenet5: input {height}x{width} is smaller than 4x4"
+                    ));
+                }
+                if *num_classes == 0 {
+                    return bad("lenet5: num_classes must be positive".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Short name, e.g. `mlp-300-100` or `lenet5`; `from_name` of it gives back
+    /// this configuration (for the same input and class count).
+    pub fn name(&self) -> String {
+        match self {
+            ModelConfig::Mlp { hidden, .. } => std::iter::once("mlp".to_string())
+                .chain(hidden.iter().map(|w| w.to_string()))
+                .collect::<Vec<_>>()
+                .join("-"),
+            ModelConfig::LeNet5 { .. } => "lenet5".to_string(),
+        }
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            ModelConfig::Mlp { num_classes, .. } | ModelConfig::LeNet5 { num_classes, .. } => {
+                *num_classes
+            }
+        }
+    }
+
+    /// Trainable parameter count, `Σ Π shape` over [`ModelConfig::param_shapes`].
+    pub fn num_params(&self) -> usize {
+        self.param_specs().iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Parameter `(name, shape)` pairs in forward order (layer by layer, weight
+    /// before bias).
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.param_specs()
+            .into_iter()
+            .map(|spec| (spec.name, spec.shape))
+            .collect()
+    }
+
+    /// Parameters with their fan-in, in forward order. A LeNet-5 input smaller
+    /// than 4×4 (rejected by [`ModelConfig::validate`]) yields no parameters.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        match self {
+            ModelConfig::Mlp {
+                input_dim,
+                hidden,
+                num_classes,
+            } => mlp::param_specs(*input_dim, hidden, *num_classes),
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                num_classes,
+            } => match Geometry::new(*height, *width) {
+                Some(geometry) => lenet5::param_specs(*in_channels, &geometry, *num_classes),
+                None => Vec::new(),
+            },
+        }
+    }
+}
+
+/// `mlp-300-100 (input 784, 10 classes)`, `lenet5 (input 1x28x28, 10 classes)`.
+impl fmt::Display for ModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelConfig::Mlp {
+                input_dim,
+                num_classes,
+                ..
+            } => write!(
+                f,
+                "{} (input {input_dim}, {num_classes} classes)",
+                self.name()
+            ),
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                num_classes,
+            } => write!(
+                f,
+                "{} (input {in_channels}x{height}x{width}, {num_classes} classes)",
+                self.name()
+            ),
+        }
+    }
+}
+
+/// Parses `300-100` into `[300, 100]`; every width must be a positive integer.
+fn parse_widths(name: &str, widths: &str) -> Result<Vec<usize>> {
+    widths
+        .split('-')
+        .map(|w| match w.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ModelError::Config(format!(
+                "'{name}': hidden width '{w}' is not a positive integer (expected e.g. 'mlp-300-100')"
+            ))),
+        })
+        .collect()
+}

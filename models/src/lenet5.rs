@@ -1,0 +1,263 @@
+//! LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, in its common modern form.
+//!
+//! ```text
+//! [B,C,H,W] → conv1 (C→6, 5×5, pad 2) → ReLU → maxpool 2   feature "conv1" [B,6,H/2,W/2]
+//!           → conv2 (6→16, 5×5, pad p) → ReLU → maxpool 2  feature "conv2" [B,16,h2,w2]
+//!           → flatten → fc1 (→120) → ReLU                  feature "fc1"   [B,120]
+//!           → fc2 (→84) → ReLU                             feature "fc2"   [B,84]
+//!           → fc3 (→classes)                               logits          [B,classes]
+//! ```
+//! `p = 0` when the map after the first pool is at least 10×10 (28×28 MNIST:
+//! 28 → 14 → 10 → 5, the classic 16·5·5 = 400 inputs of fc1); otherwise `p = 2`
+//! so that small images still fit (8×8 digits: 8 → 4 → 4 → 2). Pools take the
+//! floor of odd sizes, as PyTorch's `MaxPool2d(2)` does (see [`max_pool2`]).
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+
+use crate::init::ParamSpec;
+use crate::model::ModelOutput;
+
+/// Channels after conv1 and conv2, widths of fc1 and fc2.
+const C1: usize = 6;
+const C2: usize = 16;
+const F1: usize = 120;
+const F2: usize = 84;
+const K: usize = 5;
+
+/// Spatial sizes of LeNet-5 for one input size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Padding of conv2 (0 or 2).
+    pub conv2_padding: usize,
+    /// `(h, w)` after the first pool.
+    pub pool1: (usize, usize),
+    /// `(h, w)` after the second pool.
+    pub pool2: (usize, usize),
+    /// Inputs of fc1, `16·h2·w2`.
+    pub flat_dim: usize,
+}
+
+impl Geometry {
+    /// Sizes for an `height × width` input, or `None` when it is smaller than 4×4
+    /// (a pool would leave nothing).
+    pub fn new(height: usize, width: usize) -> Option<Self> {
+        if height < 4 || width < 4 {
+            return None;
+        }
+        // conv1 keeps the size (pad 2, kernel 5); the pool halves it.
+        let pool1 = (height / 2, width / 2);
+        let conv2_padding = if pool1.0 >= 10 && pool1.1 >= 10 { 0 } else { 2 };
+        let conv2 = (
+            pool1.0 + 2 * conv2_padding + 1 - K,
+            pool1.1 + 2 * conv2_padding + 1 - K,
+        );
+        let pool2 = (conv2.0 / 2, conv2.1 / 2);
+        Some(Self {
+            conv2_padding,
+            pool1,
+            pool2,
+            flat_dim: C2 * pool2.0 * pool2.1,
+        })
+    }
+}
+
+/// Parameters in forward order (conv weights `[out, in, 5, 5]`, linear weights `[out, in]`).
+/// `geometry` must come from [`Geometry::new`] for the same input.
+pub(crate) fn param_specs(
+    in_channels: usize,
+    geometry: &Geometry,
+    num_classes: usize,
+) -> Vec<ParamSpec> {
+    let layers: [(&str, Vec<usize>); 5] = [
+        ("conv1", vec![C1, in_channels, K, K]),
+        ("conv2", vec![C2, C1, K, K]),
+        ("fc1", vec![F1, geometry.flat_dim]),
+        ("fc2", vec![F2, F1]),
+        ("fc3", vec![num_classes, F2]),
+    ];
+    layers
+        .into_iter()
+        .flat_map(|(name, shape)| {
+            let fan_in: usize = shape[1..].iter().product();
+            let out = shape[0];
+            [
+                ParamSpec {
+                    name: format!("{name}.weight"),
+                    shape,
+                    fan_in,
+                },
+                ParamSpec {
+                    name: format!("{name}.bias"),
+                    shape: vec![out],
+                    fan_in,
+                },
+            ]
+        })
+        .collect()
+}
+
+/// The LeNet-5 network; see the module documentation for the layout.
+#[derive(Clone, Debug)]
+pub struct LeNet5 {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+/// 2×2 max-pool with stride 2, floor of odd sizes (PyTorch's `MaxPool2d(2)`).
+///
+/// Built from a reshape `[B,C,H,W] → [B,C,H/2,2,W/2,2]` and two `max`
+/// reductions rather than candle's `max_pool2d`, whose backward pass scales the
+/// gradient of the window maximum by 1/4 (it multiplies by the window average of
+/// the argmax mask); a `max` reduction sends the full gradient to the maximum,
+/// as PyTorch does. An odd last row/column is dropped first, as floor pooling does.
+pub fn max_pool2(xs: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    let xs = if h % 2 == 1 || w % 2 == 1 {
+        xs.narrow(2, 0, 2 * h2)?
+            .narrow(3, 0, 2 * w2)?
+            .contiguous()?
+    } else {
+        xs.contiguous()?
+    };
+    xs.reshape((b, c, h2, 2, w2, 2))?.max(5)?.max(3)
+}
+
+impl LeNet5 {
+    /// Builds the layers from `vb` (paths `conv1`, `conv2`, `fc1`, `fc2`, `fc3`).
+    pub fn new(
+        in_channels: usize,
+        geometry: &Geometry,
+        num_classes: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let conv = |padding| Conv2dConfig {
+            padding,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv1: candle_nn::conv2d(in_channels, C1, K, conv(2), vb.pp("conv1"))?,
+            conv2: candle_nn::conv2d(C1, C2, K, conv(geometry.conv2_padding), vb.pp("conv2"))?,
+            fc1: candle_nn::linear(geometry.flat_dim, F1, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(F1, F2, vb.pp("fc2"))?,
+            fc3: candle_nn::linear(F2, num_classes, vb.pp("fc3"))?,
+        })
+    }
+
+    /// Forward pass on `[B, C, H, W]`. `train` is accepted for symmetry: the
+    /// network has no train-only layers.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<ModelOutput> {
+        let _ = train;
+        // relu(pool(x)) = pool(relu(x)) since both are monotone; pooling first
+        // makes ties (all-zero windows after ReLU) impossible in practice.
+        let c1 = max_pool2(&self.conv1.forward(xs)?)?.relu()?;
+        let c2 = max_pool2(&self.conv2.forward(&c1)?)?.relu()?;
+        let f1 = self.fc1.forward(&c2.flatten_from(1)?)?.relu()?;
+        let f2 = self.fc2.forward(&f1)?.relu()?;
+        let logits = self.fc3.forward(&f2)?;
+        Ok(ModelOutput {
+            logits,
+            features: vec![
+                ("conv1".to_string(), c1),
+                ("conv2".to_string(), c2),
+                ("fc1".to_string(), f1),
+                ("fc2".to_string(), f2),
+            ],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn geometry_of_common_inputs() {
+        let mnist = Geometry::new(28, 28).unwrap();
+        assert_eq!(
+            (
+                mnist.conv2_padding,
+                mnist.pool1,
+                mnist.pool2,
+                mnist.flat_dim
+            ),
+            (0, (14, 14), (5, 5), 400)
+        );
+        let digits = Geometry::new(8, 8).unwrap();
+        assert_eq!(
+            (
+                digits.conv2_padding,
+                digits.pool1,
+                digits.pool2,
+                digits.flat_dim
+            ),
+            (2, (4, 4), (2, 2), 64)
+        );
+        assert!(Geometry::new(3, 28).is_none());
+    }
+
+    #[test]
+    fn pool_gradient_is_one_at_the_window_maximum() {
+        // import torch, torch.nn.functional as F
+        // x = torch.tensor([[[[1., 2.], [3., 8.]]]], requires_grad=True)
+        // F.max_pool2d(x, 2).sum().backward(); x.grad.flatten().tolist()  # [0.0, 0.0, 0.0, 1.0]
+        let x = Var::from_vec(vec![1f32, 2., 3., 8.], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let y = max_pool2(x.as_tensor()).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [8.0]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, [0., 0., 0., 1.]);
+    }
+
+    #[test]
+    fn pool_forward_equals_candle_max_pool2d() {
+        let values: Vec<f32> = (0..2 * 3 * 6 * 4)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
+        let x = Tensor::from_vec(values, (2, 3, 6, 4), &Device::Cpu).unwrap();
+        let ours = max_pool2(&x).unwrap();
+        let reference = x.max_pool2d(2).unwrap();
+        assert_eq!(ours.dims(), &[2, 3, 3, 2]);
+        assert_eq!(
+            ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            reference.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn odd_pool_gradient_hits_the_window_maximum() {
+        // 3×3 input: the only full 2×2 window is the top-left one, its maximum
+        // is 8 at (1, 1); d(sum of pooled)/dx is 1 there and 0 elsewhere.
+        // x = torch.tensor([1., 2., 9., 3., 8., 9., 9., 9., 9.]).reshape(1, 1, 3, 3).requires_grad_()
+        // F.max_pool2d(x, 2).sum().backward(); x.grad.flatten().tolist()
+        // # [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        let x = Var::from_vec(
+            vec![1f32, 2., 9., 3., 8., 9., 9., 9., 9.],
+            (1, 1, 3, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = max_pool2(x.as_tensor()).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [8.0]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, [0., 0., 0., 0., 1., 0., 0., 0., 0.]);
+    }
+}

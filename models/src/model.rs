@@ -1,0 +1,213 @@
+//! A built network with its variables: seeded construction, forward pass,
+//! named access to the parameters.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::init::pytorch_default_init;
+use crate::lenet5::{Geometry, LeNet5};
+use crate::mlp::Mlp;
+
+/// Output of a forward pass: the logits `[B, classes]` and the named
+/// intermediate features (post-activation), in forward order.
+#[derive(Clone, Debug)]
+pub struct ModelOutput {
+    /// Unnormalised class scores, `[B, classes]`.
+    pub logits: Tensor,
+    /// `(name, activation)` pairs in forward order, e.g. `("fc1", [B, 300])`.
+    pub features: Vec<(String, Tensor)>,
+}
+
+impl ModelOutput {
+    /// The feature called `name`, if the network has one.
+    pub fn feature(&self, name: &str) -> Option<&Tensor> {
+        self.features
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+    }
+}
+
+/// The concrete network behind a [`Model`].
+#[derive(Clone, Debug)]
+enum Net {
+    Mlp(Mlp),
+    LeNet5(LeNet5),
+}
+
+/// A network built from a [`ModelConfig`], owning its f32 variables.
+pub struct Model {
+    config: ModelConfig,
+    varmap: VarMap,
+    vars: BTreeMap<String, Var>,
+    net: Net,
+    device: Device,
+}
+
+impl Model {
+    /// Builds the network with PyTorch's default initialisation, seeded.
+    ///
+    /// Every weight and bias is drawn from `U(−1/√fan_in, 1/√fan_in)` (what
+    /// `kaiming_uniform_(a=√5)` gives for weights; `fan_in = in_features`, or
+    /// `in_channels·kh·kw` for a convolution) from one
+    /// `ChaCha8Rng::seed_from_u64(seed)` stream, parameters taken in sorted-name
+    /// order (see [`crate::init`]). The same seed gives bit-identical values.
+    pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let specs = config.param_specs();
+        let values = pytorch_default_init(&specs, seed);
+        let varmap = VarMap::new();
+        let mut vars = BTreeMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Config("variable map lock poisoned".to_string()))?;
+            for spec in &specs {
+                let init = values
+                    .get(&spec.name)
+                    .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))?;
+                let var = Var::from_slice(init, spec.shape.as_slice(), device)?;
+                data.insert(spec.name.clone(), var.clone());
+                vars.insert(spec.name.clone(), var);
+            }
+        }
+        // The layers find the variables inserted above (same names and shapes),
+        // so candle's own initialisers never run.
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let net = match &config {
+            ModelConfig::Mlp {
+                input_dim,
+                hidden,
+                num_classes,
+            } => Net::Mlp(Mlp::new(*input_dim, hidden, *num_classes, vb)?),
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                num_classes,
+            } => {
+                let geometry = Geometry::new(*height, *width).ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "lenet5: input {height}x{width} is smaller than 4x4"
+                    ))
+                })?;
+                Net::LeNet5(LeNet5::new(*in_channels, &geometry, *num_classes, vb)?)
+            }
+        };
+        // A layer asking for a name the config does not list would have created a
+        // fresh, unseeded variable: refuse rather than hide it.
+        let built: Vec<String> = {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Config("variable map lock poisoned".to_string()))?;
+            data.keys().cloned().collect()
+        };
+        if let Some(extra) = built.into_iter().find(|name| !vars.contains_key(name)) {
+            return Err(ModelError::UnexpectedTensor(extra));
+        }
+        Ok(Self {
+            config,
+            varmap,
+            vars,
+            net,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration this model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device holding the variables.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The backing variable map (same variables as [`Model::named_vars`]).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Forward pass on `[B, C, H, W]` (the MLP flattens it). `train` selects
+    /// training behaviour; the current networks have no train-only layers
+    /// (no dropout or batch norm), so both settings give the same result.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<ModelOutput> {
+        match &self.net {
+            Net::Mlp(net) => net.forward_t(xs, train),
+            Net::LeNet5(net) => net.forward_t(xs, train),
+        }
+    }
+
+    /// Trainable variables sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .map(|(name, var)| (name.clone(), var.clone()))
+            .collect()
+    }
+
+    /// Every tensor of the model by name, as detached copies (later updates of
+    /// the variables do not change them).
+    pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        self.vars
+            .iter()
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?.detach())))
+            .collect()
+    }
+
+    /// Sets every variable from `tensors` (moved to the model's device).
+    ///
+    /// The map must hold exactly the model's names with the same shapes and
+    /// dtype; otherwise nothing is changed and the error names the first
+    /// offending tensor ([`ModelError::UnexpectedTensor`],
+    /// [`ModelError::MissingTensor`], [`ModelError::ShapeMismatch`],
+    /// [`ModelError::DtypeMismatch`]).
+    pub fn load_tensors(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        if let Some(extra) = tensors.keys().find(|name| !self.vars.contains_key(*name)) {
+            return Err(ModelError::UnexpectedTensor(extra.clone()));
+        }
+        for (name, var) in &self.vars {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
+            if t.dims() != var.dims() {
+                return Err(ModelError::ShapeMismatch {
+                    name: name.clone(),
+                    expected: var.dims().to_vec(),
+                    got: t.dims().to_vec(),
+                });
+            }
+            if t.dtype() != var.dtype() {
+                return Err(ModelError::DtypeMismatch {
+                    name: name.clone(),
+                    expected: var.dtype(),
+                    got: t.dtype(),
+                });
+            }
+        }
+        for (name, var) in &self.vars {
+            if let Some(t) = tensors.get(name) {
+                // A fresh copy: `Var::set` refuses a source sharing the variable's storage.
+                var.set(&t.to_device(&self.device)?.copy()?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("params", &self.vars.keys().collect::<Vec<_>>())
+            .field("device", &self.device)
+            .finish()
+    }
+}

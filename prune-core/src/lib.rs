@@ -1,0 +1,35 @@
+//! Unstructured pruning over named Candle tensors: parameter filters,
+//! importance scores, exact-count global / per-layer selection, binary masks
+//! applied to weights and gradients, and sparsity reports.
+//!
+//! Conventions: a mask is an `f32` tensor of the weight's shape with 1 = kept,
+//! 0 = pruned; selection at sparsity `s` over `n` weights prunes exactly
+//! `round(s·n)` of them, the lowest-scored, ties broken by tensor name then
+//! flat index. Everything iterates over parameters in name order.
+
+#![warn(missing_docs)]
+
+mod error;
+mod filter;
+pub mod importance;
+mod mask;
+pub mod report;
+pub mod select;
+
+use std::collections::BTreeMap;
+
+use candle_core::Tensor;
+
+pub use error::{PruneError, Result};
+pub use filter::{glob_match, ParamFilter};
+pub use importance::Criterion;
+pub use mask::MaskSet;
+pub use report::{sparsity_report, LayerSparsity, SparsityReport};
+pub use select::check_sparsity;
+
+/// Importance scores: parameter name → `f32` tensor of the weight's shape
+/// (higher = more important).
+pub type Scores = BTreeMap<String, Tensor>;
+
+/// Tensors keyed by parameter name, iterated in name order.
+pub type NamedTensors = BTreeMap<String, Tensor>;

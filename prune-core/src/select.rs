@@ -1,0 +1,244 @@
+//! Turning importance scores into masks: exact-count selection of the
+//! lowest-scored weights, globally or inside each tensor.
+//!
+//! Rule: with `n` scored weights and sparsity `s`, exactly `k = round(s·n)`
+//! weights (rounded half away from zero) get mask 0, namely the `k` lowest in
+//! the total order *(score, tensor name, flat row-major index)*. Scores are
+//! compared as `f32`; `-0.0` equals `0.0`; `±∞` are ordered normally; NaN is
+//! rejected with [`PruneError::NonFinite`].
+
+use candle_core::{DType, Device, Shape, Tensor};
+
+use crate::{MaskSet, PruneError, Result, Scores};
+
+/// Fails with [`PruneError::InvalidSparsity`] unless `s` is finite and in `[0, 1)`.
+pub fn check_sparsity(s: f64) -> Result<()> {
+    if s.is_finite() && (0.0..1.0).contains(&s) {
+        Ok(())
+    } else {
+        Err(PruneError::InvalidSparsity(s))
+    }
+}
+
+/// Number of weights pruned out of `n` at sparsity `s`: `round(s·n)`, half
+/// away from zero, at most `n`.
+pub fn prune_count(n: usize, sparsity: f64) -> usize {
+    ((sparsity * n as f64).round() as usize).min(n)
+}
+
+/// One global threshold over all tensors of `scores` together: exactly
+/// `round(s·n)` of the `n` scores get mask 0, the lowest ones, ties broken by
+/// tensor name (map order) and then flat index. Masks are `f32` tensors on the
+/// score tensors' devices.
+pub fn global(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
+    check_sparsity(sparsity)?;
+    if scores.is_empty() {
+        return Err(PruneError::NoPrunableParameters);
+    }
+    let host = scores
+        .iter()
+        .map(|(name, t)| HostKeys::gather(name, t))
+        .collect::<Result<Vec<_>>>()?;
+    let n: usize = host.iter().map(|h| h.keys.len()).sum();
+    let k = prune_count(n, sparsity);
+    let mut cut = Cut::find(host.iter().map(|h| h.keys.as_slice()), k);
+    let mut masks = MaskSet::new();
+    for h in host {
+        let (name, mask) = h.into_mask(&mut cut)?;
+        masks.insert_trusted(name, mask);
+    }
+    Ok(masks)
+}
+
+/// The rule of [`global`] applied inside each tensor separately: exactly
+/// `round(s·n_t)` weights of each tensor `t` get mask 0.
+pub fn per_layer(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
+    check_sparsity(sparsity)?;
+    if scores.is_empty() {
+        return Err(PruneError::NoPrunableParameters);
+    }
+    let mut masks = MaskSet::new();
+    for (name, t) in scores {
+        let h = HostKeys::gather(name, t)?;
+        let k = prune_count(h.keys.len(), sparsity);
+        let mut cut = Cut::find(std::iter::once(h.keys.as_slice()), k);
+        let (name, mask) = h.into_mask(&mut cut)?;
+        masks.insert_trusted(name, mask);
+    }
+    Ok(masks)
+}
+
+/// Maps an `f32` to a `u32` whose unsigned order is the numeric order
+/// (negative numbers have their bits flipped, positive ones their sign bit set).
+fn order_key(x: f32) -> u32 {
+    // -0.0 and 0.0 compare equal, so they must share a key.
+    let x = if x == 0.0 { 0.0 } else { x };
+    let bits = x.to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
+}
+
+/// One score tensor copied to the host as order keys.
+struct HostKeys {
+    name: String,
+    shape: Shape,
+    device: Device,
+    keys: Vec<u32>,
+}
+
+impl HostKeys {
+    fn gather(name: &str, t: &Tensor) -> Result<Self> {
+        let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut nan = false;
+        // Same-size map: the standard library reuses the allocation.
+        let keys: Vec<u32> = values
+            .into_iter()
+            .map(|x| {
+                nan |= x.is_nan();
+                order_key(x)
+            })
+            .collect();
+        if nan {
+            return Err(PruneError::NonFinite {
+                name: name.to_string(),
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            shape: t.shape().clone(),
+            device: t.device().clone(),
+            keys,
+        })
+    }
+
+    /// Mask in flat order: 0 for keys below the cut and for the first
+    /// `cut.ties` keys equal to it (across tensors, in visiting order).
+    fn into_mask(self, cut: &mut Cut) -> Result<(String, Tensor)> {
+        let values: Vec<f32> = self.keys.into_iter().map(|key| cut.keep(key)).collect();
+        let mask = Tensor::from_vec(values, self.shape, &self.device)?;
+        Ok((self.name, mask))
+    }
+}
+
+/// The selection boundary: every key `< key` is pruned, plus the first `ties`
+/// keys `== key` met in order; `None` prunes nothing.
+struct Cut {
+    boundary: Option<(u32, usize)>,
+}
+
+impl Cut {
+    /// The boundary that prunes exactly the `k` smallest keys, by a two-pass
+    /// radix select on the high and low 16 bits (O(n), no copy of the keys).
+    fn find<'a>(chunks: impl Iterator<Item = &'a [u32]> + Clone, k: usize) -> Self {
+        if k == 0 {
+            return Self { boundary: None };
+        }
+        let mut hist = vec![0usize; 1 << 16];
+        for chunk in chunks.clone() {
+            for &key in chunk {
+                hist[(key >> 16) as usize] += 1;
+            }
+        }
+        let (high, below) = bucket_of(&hist, k, 0);
+        hist.fill(0);
+        for chunk in chunks {
+            for &key in chunk {
+                if key >> 16 == high {
+                    hist[(key & 0xFFFF) as usize] += 1;
+                }
+            }
+        }
+        let (low, below) = bucket_of(&hist, k, below);
+        let key = (high << 16) | low;
+        Self {
+            boundary: Some((key, k - below)),
+        }
+    }
+
+    /// 1.0 to keep the next key in selection order, 0.0 to prune it.
+    #[inline]
+    fn keep(&mut self, key: u32) -> f32 {
+        match &mut self.boundary {
+            None => 1.0,
+            Some((cut, _)) if key < *cut => 0.0,
+            Some((cut, ties)) if key == *cut && *ties > 0 => {
+                *ties -= 1;
+                0.0
+            }
+            Some(_) => 1.0,
+        }
+    }
+}
+
+/// The bucket holding the `k`-th smallest element (1-based) given `below`
+/// elements already known to be smaller than every bucket, and the number of
+/// elements smaller than that bucket.
+fn bucket_of(hist: &[usize], k: usize, mut below: usize) -> (u32, usize) {
+    for (bucket, &count) in hist.iter().enumerate() {
+        if below + count >= k {
+            return (bucket as u32, below);
+        }
+        below += count;
+    }
+    // Unreachable while 0 < k <= n; the last bucket is a safe answer.
+    (hist.len() as u32 - 1, below)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_key_is_monotone() {
+        let xs = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -1e-30,
+            0.0,
+            1e-40,
+            1e-30,
+            2.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) < order_key(w[1]), "{} < {}", w[0], w[1]);
+        }
+        assert_eq!(order_key(-0.0), order_key(0.0));
+    }
+
+    #[test]
+    fn cut_matches_sorting() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Few distinct values so the tie path is exercised, plus a wide range.
+        let keys: Vec<u32> = (0..5000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    order_key(rng.random_range(0..8) as f32)
+                } else {
+                    order_key(rng.random::<f32>() * 2.0 - 1.0)
+                }
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        for k in [1, 2, 17, 2500, 4999, 5000] {
+            let cut = Cut::find(std::iter::once(keys.as_slice()), k);
+            let (key, ties) = cut.boundary.unwrap();
+            assert_eq!(key, sorted[k - 1]);
+            assert_eq!(ties, k - sorted.iter().filter(|&&x| x < key).count());
+        }
+    }
+
+    #[test]
+    fn prune_count_rounds_half_away_from_zero() {
+        assert_eq!(prune_count(3, 0.5), 2);
+        assert_eq!(prune_count(10, 0.9), 9);
+        assert_eq!(prune_count(10, 0.0), 0);
+        assert_eq!(prune_count(10, 0.99), 10);
+    }
+}
