@@ -61,6 +61,10 @@ pub struct RunConfig {
     pub keep_last: bool,
     /// Output folder (default `runs/<dataset>-s<sparsity>-seed<seed>`).
     pub out: Option<PathBuf>,
+    /// A trained teacher to reuse instead of training one.
+    pub teacher_checkpoint: Option<PathBuf>,
+    /// A trained dense student to reuse instead of training one.
+    pub student_checkpoint: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -91,6 +95,8 @@ impl Default for RunConfig {
             keep_first: false,
             keep_last: false,
             out: None,
+            teacher_checkpoint: None,
+            student_checkpoint: None,
         }
     }
 }

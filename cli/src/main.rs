@@ -33,6 +33,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Per-layer sparsity of a checkpoint; fails if a masked weight is not 0.
     Verify(commands::verify::VerifyArgs),
+    /// Mean ± std over seeds of several run reports, as a Markdown table.
+    Summarize(commands::summarize::SummarizeArgs),
 }
 
 /// Candle allocates a fresh buffer for every intermediate tensor. With glibc's
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Retrain(a) => commands::retrain::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Verify(a) => commands::verify::run(a),
+        Command::Summarize(a) => commands::summarize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

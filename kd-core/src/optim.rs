@@ -83,6 +83,7 @@ pub fn decays(name: &str) -> bool {
 }
 
 struct Slot {
+    name: String,
     var: Var,
     decay: bool,
     buffer: Option<Tensor>,
@@ -101,6 +102,7 @@ impl Sgd {
         let slots = vars
             .iter()
             .map(|(name, var)| Slot {
+                name: name.clone(),
                 var: var.clone(),
                 decay: decays(name),
                 buffer: None,
@@ -112,6 +114,14 @@ impl Sgd {
     /// The configuration in use.
     pub fn config(&self) -> &SgdConfig {
         &self.config
+    }
+
+    /// The momentum buffer of parameter `name` (after its first step).
+    pub fn momentum_buffer(&self, name: &str) -> Option<&Tensor> {
+        self.slots
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.buffer.as_ref())
     }
 
     /// One update with learning rate `lr` (the schedule's value for this step).
@@ -127,11 +137,15 @@ impl Sgd {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            let theta = slot.var.as_tensor();
+            // Detached copies: arithmetic on a Var records an autograd graph, and
+            // the momentum buffer would then chain every step's graph (and its
+            // parameter-sized intermediates) into one that is never freed.
+            let theta = slot.var.as_tensor().detach();
+            let grad = grad.detach();
             let mut g = if slot.decay && weight_decay > 0.0 {
-                (grad + (theta * weight_decay)?)?
+                (&grad + (&theta * weight_decay)?)?
             } else {
-                grad.clone()
+                grad
             };
             if momentum > 0.0 {
                 let buf = match slot.buffer.take() {
@@ -145,7 +159,7 @@ impl Sgd {
                 };
                 slot.buffer = Some(buf);
             }
-            let updated = (theta - (g * lr)?)?;
+            let updated = (&theta - (g * lr)?)?;
             slot.var.set(&updated)?;
         }
         Ok(())

@@ -5,5 +5,6 @@ pub mod eval;
 pub mod prune;
 pub mod retrain;
 pub mod run;
+pub mod summarize;
 pub mod train;
 pub mod verify;

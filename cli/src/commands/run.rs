@@ -84,6 +84,12 @@ pub struct RunArgs {
     /// Output folder [default: runs/<dataset>-s<sparsity>-seed<seed>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Reuse this trained teacher instead of training one.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Reuse this trained dense student instead of training one.
+    #[arg(long)]
+    pub student: Option<PathBuf>,
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -123,6 +129,12 @@ impl RunArgs {
         }
         if self.out.is_some() {
             c.out = self.out.clone();
+        }
+        if self.teacher.is_some() {
+            c.teacher_checkpoint = self.teacher.clone();
+        }
+        if self.student.is_some() {
+            c.student_checkpoint = self.student.clone();
         }
         c.keep_first |= self.keep_first;
         c.keep_last |= self.keep_last;
@@ -293,13 +305,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         stages: Vec::new(),
     };
 
-    r.prunable = common::prunable_names(student.config(), &r.filter());
-    if r.prunable.is_empty() {
-        bail!(
-            "the student `{}` has no prunable weights with this filter",
-            cfg.student_model
-        );
-    }
 
     // 1. teacher (CE)
     let start = Instant::now();
@@ -322,6 +327,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     r.train("dense", &student, None, &tc, &mut NoHook)?;
     r.finish("dense", &student, None, start)?;
+    r.prunable = common::prunable_names(student.config(), &r.filter());
+    if r.prunable.is_empty() {
+        bail!("the student `{}` has no prunable weights with this filter", student.config().name());
+    }
 
     // 3. KD fine-tuning under the frozen teacher: α·KD + (1−α)·CE
     let start = Instant::now();
