@@ -236,9 +236,103 @@ pub fn check_fits(model: &Model, data: &Data, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Loads a teacher checkpoint and checks it fits the data.
-pub fn load_teacher(path: &Path, data: &Data, device: &Device) -> Result<Model> {
-    let (teacher, _, _) = load_model(path, device)?;
+/// Loads a teacher checkpoint and checks it fits the data and its split.
+pub fn load_teacher(path: &Path, data: &Data, seed: u64, device: &Device) -> Result<Model> {
+    let (teacher, _, ckpt) = load_model(path, device)?;
     check_fits(&teacher, data, "the teacher")?;
+    check_same_split(&ckpt, path, data, seed)?;
     Ok(teacher)
+}
+
+/// Fails when a checkpoint was trained on another dataset or, for datasets
+/// whose train/test split depends on the seed (digits), on another split:
+/// its "test" accuracy would then include training samples.
+pub fn check_same_split(ckpt: &Checkpoint, path: &Path, data: &Data, seed: u64) -> Result<()> {
+    let meta = &ckpt.metadata;
+    if let Some(ds) = meta.get("dataset") {
+        anyhow::ensure!(
+            ds == &data.name.to_string(),
+            "{} was trained on `{ds}`, not on `{}`",
+            path.display(),
+            data.name
+        );
+    }
+    if data.name == DatasetName::Digits {
+        if let Some(s) = meta.get("seed").and_then(|s| s.parse::<u64>().ok()) {
+            anyhow::ensure!(
+                s == seed,
+                "{} was trained on the digits split of seed {s}; pass --seed {s} (the split depends on the seed)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kd_core::{SgdConfig, TrainConfig, TrainData};
+    use prune_core::select;
+
+    /// The real optimizer (momentum 0.9, Nesterov, weight decay) under the
+    /// mask hook for 69 steps: every masked weight stays exactly 0 while the
+    /// kept ones train.
+    #[test]
+    fn masked_weights_stay_exactly_zero_under_momentum_sgd() {
+        let device = Device::Cpu;
+        let data = load_data("digits", None, 0).unwrap();
+        let model = new_model("lenet-300-100", &data, 3, &device).unwrap();
+        let prunable = prunable_names(model.config(), &ParamFilter::default());
+        let scores =
+            importance::random(&select(&model.tensors().unwrap(), &prunable).unwrap(), 9).unwrap();
+        let masks = select::global(&scores, 0.8).unwrap();
+        apply_masks(&model, &masks).unwrap();
+        let before = model.tensors().unwrap();
+        let cfg = TrainConfig {
+            epochs: 3, // 23 steps per epoch at batch 64: 69 steps
+            batch_size: 64,
+            sgd: SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 5e-4,
+            },
+            warmup_epochs: 1,
+            min_lr: 0.0,
+            loss: LossConfig::CrossEntropy,
+            seed: 0,
+        };
+        let td = TrainData {
+            train: &data.split.train,
+            test: &data.split.test,
+            norm: &data.norm,
+        };
+        kd_core::fit(
+            &model,
+            None,
+            &td,
+            &cfg,
+            &mut MaskHook(&masks),
+            "test",
+            false,
+        )
+        .unwrap();
+        let after = model.tensors().unwrap();
+        for (name, mask) in masks.iter() {
+            let m: Vec<f32> = mask.flatten_all().unwrap().to_vec1().unwrap();
+            let w: Vec<f32> = after[name].flatten_all().unwrap().to_vec1().unwrap();
+            let w0: Vec<f32> = before[name].flatten_all().unwrap().to_vec1().unwrap();
+            let mut kept_moved = 0;
+            for i in 0..m.len() {
+                if m[i] == 0.0 {
+                    // ±0 both count: the mask multiplies, so a negative weight becomes −0.
+                    assert!(w[i] == 0.0, "{name}[{i}] revived: {}", w[i]);
+                } else if w[i] != w0[i] {
+                    kept_moved += 1;
+                }
+            }
+            assert!(kept_moved > 0, "{name}: kept weights did not train");
+        }
+    }
 }

@@ -166,6 +166,52 @@ fn prune_retrain_eval_subcommands_compose() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = train_small(dir.path(), "t.safetensors", "1", "mlp-256-256");
     let student = train_small(dir.path(), "s.safetensors", "1", "lenet-300-100");
+    // `run` reuses trained checkpoints: its teacher stage is the file's accuracy.
+    let run_dir = dir.path().join("run");
+    ok(&kdprune(&[
+        "run",
+        "--seed",
+        "1",
+        "--teacher",
+        p(&teacher),
+        "--student",
+        p(&student),
+        "--kd-epochs",
+        "1",
+        "--retrain-epochs",
+        "1",
+        "--score-batches",
+        "1",
+        "--quiet",
+        "--out",
+        p(&run_dir),
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
+            .unwrap();
+    let teacher_acc = report["stages"][0]["accuracy"].as_f64().unwrap();
+    let e = ok(&kdprune(&["eval", p(&teacher)]));
+    assert_eq!(e.trim(), format!("test accuracy: {teacher_acc:.4}"));
+    assert_eq!(
+        report["stages"][0]["nonzero"].as_u64(),
+        Some(256 * 64 + 256 + 256 * 256 + 256 + 2570)
+    );
+
+    // Reusing a checkpoint trained on another digits split is refused.
+    fails_with(
+        &kdprune(&[
+            "run",
+            "--seed",
+            "2",
+            "--teacher",
+            p(&teacher),
+            "--quiet",
+            "--out",
+            p(&run_dir),
+        ]),
+        "--seed 1",
+    );
+
     let pruned = dir.path().join("p.safetensors");
     let out = ok(&kdprune(&[
         "prune",

@@ -70,7 +70,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let (data, seed) = a.data.load(Some(&ckpt.metadata))?;
     common::check_fits(&model, &data, "the checkpoint")?;
     let teacher = match &a.teacher {
-        Some(p) => Some(common::load_teacher(p, &data, &device)?),
+        Some(p) => Some(common::load_teacher(p, &data, seed, &device)?),
         None => None,
     };
     let mut loss = a.loss.config()?;

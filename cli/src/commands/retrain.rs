@@ -46,7 +46,7 @@ pub fn run(a: RetrainArgs) -> Result<()> {
     common::check_fits(&model, &data, "the checkpoint")?;
     let loss = a.loss.config()?;
     let teacher = match &a.teacher {
-        Some(p) => Some(common::load_teacher(p, &data, &device)?),
+        Some(p) => Some(common::load_teacher(p, &data, seed, &device)?),
         None => None,
     };
     anyhow::ensure!(

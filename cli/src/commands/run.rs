@@ -264,33 +264,32 @@ pub fn run(args: RunArgs) -> Result<()> {
     let verbose = !args.quiet;
     let device = Device::Cpu;
     let data = common::load_data(&cfg.dataset, cfg.data_dir.as_deref(), cfg.seed)?;
+    // Unknown architecture names fail now, not after the teacher has trained.
+    for (name, ckpt) in [
+        (&cfg.teacher_model, &cfg.teacher_checkpoint),
+        (&cfg.student_model, &cfg.student_checkpoint),
+    ] {
+        if ckpt.is_none() {
+            kdprune_models::ModelConfig::from_name(name, data.input_shape(), data.num_classes())?;
+        }
+    }
     let out = cfg.out_dir();
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     write_atomic(&out.join("config.toml"), &toml::to_string(&cfg)?)?;
     let kd_loss = cfg.kd_loss_config()?;
 
-    let teacher = common::new_model(
-        &cfg.teacher_model,
-        &data,
-        cfg.seed ^ common::TEACHER_SALT,
-        &device,
-    )?;
-    let student = common::new_model(
-        &cfg.student_model,
-        &data,
-        cfg.seed ^ common::STUDENT_SALT,
-        &device,
-    )?;
     if verbose {
+        let describe = |name: &str, ckpt: &Option<PathBuf>| match ckpt {
+            Some(p) => format!("{} (trained)", p.display()),
+            None => name.to_string(),
+        };
         eprintln!(
-            "kdprune run: {} ({} train / {} test), teacher {} ({} params), student {} ({} params), sparsity {}, seed {} → {}",
+            "kdprune run: {} ({} train / {} test), teacher {}, student {}, sparsity {}, seed {} → {}",
             data.name,
             data.split.train.len(),
             data.split.test.len(),
-            teacher.config().name(),
-            teacher.config().num_params(),
-            student.config().name(),
-            student.config().num_params(),
+            describe(&cfg.teacher_model, &cfg.teacher_checkpoint),
+            describe(&cfg.student_model, &cfg.student_checkpoint),
             cfg.sparsity,
             cfg.seed,
             out.display()
@@ -305,31 +304,62 @@ pub fn run(args: RunArgs) -> Result<()> {
         stages: Vec::new(),
     };
 
-
-    // 1. teacher (CE)
+    // 1. teacher (CE), or a trained one
     let start = Instant::now();
-    let tc = r.train_config(
-        cfg.teacher_epochs,
-        cfg.lr,
-        LossConfig::CrossEntropy,
-        common::TEACHER_SALT,
-    );
-    r.train("teacher", &teacher, None, &tc, &mut NoHook)?;
+    let teacher = match &cfg.teacher_checkpoint {
+        Some(p) => common::load_teacher(p, &data, cfg.seed, &device)?,
+        None => {
+            let teacher = common::new_model(
+                &cfg.teacher_model,
+                &data,
+                cfg.seed ^ common::TEACHER_SALT,
+                &device,
+            )?;
+            let tc = r.train_config(
+                cfg.teacher_epochs,
+                cfg.lr,
+                LossConfig::CrossEntropy,
+                common::TEACHER_SALT,
+            );
+            r.train("teacher", &teacher, None, &tc, &mut NoHook)?;
+            teacher
+        }
+    };
     r.finish("teacher", &teacher, None, start)?;
 
-    // 2. dense student (CE)
+    // 2. dense student (CE), or a trained one
     let start = Instant::now();
-    let tc = r.train_config(
-        cfg.student_epochs,
-        cfg.lr,
-        LossConfig::CrossEntropy,
-        common::STUDENT_SALT,
-    );
-    r.train("dense", &student, None, &tc, &mut NoHook)?;
+    let student = match &cfg.student_checkpoint {
+        Some(p) => {
+            let (m, _, ckpt) = common::load_model(p, &device)?;
+            common::check_fits(&m, &data, "the student checkpoint")?;
+            common::check_same_split(&ckpt, p, &data, cfg.seed)?;
+            m
+        }
+        None => {
+            let student = common::new_model(
+                &cfg.student_model,
+                &data,
+                cfg.seed ^ common::STUDENT_SALT,
+                &device,
+            )?;
+            let tc = r.train_config(
+                cfg.student_epochs,
+                cfg.lr,
+                LossConfig::CrossEntropy,
+                common::STUDENT_SALT,
+            );
+            r.train("dense", &student, None, &tc, &mut NoHook)?;
+            student
+        }
+    };
     r.finish("dense", &student, None, start)?;
     r.prunable = common::prunable_names(student.config(), &r.filter());
     if r.prunable.is_empty() {
-        bail!("the student `{}` has no prunable weights with this filter", student.config().name());
+        bail!(
+            "the student `{}` has no prunable weights with this filter",
+            student.config().name()
+        );
     }
 
     // 3. KD fine-tuning under the frozen teacher: α·KD + (1−α)·CE

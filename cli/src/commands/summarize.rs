@@ -57,16 +57,22 @@ pub fn run(a: SummarizeArgs) -> Result<()> {
     let mut seeds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for path in &a.reports {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let r: ReportFile =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a kdprune report", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let r: ReportFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a kdprune report", path.display()))?;
         let key = format!("{:.2}", r.config.sparsity);
         seeds.entry(key.clone()).or_default().push(r.config.seed);
         for st in r.stages {
             if !order.contains(&st.name) {
                 order.push(st.name.clone());
             }
-            cells.entry(key.clone()).or_default().entry(st.name).or_default().push(st.accuracy);
+            cells
+                .entry(key.clone())
+                .or_default()
+                .entry(st.name)
+                .or_default()
+                .push(st.accuracy);
         }
     }
     let cols: Vec<&String> = cells.keys().collect();

@@ -39,7 +39,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (data, seed) = a.data.load(None)?;
     let loss = a.loss.config()?;
     let teacher = match &a.teacher {
-        Some(p) => Some(common::load_teacher(p, &data, &device)?),
+        Some(p) => Some(common::load_teacher(p, &data, seed, &device)?),
         None => None,
     };
     anyhow::ensure!(
