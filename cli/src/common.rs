@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Var};
-use kd_core::{LossConfig, StepHook, StepInfo};
+use kd_core::{LossConfig, StepHook, StepInfo, TrainConfig, TrainData};
 use kdprune_data::{Batcher, DatasetName, Normalization, Split};
 use kdprune_models::checkpoint::{self, Checkpoint};
 use kdprune_models::{Model, ModelConfig};
@@ -35,6 +35,14 @@ impl Data {
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.split.train.num_classes
+    }
+    /// The view `kd_core::fit` trains and evaluates on.
+    pub fn train_data(&self) -> TrainData<'_> {
+        TrainData {
+            train: &self.split.train,
+            test: &self.split.test,
+            norm: &self.norm,
+        }
     }
 }
 
@@ -242,6 +250,61 @@ pub fn load_teacher(path: &Path, data: &Data, seed: u64, device: &Device) -> Res
     check_fits(&teacher, data, "the teacher")?;
     check_same_split(&ckpt, path, data, seed)?;
     Ok(teacher)
+}
+
+/// The teacher `loss` needs, loaded from `path`; an error names the missing
+/// `--teacher` when the loss needs one and none is given.
+pub fn teacher_for(
+    loss: &LossConfig,
+    path: Option<&Path>,
+    data: &Data,
+    seed: u64,
+    device: &Device,
+) -> Result<Option<Model>> {
+    anyhow::ensure!(
+        !loss.needs_teacher() || path.is_some(),
+        "--loss {} needs --teacher CKPT",
+        loss.name()
+    );
+    path.map(|p| load_teacher(p, data, seed, device))
+        .transpose()
+}
+
+/// Trains `model` (with `hook` around each step), saves it with `masks` as
+/// stage `stage`, and prints the final test accuracy.
+#[allow(clippy::too_many_arguments)]
+pub fn train_and_save(
+    model: &Model,
+    teacher: Option<&Model>,
+    data: &Data,
+    cfg: &TrainConfig,
+    hook: &mut dyn StepHook,
+    masks: Option<&MaskSet>,
+    stage: &str,
+    seed: u64,
+    out: &Path,
+    verbose: bool,
+) -> Result<()> {
+    let report = kd_core::fit(
+        model,
+        teacher,
+        &data.train_data(),
+        cfg,
+        hook,
+        stage,
+        verbose,
+    )?;
+    save_model(
+        out,
+        model,
+        masks,
+        metadata(data.name, seed, stage, &data.norm),
+    )?;
+    if let Some(acc) = report.final_accuracy() {
+        println!("test accuracy: {acc:.4}");
+    }
+    println!("saved {}", out.display());
+    Ok(())
 }
 
 /// Fails when a checkpoint was trained on another dataset or, for datasets

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
-use kd_core::TrainData;
 
 use super::args::{DataArgs, LossArgs, OptimArgs};
 use crate::common::{self, MaskHook};
@@ -45,36 +44,21 @@ pub fn run(a: RetrainArgs) -> Result<()> {
     let (data, seed) = a.data.load(Some(&ckpt.metadata))?;
     common::check_fits(&model, &data, "the checkpoint")?;
     let loss = a.loss.config()?;
-    let teacher = match &a.teacher {
-        Some(p) => Some(common::load_teacher(p, &data, seed, &device)?),
-        None => None,
-    };
-    anyhow::ensure!(
-        !loss.needs_teacher() || teacher.is_some(),
-        "--loss {} needs --teacher CKPT",
-        a.loss.loss
-    );
+    let teacher = common::teacher_for(&loss, a.teacher.as_deref(), &data, seed, &device)?;
     common::apply_masks(&model, &masks)?;
     let cfg = a.optim.train_config(loss, seed);
-    let td = TrainData {
-        train: &data.split.train,
-        test: &data.split.test,
-        norm: &data.norm,
-    };
-    let report = kd_core::fit(
+    let mut hook = MaskHook(&masks);
+    common::train_and_save(
         &model,
         teacher.as_ref(),
-        &td,
+        &data,
         &cfg,
-        &mut MaskHook(&masks),
-        "retrain",
+        &mut hook,
+        Some(&masks),
+        "retrained",
+        seed,
+        &a.out,
         !a.quiet,
     )?;
-    let meta = common::metadata(data.name, seed, "retrained", &data.norm);
-    common::save_model(&a.out, &model, Some(&masks), meta)?;
-    if let Some(acc) = report.final_accuracy() {
-        println!("test accuracy: {acc:.4}");
-    }
-    println!("saved {}", a.out.display());
     Ok(())
 }

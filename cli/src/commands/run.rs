@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
-use kd_core::{LossConfig, NoHook, SgdConfig, StepHook, TrainConfig, TrainData};
+use kd_core::{LossConfig, NoHook, SgdConfig, StepHook, TrainConfig};
 use kdprune_models::Model;
 use prune_core::importance::Criterion;
 use prune_core::{select, MaskSet, ParamFilter};
@@ -178,13 +178,16 @@ impl Runner<'_> {
         cfg: &TrainConfig,
         hook: &mut dyn StepHook,
     ) -> Result<()> {
-        let data = TrainData {
-            train: &self.data.split.train,
-            test: &self.data.split.test,
-            norm: &self.data.norm,
-        };
-        kd_core::fit(model, teacher, &data, cfg, hook, label, self.verbose)
-            .with_context(|| format!("training stage `{label}` failed"))?;
+        kd_core::fit(
+            model,
+            teacher,
+            &self.data.train_data(),
+            cfg,
+            hook,
+            label,
+            self.verbose,
+        )
+        .with_context(|| format!("training stage `{label}` failed"))?;
         Ok(())
     }
 

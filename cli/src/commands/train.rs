@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
-use kd_core::{NoHook, TrainData};
+use kd_core::NoHook;
 
 use super::args::{DataArgs, LossArgs, OptimArgs};
 use crate::common;
@@ -38,36 +38,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let device = Device::Cpu;
     let (data, seed) = a.data.load(None)?;
     let loss = a.loss.config()?;
-    let teacher = match &a.teacher {
-        Some(p) => Some(common::load_teacher(p, &data, seed, &device)?),
-        None => None,
-    };
-    anyhow::ensure!(
-        !loss.needs_teacher() || teacher.is_some(),
-        "--loss {} needs --teacher CKPT",
-        a.loss.loss
-    );
+    let teacher = common::teacher_for(&loss, a.teacher.as_deref(), &data, seed, &device)?;
     let model = common::new_model(&a.model, &data, seed, &device)?;
     let cfg = a.optim.train_config(loss, seed);
-    let td = TrainData {
-        train: &data.split.train,
-        test: &data.split.test,
-        norm: &data.norm,
-    };
-    let report = kd_core::fit(
+    common::train_and_save(
         &model,
         teacher.as_ref(),
-        &td,
+        &data,
         &cfg,
         &mut NoHook,
+        None,
         "train",
+        seed,
+        &a.out,
         !a.quiet,
     )?;
-    let meta = common::metadata(data.name, seed, "train", &data.norm);
-    common::save_model(&a.out, &model, None, meta)?;
-    if let Some(acc) = report.final_accuracy() {
-        println!("test accuracy: {acc:.4}");
-    }
-    println!("saved {}", a.out.display());
     Ok(())
 }
