@@ -34,7 +34,10 @@ fn three_steps(nesterov: bool) -> (Vec<f32>, Vec<f32>) {
     // a graph keeps every step's intermediates alive (a memory leak).
     for name in ["fc.bias", "fc.weight"] {
         let buf = sgd.momentum_buffer(name).expect("buffer after a step");
-        assert!(!buf.track_op(), "{name}: momentum buffer tracks an autograd graph");
+        assert!(
+            !buf.track_op(),
+            "{name}: momentum buffer tracks an autograd graph"
+        );
     }
     (
         w.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),

@@ -8,12 +8,24 @@
 //! Every loss is computed in `f32` on the device of its inputs, with differentiable
 //! ops only, so gradients flow back to the student logits.
 
+pub mod attention;
 pub mod ca_kld;
 pub mod config;
+pub mod distilbert;
+pub mod dkd;
+pub mod fitnet;
 pub mod hinton;
 pub mod kl;
+pub mod rkd;
+pub mod token_kd;
 
+pub use attention::{at_loss, attention_map, AttentionConfig};
 pub use ca_kld::{ca_kld, ca_kld_beta, standardize, Beta};
 pub use config::{LossConfig, DEFAULT_EPS};
+pub use distilbert::{distilbert_loss, DistilBertConfig, DistilBertLoss, IGNORE_INDEX};
+pub use dkd::{dkd_loss, dkd_terms, DkdConfig, DkdTerms};
+pub use fitnet::{fitnet_loss, FitNetConfig, FitNetRegressor};
 pub use hinton::hinton_kd;
 pub use kl::{cross_entropy, kl_div, log_softmax_t, softmax_t};
+pub use rkd::{rkd_angle_loss, rkd_distance_loss, rkd_loss, RkdConfig};
+pub use token_kd::{lm_ce_loss, token_kd_loss, TokenKdConfig};
