@@ -41,9 +41,25 @@ pub enum DataError {
     /// A dataset name that [`crate::DatasetName`] does not know.
     #[error("unknown dataset '{name}' (known: {known})")]
     UnknownDataset { name: String, known: String },
-    /// A file-backed dataset was requested without a data directory.
-    #[error("dataset '{dataset}' is read from IDX files: pass --data-dir DIR (a directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz])")]
-    MissingDataDir { dataset: String },
+    /// A file-backed dataset was requested without a data directory;
+    /// `expected` describes the files the directory must hold.
+    #[error("dataset '{dataset}' is read from files: pass --data-dir DIR (a directory holding {expected}), or load it from the Hugging Face Hub")]
+    MissingDataDir { dataset: String, expected: String },
+    /// A file exists but its content is not what its format requires (a
+    /// record size, an image that does not decode, a parquet file that does
+    /// not parse, a missing column).
+    #[error("{path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    /// The Hugging Face Hub client failed (network, missing revision, a file
+    /// absent from the local cache in offline mode, ...).
+    #[error("Hugging Face Hub dataset {repo} (cache {}): {source}", cache.display())]
+    Hub {
+        repo: String,
+        cache: PathBuf,
+        // Boxed: the client's error is large and rare.
+        #[source]
+        source: Box<hf_hub::HFError>,
+    },
     /// A text source (the embedded digits CSV) has a malformed line (1-based).
     #[error("{what}, line {line}: {message}")]
     Parse {

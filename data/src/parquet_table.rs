@@ -1,0 +1,147 @@
+//! Image-classification tables in the parquet layout of the Hugging Face Hub.
+//!
+//! The `datasets` library writes an `Image` feature as a struct column
+//! `{bytes: binary, path: string}` holding the encoded PNG/JPEG file, and a
+//! `ClassLabel` feature as an `int64` column.
+
+use std::fs::File;
+use std::path::Path;
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, Row};
+use parquet::schema::types::Type;
+
+use crate::error::{DataError, Result};
+
+/// The encoded images and the labels of one parquet file, in row order.
+#[derive(Clone, Debug, Default)]
+pub struct ImageTable {
+    /// The encoded image file (PNG, JPEG) of each row.
+    pub images: Vec<Vec<u8>>,
+    /// The integer label of each row.
+    pub labels: Vec<i64>,
+}
+
+/// Reads the column `image_column` (a struct with a binary `bytes` field, the
+/// Hub's image feature) and the integer column `label_column` of every row of the
+/// parquet file at `path`.
+///
+/// Fails with [`DataError::Io`] when the file cannot be opened and with
+/// [`DataError::Corrupt`] when it is not parquet, lacks a column (the message
+/// lists the columns it has), or holds a null image or a non-integer label.
+pub fn read_image_table(path: &Path, image_column: &str, label_column: &str) -> Result<ImageTable> {
+    let file = File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| corrupt(path, format!("not a readable parquet file: {e}")))?;
+    let schema = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .root_schema();
+    let column = |name: &str| {
+        schema
+            .get_fields()
+            .iter()
+            .find(|f| f.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                let have: Vec<&str> = schema.get_fields().iter().map(|f| f.name()).collect();
+                corrupt(
+                    path,
+                    format!("no column '{name}' (columns: {})", have.join(", ")),
+                )
+            })
+    };
+    let image_field = column(image_column)?;
+    if !image_field.is_group() {
+        return Err(corrupt(
+            path,
+            format!("column '{image_column}' is not a {{bytes, path}} image struct"),
+        ));
+    }
+    // Read only the two columns: Hub files may carry others (CIFAR-100's second
+    // label, TinyImageNet's none, user columns).
+    let projection = Type::group_type_builder(schema.name())
+        .with_fields(vec![image_field, column(label_column)?])
+        .build()
+        .map_err(|e| corrupt(path, format!("cannot select columns: {e}")))?;
+    let rows = reader
+        .get_row_iter(Some(projection))
+        .map_err(|e| corrupt(path, format!("cannot read rows: {e}")))?;
+    let n = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut table = ImageTable {
+        images: Vec::with_capacity(n),
+        labels: Vec::with_capacity(n),
+    };
+    for (i, row) in rows.enumerate() {
+        let row = row.map_err(|e| corrupt(path, format!("row {i}: {e}")))?;
+        let (image, label) = row_values(&row, image_column, label_column)
+            .map_err(|m| corrupt(path, format!("row {i}: {m}")))?;
+        table.images.push(image);
+        table.labels.push(label);
+    }
+    Ok(table)
+}
+
+/// The image bytes and the label of one projected row.
+fn row_values(
+    row: &Row,
+    image_column: &str,
+    label_column: &str,
+) -> std::result::Result<(Vec<u8>, i64), String> {
+    let mut image = None;
+    let mut label = None;
+    for (name, field) in row.get_column_iter() {
+        if name == image_column {
+            image = Some(image_bytes(field)?);
+        } else if name == label_column {
+            label = Some(integer(field).ok_or_else(|| {
+                format!("label column '{label_column}' holds {field:?}, not an integer")
+            })?);
+        }
+    }
+    match (image, label) {
+        (Some(i), Some(l)) => Ok((i, l)),
+        _ => Err(format!("missing '{image_column}' or '{label_column}'")),
+    }
+}
+
+fn image_bytes(field: &Field) -> std::result::Result<Vec<u8>, String> {
+    let Field::Group(group) = field else {
+        return Err(format!("image is {field:?}, not a {{bytes, path}} struct"));
+    };
+    for (name, f) in group.get_column_iter() {
+        if name == "bytes" {
+            return match f {
+                Field::Bytes(b) => Ok(b.data().to_vec()),
+                Field::Null => Err("image bytes are null".into()),
+                other => Err(format!("image bytes are {other:?}")),
+            };
+        }
+    }
+    Err("image struct has no 'bytes' field".into())
+}
+
+fn integer(field: &Field) -> Option<i64> {
+    match *field {
+        Field::Byte(v) => Some(i64::from(v)),
+        Field::Short(v) => Some(i64::from(v)),
+        Field::Int(v) => Some(i64::from(v)),
+        Field::Long(v) => Some(v),
+        Field::UByte(v) => Some(i64::from(v)),
+        Field::UShort(v) => Some(i64::from(v)),
+        Field::UInt(v) => Some(i64::from(v)),
+        Field::ULong(v) => i64::try_from(v).ok(),
+        _ => None,
+    }
+}
+
+fn corrupt(path: &Path, message: String) -> DataError {
+    DataError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    }
+}
