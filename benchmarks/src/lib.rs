@@ -1,5 +1,6 @@
 //! Shared helpers of the bench binaries (`bench-select`, `bench-scoring`).
-//! Every binary prints ratios against a baseline measured in the same run.
+//! Every binary prints ratios against a baseline
+//! measured in the same run.
 
 use std::time::Instant;
 
@@ -17,6 +18,56 @@ pub fn median_secs<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     times[times.len() / 2]
 }
 
+/// Median wall times in seconds of several contenders measured side by side:
+/// after one warm-up run of each, `rounds` rounds run every contender once,
+/// in turn, so that a change of machine load affects all of them alike.
+pub fn interleaved_median_secs(rounds: usize, contenders: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    for f in contenders.iter_mut() {
+        f();
+    }
+    let mut times = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds.max(1) {
+        for (f, t) in contenders.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+/// The 1-minute load average of the machine (Linux), to print beside timings.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Keeps freed memory in the heap, as the `kdprune` binary does at start.
+///
+/// candle allocates a fresh buffer for every intermediate tensor; with glibc's
+/// defaults the large ones are mapped and unmapped on every step and the page
+/// faults cost more than the arithmetic. Call it first thing in `main`.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called once,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -25,5 +76,15 @@ mod tests {
         let t = super::median_secs(3, || n += (0..1000u64).sum::<u64>());
         assert!(t >= 0.0);
         assert_eq!(n, 4 * 499_500);
+    }
+
+    #[test]
+    fn interleaved_runs_each_contender_once_per_round() {
+        let (mut a, mut b) = (0u32, 0u32);
+        let times = super::interleaved_median_secs(5, &mut [&mut || a += 1, &mut || b += 2]);
+        assert_eq!(times.len(), 2);
+        assert!(times.iter().all(|t| *t >= 0.0));
+        // one warm-up run and five rounds each
+        assert_eq!((a, b), (6, 12));
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use kd_core::losses::Beta;
 use kd_core::LossConfig;
-use kdprune_benchmarks::median_secs;
+use kdprune_benchmarks::interleaved_median_secs;
 use kdprune_models::{Model, ModelConfig};
 use prune_core::importance::SaliencyAccumulator;
 
@@ -51,7 +51,7 @@ fn main() -> anyhow_free::Result {
         .filter(|n| n.ends_with(".weight"))
         .collect();
 
-    let scoring = median_secs(3, || {
+    let mut scoring = || {
         let weights: BTreeMap<String, Tensor> = student
             .tensors()
             .expect("tensors")
@@ -67,8 +67,8 @@ fn main() -> anyhow_free::Result {
             acc.add_batch(&weights, &g).expect("accumulate");
         }
         std::hint::black_box(acc.finish().expect("scores"));
-    });
-    let kd_passes = median_secs(3, || {
+    };
+    let mut kd_passes = || {
         for (x, y) in xs.iter().zip(&ys) {
             let t = teacher
                 .forward_t(x, false)
@@ -83,8 +83,8 @@ fn main() -> anyhow_free::Result {
                 .expect("backward");
             std::hint::black_box(g);
         }
-    });
-    let ce_passes = median_secs(3, || {
+    };
+    let mut ce_passes = || {
         for (x, y) in xs.iter().zip(&ys) {
             let s = student.forward_t(x, true).expect("student").logits;
             let g = LossConfig::CrossEntropy
@@ -94,7 +94,10 @@ fn main() -> anyhow_free::Result {
                 .expect("backward");
             std::hint::black_box(g);
         }
-    });
+    };
+    // Interleaved rounds: a load change on the machine hits all three alike.
+    let t = interleaved_median_secs(7, &mut [&mut scoring, &mut kd_passes, &mut ce_passes]);
+    let (scoring, kd_passes, ce_passes) = (t[0], t[1], t[2]);
     println!(
         "bench=teacher_guided_scoring batches={batches} batch={batch} scoring_s={scoring:.4} kd_fwd_bwd_s={kd_passes:.4} ce_fwd_bwd_s={ce_passes:.4} ratio_vs_kd_passes={:.3} ratio_vs_ce_passes={:.3} goal=1.1",
         scoring / kd_passes,
