@@ -1,8 +1,12 @@
-//! Shared helpers of the bench binaries (`bench-select`, `bench-scoring`).
-//! Every binary prints ratios against a baseline
+//! Shared helpers of the bench binaries (`bench-select`, `bench-scoring`,
+//! `bench-train`, `bench-conv`). Every binary prints ratios against a baseline
 //! measured in the same run.
 
+pub mod small_cnn;
+
 use std::time::Instant;
+
+pub use small_cnn::SmallCnn;
 
 /// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
 pub fn median_secs<F: FnMut()>(reps: usize, mut f: F) -> f64 {

@@ -14,5 +14,6 @@ pub use losses::LossConfig;
 pub use optim::{Sgd, SgdConfig};
 pub use schedule::LrSchedule;
 pub use train::{
-    evaluate, fit, loss_gradients, NoHook, StepHook, StepInfo, TrainConfig, TrainData, TrainReport,
+    evaluate, fit, fit_with, loss_gradients, FitOptions, NoHook, StepHook, StepInfo, TeacherCache,
+    TrainConfig, TrainData, TrainReport,
 };

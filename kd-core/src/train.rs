@@ -1,12 +1,19 @@
 //! The epoch loop: a student trained on a loss that may involve a frozen
 //! teacher, with hooks around every optimizer step (the CLI uses them to
 //! enforce pruning masks without kd-core knowing about masks).
+//!
+//! The training inputs are not augmented, so the frozen teacher's logits of a
+//! sample are the same in every epoch: [`TeacherCache`] computes them once
+//! (and can keep them on disk between runs), which halves the cost of a
+//! distillation epoch when the teacher costs about what the student's forward
+//! and backward cost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use kdprune_data::{Batcher, Dataset, Normalization};
 use kdprune_models::Model;
@@ -121,11 +128,46 @@ pub struct TrainData<'a> {
     pub norm: &'a Normalization,
 }
 
-/// Trains `student` (teacher frozen, used only when the loss needs it).
+/// Where [`fit_with`] takes the frozen teacher's logits from.
+///
+/// Every variant gives the same training, bit for bit: the teacher is always
+/// run on exactly `batch_size` rows (a short batch is padded), and a sample's
+/// logits then do not depend on the batch it comes in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TeacherCache {
+    /// Run the teacher on every batch of every epoch.
+    Off,
+    /// Run the teacher once over the training set before the first epoch and
+    /// look each batch's logits up in that table (`N × classes` floats).
+    #[default]
+    Memory,
+    /// As [`TeacherCache::Memory`], and keep the table in
+    /// `DIR/teacher-logits-<key>.safetensors`, `key` a hash of the teacher's
+    /// weights, the dataset (name, sample count, pixels), the normalisation
+    /// and the batch size: a later run with the same inputs loads it instead
+    /// of running the teacher. A file that does not match is recomputed and
+    /// replaced.
+    Disk(PathBuf),
+}
+
+/// How [`fit_with`] reports and where it takes the teacher's logits from.
+#[derive(Clone, Debug, Default)]
+pub struct FitOptions<'a> {
+    /// Prefix of the progress bar and of the per-epoch line.
+    pub label: &'a str,
+    /// Print the progress bar and one line per epoch to stderr.
+    pub verbose: bool,
+    /// Source of the teacher's logits.
+    pub teacher_cache: TeacherCache,
+}
+
+/// Trains `student` (teacher frozen, used only when the loss needs it), with
+/// the teacher's logits cached in memory ([`TeacherCache::Memory`]).
 ///
 /// `label` prefixes the progress bar and the per-epoch line printed to stderr
 /// when `verbose` is set. A non-finite loss stops the run with
-/// [`KdError::NonFiniteLoss`] naming the epoch and step.
+/// [`KdError::NonFiniteLoss`] naming the epoch and step. Same as [`fit_with`]
+/// with those options.
 pub fn fit(
     student: &Model,
     teacher: Option<&Model>,
@@ -135,6 +177,28 @@ pub fn fit(
     label: &str,
     verbose: bool,
 ) -> Result<TrainReport> {
+    let options = FitOptions {
+        label,
+        verbose,
+        teacher_cache: TeacherCache::Memory,
+    };
+    fit_with(student, teacher, data, config, hook, &options)
+}
+
+/// Trains `student` (teacher frozen, used only when the loss needs it), with
+/// the teacher's logits taken as `options.teacher_cache` says.
+///
+/// The training set is not augmented, so caching changes nothing but the
+/// time: [`TeacherCache::Off`], `Memory` and `Disk` give bit-identical runs.
+pub fn fit_with(
+    student: &Model,
+    teacher: Option<&Model>,
+    data: &TrainData<'_>,
+    config: &TrainConfig,
+    hook: &mut dyn StepHook,
+    options: &FitOptions<'_>,
+) -> Result<TrainReport> {
+    let (label, verbose) = (options.label, options.verbose);
     config.validate()?;
     if config.loss.needs_teacher() && teacher.is_none() {
         return Err(KdError::InvalidConfig(format!(
@@ -152,6 +216,23 @@ pub fn fit(
         min_lr: config.min_lr,
     };
     let device = student.device().clone();
+    let teacher = teacher.filter(|_| config.loss.needs_teacher());
+    // No table when nothing will be trained.
+    let teacher_for_table = teacher.filter(|_| config.epochs > 0 && !data.train.is_empty());
+    let table = match (teacher_for_table, &options.teacher_cache) {
+        (Some(t), TeacherCache::Memory) => {
+            Some(teacher_table(t, data, config.batch_size, &device)?)
+        }
+        (Some(t), TeacherCache::Disk(dir)) => Some(teacher_table_on_disk(
+            t,
+            data,
+            config.batch_size,
+            &device,
+            dir,
+            verbose,
+        )?),
+        _ => None,
+    };
     let mut report = TrainReport::default();
     let mut step = 0usize;
     for epoch in 0..config.epochs {
@@ -168,11 +249,13 @@ pub fn fit(
         let batches = batcher.epoch(epoch);
         for idx in &batches {
             let (xs, ys) = data.train.batch(idx, data.norm, &device)?;
-            let teacher_logits = match teacher {
-                Some(t) if config.loss.needs_teacher() => {
-                    Some(t.forward_t(&xs, false)?.logits.detach())
+            let teacher_logits = match (&table, teacher) {
+                (Some(table), _) => {
+                    let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+                    Some(table.index_select(&Tensor::new(rows, &device)?, 0)?)
                 }
-                _ => None,
+                (None, Some(t)) => Some(teacher_logits(t, &xs, config.batch_size)?),
+                (None, None) => None,
             };
             let logits = student.forward_t(&xs, true)?.logits;
             let loss = config.loss.loss(&logits, teacher_logits.as_ref(), &ys)?;
@@ -224,6 +307,172 @@ pub fn fit(
         report.epochs.push(stats);
     }
     Ok(report)
+}
+
+/// The teacher's logits of `xs` (eval mode, detached), the teacher always
+/// run on exactly `rows` rows: a shorter batch is padded with zero images
+/// and the padding's logits dropped.
+///
+/// The matrix kernels pick their blocking and summation order from the
+/// matrix sizes, so the same sample gives other bits in a batch of another
+/// size; at a fixed size, a row's result does not depend on the other rows.
+/// Padding makes a sample's logits the same in every batch, which is what
+/// lets [`TeacherCache`] reproduce the uncached run exactly.
+fn teacher_logits(teacher: &Model, xs: &Tensor, rows: usize) -> Result<Tensor> {
+    let n = xs.dim(0)?;
+    if n >= rows {
+        return Ok(teacher.forward_t(xs, false)?.logits.detach());
+    }
+    let mut dims = xs.dims().to_vec();
+    dims[0] = rows - n;
+    let padding = Tensor::zeros(dims, xs.dtype(), xs.device())?;
+    let padded = Tensor::cat(&[xs, &padding], 0)?;
+    Ok(teacher
+        .forward_t(&padded, false)?
+        .logits
+        .narrow(0, 0, n)?
+        .detach())
+}
+
+/// The teacher's logits of every training sample, `[N, classes]` in sample
+/// order, computed `batch_size` samples at a time as [`teacher_logits`] does.
+fn teacher_table(
+    teacher: &Model,
+    data: &TrainData<'_>,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let n = data.train.len();
+    let mut parts = Vec::with_capacity(n.div_ceil(batch_size.max(1)));
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let idx: Vec<usize> = (start..n.min(start + batch_size)).collect();
+        let (xs, _) = data.train.batch(&idx, data.norm, device)?;
+        parts.push(teacher_logits(teacher, &xs, batch_size)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Format of the on-disk table; part of the key, so a change of format
+/// never reads an old file.
+const TEACHER_CACHE_VERSION: u32 = 1;
+
+/// [`teacher_table`], loaded from `dir` when a file with the same key is
+/// there, else computed and written there (`NAME.tmp`, then renamed).
+fn teacher_table_on_disk(
+    teacher: &Model,
+    data: &TrainData<'_>,
+    batch_size: usize,
+    device: &Device,
+    dir: &Path,
+    verbose: bool,
+) -> Result<Tensor> {
+    let key = teacher_cache_key(teacher, data, batch_size)?;
+    let path = dir.join(format!(
+        "teacher-logits-{:016x}.safetensors",
+        fnv1a(key.as_bytes())
+    ));
+    let rows = data.train.len();
+    if let Ok(stored) = candle_core::safetensors::load(&path, device) {
+        let same_key = stored
+            .get("key")
+            .and_then(|k| k.to_vec1::<u8>().ok())
+            .is_some_and(|k| k == key.as_bytes());
+        match stored.get("logits") {
+            Some(t) if same_key && t.dims().first() == Some(&rows) && t.rank() == 2 => {
+                return Ok(t.clone());
+            }
+            _ => {
+                if verbose {
+                    eprintln!(
+                        "  teacher cache {} does not match this run: recomputing",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    let table = teacher_table(teacher, data, batch_size, device)?;
+    let io = |e: std::io::Error| KdError::Other(format!("teacher cache {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = path.with_extension("safetensors.tmp");
+    let key_bytes = key.as_bytes().to_vec();
+    let tensors = HashMap::from([
+        ("logits".to_string(), table.to_dtype(DType::F32)?),
+        (
+            "key".to_string(),
+            Tensor::from_vec(key_bytes.clone(), key_bytes.len(), &Device::Cpu)?,
+        ),
+    ]);
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(table)
+}
+
+/// What the teacher's logits of this run depend on, as text: the format
+/// version, hashes of the teacher's tensors (names, shapes, values) and of
+/// the training pixels, the dataset's name and size, the normalisation and
+/// the batch size (see [`teacher_logits`]).
+fn teacher_cache_key(teacher: &Model, data: &TrainData<'_>, batch_size: usize) -> Result<String> {
+    let mut weights = Fnv1a::new();
+    for (name, t) in teacher
+        .tensors()
+        .map_err(|e| KdError::Other(e.to_string()))?
+    {
+        weights.write(name.as_bytes());
+        for d in t.dims() {
+            weights.write(&(*d as u64).to_le_bytes());
+        }
+        for v in t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+            weights.write(&v.to_le_bytes());
+        }
+    }
+    let ds = data.train;
+    let norm: Vec<String> = data
+        .norm
+        .mean
+        .iter()
+        .chain(&data.norm.std)
+        .map(|v| format!("{:08x}", v.to_bits()))
+        .collect();
+    Ok(format!(
+        "v{TEACHER_CACHE_VERSION} teacher={:016x} dataset={:?} samples={} shape={}x{}x{} \
+         max={:08x} pixels={:016x} norm={} batch={batch_size}",
+        weights.finish(),
+        ds.name,
+        ds.len(),
+        ds.channels,
+        ds.height,
+        ds.width,
+        ds.max_value.to_bits(),
+        fnv1a(&ds.images),
+        norm.join(","),
+    ))
+}
+
+/// 64-bit FNV-1a, a stable hash (unlike `std`'s, whose algorithm may change
+/// between releases) for the names of cache files.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = Fnv1a::new();
+    h.write(bytes);
+    h.finish()
 }
 
 fn progress_bar(len: u64, label: &str, epoch: usize, epochs: usize, verbose: bool) -> ProgressBar {

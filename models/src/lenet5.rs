@@ -11,12 +11,17 @@
 //! 28 → 14 → 10 → 5, the classic 16·5·5 = 400 inputs of fc1); otherwise `p = 2`
 //! so that small images still fit (8×8 digits: 8 → 4 → 4 → 2). Pools take the
 //! floor of odd sizes, as PyTorch's `MaxPool2d(2)` does (see [`max_pool2`]).
+//!
+//! Convolutions and pools run on kdprune's CPU kernels on the CPU and on
+//! candle's ops elsewhere ([`Kernels::Auto`]); [`LeNet5::with_kernels`] picks
+//! another choice.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
 
 use crate::init::ParamSpec;
 use crate::model::ModelOutput;
+use crate::ops::{Kernels, Pool2dConfig};
 
 /// Channels after conv1 and conv2, widths of fc1 and fc2.
 const C1: usize = 6;
@@ -105,26 +110,20 @@ pub struct LeNet5 {
     fc1: Linear,
     fc2: Linear,
     fc3: Linear,
+    kernels: Kernels,
 }
 
-/// 2×2 max-pool with stride 2, floor of odd sizes (PyTorch's `MaxPool2d(2)`).
+/// 2×2 max-pool with stride 2, floor of odd sizes (PyTorch's `MaxPool2d(2)`),
+/// from candle's differentiable ops on any device.
 ///
 /// Built from a reshape `[B,C,H,W] → [B,C,H/2,2,W/2,2]` and two `max`
 /// reductions rather than candle's `max_pool2d`, whose backward pass scales the
 /// gradient of the window maximum by 1/4 (it multiplies by the window average of
 /// the argmax mask); a `max` reduction sends the full gradient to the maximum,
-/// as PyTorch does. An odd last row/column is dropped first, as floor pooling does.
+/// as PyTorch does. An odd last row/column is dropped first, as floor pooling
+/// does. Same as [`crate::ops::max_pool2d_candle`] with a 2×2 window.
 pub fn max_pool2(xs: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = xs.dims4()?;
-    let (h2, w2) = (h / 2, w / 2);
-    let xs = if h % 2 == 1 || w % 2 == 1 {
-        xs.narrow(2, 0, 2 * h2)?
-            .narrow(3, 0, 2 * w2)?
-            .contiguous()?
-    } else {
-        xs.contiguous()?
-    };
-    xs.reshape((b, c, h2, 2, w2, 2))?.max(5)?.max(3)
+    crate::ops::max_pool2d_candle(xs, &Pool2dConfig::new(2))
 }
 
 impl LeNet5 {
@@ -145,7 +144,14 @@ impl LeNet5 {
             fc1: candle_nn::linear(geometry.flat_dim, F1, vb.pp("fc1"))?,
             fc2: candle_nn::linear(F1, F2, vb.pp("fc2"))?,
             fc3: candle_nn::linear(F2, num_classes, vb.pp("fc3"))?,
+            kernels: Kernels::Auto,
         })
+    }
+
+    /// The same network running its convolutions and pools on `kernels`
+    /// (the default is [`Kernels::Auto`]).
+    pub fn with_kernels(self, kernels: Kernels) -> Self {
+        Self { kernels, ..self }
     }
 
     /// Forward pass on `[B, C, H, W]`. `train` is accepted for symmetry: the
@@ -154,8 +160,10 @@ impl LeNet5 {
         let _ = train;
         // relu(pool(x)) = pool(relu(x)) since both are monotone; pooling first
         // makes ties (all-zero windows after ReLU) impossible in practice.
-        let c1 = max_pool2(&self.conv1.forward(xs)?)?.relu()?;
-        let c2 = max_pool2(&self.conv2.forward(&c1)?)?.relu()?;
+        let k = self.kernels;
+        let pool = Pool2dConfig::new(2);
+        let c1 = k.max_pool2d_relu(&k.conv2d(&self.conv1, xs)?, &pool)?;
+        let c2 = k.max_pool2d_relu(&k.conv2d(&self.conv2, &c1)?, &pool)?;
         let f1 = self.fc1.forward(&c2.flatten_from(1)?)?.relu()?;
         let f2 = self.fc2.forward(&f1)?.relu()?;
         let logits = self.fc3.forward(&f2)?;
@@ -199,6 +207,60 @@ mod tests {
             (2, (4, 4), (2, 2), 64)
         );
         assert!(Geometry::new(3, 28).is_none());
+    }
+
+    #[test]
+    fn kdprune_and_candle_kernels_agree_on_outputs_and_gradients() {
+        use candle_nn::VarMap;
+        let dev = Device::Cpu;
+        for (c, h, w) in [(1, 28, 28), (3, 9, 7)] {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev);
+            let geometry = Geometry::new(h, w).unwrap();
+            let net = LeNet5::new(c, &geometry, 10, vb).unwrap();
+            let xs = Tensor::randn(0f32, 1.0, (3, c, h, w), &dev).unwrap();
+            let run = |kernels: Kernels| {
+                let out = net
+                    .clone()
+                    .with_kernels(kernels)
+                    .forward_t(&xs, true)
+                    .unwrap();
+                let grads = out
+                    .logits
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let mut values = vec![out.logits.clone()];
+                let mut names: Vec<_> = varmap.data().lock().unwrap().clone().into_iter().collect();
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                values.extend(names.iter().map(|(_, v)| grads.get(v).unwrap().clone()));
+                values
+            };
+            for (ours, theirs) in run(Kernels::Auto).iter().zip(run(Kernels::Candle)) {
+                let scale = theirs
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = (ours - &theirs)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff <= 1e-5 * scale.max(1e-12),
+                    "{c}x{h}x{w}: {diff} of {scale}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Model architectures for kdprune: networks that return their logits together
 //! with named intermediate features, seeded PyTorch-default initialisation,
 //! serde configurations and safetensors checkpoints holding weights, masks and
-//! metadata.
+//! metadata. Convolutions and pooling run on kdprune's own CPU kernels
+//! ([`ops`]) on the CPU and on candle's elsewhere.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -24,8 +25,10 @@ pub mod init;
 pub mod lenet5;
 pub mod mlp;
 pub mod model;
+pub mod ops;
 
 pub use checkpoint::Checkpoint;
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use model::{Model, ModelOutput};
+pub use ops::Kernels;

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""PyTorch (CPU) figures for the models and ops of `bench-train` and `bench-conv`.
+
+Same networks, batch (128), optimizer (SGD, Nesterov momentum 0.9, weight
+decay 5e-4 on weights only, lr 0.01), loss (cross-entropy) and thread count
+as the Rust benchmarks; prints one line per model and per op:
+
+    model=NAME pytorch_img_s=X
+    op=NAME pytorch_ms=X
+
+Run it beside the Rust binaries (not part of CI; needs `pip install torch`):
+
+    python3 benchmarks/pytorch_reference.py [--threads 2] [--rounds 5] [--steps 4]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BATCH = 128
+CLASSES = 10
+
+
+class SmallCnn(nn.Module):
+    """conv 3x3 (C->32) -> pool -> ReLU -> conv 3x3 (32->64) -> pool -> ReLU -> linear,
+    as `benchmarks/src/small_cnn.rs`."""
+
+    def __init__(self, in_channels=3, size=32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc = nn.Linear(64 * (size // 4) ** 2, CLASSES)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        return self.fc(x.flatten(1))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 on 28x28, as `models/src/lenet5.rs` (conv1 pad 2, conv2 pad 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(400, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, CLASSES)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+# name, input (C, H, W), constructor; one line per model, as in bench-train.
+MODELS = [
+    ("small-cnn", (3, 32, 32), SmallCnn),
+    ("lenet5", (1, 28, 28), LeNet5),
+]
+
+
+def interleaved_medians(rounds, fns):
+    """Median seconds of each function over `rounds` rounds (after a warm-up)."""
+    for f in fns:
+        f()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for f, t in zip(fns, times):
+            start = time.perf_counter()
+            f()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def train_step_fn(model, x, y, steps):
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=0.01,
+        momentum=0.9,
+        nesterov=True,
+    )
+
+    def run():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"# torch={torch.__version__} threads={torch.get_num_threads()} batch={BATCH}", flush=True)
+
+    for name, (c, h, w), ctor in MODELS:
+        model = ctor()
+        x = torch.randn(BATCH, c, h, w)
+        y = torch.arange(BATCH) * 7 % CLASSES
+        (t,) = interleaved_medians(args.rounds, [train_step_fn(model, x, y, args.steps)])
+        print(f"model={name} pytorch_img_s={BATCH * args.steps / t:.1f}", flush=True)
+
+    # bench-conv: conv 32->64, 3x3, pad 1 on [128, 32, 16, 16]; forward, and
+    # forward + backward with input and weight (and bias) gradients.
+    conv = nn.Conv2d(32, 64, 3, padding=1)
+    x = torch.randn(128, 32, 16, 16, requires_grad=True)
+
+    def fwd():
+        with torch.no_grad():
+            conv(x)
+
+    def fwd_bwd():
+        x.grad = None
+        conv.zero_grad(set_to_none=True)
+        conv(x).sum().backward()
+
+    rounds = max(args.rounds, 7)
+    t_fwd, t_both = interleaved_medians(rounds, [fwd, fwd_bwd])
+    print(f"op=conv32x64_16x16_b128_fwd pytorch_ms={1e3 * t_fwd:.2f}")
+    print(f"op=conv32x64_16x16_b128_fwd_bwd pytorch_ms={1e3 * t_both:.2f}")
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    (t,) = interleaved_medians(rounds, [lambda: a @ b])
+    print(f"op=matmul_f32_1024 pytorch_ms={1e3 * t:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+//! Images per second of a full training step — forward, cross-entropy,
+//! backward, SGD (Nesterov momentum 0.9, weight decay 5e-4) — at batch 128,
+//! with kdprune's CPU kernels and with bare candle, measured side by side in
+//! the same run. One line per model:
+//!
+//! ```text
+//! model=NAME kdprune_img_s=X candle_img_s=Y ratio=X/Y
+//! ```
+//!
+//! `cargo run --release -p kdprune-benchmarks --bin bench-train [-- --rounds 5 --steps 4]`
+//!
+//! PyTorch's figures for the same models, batch and threads:
+//! `python3 benchmarks/pytorch_reference.py` (see `benchmarks/README.md`).
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use kd_core::{Sgd, SgdConfig};
+use kdprune_benchmarks::small_cnn::CnnKernels;
+use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_allocator, SmallCnn};
+use kdprune_models::lenet5::{Geometry, LeNet5};
+use kdprune_models::Kernels;
+
+const BATCH: usize = 128;
+const CLASSES: usize = 10;
+
+/// The two sides of every comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// kdprune's kernels (`Kernels::Auto` on the CPU).
+    Kdprune,
+    /// candle's own convolution and pooling.
+    Candle,
+}
+
+/// A network as the benchmark sees it: logits of a batch.
+type Net = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
+
+/// One benchmarked model: its name, its input `(C, H, W)` and how to build it
+/// on either side. Adding a model is one entry of [`MODELS`].
+struct Bench {
+    name: &'static str,
+    input: (usize, usize, usize),
+    build: fn(Side, VarBuilder) -> Result<Net>,
+}
+
+const MODELS: &[Bench] = &[
+    Bench {
+        name: "small-cnn",
+        input: (3, 32, 32),
+        build: small_cnn,
+    },
+    Bench {
+        name: "lenet5",
+        input: (1, 28, 28),
+        build: lenet5,
+    },
+];
+
+fn small_cnn(side: Side, vb: VarBuilder) -> Result<Net> {
+    let kernels = match side {
+        Side::Kdprune => CnnKernels::Models(Kernels::Auto),
+        Side::Candle => CnnKernels::BareCandle,
+    };
+    let net = SmallCnn::new(3, (32, 32), CLASSES, kernels, vb)?;
+    Ok(Box::new(move |xs| net.forward(xs)))
+}
+
+fn lenet5(side: Side, vb: VarBuilder) -> Result<Net> {
+    let geometry = Geometry::new(28, 28).ok_or_else(|| candle_core::Error::Msg("28x28".into()))?;
+    let kernels = match side {
+        Side::Kdprune => Kernels::Auto,
+        Side::Candle => Kernels::Candle,
+    };
+    let net = LeNet5::new(1, &geometry, CLASSES, vb)?.with_kernels(kernels);
+    Ok(Box::new(move |xs| Ok(net.forward_t(xs, true)?.logits)))
+}
+
+/// Any error of a library, printed by `main`.
+type BenchResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A network with its optimizer, ready to take training steps.
+struct Trainer {
+    net: Net,
+    sgd: Sgd,
+}
+
+impl Trainer {
+    fn new(bench: &Bench, side: Side, init: Option<&VarMap>) -> BenchResult<(Self, VarMap)> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = (bench.build)(side, vb)?;
+        let mut vars: Vec<_> = varmap
+            .data()
+            .lock()
+            .map_err(|_| "variable map lock poisoned")?
+            .clone()
+            .into_iter()
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        // Both sides start from the same weights.
+        if let Some(init) = init {
+            let init = init
+                .data()
+                .lock()
+                .map_err(|_| "variable map lock poisoned")?;
+            for (name, var) in &vars {
+                if let Some(src) = init.get(name) {
+                    var.set(&src.as_tensor().copy()?)?;
+                }
+            }
+        }
+        let sgd = Sgd::new(&vars, SgdConfig::default())?;
+        Ok((Self { net, sgd }, varmap))
+    }
+
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) -> BenchResult<()> {
+        let logits = (self.net)(xs)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, ys)?;
+        let grads = loss.backward()?;
+        self.sgd.step(&grads, 0.01)?;
+        Ok(())
+    }
+}
+
+/// `--name value` from the command line, or `default`.
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> BenchResult<()> {
+    tune_allocator();
+    let rounds = arg("--rounds", 5);
+    let steps = arg("--steps", 4);
+    eprintln!(
+        "# batch={BATCH} threads={} rounds={rounds} steps_per_round={steps} load_1min={}",
+        rayon_threads(),
+        load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
+    );
+    let dev = Device::Cpu;
+    for bench in MODELS {
+        let (c, h, w) = bench.input;
+        let xs = Tensor::randn(0f32, 1.0, (BATCH, c, h, w), &dev)?;
+        let labels: Vec<u32> = (0..BATCH).map(|i| ((i * 7) % CLASSES) as u32).collect();
+        let ys = Tensor::from_vec(labels, BATCH, &dev)?;
+        let (mut ours, init) = Trainer::new(bench, Side::Kdprune, None)?;
+        let (mut theirs, _) = Trainer::new(bench, Side::Candle, Some(&init))?;
+        let mut run_ours = || {
+            for _ in 0..steps {
+                ours.step(&xs, &ys).expect("kdprune train step");
+            }
+        };
+        let mut run_theirs = || {
+            for _ in 0..steps {
+                theirs.step(&xs, &ys).expect("candle train step");
+            }
+        };
+        let t = interleaved_median_secs(rounds, &mut [&mut run_ours, &mut run_theirs]);
+        let images = (BATCH * steps) as f64;
+        let (ours_ips, theirs_ips) = (images / t[0], images / t[1]);
+        println!(
+            "model={} kdprune_img_s={ours_ips:.1} candle_img_s={theirs_ips:.1} ratio={:.2}",
+            bench.name,
+            ours_ips / theirs_ips
+        );
+    }
+    Ok(())
+}
+
+/// Threads the kernels run on (rayon's global pool, as candle's).
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -1,0 +1,805 @@
+//! 2-D convolution on the CPU as candle custom ops: forward, input gradient and
+//! weight gradient, by im2col + GEMM (a direct kernel for depthwise layers),
+//! parallel over the batch.
+//!
+//! With `x` of shape `[N, C, H, W]`, `w` of shape `[O, C/g, KH, KW]`, stride
+//! `s`, padding `p`, dilation `d` and `g` groups:
+//!
+//! ```text
+//! y[n, o, i, j] = Σ_{c ∈ group(o)} Σ_{a, b} w[o, c, a, b] · x[n, c, i·s + a·d − p, j·s + b·d − p]
+//! ```
+//! (`x` is 0 outside the image). The per-sample, per-group product is
+//! `Y_g (O/g × P) = W_g (O/g × K) · col_g (K × P)` with `K = C/g·KH·KW`,
+//! `P = OH·OW` and `col` the im2col matrix. Its gradients are
+//! `∂W_g = Σ_n ∂Y_g · col_gᵀ` and `∂col_g = W_gᵀ · ∂Y_g`, scattered back
+//! into `∂x` by col2im.
+//!
+//! Every sample is processed by one thread with a single-threaded GEMM, so the
+//! result does not depend on the batch it was computed in nor on the number of
+//! threads; the weight gradient sums per-chunk partials in a fixed order.
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, MatMut, MatRef};
+use super::{contiguous_f32, valid_range};
+
+/// The batch is cut into at most this many chunks for the weight and bias
+/// gradients, each with its own accumulator. A constant (not the thread
+/// count) so that the summation order, hence every bit of the result, is the
+/// same on any number of threads.
+const WEIGHT_GRAD_CHUNKS: usize = 16;
+
+/// Floats the per-chunk weight-gradient accumulators may hold together
+/// (32 MB): large layers get fewer chunks (at least 2).
+const WEIGHT_GRAD_BUDGET: usize = 8 << 20;
+
+/// Chunks of the batch for a weight gradient of `w_len` floats; depends on
+/// the layer only, never on the machine.
+fn weight_grad_chunks(w_len: usize) -> usize {
+    (WEIGHT_GRAD_BUDGET / w_len.max(1)).clamp(2, WEIGHT_GRAD_CHUNKS)
+}
+
+/// Hyper-parameters of a convolution, as in `candle_nn::Conv2dConfig`
+/// (same value on both axes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvParams {
+    pub padding: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+/// Every size of one convolution, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvShape {
+    batch: usize,
+    in_c: usize,
+    in_h: usize,
+    in_w: usize,
+    out_c: usize,
+    k_h: usize,
+    k_w: usize,
+    out_h: usize,
+    out_w: usize,
+    p: ConvParams,
+}
+
+impl ConvShape {
+    /// Sizes for an input of dims `x` (`[N, C, H, W]`) and a weight of dims
+    /// `w` (`[O, C/g, KH, KW]`); an error names the first inconsistency.
+    pub(crate) fn new(x: &[usize], w: &[usize], p: ConvParams) -> Result<Self> {
+        let (&[batch, in_c, in_h, in_w], &[out_c, in_cg, k_h, k_w]) = (x, w) else {
+            bail!("conv2d: expected a 4-d input and a 4-d weight, got {x:?} and {w:?}")
+        };
+        if p.stride == 0 || p.dilation == 0 || p.groups == 0 {
+            bail!("conv2d: stride, dilation and groups must be ≥ 1, got {p:?}")
+        }
+        if in_cg == 0 || out_c == 0 || k_h == 0 || k_w == 0 {
+            bail!("conv2d: empty weight {w:?}")
+        }
+        if in_c != in_cg * p.groups || out_c % p.groups != 0 {
+            bail!(
+                "conv2d: input channels {in_c} and output channels {out_c} must be \
+                 {} groups of weight {w:?}",
+                p.groups
+            )
+        }
+        let span_h = p.dilation * (k_h - 1) + 1;
+        let span_w = p.dilation * (k_w - 1) + 1;
+        if in_h + 2 * p.padding < span_h || in_w + 2 * p.padding < span_w {
+            bail!(
+                "conv2d: the {k_h}x{k_w} kernel (dilation {}) does not fit the padded \
+                 {in_h}x{in_w} input (padding {})",
+                p.dilation,
+                p.padding
+            )
+        }
+        Ok(Self {
+            batch,
+            in_c,
+            in_h,
+            in_w,
+            out_c,
+            k_h,
+            k_w,
+            out_h: (in_h + 2 * p.padding - span_h) / p.stride + 1,
+            out_w: (in_w + 2 * p.padding - span_w) / p.stride + 1,
+            p,
+        })
+    }
+
+    /// `[N, O, OH, OW]`.
+    pub(crate) fn out_dims(&self) -> [usize; 4] {
+        [self.batch, self.out_c, self.out_h, self.out_w]
+    }
+
+    fn in_dims(&self) -> [usize; 4] {
+        [self.batch, self.in_c, self.in_h, self.in_w]
+    }
+
+    fn weight_dims(&self) -> [usize; 4] {
+        [self.out_c, self.in_cg(), self.k_h, self.k_w]
+    }
+
+    fn in_cg(&self) -> usize {
+        self.in_c / self.p.groups
+    }
+
+    fn out_cg(&self) -> usize {
+        self.out_c / self.p.groups
+    }
+
+    /// Rows of the im2col matrix of one group, `C/g·KH·KW`.
+    fn k(&self) -> usize {
+        self.in_cg() * self.k_h * self.k_w
+    }
+
+    /// Output positions per channel, `OH·OW`.
+    fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    fn in_sample(&self) -> usize {
+        self.in_c * self.in_h * self.in_w
+    }
+
+    fn out_sample(&self) -> usize {
+        self.out_c * self.positions()
+    }
+
+    /// 1×1, stride 1, no padding: the input of a group already is its im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.k_h == 1 && self.k_w == 1 && self.p.stride == 1 && self.p.padding == 0
+    }
+
+    /// One input channel per group (and more than one group): a direct kernel
+    /// beats tiny GEMMs.
+    fn depthwise(&self) -> bool {
+        self.p.groups > 1 && self.in_cg() == 1
+    }
+
+    /// Length of the im2col buffer (0 when none is needed).
+    fn col_len(&self) -> usize {
+        if self.pointwise() || self.depthwise() {
+            0
+        } else {
+            self.k() * self.positions()
+        }
+    }
+
+    /// Column offset into the input row of kernel column `b`, as a signed shift.
+    fn shift_w(&self, b: usize) -> isize {
+        (b * self.p.dilation) as isize - self.p.padding as isize
+    }
+
+    /// Input row read by output row `i` and kernel row `a`, if inside the image.
+    fn in_row(&self, i: usize, a: usize) -> Option<usize> {
+        let r = (i * self.p.stride + a * self.p.dilation) as isize - self.p.padding as isize;
+        (r >= 0 && (r as usize) < self.in_h).then_some(r as usize)
+    }
+}
+
+/// Output positions `j ∈ [lo, hi)` of a row whose input column
+/// `j·s + shift` lies inside `[0, in_w)`.
+fn col_range(shape: &ConvShape, shift: isize) -> (usize, usize) {
+    valid_range(shift, shape.p.stride, shape.in_w, shape.out_w)
+}
+
+/// im2col of one group of one sample: `col[(c, a, b), (i, j)] = x[c, i·s + a·d − p, j·s + b·d − p]`.
+fn im2col(shape: &ConvShape, x: &[f32], col: &mut [f32]) {
+    let (ow, plane, s) = (shape.out_w, shape.in_h * shape.in_w, shape.p.stride);
+    let rows = col.chunks_exact_mut(shape.positions());
+    let taps = (0..shape.in_cg())
+        .flat_map(|c| (0..shape.k_h).flat_map(move |a| (0..shape.k_w).map(move |b| (c, a, b))));
+    for (row, (c, a, b)) in rows.zip(taps) {
+        let image = &x[c * plane..(c + 1) * plane];
+        let shift = shape.shift_w(b);
+        let (lo, hi) = col_range(shape, shift);
+        for (i, out) in row.chunks_exact_mut(ow).enumerate() {
+            let Some(r) = shape.in_row(i, a) else {
+                out.fill(0.0);
+                continue;
+            };
+            let src = &image[r * shape.in_w..(r + 1) * shape.in_w];
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            if lo < hi {
+                let start = (lo * s) as isize + shift;
+                let src = &src[start as usize..];
+                if s == 1 {
+                    out[lo..hi].copy_from_slice(&src[..hi - lo]);
+                } else {
+                    for (o, v) in out[lo..hi].iter_mut().zip(src.iter().step_by(s)) {
+                        *o = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im of one group of one sample: the transpose of [`im2col`], adding into `dx`.
+fn col2im(shape: &ConvShape, col: &[f32], dx: &mut [f32]) {
+    let (ow, plane, s) = (shape.out_w, shape.in_h * shape.in_w, shape.p.stride);
+    let rows = col.chunks_exact(shape.positions());
+    let taps = (0..shape.in_cg())
+        .flat_map(|c| (0..shape.k_h).flat_map(move |a| (0..shape.k_w).map(move |b| (c, a, b))));
+    for (row, (c, a, b)) in rows.zip(taps) {
+        let image = &mut dx[c * plane..(c + 1) * plane];
+        let shift = shape.shift_w(b);
+        let (lo, hi) = col_range(shape, shift);
+        if lo >= hi {
+            continue;
+        }
+        for (i, grad) in row.chunks_exact(ow).enumerate() {
+            let Some(r) = shape.in_row(i, a) else {
+                continue;
+            };
+            let start = (lo * s) as isize + shift;
+            let dst = &mut image[r * shape.in_w + start as usize..(r + 1) * shape.in_w];
+            if s == 1 {
+                for (d, g) in dst.iter_mut().zip(&grad[lo..hi]) {
+                    *d += *g;
+                }
+            } else {
+                for (d, g) in dst.iter_mut().step_by(s).zip(&grad[lo..hi]) {
+                    *d += *g;
+                }
+            }
+        }
+    }
+}
+
+/// `dst[k] += alpha · src[k·s]`. Stride 1, the common case, gets a plain
+/// zip (which vectorises; `step_by` does not).
+#[inline(always)]
+fn gather_axpy(dst: &mut [f32], src: &[f32], s: usize, alpha: f32) {
+    if s == 1 {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d += alpha * *v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+            *d += alpha * *v;
+        }
+    }
+}
+
+/// `dst[k·s] += alpha · src[k]`.
+#[inline(always)]
+fn scatter_axpy(dst: &mut [f32], src: &[f32], s: usize, alpha: f32) {
+    if s == 1 {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d += alpha * *v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+            *d += alpha * *v;
+        }
+    }
+}
+
+/// `Σ_k a[k] · b[k·s]`, summed in [`lane_sum`]'s fixed order for stride 1.
+#[inline(always)]
+fn gather_dot(a: &[f32], b: &[f32], s: usize) -> f32 {
+    if s == 1 {
+        let mut lanes = [0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b[..a.len()].chunks_exact(8));
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
+                *l += x * y;
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    } else {
+        a.iter().zip(b.iter().step_by(s)).map(|(x, y)| x * y).sum()
+    }
+}
+
+/// Forward pass of one sample through a depthwise layer (`C/g = 1`, `O/g`
+/// output channels per input channel).
+fn depthwise_forward(shape: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (plane, taps, mult, s) = (
+        shape.in_h * shape.in_w,
+        shape.k_h * shape.k_w,
+        shape.out_cg(),
+        shape.p.stride,
+    );
+    for (o, out) in y.chunks_exact_mut(shape.positions()).enumerate() {
+        let image = &x[(o / mult) * plane..(o / mult + 1) * plane];
+        let kernel = &w[o * taps..(o + 1) * taps];
+        out.fill(0.0);
+        for a in 0..shape.k_h {
+            for b in 0..shape.k_w {
+                let wv = kernel[a * shape.k_w + b];
+                let shift = shape.shift_w(b);
+                let (lo, hi) = col_range(shape, shift);
+                if lo >= hi {
+                    continue;
+                }
+                for (i, row) in out.chunks_exact_mut(shape.out_w).enumerate() {
+                    let Some(r) = shape.in_row(i, a) else {
+                        continue;
+                    };
+                    let start = r * shape.in_w + ((lo * s) as isize + shift) as usize;
+                    let src = &image[start..(r + 1) * shape.in_w];
+                    gather_axpy(&mut row[lo..hi], src, s, wv);
+                }
+            }
+        }
+    }
+}
+
+/// Input gradient of one sample through a depthwise layer, added into `dx`.
+fn depthwise_input_grad(shape: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (plane, taps, mult, s) = (
+        shape.in_h * shape.in_w,
+        shape.k_h * shape.k_w,
+        shape.out_cg(),
+        shape.p.stride,
+    );
+    for (o, grad) in dy.chunks_exact(shape.positions()).enumerate() {
+        let image = &mut dx[(o / mult) * plane..(o / mult + 1) * plane];
+        let kernel = &w[o * taps..(o + 1) * taps];
+        for a in 0..shape.k_h {
+            for b in 0..shape.k_w {
+                let wv = kernel[a * shape.k_w + b];
+                let shift = shape.shift_w(b);
+                let (lo, hi) = col_range(shape, shift);
+                if lo >= hi {
+                    continue;
+                }
+                for (i, row) in grad.chunks_exact(shape.out_w).enumerate() {
+                    let Some(r) = shape.in_row(i, a) else {
+                        continue;
+                    };
+                    let start = r * shape.in_w + ((lo * s) as isize + shift) as usize;
+                    let dst = &mut image[start..(r + 1) * shape.in_w];
+                    scatter_axpy(dst, &row[lo..hi], s, wv);
+                }
+            }
+        }
+    }
+}
+
+/// Weight gradient of one sample through a depthwise layer, added into `dw`.
+fn depthwise_weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (plane, taps, mult, s) = (
+        shape.in_h * shape.in_w,
+        shape.k_h * shape.k_w,
+        shape.out_cg(),
+        shape.p.stride,
+    );
+    for (o, grad) in dy.chunks_exact(shape.positions()).enumerate() {
+        let image = &x[(o / mult) * plane..(o / mult + 1) * plane];
+        let kernel = &mut dw[o * taps..(o + 1) * taps];
+        for a in 0..shape.k_h {
+            for b in 0..shape.k_w {
+                let shift = shape.shift_w(b);
+                let (lo, hi) = col_range(shape, shift);
+                if lo >= hi {
+                    continue;
+                }
+                let mut sum = 0f32;
+                for (i, row) in grad.chunks_exact(shape.out_w).enumerate() {
+                    let Some(r) = shape.in_row(i, a) else {
+                        continue;
+                    };
+                    let start = r * shape.in_w + ((lo * s) as isize + shift) as usize;
+                    let src = &image[start..(r + 1) * shape.in_w];
+                    sum += gather_dot(&row[lo..hi], src, s);
+                }
+                kernel[a * shape.k_w + b] += sum;
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w) (+ b)` for the whole batch.
+fn forward(shape: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let mut y = vec![0f32; shape.batch * shape.out_sample()];
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    let (k, og, pos) = (shape.k(), shape.out_cg(), shape.positions());
+    let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
+    y.par_chunks_mut(ys).zip(x.par_chunks(xs)).for_each_init(
+        || vec![0f32; shape.col_len()],
+        |col, (y, x)| {
+            if shape.depthwise() {
+                depthwise_forward(shape, x, w, y);
+                if let Some(bias) = bias {
+                    for (row, b) in y.chunks_exact_mut(pos).zip(bias) {
+                        row.iter_mut().for_each(|v| *v += *b);
+                    }
+                }
+                return;
+            }
+            // The bias fills the output first and the product is added to it.
+            if let Some(bias) = bias {
+                for (row, b) in y.chunks_exact_mut(pos).zip(bias) {
+                    row.fill(*b);
+                }
+            }
+            for g in 0..shape.p.groups {
+                let xg = &x[g * cg_len..(g + 1) * cg_len];
+                let b = if shape.pointwise() {
+                    MatRef::row_major(xg, k, pos)
+                } else {
+                    im2col(shape, xg, col);
+                    MatRef::row_major(col, k, pos)
+                };
+                matmul(
+                    MatMut::row_major(&mut y[g * og * pos..(g + 1) * og * pos], og, pos),
+                    MatRef::row_major(&w[g * og * k..(g + 1) * og * k], og, k),
+                    b,
+                    bias.is_some(),
+                );
+            }
+        },
+    );
+    y
+}
+
+/// `∂x` for the whole batch from `∂y` and `w`.
+fn input_grad(shape: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f32; shape.batch * shape.in_sample()];
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    let (k, og, pos) = (shape.k(), shape.out_cg(), shape.positions());
+    let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
+    dx.par_chunks_mut(xs).zip(dy.par_chunks(ys)).for_each_init(
+        || vec![0f32; shape.col_len()],
+        |col, (dx, dy)| {
+            if shape.depthwise() {
+                return depthwise_input_grad(shape, dy, w, dx);
+            }
+            for g in 0..shape.p.groups {
+                let wg = MatRef::row_major(&w[g * og * k..(g + 1) * og * k], og, k).t();
+                let dyg = MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos);
+                let dxg = &mut dx[g * cg_len..(g + 1) * cg_len];
+                if shape.pointwise() {
+                    matmul(MatMut::row_major(dxg, k, pos), wg, dyg, false);
+                } else {
+                    matmul(MatMut::row_major(col, k, pos), wg, dyg, false);
+                    col2im(shape, col, dxg);
+                }
+            }
+        },
+    );
+    dx
+}
+
+/// `∂w` summed over the batch from `x` and `∂y`.
+fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let w_len = shape.out_c * shape.k();
+    if shape.batch == 0 {
+        return vec![0f32; w_len];
+    }
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    let (k, og, pos) = (shape.k(), shape.out_cg(), shape.positions());
+    let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
+    let per_chunk = shape.batch.div_ceil(weight_grad_chunks(w_len));
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(per_chunk * xs)
+        .zip(dy.par_chunks(per_chunk * ys))
+        .map(|(x, dy)| {
+            let mut dw = vec![0f32; w_len];
+            let mut col = vec![0f32; shape.col_len()];
+            for (x, dy) in x.chunks_exact(xs).zip(dy.chunks_exact(ys)) {
+                if shape.depthwise() {
+                    depthwise_weight_grad(shape, x, dy, &mut dw);
+                    continue;
+                }
+                for g in 0..shape.p.groups {
+                    let xg = &x[g * cg_len..(g + 1) * cg_len];
+                    let colg = if shape.pointwise() {
+                        MatRef::row_major(xg, k, pos)
+                    } else {
+                        im2col(shape, xg, &mut col);
+                        MatRef::row_major(&col, k, pos)
+                    };
+                    matmul(
+                        MatMut::row_major(&mut dw[g * og * k..(g + 1) * og * k], og, k),
+                        MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos),
+                        colg.t(),
+                        true,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; w_len]);
+    for part in parts {
+        for (a, b) in dw.iter_mut().zip(&part) {
+            *a += *b;
+        }
+    }
+    dw
+}
+
+/// `∂b[o] = Σ_n Σ_p ∂y[n, o, p]`, per-chunk partials summed in a fixed order.
+fn bias_grad(shape: &ConvShape, dy: &[f32]) -> Vec<f32> {
+    let (ys, pos) = (shape.out_sample(), shape.positions());
+    if shape.batch == 0 {
+        return vec![0f32; shape.out_c];
+    }
+    let per_chunk = shape.batch.div_ceil(WEIGHT_GRAD_CHUNKS);
+    let partials: Vec<Vec<f32>> = dy
+        .par_chunks(per_chunk * ys)
+        .map(|dy| {
+            let mut db = vec![0f32; shape.out_c];
+            for sample in dy.chunks_exact(ys) {
+                for (d, row) in db.iter_mut().zip(sample.chunks_exact(pos)) {
+                    *d += lane_sum(row);
+                }
+            }
+            db
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut db = parts.next().unwrap_or_else(|| vec![0f32; shape.out_c]);
+    for part in parts {
+        for (a, b) in db.iter_mut().zip(&part) {
+            *a += *b;
+        }
+    }
+    db
+}
+
+/// Sum of `v` over 8 interleaved lanes (vectorises, unlike a sequential sum),
+/// in an order fixed by the length alone.
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += *x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Forward custom op: `(x, w) → y` or `(x, w, b) → y`.
+pub(crate) struct Conv2dOp {
+    pub(crate) params: ConvParams,
+}
+
+/// `∂y → ∂b` of the convolution `shape`, summed over the batch and positions.
+struct Conv2dBiasGrad {
+    shape: ConvShape,
+}
+
+/// `(∂y, w) → ∂x` of the convolution `shape`.
+struct Conv2dInputGrad {
+    shape: ConvShape,
+}
+
+/// `(x, ∂y) → ∂w` of the convolution `shape`, summed over the batch.
+struct Conv2dWeightGrad {
+    shape: ConvShape,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "kdprune-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = ConvShape::new(l1.dims(), l2.dims(), self.params)?;
+        let x = contiguous_f32(s1, l1, "conv2d input")?;
+        let w = contiguous_f32(s2, l2, "conv2d weight")?;
+        let y = forward(&shape, x, w, None);
+        Ok((CpuStorage::F32(y), Shape::from(shape.out_dims().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let shape = ConvShape::new(x.dims(), w.dims(), self.params)?;
+        let dy = dy.contiguous()?;
+        // A data batch needs no gradient: skipping it saves a third of the work
+        // of the first layer.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(w, &Conv2dInputGrad { shape })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&dy, &Conv2dWeightGrad { shape })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "kdprune-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = ConvShape::new(l1.dims(), l2.dims(), self.params)?;
+        if l3.dims() != [shape.out_c] {
+            bail!(
+                "conv2d: bias of shape {:?} for {} output channels",
+                l3.dims(),
+                shape.out_c
+            )
+        }
+        let x = contiguous_f32(s1, l1, "conv2d input")?;
+        let w = contiguous_f32(s2, l2, "conv2d weight")?;
+        let b = contiguous_f32(s3, l3, "conv2d bias")?;
+        let y = forward(&shape, x, w, Some(b));
+        Ok((CpuStorage::F32(y), Shape::from(shape.out_dims().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = CustomOp2::bwd(self, x, w, y, dy)?;
+        let db = if b.track_op() {
+            let shape = ConvShape::new(x.dims(), w.dims(), self.params)?;
+            Some(
+                dy.contiguous()?
+                    .apply_op1_no_bwd(&Conv2dBiasGrad { shape })?,
+            )
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+impl CustomOp1 for Conv2dBiasGrad {
+    fn name(&self) -> &'static str {
+        "kdprune-conv2d-bias-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l.dims() != self.shape.out_dims() {
+            bail!(
+                "conv2d bias gradient: got dy {:?} for {:?}",
+                l.dims(),
+                self.shape
+            )
+        }
+        let dy = contiguous_f32(s, l, "conv2d output gradient")?;
+        Ok((
+            CpuStorage::F32(bias_grad(&self.shape, dy)),
+            Shape::from(vec![self.shape.out_c]),
+        ))
+    }
+}
+
+impl CustomOp2 for Conv2dInputGrad {
+    fn name(&self) -> &'static str {
+        "kdprune-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != self.shape.out_dims() || l2.dims() != self.shape.weight_dims() {
+            bail!(
+                "conv2d input gradient: got dy {:?} and w {:?} for {:?}",
+                l1.dims(),
+                l2.dims(),
+                self.shape
+            )
+        }
+        let dy = contiguous_f32(s1, l1, "conv2d output gradient")?;
+        let w = contiguous_f32(s2, l2, "conv2d weight")?;
+        let dx = input_grad(&self.shape, dy, w);
+        Ok((
+            CpuStorage::F32(dx),
+            Shape::from(self.shape.in_dims().to_vec()),
+        ))
+    }
+}
+
+impl CustomOp2 for Conv2dWeightGrad {
+    fn name(&self) -> &'static str {
+        "kdprune-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != self.shape.in_dims() || l2.dims() != self.shape.out_dims() {
+            bail!(
+                "conv2d weight gradient: got x {:?} and dy {:?} for {:?}",
+                l1.dims(),
+                l2.dims(),
+                self.shape
+            )
+        }
+        let x = contiguous_f32(s1, l1, "conv2d input")?;
+        let dy = contiguous_f32(s2, l2, "conv2d output gradient")?;
+        let dw = weight_grad(&self.shape, x, dy);
+        Ok((
+            CpuStorage::F32(dw),
+            Shape::from(self.shape.weight_dims().to_vec()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(padding: usize, stride: usize, dilation: usize, groups: usize) -> ConvParams {
+        ConvParams {
+            padding,
+            stride,
+            dilation,
+            groups,
+        }
+    }
+
+    #[test]
+    fn output_size_follows_the_usual_formula() {
+        // PyTorch: floor((H + 2p − d(k−1) − 1)/s) + 1 = floor((7 + 2 − 4 − 1)/2) + 1 = 3
+        let s = ConvShape::new(&[2, 4, 7, 9], &[6, 2, 3, 3], params(1, 2, 2, 2)).unwrap();
+        assert_eq!(s.out_dims(), [2, 6, 3, 4]);
+        assert!(ConvShape::new(&[2, 4, 7, 9], &[6, 3, 3, 3], params(1, 2, 2, 2)).is_err());
+        assert!(ConvShape::new(&[2, 4, 2, 2], &[6, 4, 5, 5], params(1, 1, 1, 1)).is_err());
+        assert!(ConvShape::new(&[2, 4, 2, 2], &[6, 4, 1, 1], params(0, 0, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn im2col_then_col2im_multiplies_by_the_tap_count() {
+        // With stride 1 and "same" padding every interior pixel is read by
+        // all 9 taps of a 3×3 kernel, a corner pixel by 4.
+        let s = ConvShape::new(&[1, 1, 4, 4], &[1, 1, 3, 3], params(1, 1, 1, 1)).unwrap();
+        let x = vec![1f32; 16];
+        let mut col = vec![f32::NAN; s.col_len()];
+        im2col(&s, &x, &mut col);
+        let mut dx = vec![0f32; 16];
+        col2im(&s, &col, &mut dx);
+        assert_eq!(dx[0], 4.0);
+        assert_eq!(dx[5], 9.0);
+        assert_eq!(dx[1], 6.0);
+    }
+}

@@ -1,0 +1,350 @@
+//! CPU kernels for convolution and pooling, wired into candle as custom ops
+//! with their own backward passes.
+//!
+//! - [`conv2d`]: im2col + GEMM (the `gemm` crate), stride, padding, dilation
+//!   and groups (a direct kernel for depthwise layers), parallel over the batch;
+//!   both gradients (input and weight).
+//! - [`max_pool2d`], [`avg_pool2d`]: any kernel, stride and padding, forward
+//!   and backward (candle has a backward only for kernel = stride, and its
+//!   max-pool backward scales the gradient of a window maximum by `1/(kh·kw)`).
+//!
+//! They run on f32 tensors on the CPU. The networks choose through [`Kernels`]:
+//! [`Kernels::Auto`] takes these kernels on the CPU and candle's own ops on
+//! CUDA/Metal; [`Kernels::Candle`] takes candle's ops everywhere (pooling then
+//! comes from differentiable candle ops, [`max_pool2d_candle`] and
+//! [`avg_pool2d_candle`], whose gradients are right).
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use candle_nn::Conv2dConfig;
+//! use kdprune_models::ops::{self, Pool2dConfig};
+//!
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev)?;
+//! let w = Var::randn(0f32, 0.1, (4, 3, 3, 3), &dev)?;
+//! let cfg = Conv2dConfig { padding: 1, ..Default::default() };
+//! let y = ops::conv2d(&x, w.as_tensor(), None, &cfg)?;
+//! let y = ops::max_pool2d(&y, &Pool2dConfig::new(2))?;
+//! assert_eq!(y.dims(), &[2, 4, 4, 4]);
+//! let grads = y.sum_all()?.backward()?;
+//! assert_eq!(grads.get(w.as_tensor()).unwrap().dims(), &[4, 3, 3, 3]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+mod conv;
+mod gemm;
+mod pool;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+use candle_nn::{Conv2dConfig, Module};
+use serde::{Deserialize, Serialize};
+
+use conv::{Conv2dOp, ConvParams};
+use pool::{AvgPool2dOp, MaxPool2dOp};
+
+/// Kernel, stride and padding of a 2-D pooling, as `(height, width)` pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool2dConfig {
+    /// Window size `(kh, kw)`, each ≥ 1.
+    pub kernel: (usize, usize),
+    /// Step between windows `(sh, sw)`, each ≥ 1.
+    pub stride: (usize, usize),
+    /// Implicit padding `(ph, pw)` on both sides, at most half the kernel.
+    pub padding: (usize, usize),
+}
+
+impl Pool2dConfig {
+    /// A `k×k` window with stride `k` and no padding (PyTorch's `MaxPool2d(k)`).
+    pub fn new(k: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (k, k),
+            padding: (0, 0),
+        }
+    }
+
+    /// The same configuration with stride `s` on both axes.
+    pub fn with_stride(self, s: usize) -> Self {
+        Self {
+            stride: (s, s),
+            ..self
+        }
+    }
+
+    /// The same configuration with padding `p` on both axes.
+    pub fn with_padding(self, p: usize) -> Self {
+        Self {
+            padding: (p, p),
+            ..self
+        }
+    }
+
+    /// Output size `(⌊(H + 2ph − kh)/sh⌋ + 1, ⌊(W + 2pw − kw)/sw⌋ + 1)` for an
+    /// `H×W` input, or `None` when the window does not fit.
+    pub fn output_size(&self, height: usize, width: usize) -> Option<(usize, usize)> {
+        let out = |len: usize, k: usize, s: usize, p: usize| {
+            (s > 0 && k > 0 && len + 2 * p >= k).then(|| (len + 2 * p - k) / s + 1)
+        };
+        Some((
+            out(height, self.kernel.0, self.stride.0, self.padding.0)?,
+            out(width, self.kernel.1, self.stride.1, self.padding.1)?,
+        ))
+    }
+}
+
+/// 2-D convolution `[N, C, H, W] ⊛ [O, C/g, KH, KW] (+ bias [O]) → [N, O, OH, OW]`
+/// with kdprune's CPU kernel (im2col + GEMM, parallel over the batch), with
+/// gradients for the input, the weight and the bias.
+///
+/// `y[n,o,i,j] = b[o] + Σ_{c∈group(o)} Σ_{a,b} w[o,c,a,b]·x[n,c,i·s+a·d−p, j·s+b·d−p]`,
+/// `OH = ⌊(H + 2p − d·(KH−1) − 1)/s⌋ + 1`, as candle's `conv2d` and PyTorch's
+/// `Conv2d`. Only f32 tensors on the CPU; see [`Kernels`] for a dispatch that
+/// falls back to candle elsewhere.
+pub fn conv2d(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+) -> Result<Tensor> {
+    let params = ConvParams {
+        padding: cfg.padding,
+        stride: cfg.stride,
+        dilation: cfg.dilation,
+        groups: cfg.groups,
+    };
+    let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
+    match bias {
+        None => xs.apply_op2(&weight, Conv2dOp { params }),
+        // The bias is added inside the kernel, and its gradient summed there:
+        // a broadcast add would cost a pass over the output and a slow reduction.
+        Some(b) => xs.apply_op3(&weight, &b.contiguous()?, Conv2dOp { params }),
+    }
+}
+
+/// Max-pooling of `[N, C, H, W]` with kdprune's CPU kernel (any kernel, stride
+/// and padding; the gradient goes to the window maximum, as in PyTorch).
+///
+/// `y[n,c,i,j] = max_{a<kh, b<kw} x[n,c,i·sh−ph+a, j·sw−pw+b]` over the
+/// positions inside the image. Only f32 tensors on the CPU.
+pub fn max_pool2d(xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    xs.contiguous()?.apply_op1(MaxPool2dOp {
+        cfg: *cfg,
+        relu: false,
+    })
+}
+
+/// `relu(max_pool2d(xs))` in one kernel, with its gradient: the ReLU's
+/// forward and backward passes cost nothing beyond the pool's (a network
+/// that pools then rectifies, as LeNet-5 does, saves two passes over the
+/// pooled map and their buffers).
+///
+/// `y = max(0, max-pool(x))` (a NaN stays NaN); the gradient reaches the
+/// window maximum where `y > 0`, as `relu(max_pool2d(x))` in PyTorch. Only
+/// f32 tensors on the CPU.
+pub fn max_pool2d_relu(xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    xs.contiguous()?.apply_op1(MaxPool2dOp {
+        cfg: *cfg,
+        relu: true,
+    })
+}
+
+/// Average-pooling of `[N, C, H, W]` with kdprune's CPU kernel (any kernel,
+/// stride and padding), with its gradient.
+///
+/// `y[n,c,i,j] = (1/(kh·kw)) Σ_{a<kh, b<kw} x[n,c,i·sh−ph+a, j·sw−pw+b]`, padded
+/// positions counting as zeros (PyTorch's `AvgPool2d` with
+/// `count_include_pad=True`). Only f32 tensors on the CPU.
+pub fn avg_pool2d(xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    xs.contiguous()?.apply_op1(AvgPool2dOp { cfg: *cfg })
+}
+
+/// Max-pooling built from candle's differentiable ops, on any device, with
+/// the same definition and gradient as [`max_pool2d`] (except that tied
+/// maxima share the gradient).
+///
+/// Kernel = stride without padding is a reshape and two `max` reductions;
+/// anything else pads with −∞ and takes the maximum over the `kh·kw` strided
+/// views gathered by `index_select`.
+pub fn max_pool2d_candle(xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let (oh, ow) = checked_output_size(cfg, h, w)?;
+    if cfg.kernel == cfg.stride && cfg.padding == (0, 0) {
+        let (kh, kw) = cfg.kernel;
+        let xs = xs
+            .narrow(2, 0, oh * kh)?
+            .narrow(3, 0, ow * kw)?
+            .contiguous()?;
+        return xs.reshape((b, c, oh, kh, ow, kw))?.max(5)?.max(3);
+    }
+    let padded = pad_hw(xs, cfg.padding, f32::NEG_INFINITY)?;
+    window_views(&padded, cfg, oh, ow)?.max(4)
+}
+
+/// Average-pooling built from candle's differentiable ops, on any device,
+/// with the same definition as [`avg_pool2d`] (padded zeros counted).
+///
+/// Kernel = stride without padding is candle's `avg_pool2d` on the input
+/// cropped to whole windows (candle's backward upsamples the gradient to the
+/// full input, which misplaces it when a row or column is left over);
+/// anything else pads with zeros and averages the `kh·kw` strided views
+/// gathered by `index_select`.
+pub fn avg_pool2d_candle(xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    let (oh, ow) = checked_output_size(cfg, h, w)?;
+    if cfg.kernel == cfg.stride && cfg.padding == (0, 0) {
+        let (kh, kw) = cfg.kernel;
+        let xs = xs.narrow(2, 0, oh * kh)?.narrow(3, 0, ow * kw)?;
+        return xs.contiguous()?.avg_pool2d(cfg.kernel);
+    }
+    let padded = pad_hw(xs, cfg.padding, 0.0)?;
+    window_views(&padded, cfg, oh, ow)?.mean(4)
+}
+
+fn checked_output_size(cfg: &Pool2dConfig, h: usize, w: usize) -> Result<(usize, usize)> {
+    if 2 * cfg.padding.0 > cfg.kernel.0 || 2 * cfg.padding.1 > cfg.kernel.1 {
+        bail!("pool2d: padding must be at most half the kernel, got {cfg:?}")
+    }
+    match cfg.output_size(h, w) {
+        Some(size) => Ok(size),
+        None => bail!("pool2d: the window of {cfg:?} does not fit a {h}x{w} input"),
+    }
+}
+
+/// `xs` with `(ph, pw)` rows/columns of `value` on each side of dims 2 and 3.
+fn pad_hw(xs: &Tensor, (ph, pw): (usize, usize), value: f32) -> Result<Tensor> {
+    let mut xs = xs.clone();
+    for (dim, p) in [(2, ph), (3, pw)] {
+        if p > 0 {
+            let mut dims = xs.dims().to_vec();
+            dims[dim] = p;
+            let fill = Tensor::full(value, dims, xs.device())?.to_dtype(xs.dtype())?;
+            xs = Tensor::cat(&[&fill, &xs, &fill], dim)?;
+        }
+    }
+    Ok(xs)
+}
+
+/// `[N, C, OH, OW, kh·kw]`: for every window offset `(a, b)`, the view
+/// `x[.., i·sh + a, j·sw + b]` of the (already padded) input.
+fn window_views(xs: &Tensor, cfg: &Pool2dConfig, oh: usize, ow: usize) -> Result<Tensor> {
+    let dev = xs.device();
+    let mut views = Vec::with_capacity(cfg.kernel.0 * cfg.kernel.1);
+    for a in 0..cfg.kernel.0 {
+        let rows: Vec<u32> = (0..oh).map(|i| (i * cfg.stride.0 + a) as u32).collect();
+        let by_rows = xs.index_select(&Tensor::new(rows, dev)?, 2)?;
+        for b in 0..cfg.kernel.1 {
+            let cols: Vec<u32> = (0..ow).map(|j| (j * cfg.stride.1 + b) as u32).collect();
+            views.push(by_rows.index_select(&Tensor::new(cols, dev)?, 3)?);
+        }
+    }
+    Tensor::stack(&views, 4)
+}
+
+/// Which implementation of convolution and pooling a network uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kernels {
+    /// kdprune's kernels ([`conv2d`], [`max_pool2d`], [`avg_pool2d`]) for f32
+    /// tensors on the CPU; candle's ops on any other device or dtype.
+    #[default]
+    Auto,
+    /// candle's ops everywhere: `candle_nn::Conv2d`, [`max_pool2d_candle`],
+    /// [`avg_pool2d_candle`] (the reference the kernels are measured against).
+    Candle,
+}
+
+impl Kernels {
+    /// Whether kdprune's kernels run for `xs`.
+    pub fn native(self, xs: &Tensor) -> bool {
+        self == Kernels::Auto && xs.device().is_cpu() && xs.dtype() == DType::F32
+    }
+
+    /// `layer` applied to `xs` (weight, bias and configuration from the layer).
+    pub fn conv2d(self, layer: &candle_nn::Conv2d, xs: &Tensor) -> Result<Tensor> {
+        if self.native(xs) {
+            conv2d(xs, layer.weight(), layer.bias(), layer.config())
+        } else {
+            layer.forward(xs)
+        }
+    }
+
+    /// Max-pooling of `xs` ([`max_pool2d`] or [`max_pool2d_candle`]).
+    pub fn max_pool2d(self, xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+        if self.native(xs) {
+            max_pool2d(xs, cfg)
+        } else {
+            max_pool2d_candle(xs, cfg)
+        }
+    }
+
+    /// `relu(max-pool(xs))` ([`max_pool2d_relu`], or [`max_pool2d_candle`]
+    /// followed by candle's `relu`).
+    pub fn max_pool2d_relu(self, xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+        if self.native(xs) {
+            max_pool2d_relu(xs, cfg)
+        } else {
+            max_pool2d_candle(xs, cfg)?.relu()
+        }
+    }
+
+    /// Average-pooling of `xs` ([`avg_pool2d`] or [`avg_pool2d_candle`]).
+    pub fn avg_pool2d(self, xs: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+        if self.native(xs) {
+            avg_pool2d(xs, cfg)
+        } else {
+            avg_pool2d_candle(xs, cfg)
+        }
+    }
+}
+
+/// The contiguous f32 elements of a CPU tensor, or an error naming `what`.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!(
+            "{what}: kdprune's CPU kernels take f32, got {:?}",
+            storage.dtype()
+        )
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Output positions `j ∈ [lo, hi)` (of `out_len`) whose input index
+/// `j·stride + shift` lies inside `[0, in_len)`.
+fn valid_range(shift: isize, stride: usize, in_len: usize, out_len: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if shift >= 0 {
+        0
+    } else {
+        ((-shift + s - 1) / s) as usize
+    };
+    let last = in_len as isize - 1 - shift;
+    let hi = if last < 0 { 0 } else { (last / s) as usize + 1 };
+    let lo = lo.min(out_len);
+    (lo, hi.clamp(lo, out_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_range_keeps_inputs_inside_the_row() {
+        // j·2 − 1 ∈ [0, 5) ⇔ j ∈ {1, 2}
+        assert_eq!(valid_range(-1, 2, 5, 4), (1, 3));
+        // j + 2 ∈ [0, 3) ⇔ j = 0
+        assert_eq!(valid_range(2, 1, 3, 3), (0, 1));
+        // nothing inside
+        assert_eq!(valid_range(7, 1, 3, 3), (0, 0));
+        assert_eq!(valid_range(-9, 2, 3, 2), (2, 2));
+    }
+
+    #[test]
+    fn pool_output_size_is_floor_mode() {
+        let cfg = Pool2dConfig::new(3).with_stride(2).with_padding(1);
+        assert_eq!(cfg.output_size(7, 8), Some((4, 4)));
+        assert_eq!(Pool2dConfig::new(5).output_size(4, 9), None);
+    }
+}
