@@ -14,6 +14,46 @@ use kdprune_models::{Model, ModelConfig};
 use prune_core::importance::{self, Criterion, SaliencyAccumulator};
 use prune_core::{MaskSet, NamedTensors, ParamFilter, Scores};
 
+static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `metal` into a device.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let device = match spec.as_str() {
+        "cpu" => Device::Cpu,
+        "metal" => Device::new_metal(0)
+            .context("cannot open the Metal device (build with `--features metal` on macOS)")?,
+        _ => {
+            let ordinal = match spec.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .with_context(|| format!("bad device `{spec}`: expected cuda or cuda:N"))?,
+                None => {
+                    anyhow::bail!("unknown device `{spec}`: expected cpu, cuda, cuda:N or metal")
+                }
+            };
+            Device::new_cuda(ordinal).with_context(|| {
+                format!("cannot open CUDA device {ordinal} (build with `--features cuda` on a machine with an NVIDIA GPU)")
+            })?
+        }
+    };
+    Ok(device)
+}
+
+/// Sets the device every command uses (from the global `--device` flag).
+pub fn select_device(spec: &str) -> Result<()> {
+    let device = parse_device(spec)?;
+    let _ = DEVICE.set(device);
+    Ok(())
+}
+
+/// The device chosen with `--device` (the CPU when none was set).
+pub fn device() -> Device {
+    DEVICE.get().cloned().unwrap_or(Device::Cpu)
+}
+
 /// Salts that give independent random streams from one run seed.
 pub const TEACHER_SALT: u64 = 0x7EAC_4E50;
 pub const STUDENT_SALT: u64 = 0x57D0_E170;
@@ -197,6 +237,10 @@ pub fn score(
     let loss = match criterion {
         Criterion::Magnitude => return Ok(importance::magnitude(&weights)?),
         Criterion::Random => return Ok(importance::random(&weights, seed)?),
+        Criterion::Lamp => return Ok(importance::lamp(&weights)?),
+        Criterion::Grasp | Criterion::Synflow | Criterion::SelfDistill => anyhow::bail!(
+            "the {criterion:?} criterion is in prune-core but not yet wired into the CLI; use magnitude, lamp, random, snip or teacher-guided"
+        ),
         Criterion::Snip => LossConfig::CrossEntropy,
         Criterion::TeacherGuided => {
             anyhow::ensure!(

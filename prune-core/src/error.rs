@@ -35,8 +35,49 @@ pub enum PruneError {
         name: String,
     },
     /// A criterion name that `Criterion::from_str` does not know.
-    #[error("unknown importance criterion `{0}`; expected one of: magnitude, random, snip, teacher-guided")]
+    #[error("unknown importance criterion `{0}`; expected one of: magnitude, random, snip, teacher-guided, lamp, grasp, synflow, self-distill")]
     UnknownCriterion(String),
+    /// A gradient-source name that `GradientSource::from_str` does not know.
+    #[error("unknown gradient source `{0}`; expected one of: ce, kd, mixture")]
+    UnknownGradientSource(String),
+    /// A selection-scope name that `Scope::from_str` does not know.
+    #[error("unknown selection scope `{0}`; expected one of: global, per-layer")]
+    UnknownScope(String),
+    /// A finite-difference step that is not finite and positive.
+    #[error("finite-difference step must be finite and > 0, got {0}")]
+    InvalidEpsilon(f64),
+    /// A per-round pruning rate outside `(0, 1)` or not finite.
+    #[error("pruning rate per round must be in (0, 1), got {0}")]
+    InvalidRate(f64),
+    /// An iterative method asked for zero rounds, or a schedule that needs
+    /// more rounds than allowed.
+    #[error("invalid number of rounds: {rounds} (must be in 1..={max})")]
+    InvalidRounds {
+        /// Rounds asked for (or needed).
+        rounds: usize,
+        /// Largest number allowed.
+        max: usize,
+    },
+    /// A gradual schedule whose end step precedes its begin step.
+    #[error("schedule ends at step {end} before it begins at step {begin}")]
+    InvalidStepRange {
+        /// First pruning step.
+        begin: u64,
+        /// Last pruning step.
+        end: u64,
+    },
+    /// A gradual schedule updating every 0 steps.
+    #[error("schedule frequency must be at least 1 step")]
+    ZeroFrequency,
+    /// A gradual schedule whose final sparsity is below its initial one
+    /// (pruned weights are never regrown).
+    #[error("final sparsity {final_} is below initial sparsity {initial}")]
+    DecreasingSparsity {
+        /// Sparsity at the begin step.
+        initial: f64,
+        /// Sparsity at the end step.
+        final_: f64,
+    },
     /// `SaliencyAccumulator::finish` before any `add_batch`.
     #[error("saliency accumulator has no batches")]
     NoBatches,

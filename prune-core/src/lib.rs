@@ -1,6 +1,9 @@
 //! Unstructured pruning over named Candle tensors: parameter filters,
-//! importance scores, exact-count global / per-layer selection, binary masks
-//! applied to weights and gradients, and sparsity reports.
+//! importance scores ([`importance`]: magnitude, random, SNIP,
+//! teacher-guided, EPSD self-distillation, LAMP, GraSP, SynFlow),
+//! exact-count global / per-layer selection ([`select`]), binary masks
+//! applied to weights and gradients, pruning schedules ([`schedule`]: GMP,
+//! IMP, COLT, weight rewinding) and sparsity reports.
 //!
 //! Conventions: a mask is an `f32` tensor of the weight's shape with 1 = kept,
 //! 0 = pruned; selection at sparsity `s` over `n` weights prunes exactly
@@ -14,6 +17,7 @@ mod filter;
 pub mod importance;
 mod mask;
 pub mod report;
+pub mod schedule;
 pub mod select;
 
 use std::collections::BTreeMap;
@@ -22,10 +26,11 @@ use candle_core::Tensor;
 
 pub use error::{PruneError, Result};
 pub use filter::{glob_match, ParamFilter};
-pub use importance::Criterion;
+pub use importance::{Criterion, GradientSource};
 pub use mask::MaskSet;
 pub use report::{sparsity_report, LayerSparsity, SparsityReport};
-pub use select::check_sparsity;
+pub use schedule::GmpSchedule;
+pub use select::{check_sparsity, Scope};
 
 /// Importance scores: parameter name → `f32` tensor of the weight's shape
 /// (higher = more important).

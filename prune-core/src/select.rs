@@ -6,9 +6,19 @@
 //! the total order *(score, tensor name, flat row-major index)*. Scores are
 //! compared as `f32`; `-0.0` equals `0.0`; `±∞` are ordered normally; NaN is
 //! rejected with [`PruneError::NonFinite`].
+//!
+//! Layer-wise versus global pruning is a choice of selection, not of
+//! criterion: layer-wise magnitude pruning is
+//! `per_layer(&importance::magnitude(&w)?, s)`, global magnitude pruning
+//! `global(&importance::magnitude(&w)?, s)`; [`Scope`] names the two for configs.
+
+use std::fmt;
+use std::str::FromStr;
 
 use candle_core::{DType, Device, Shape, Tensor};
+use serde::{Deserialize, Serialize};
 
+use crate::mask::check_shape;
 use crate::{MaskSet, PruneError, Result, Scores};
 
 /// Fails with [`PruneError::InvalidSparsity`] unless `s` is finite and in `[0, 1)`.
@@ -40,7 +50,51 @@ pub fn global(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
         .map(|(name, t)| HostKeys::gather(name, t))
         .collect::<Result<Vec<_>>>()?;
     let n: usize = host.iter().map(|h| h.keys.len()).sum();
-    let k = prune_count(n, sparsity);
+    select_lowest(host, prune_count(n, sparsity))
+}
+
+/// [`global`] restricted to the weights `current` still keeps: the
+/// coordinates `current` prunes (mask 0) stay pruned, and the lowest-scored
+/// kept weights are added until exactly `max(round(s·n), already pruned)` of
+/// the `n` weights are pruned, `n` counting all weights of `scores`.
+///
+/// This is the step of iterative methods (IMP, SynFlow, COLT): prune to a
+/// cumulative target by one global threshold over the remaining weights,
+/// never regrowing. Ties among kept weights follow the rule of [`global`].
+/// Every mask of `current` must name a tensor of `scores` with its shape;
+/// tensors without a mask count as fully kept.
+pub fn global_within(scores: &Scores, current: &MaskSet, sparsity: f64) -> Result<MaskSet> {
+    check_sparsity(sparsity)?;
+    if scores.is_empty() {
+        return Err(PruneError::NoPrunableParameters);
+    }
+    if let Some(name) = current.names().find(|n| !scores.contains_key(*n)) {
+        return Err(PruneError::MissingTensor(name.to_string()));
+    }
+    let mut host = scores
+        .iter()
+        .map(|(name, t)| HostKeys::gather(name, t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut already = 0;
+    for h in &mut host {
+        let Some(mask) = current.get(&h.name) else {
+            continue;
+        };
+        check_shape(&h.name, h.shape.dims(), mask.dims())?;
+        let m = mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        for (key, &m) in h.keys.iter_mut().zip(&m) {
+            if m == 0.0 {
+                *key = PRUNED_KEY;
+                already += 1;
+            }
+        }
+    }
+    let n: usize = host.iter().map(|h| h.keys.len()).sum();
+    select_lowest(host, prune_count(n, sparsity).max(already))
+}
+
+/// Prunes the `k` lowest keys over all of `host`, in visiting order for ties.
+fn select_lowest(host: Vec<HostKeys>, k: usize) -> Result<MaskSet> {
     let mut cut = Cut::find(host.iter().map(|h| h.keys.as_slice()), k);
     let mut masks = MaskSet::new();
     for h in host {
@@ -67,6 +121,63 @@ pub fn per_layer(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
     }
     Ok(masks)
 }
+
+/// Where pruning is decided: one threshold over all tensors, or one per tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// [`global`]: `round(s·n)` weights pruned over all tensors together, so
+    /// layers end up with different sparsities.
+    #[default]
+    Global,
+    /// [`per_layer`]: `round(s·n_t)` weights pruned in each tensor `t`, every
+    /// layer at sparsity `s` (layer-wise magnitude pruning with
+    /// [`crate::importance::magnitude`]).
+    PerLayer,
+}
+
+impl Scope {
+    /// Both scopes, in declaration order.
+    pub const ALL: [Scope; 2] = [Scope::Global, Scope::PerLayer];
+
+    /// The kebab-case name used on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::PerLayer => "per-layer",
+        }
+    }
+
+    /// The masks of `scores` at `sparsity` under this scope.
+    pub fn select(self, scores: &Scores, sparsity: f64) -> Result<MaskSet> {
+        match self {
+            Scope::Global => global(scores, sparsity),
+            Scope::PerLayer => per_layer(scores, sparsity),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = PruneError;
+
+    /// Parses `global` or `per-layer`.
+    fn from_str(s: &str) -> Result<Self> {
+        Scope::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| PruneError::UnknownScope(s.to_string()))
+    }
+}
+
+/// The key of a coordinate forced to the pruned side: below every key of a
+/// non-NaN score (`order_key(-∞) = 0x007F_FFFF`), and NaN scores are rejected.
+const PRUNED_KEY: u32 = 0;
 
 /// Maps an `f32` to a `u32` whose unsigned order is the numeric order
 /// (negative numbers have their bits flipped, positive ones their sign bit set).
@@ -208,6 +319,7 @@ mod tests {
             assert!(order_key(w[0]) < order_key(w[1]), "{} < {}", w[0], w[1]);
         }
         assert_eq!(order_key(-0.0), order_key(0.0));
+        assert!(PRUNED_KEY < order_key(f32::NEG_INFINITY));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Exact-count global and per-layer selection.
 
 use candle_core::{Device, Tensor};
-use prune_core::{check_sparsity, select, MaskSet, PruneError, Scores};
+use std::str::FromStr;
+
+use prune_core::{check_sparsity, select, MaskSet, PruneError, Scope, Scores};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -309,5 +311,99 @@ fn nan_scores_and_empty_sets_are_errors() {
     assert!(matches!(
         select::global(&Scores::new(), 0.5),
         Err(PruneError::NoPrunableParameters)
+    ));
+}
+
+#[test]
+fn global_within_keeps_pruned_weights_pruned_and_selects_among_the_rest() {
+    let shapes = [("conv.weight", vec![3, 2, 2, 2]), ("fc.weight", vec![9, 4])];
+    let n = 24 + 36;
+    // Few levels: ties between kept weights and with the forced ones.
+    let scores = random_scores(8, &shapes, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(80);
+    let mut current = MaskSet::new();
+    for (name, shape) in &shapes {
+        let numel: usize = shape.iter().product();
+        let v: Vec<f32> = (0..numel)
+            .map(|_| f32::from(u8::from(rng.random::<f64>() < 0.75)))
+            .collect();
+        current
+            .insert(
+                *name,
+                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+    }
+    let already = current.pruned_count().unwrap();
+    assert!(already > 0 && already < 30, "{already}");
+    for s in [0.5, 0.8] {
+        let k = (s * n as f64).round() as usize;
+        let masks = select::global_within(&scores, &current, s).unwrap();
+        assert_eq!(masks.pruned_count().unwrap(), k);
+        // Reference: already pruned first, then (score, name, index) among the rest.
+        let mut order: Vec<(bool, f32, usize, usize)> = Vec::new();
+        for (t, (name, sc)) in scores.iter().enumerate() {
+            let sc = sc.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let cur = flat(&current, name);
+            for (i, (&v, &m)) in sc.iter().zip(&cur).enumerate() {
+                order.push((m == 1.0, v, t, i));
+            }
+        }
+        order.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mut want: Vec<Vec<f32>> = scores.values().map(|t| vec![1.0; t.elem_count()]).collect();
+        for &(_, _, t, i) in &order[..k] {
+            want[t][i] = 0.0;
+        }
+        for (t, name) in scores.keys().enumerate() {
+            assert_eq!(flat(&masks, name), want[t], "{name} at s = {s}");
+        }
+    }
+    // A target below the current sparsity never regrows.
+    let same = select::global_within(&scores, &current, 0.0).unwrap();
+    for name in current.names() {
+        assert_eq!(flat(&same, name), flat(&current, name));
+    }
+    // An empty current mask is plain `global`.
+    let plain = select::global_within(&scores, &MaskSet::new(), 0.4).unwrap();
+    let global = select::global(&scores, 0.4).unwrap();
+    for name in scores.keys() {
+        assert_eq!(flat(&plain, name), flat(&global, name));
+    }
+    let mut stray = MaskSet::new();
+    stray
+        .insert("other", Tensor::new(&[1f32, 0.0], &Device::Cpu).unwrap())
+        .unwrap();
+    assert!(matches!(
+        select::global_within(&scores, &stray, 0.5),
+        Err(PruneError::MissingTensor(name)) if name == "other"
+    ));
+}
+
+#[test]
+fn scope_names_the_two_selections() {
+    let scores = random_scores(12, &[("a", vec![5, 4]), ("b", vec![7])], 1_000_000);
+    assert_eq!(Scope::default(), Scope::Global);
+    for scope in Scope::ALL {
+        assert_eq!(Scope::from_str(scope.name()).unwrap(), scope);
+        let json = serde_json::to_string(&scope).unwrap();
+        assert_eq!(json, format!("\"{scope}\""));
+        let masks = scope.select(&scores, 0.5).unwrap();
+        let direct = match scope {
+            Scope::Global => select::global(&scores, 0.5).unwrap(),
+            Scope::PerLayer => select::per_layer(&scores, 0.5).unwrap(),
+        };
+        for name in ["a", "b"] {
+            assert_eq!(flat(&masks, name), flat(&direct, name));
+        }
+    }
+    // Per layer: round(0.5·20) = 10 and round(0.5·7) = 4, whatever the scores.
+    let per_layer = Scope::PerLayer.select(&scores, 0.5).unwrap();
+    assert_eq!(
+        (zeros_in(&per_layer, "a"), zeros_in(&per_layer, "b")),
+        (10, 4)
+    );
+    assert!(matches!(
+        Scope::from_str("layer"),
+        Err(PruneError::UnknownScope(_))
     ));
 }

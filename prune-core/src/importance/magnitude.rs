@@ -5,6 +5,11 @@ use candle_core::DType;
 use crate::{NamedTensors, Result, Scores};
 
 /// `score = |w|` as `f32`, for every tensor of `weights`.
+///
+/// The selection decides global versus layer-wise magnitude pruning:
+/// `select::global(&magnitude(&w)?, s)` prunes the smallest `|w|` over all
+/// tensors together, `select::per_layer(&magnitude(&w)?, s)` the smallest
+/// fraction `s` of every tensor ([`crate::select::Scope`] names both).
 pub fn magnitude(weights: &NamedTensors) -> Result<Scores> {
     weights
         .iter()

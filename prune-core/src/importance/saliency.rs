@@ -1,10 +1,27 @@
-//! Gradient saliency `|θ ⊙ ∂L/∂θ|`, the score of SNIP (`L` = cross-entropy)
-//! and of teacher-guided pruning (`L` = the distillation loss).
+//! Gradient saliency `|θ ⊙ ∂L/∂θ|`, the score of SNIP (Lee, Ajanthan & Torr,
+//! "SNIP: Single-shot network pruning based on connection sensitivity",
+//! ICLR 2019; `L` = cross-entropy), of teacher-guided pruning (`L` = the
+//! distillation loss, [`super::teacher_guided`]) and of EPSD
+//! (`L` = a self-distillation loss, [`super::self_distill`]).
 
 use candle_core::{DType, Tensor};
 
 use crate::mask::check_shape;
 use crate::{NamedTensors, PruneError, Result, Scores};
+
+/// SNIP connection sensitivity on one batch: `S = |θ ⊙ ∂L_CE/∂θ|` in `f32`,
+/// for every tensor of `weights`, `grads` holding `∂L_CE/∂θ` under the same
+/// names (extra gradients are ignored).
+///
+/// SNIP (Lee et al. 2019) scores `|∂L/∂m|` for a multiplicative mask `m` at
+/// `m = 1`, which is `|θ ⊙ ∂L/∂θ|`; a weight that does not affect the loss
+/// scores 0. The loss is the caller's: this is [`SaliencyAccumulator`] over a
+/// single batch (use the accumulator to sum several).
+pub fn snip(weights: &NamedTensors, grads: &NamedTensors) -> Result<Scores> {
+    let mut acc = SaliencyAccumulator::new();
+    acc.add_batch(weights, grads)?;
+    acc.finish()
+}
 
 /// Accumulates `S = Σ_b |θ ⊙ g_b|` over batches `b`, where `g_b = ∂L/∂θ` on
 /// batch `b`. The criterion is set by the loss whose gradient the caller
@@ -79,7 +96,7 @@ impl SaliencyAccumulator {
 
 /// `NonFinite` unless every element of the non-negative `t` is finite; runs
 /// on the tensor's device and reads back one byte.
-fn check_finite(name: &str, t: &Tensor) -> Result<()> {
+pub(crate) fn check_finite(name: &str, t: &Tensor) -> Result<()> {
     if t.elem_count() == 0 {
         return Ok(());
     }
