@@ -60,10 +60,50 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
+class BasicBlockA(nn.Module):
+    """CIFAR ResNet block with shortcut A, as `models/src/zoo/resnet_cifar.rs`."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = (cout - cin) // 2 if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        if self.pad is not None:
+            x = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(h + x)
+
+
+class ResNet20(nn.Module):
+    """ResNet-20 (He et al. 2016, shortcut A), training mode, as the zoo's `resnet20`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for stage, cout in enumerate([16, 32, 64]):
+            for i in range(3):
+                blocks.append(BasicBlockA(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, CLASSES)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 # name, input (C, H, W), constructor; one line per model, as in bench-train.
 MODELS = [
     ("small-cnn", (3, 32, 32), SmallCnn),
     ("lenet5", (1, 28, 28), LeNet5),
+    ("resnet20", (3, 32, 32), ResNet20),
 ]
 
 

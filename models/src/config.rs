@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ModelError, Result};
 use crate::init::ParamSpec;
 use crate::lenet5::Geometry;
+use crate::zoo::{BufferSpec, Builder, ZooArch};
 use crate::{lenet5, mlp};
 
 /// Which network to build and for which input and class count.
@@ -37,19 +38,68 @@ pub enum ModelConfig {
         width: usize,
         /// Output classes.
         num_classes: usize,
+        /// Width multiplier `K` of `lenet5-xK` (1, the classic network, is
+        /// left out of the serialised form).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        scale: usize,
     },
+    /// A network of the CNN zoo ([`crate::zoo`]) on `C×H×W` images.
+    Cnn {
+        /// Which network, e.g. `resnet56`.
+        model: ZooArch,
+        /// Input channels.
+        in_channels: usize,
+        /// Input height in pixels.
+        height: usize,
+        /// Input width in pixels.
+        width: usize,
+        /// Output classes.
+        num_classes: usize,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 impl ModelConfig {
     /// The names [`ModelConfig::from_name`] accepts, for help texts.
-    pub const KNOWN: &'static [&'static str] = &["lenet-300-100", "mlp-<w1>-<w2>-...", "lenet5"];
+    pub const KNOWN: &'static [&'static str] = &[
+        "lenet-300-100",
+        "mlp-<w1>-<w2>-...",
+        "lenet5",
+        "lenet5-x<k>",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet8x4",
+        "resnet32x4",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+        "wrn-16-4",
+        "wrn-40-2",
+        "mobilenetv2",
+    ];
 
     /// Configuration from a model name and the input shape `(C, H, W)`.
     ///
     /// - `lenet-300-100`: MLP with hidden widths 300 and 100 on `C·H·W` inputs;
     /// - `mlp-W1-W2-…`, e.g. `mlp-1200-1200`: MLP with those hidden widths (`mlp`
     ///   alone is an error);
-    /// - `lenet5`: LeNet-5 on `C×H×W` images.
+    /// - `lenet5`: LeNet-5 on `C×H×W` images; `lenet5-xK` with every width
+    ///   multiplied by `K`;
+    /// - a zoo network ([`ZooArch`], e.g. `resnet56`, `wrn-40-2`, `vgg16`).
     ///
     /// Unknown names give [`ModelError::UnknownModel`] listing [`ModelConfig::KNOWN`];
     /// a malformed width list or an unusable input gives [`ModelError::Config`].
@@ -71,25 +121,51 @@ impl ModelConfig {
                 height: h,
                 width: w,
                 num_classes,
+                scale: 1,
             },
             "mlp" => {
                 return Err(ModelError::Config(
                     "'mlp' needs hidden widths, e.g. 'mlp-300-100'".to_string(),
                 ))
             }
-            _ => match name.strip_prefix("mlp-") {
-                Some(widths) => ModelConfig::Mlp {
-                    input_dim: input_dim()?,
-                    hidden: parse_widths(name, widths)?,
-                    num_classes,
-                },
-                None => {
+            _ => {
+                if let Some(widths) = name.strip_prefix("mlp-") {
+                    ModelConfig::Mlp {
+                        input_dim: input_dim()?,
+                        hidden: parse_widths(name, widths)?,
+                        num_classes,
+                    }
+                } else if let Some(k) = name.strip_prefix("lenet5-x") {
+                    let scale = match k.parse::<usize>() {
+                        Ok(k) if k > 0 => k,
+                        _ => {
+                            return Err(ModelError::Config(format!(
+                                "'{name}': the width multiplier must be a positive integer (e.g. 'lenet5-x4')"
+                            )))
+                        }
+                    };
+                    ModelConfig::LeNet5 {
+                        in_channels: c,
+                        height: h,
+                        width: w,
+                        num_classes,
+                        scale,
+                    }
+                } else if let Ok(model) = name.parse::<ZooArch>() {
+                    ModelConfig::Cnn {
+                        model,
+                        in_channels: c,
+                        height: h,
+                        width: w,
+                        num_classes,
+                    }
+                } else {
                     return Err(ModelError::UnknownModel {
                         name: name.to_string(),
                         known: Self::KNOWN.join(", "),
-                    })
+                    });
                 }
-            },
+            }
         };
         config.validate()?;
         Ok(config)
@@ -125,9 +201,13 @@ impl ModelConfig {
                 height,
                 width,
                 num_classes,
+                scale,
             } => {
                 if *in_channels == 0 {
                     return bad("lenet5: in_channels must be positive".into());
+                }
+                if *scale == 0 {
+                    return bad("lenet5: the width multiplier must be positive".into());
                 }
                 if Geometry::new(*height, *width).is_none() {
                     return bad(format!(
@@ -137,6 +217,27 @@ impl ModelConfig {
                 if *num_classes == 0 {
                     return bad("lenet5: num_classes must be positive".into());
                 }
+            }
+            ModelConfig::Cnn {
+                model,
+                in_channels,
+                height,
+                width,
+                num_classes,
+            } => {
+                if *in_channels == 0 || *height == 0 || *width == 0 || *num_classes == 0 {
+                    return bad(format!(
+                        "{model}: input {in_channels}x{height}x{width} and {num_classes} classes must all be positive"
+                    ));
+                }
+                // A dry build checks that every layer fits the input.
+                crate::zoo::build(
+                    *model,
+                    (*in_channels, *height, *width),
+                    *num_classes,
+                    &mut Builder::dry(),
+                )
+                .map_err(|e| ModelError::Config(format!("{model}: {e}")))?;
             }
         }
         Ok(())
@@ -150,16 +251,18 @@ impl ModelConfig {
                 .chain(hidden.iter().map(|w| w.to_string()))
                 .collect::<Vec<_>>()
                 .join("-"),
-            ModelConfig::LeNet5 { .. } => "lenet5".to_string(),
+            ModelConfig::LeNet5 { scale: 1, .. } => "lenet5".to_string(),
+            ModelConfig::LeNet5 { scale, .. } => format!("lenet5-x{scale}"),
+            ModelConfig::Cnn { model, .. } => model.name().to_string(),
         }
     }
 
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         match self {
-            ModelConfig::Mlp { num_classes, .. } | ModelConfig::LeNet5 { num_classes, .. } => {
-                *num_classes
-            }
+            ModelConfig::Mlp { num_classes, .. }
+            | ModelConfig::LeNet5 { num_classes, .. }
+            | ModelConfig::Cnn { num_classes, .. } => *num_classes,
         }
     }
 
@@ -191,11 +294,93 @@ impl ModelConfig {
                 height,
                 width,
                 num_classes,
-            } => match Geometry::new(*height, *width) {
+                scale,
+            } => match Geometry::with_scale(*height, *width, *scale) {
                 Some(geometry) => lenet5::param_specs(*in_channels, &geometry, *num_classes),
                 None => Vec::new(),
             },
+            ModelConfig::Cnn { .. } => self.dry_build().map(|b| b.specs).unwrap_or_default(),
         }
+    }
+
+    /// Non-trainable tensors (batch-norm running statistics) of the network,
+    /// in forward order; empty for the MLP and LeNet-5.
+    pub fn buffer_specs(&self) -> Vec<BufferSpec> {
+        match self {
+            ModelConfig::Cnn { .. } => self.dry_build().map(|b| b.buffers).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Multiply–accumulates of one forward pass on one sample, counting the
+    /// convolutions and linear layers (batch norm, activations, pooling and
+    /// additions are left out, as the published counts do).
+    pub fn macs(&self) -> u64 {
+        match self {
+            ModelConfig::Mlp {
+                input_dim,
+                hidden,
+                num_classes,
+            } => {
+                let mut dims = vec![*input_dim];
+                dims.extend_from_slice(hidden);
+                dims.push(*num_classes);
+                dims.windows(2).map(|w| (w[0] * w[1]) as u64).sum()
+            }
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                num_classes,
+                scale,
+            } => match Geometry::with_scale(*height, *width, *scale) {
+                Some(g) => lenet5::macs(*in_channels, (*height, *width), &g, *num_classes),
+                None => 0,
+            },
+            ModelConfig::Cnn { .. } => self.dry_build().map(|b| b.macs).unwrap_or(0),
+        }
+    }
+
+    /// Input `(C, H, W)` the network was configured for (`None` for an MLP,
+    /// which takes any input of `input_dim` values).
+    pub fn input_shape(&self) -> Option<(usize, usize, usize)> {
+        match self {
+            ModelConfig::Mlp { .. } => None,
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                ..
+            }
+            | ModelConfig::Cnn {
+                in_channels,
+                height,
+                width,
+                ..
+            } => Some((*in_channels, *height, *width)),
+        }
+    }
+
+    fn dry_build(&self) -> Option<Builder> {
+        let ModelConfig::Cnn {
+            model,
+            in_channels,
+            height,
+            width,
+            num_classes,
+        } = self
+        else {
+            return None;
+        };
+        let mut b = Builder::dry();
+        crate::zoo::build(
+            *model,
+            (*in_channels, *height, *width),
+            *num_classes,
+            &mut b,
+        )
+        .ok()?;
+        Some(b)
     }
 }
 
@@ -217,6 +402,14 @@ impl fmt::Display for ModelConfig {
                 height,
                 width,
                 num_classes,
+                ..
+            }
+            | ModelConfig::Cnn {
+                in_channels,
+                height,
+                width,
+                num_classes,
+                ..
             } => write!(
                 f,
                 "{} (input {in_channels}x{height}x{width}, {num_classes} classes)",

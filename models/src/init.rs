@@ -22,6 +22,20 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
     /// Fan-in of the owning layer (`in` or `in·kh·kw`).
     pub fan_in: usize,
+    /// How the initial values are drawn.
+    pub init: Init,
+}
+
+/// Initial values of a parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Init {
+    /// `U(−1/√fan_in, 1/√fan_in)`, PyTorch's default for linear and conv layers.
+    #[default]
+    Uniform,
+    /// All ones (a batch-norm scale).
+    Ones,
+    /// All zeros (a batch-norm shift).
+    Zeros,
 }
 
 impl ParamSpec {
@@ -55,7 +69,13 @@ pub fn pytorch_default_init(specs: &[ParamSpec], seed: u64) -> BTreeMap<String, 
     sorted
         .into_iter()
         .map(|spec| {
-            let values = uniform_values(&mut rng, spec.numel(), default_bound(spec.fan_in));
+            // Constants draw nothing, so adding batch norms to a network does
+            // not change the stream the other parameters see.
+            let values = match spec.init {
+                Init::Uniform => uniform_values(&mut rng, spec.numel(), default_bound(spec.fan_in)),
+                Init::Ones => vec![1.0; spec.numel()],
+                Init::Zeros => vec![0.0; spec.numel()],
+            };
             (spec.name.clone(), values)
         })
         .collect()
@@ -71,11 +91,13 @@ mod tests {
             name: "fc1.weight".into(),
             shape: vec![3, 4],
             fan_in: 4,
+            init: Default::default(),
         };
         let b = ParamSpec {
             name: "fc1.bias".into(),
             shape: vec![3],
             fan_in: 4,
+            init: Default::default(),
         };
         let x = pytorch_default_init(&[a.clone(), b.clone()], 7);
         let y = pytorch_default_init(&[b, a], 7);

@@ -12,6 +12,10 @@
 //! so that small images still fit (8×8 digits: 8 → 4 → 4 → 2). Pools take the
 //! floor of odd sizes, as PyTorch's `MaxPool2d(2)` does (see [`max_pool2`]).
 //!
+//! `lenet5-xK` multiplies every width (6, 16, 120, 84) by `K`: `lenet5-x4` is a
+//! 24/64/480/336 network, a stronger CNN teacher for a `lenet5` student with
+//! the same feature names and spatial sizes.
+//!
 //! Convolutions and pools run on kdprune's CPU kernels on the CPU and on
 //! candle's ops elsewhere ([`Kernels::Auto`]); [`LeNet5::with_kernels`] picks
 //! another choice.
@@ -39,15 +43,23 @@ pub struct Geometry {
     pub pool1: (usize, usize),
     /// `(h, w)` after the second pool.
     pub pool2: (usize, usize),
-    /// Inputs of fc1, `16·h2·w2`.
+    /// Inputs of fc1, `16·K·h2·w2`.
     pub flat_dim: usize,
+    /// Width multiplier `K` (1 for the classic network).
+    pub scale: usize,
 }
 
 impl Geometry {
     /// Sizes for an `height × width` input, or `None` when it is smaller than 4×4
     /// (a pool would leave nothing).
     pub fn new(height: usize, width: usize) -> Option<Self> {
-        if height < 4 || width < 4 {
+        Self::with_scale(height, width, 1)
+    }
+
+    /// Sizes for an `height × width` input with every width multiplied by
+    /// `scale`, or `None` when the input is smaller than 4×4 or `scale` is 0.
+    pub fn with_scale(height: usize, width: usize, scale: usize) -> Option<Self> {
+        if height < 4 || width < 4 || scale == 0 {
             return None;
         }
         // conv1 keeps the size (pad 2, kernel 5); the pool halves it.
@@ -62,7 +74,8 @@ impl Geometry {
             conv2_padding,
             pool1,
             pool2,
-            flat_dim: C2 * pool2.0 * pool2.1,
+            flat_dim: C2 * scale * pool2.0 * pool2.1,
+            scale,
         })
     }
 }
@@ -74,12 +87,13 @@ pub(crate) fn param_specs(
     geometry: &Geometry,
     num_classes: usize,
 ) -> Vec<ParamSpec> {
+    let k = geometry.scale;
     let layers: [(&str, Vec<usize>); 5] = [
-        ("conv1", vec![C1, in_channels, K, K]),
-        ("conv2", vec![C2, C1, K, K]),
-        ("fc1", vec![F1, geometry.flat_dim]),
-        ("fc2", vec![F2, F1]),
-        ("fc3", vec![num_classes, F2]),
+        ("conv1", vec![C1 * k, in_channels, K, K]),
+        ("conv2", vec![C2 * k, C1 * k, K, K]),
+        ("fc1", vec![F1 * k, geometry.flat_dim]),
+        ("fc2", vec![F2 * k, F1 * k]),
+        ("fc3", vec![num_classes, F2 * k]),
     ];
     layers
         .into_iter()
@@ -91,15 +105,36 @@ pub(crate) fn param_specs(
                     name: format!("{name}.weight"),
                     shape,
                     fan_in,
+                    init: Default::default(),
                 },
                 ParamSpec {
                     name: format!("{name}.bias"),
                     shape: vec![out],
                     fan_in,
+                    init: Default::default(),
                 },
             ]
         })
         .collect()
+}
+
+/// Multiply–accumulates of one forward pass (convolutions and linear layers).
+pub(crate) fn macs(
+    in_channels: usize,
+    (height, width): (usize, usize),
+    geometry: &Geometry,
+    num_classes: usize,
+) -> u64 {
+    let k = geometry.scale;
+    let p = geometry.conv2_padding;
+    let conv2 = (
+        geometry.pool1.0 + 2 * p + 1 - K,
+        geometry.pool1.1 + 2 * p + 1 - K,
+    );
+    let conv1 = height * width * C1 * k * in_channels * K * K;
+    let conv2 = conv2.0 * conv2.1 * C2 * k * C1 * k * K * K;
+    let fcs = geometry.flat_dim * F1 * k + F1 * k * F2 * k + F2 * k * num_classes;
+    (conv1 + conv2 + fcs) as u64
 }
 
 /// The LeNet-5 network; see the module documentation for the layout.
@@ -138,12 +173,14 @@ impl LeNet5 {
             padding,
             ..Default::default()
         };
+        let k = geometry.scale;
+        let (c1, c2, f1, f2) = (C1 * k, C2 * k, F1 * k, F2 * k);
         Ok(Self {
-            conv1: candle_nn::conv2d(in_channels, C1, K, conv(2), vb.pp("conv1"))?,
-            conv2: candle_nn::conv2d(C1, C2, K, conv(geometry.conv2_padding), vb.pp("conv2"))?,
-            fc1: candle_nn::linear(geometry.flat_dim, F1, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(F1, F2, vb.pp("fc2"))?,
-            fc3: candle_nn::linear(F2, num_classes, vb.pp("fc3"))?,
+            conv1: candle_nn::conv2d(in_channels, c1, K, conv(2), vb.pp("conv1"))?,
+            conv2: candle_nn::conv2d(c1, c2, K, conv(geometry.conv2_padding), vb.pp("conv2"))?,
+            fc1: candle_nn::linear(geometry.flat_dim, f1, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(f1, f2, vb.pp("fc2"))?,
+            fc3: candle_nn::linear(f2, num_classes, vb.pp("fc3"))?,
             kernels: Kernels::Auto,
         })
     }
@@ -196,6 +233,8 @@ mod tests {
             ),
             (0, (14, 14), (5, 5), 400)
         );
+        assert_eq!(Geometry::with_scale(28, 28, 4).unwrap().flat_dim, 1600);
+        assert!(Geometry::with_scale(28, 28, 0).is_none());
         let digits = Geometry::new(8, 8).unwrap();
         assert_eq!(
             (

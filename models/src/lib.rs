@@ -26,9 +26,11 @@ pub mod lenet5;
 pub mod mlp;
 pub mod model;
 pub mod ops;
+pub mod zoo;
 
 pub use checkpoint::Checkpoint;
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use model::{Model, ModelOutput};
 pub use ops::Kernels;
+pub use zoo::ZooArch;

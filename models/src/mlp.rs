@@ -42,11 +42,13 @@ pub(crate) fn param_specs(
                     name: format!("fc{}.weight", i + 1),
                     shape: vec![out, fan_in],
                     fan_in,
+                    init: Default::default(),
                 },
                 ParamSpec {
                     name: format!("fc{}.bias", i + 1),
                     shape: vec![out],
                     fan_in,
+                    init: Default::default(),
                 },
             ]
         })

@@ -11,6 +11,8 @@ use crate::error::{ModelError, Result};
 use crate::init::pytorch_default_init;
 use crate::lenet5::{Geometry, LeNet5};
 use crate::mlp::Mlp;
+use crate::ops::Kernels;
+use crate::zoo::{self, Builder, Network, ZooArch};
 
 /// Output of a forward pass: the logits `[B, classes]` and the named
 /// intermediate features (post-activation), in forward order.
@@ -37,6 +39,7 @@ impl ModelOutput {
 enum Net {
     Mlp(Mlp),
     LeNet5(LeNet5),
+    Cnn(Network),
 }
 
 /// A network built from a [`ModelConfig`], owning its f32 variables.
@@ -44,7 +47,9 @@ pub struct Model {
     config: ModelConfig,
     varmap: VarMap,
     vars: BTreeMap<String, Var>,
+    buffers: BTreeMap<String, Var>,
     net: Net,
+    kernels: Kernels,
     device: Device,
 }
 
@@ -58,6 +63,23 @@ impl Model {
     /// order (see [`crate::init`]). The same seed gives bit-identical values.
     pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         config.validate()?;
+        if let ModelConfig::Cnn {
+            model,
+            in_channels,
+            height,
+            width,
+            num_classes,
+        } = &config
+        {
+            return Self::new_zoo(
+                *model,
+                (*in_channels, *height, *width),
+                *num_classes,
+                config.clone(),
+                seed,
+                device,
+            );
+        }
         let specs = config.param_specs();
         let values = pytorch_default_init(&specs, seed);
         let varmap = VarMap::new();
@@ -90,14 +112,16 @@ impl Model {
                 height,
                 width,
                 num_classes,
+                scale,
             } => {
-                let geometry = Geometry::new(*height, *width).ok_or_else(|| {
+                let geometry = Geometry::with_scale(*height, *width, *scale).ok_or_else(|| {
                     ModelError::Config(format!(
                         "lenet5: input {height}x{width} is smaller than 4x4"
                     ))
                 })?;
                 Net::LeNet5(LeNet5::new(*in_channels, &geometry, *num_classes, vb)?)
             }
+            ModelConfig::Cnn { .. } => unreachable!("zoo networks are built by new_zoo"),
         };
         // A layer asking for a name the config does not list would have created a
         // fresh, unseeded variable: refuse rather than hide it.
@@ -115,9 +139,69 @@ impl Model {
             config,
             varmap,
             vars,
+            buffers: BTreeMap::new(),
             net,
+            kernels: Kernels::Auto,
             device: device.clone(),
         })
+    }
+
+    /// A zoo network: the builder creates the variables, then they are set
+    /// from the seeded initialisation.
+    fn new_zoo(
+        arch: ZooArch,
+        input: (usize, usize, usize),
+        classes: usize,
+        config: ModelConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut builder = Builder::new(device);
+        let network = zoo::build(arch, input, classes, &mut builder)?;
+        let values = pytorch_default_init(&builder.specs, seed);
+        for spec in &builder.specs {
+            let var = builder
+                .vars
+                .get(&spec.name)
+                .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))?;
+            let init = values
+                .get(&spec.name)
+                .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))?;
+            var.set(&Tensor::from_slice(init, spec.shape.as_slice(), device)?)?;
+        }
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Config("variable map lock poisoned".to_string()))?;
+            for (name, var) in &builder.vars {
+                data.insert(name.clone(), var.clone());
+            }
+        }
+        Ok(Self {
+            config,
+            varmap,
+            vars: builder.vars,
+            buffers: builder.buffer_vars,
+            net: Net::Cnn(network),
+            kernels: Kernels::Auto,
+            device: device.clone(),
+        })
+    }
+
+    /// The same model running its convolutions, pools and batch norms on
+    /// `kernels` (the default is [`Kernels::Auto`]).
+    pub fn with_kernels(self, kernels: Kernels) -> Self {
+        let net = match self.net {
+            Net::LeNet5(n) => Net::LeNet5(n.with_kernels(kernels)),
+            other => other,
+        };
+        Self {
+            kernels,
+            net,
+            ..self
+        }
     }
 
     /// The configuration this model was built from.
@@ -136,13 +220,25 @@ impl Model {
     }
 
     /// Forward pass on `[B, C, H, W]` (the MLP flattens it). `train` selects
-    /// training behaviour; the current networks have no train-only layers
-    /// (no dropout or batch norm), so both settings give the same result.
+    /// training behaviour: the batch norms of the zoo networks normalise with
+    /// the batch statistics and update their running statistics; in
+    /// evaluation mode they use the running statistics. The MLP and LeNet-5
+    /// have no train-only layers.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<ModelOutput> {
         match &self.net {
             Net::Mlp(net) => net.forward_t(xs, train),
             Net::LeNet5(net) => net.forward_t(xs, train),
+            Net::Cnn(net) => net.forward_t(xs, train, self.kernels),
         }
+    }
+
+    /// Non-trainable tensors (batch-norm running statistics) sorted by name:
+    /// saved in checkpoints, never trained, pruned or decayed.
+    pub fn named_buffers(&self) -> Vec<(String, Var)> {
+        self.buffers
+            .iter()
+            .map(|(name, var)| (name.clone(), var.clone()))
+            .collect()
     }
 
     /// Trainable variables sorted by name.
@@ -153,13 +249,17 @@ impl Model {
             .collect()
     }
 
-    /// Every tensor of the model by name, as detached copies (later updates of
-    /// the variables do not change them).
+    /// Every tensor of the model by name — parameters and buffers — as
+    /// detached copies (later updates of the variables do not change them).
     pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
-        self.vars
-            .iter()
+        self.all_vars()
             .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?.detach())))
             .collect()
+    }
+
+    /// Parameters and buffers together.
+    fn all_vars(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter().chain(self.buffers.iter())
     }
 
     /// Sets every variable from `tensors` (moved to the model's device).
@@ -170,10 +270,13 @@ impl Model {
     /// [`ModelError::MissingTensor`], [`ModelError::ShapeMismatch`],
     /// [`ModelError::DtypeMismatch`]).
     pub fn load_tensors(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-        if let Some(extra) = tensors.keys().find(|name| !self.vars.contains_key(*name)) {
+        if let Some(extra) = tensors
+            .keys()
+            .find(|name| !self.vars.contains_key(*name) && !self.buffers.contains_key(*name))
+        {
             return Err(ModelError::UnexpectedTensor(extra.clone()));
         }
-        for (name, var) in &self.vars {
+        for (name, var) in self.all_vars() {
             let t = tensors
                 .get(name)
                 .ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
@@ -192,7 +295,7 @@ impl Model {
                 });
             }
         }
-        for (name, var) in &self.vars {
+        for (name, var) in self.all_vars() {
             if let Some(t) = tensors.get(name) {
                 // A fresh copy: `Var::set` refuses a source sharing the variable's storage.
                 var.set(&t.to_device(&self.device)?.copy()?)?;

@@ -31,6 +31,9 @@ fn parameter_counts() {
     assert_eq!(count("lenet5", (1, 28, 28), 10), 61_706);
     assert_eq!(count("lenet5", (1, 8, 8), 10), 21_386);
     assert_eq!(count("lenet5", (3, 7, 7), 10), 15_926);
+    // lenet5(c, h, w, k, s): every width ×s, conv2 sees 6·s channels ->
+    // lenet5(1, 28, 28, 10, 4) = 972554
+    assert_eq!(count("lenet5-x4", (1, 28, 28), 10), 972_554);
 }
 
 #[test]
@@ -57,7 +60,8 @@ fn names_resolve_to_configs() {
             in_channels: 3,
             height: 32,
             width: 32,
-            num_classes: 100
+            num_classes: 100,
+            scale: 1
         }
     );
 }
@@ -81,9 +85,9 @@ fn name_round_trips() {
 
 #[test]
 fn unknown_name_lists_known_ones() {
-    match ModelConfig::from_name("resnet18", (1, 28, 28), 10) {
+    match ModelConfig::from_name("resnet19", (1, 28, 28), 10) {
         Err(ModelError::UnknownModel { name, known }) => {
-            assert_eq!(name, "resnet18");
+            assert_eq!(name, "resnet19");
             for k in ModelConfig::KNOWN {
                 assert!(known.contains(k), "{known} lacks {k}");
             }

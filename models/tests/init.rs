@@ -60,6 +60,7 @@ fn values_lie_within_the_pytorch_bound() {
             name,
             shape,
             fan_in,
+            ..
         } in config.param_specs()
         {
             // fan_in = in_features (linear) or in_channels·kh·kw (conv), shared by the bias

@@ -18,7 +18,7 @@ use kd_core::{Sgd, SgdConfig};
 use kdprune_benchmarks::small_cnn::CnnKernels;
 use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_allocator, SmallCnn};
 use kdprune_models::lenet5::{Geometry, LeNet5};
-use kdprune_models::Kernels;
+use kdprune_models::{Kernels, Model, ModelConfig};
 
 const BATCH: usize = 128;
 const CLASSES: usize = 10;
@@ -40,7 +40,7 @@ type Net = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
 struct Bench {
     name: &'static str,
     input: (usize, usize, usize),
-    build: fn(Side, VarBuilder) -> Result<Net>,
+    build: fn(Side, &VarMap) -> Result<Net>,
 }
 
 const MODELS: &[Bench] = &[
@@ -54,9 +54,15 @@ const MODELS: &[Bench] = &[
         input: (1, 28, 28),
         build: lenet5,
     },
+    Bench {
+        name: "resnet20",
+        input: (3, 32, 32),
+        build: resnet20,
+    },
 ];
 
-fn small_cnn(side: Side, vb: VarBuilder) -> Result<Net> {
+fn small_cnn(side: Side, varmap: &VarMap) -> Result<Net> {
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
     let kernels = match side {
         Side::Kdprune => CnnKernels::Models(Kernels::Auto),
         Side::Candle => CnnKernels::BareCandle,
@@ -65,7 +71,8 @@ fn small_cnn(side: Side, vb: VarBuilder) -> Result<Net> {
     Ok(Box::new(move |xs| net.forward(xs)))
 }
 
-fn lenet5(side: Side, vb: VarBuilder) -> Result<Net> {
+fn lenet5(side: Side, varmap: &VarMap) -> Result<Net> {
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
     let geometry = Geometry::new(28, 28).ok_or_else(|| candle_core::Error::Msg("28x28".into()))?;
     let kernels = match side {
         Side::Kdprune => Kernels::Auto,
@@ -73,6 +80,30 @@ fn lenet5(side: Side, vb: VarBuilder) -> Result<Net> {
     };
     let net = LeNet5::new(1, &geometry, CLASSES, vb)?.with_kernels(kernels);
     Ok(Box::new(move |xs| Ok(net.forward_t(xs, true)?.logits)))
+}
+
+/// ResNet-20 of the zoo in training mode (batch norms on batch statistics);
+/// its variables join `varmap` so that the trainer finds them.
+fn resnet20(side: Side, varmap: &VarMap) -> Result<Net> {
+    let kernels = match side {
+        Side::Kdprune => Kernels::Auto,
+        Side::Candle => Kernels::Candle,
+    };
+    let cfg = ModelConfig::from_name("resnet20", (3, 32, 32), CLASSES)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let model = Model::new(cfg, 0, &Device::Cpu)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+        .with_kernels(kernels);
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+        for (name, var) in model.named_vars() {
+            data.insert(name, var);
+        }
+    }
+    Ok(Box::new(move |xs| Ok(model.forward_t(xs, true)?.logits)))
 }
 
 /// Any error of a library, printed by `main`.
@@ -87,8 +118,7 @@ struct Trainer {
 impl Trainer {
     fn new(bench: &Bench, side: Side, init: Option<&VarMap>) -> BenchResult<(Self, VarMap)> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = (bench.build)(side, vb)?;
+        let net = (bench.build)(side, &varmap)?;
         let mut vars: Vec<_> = varmap
             .data()
             .lock()

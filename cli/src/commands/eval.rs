@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_core::Device;
 use clap::Args;
 
 use super::args::DataArgs;
@@ -23,7 +22,7 @@ pub struct EvalArgs {
 
 /// Prints `test accuracy: 0.9750`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = common::device();
     let (model, _, ckpt) = common::load_model(&a.checkpoint, &device)?;
     let (data, _) = a.data.load(Some(&ckpt.metadata))?;
     if let Some(name) = &a.model {

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::{Args, ValueEnum};
 use prune_core::importance::Criterion;
 use prune_core::{select, ParamFilter};
@@ -65,7 +64,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     prune_core::check_sparsity(a.sparsity)?;
     anyhow::ensure!(a.score_batches > 0, "--score-batches must be ≥ 1");
     let criterion: Criterion = a.criterion.parse()?;
-    let device = Device::Cpu;
+    let device = common::device();
     let (model, old_masks, ckpt) = common::load_model(&a.checkpoint, &device)?;
     let (data, seed) = a.data.load(Some(&ckpt.metadata))?;
     common::check_fits(&model, &data, "the checkpoint")?;

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::Args;
 use kd_core::{LossConfig, NoHook, SgdConfig, StepHook, TrainConfig};
 use kdprune_models::Model;
@@ -265,7 +264,7 @@ const RETRAIN_SALT: u64 = 0x5254_0000;
 pub fn run(args: RunArgs) -> Result<()> {
     let cfg = args.resolve()?;
     let verbose = !args.quiet;
-    let device = Device::Cpu;
+    let device = common::device();
     let data = common::load_data(&cfg.dataset, cfg.data_dir.as_deref(), cfg.seed)?;
     // Unknown architecture names fail now, not after the teacher has trained.
     for (name, ckpt) in [

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_core::Device;
 use clap::Args;
 use kd_core::NoHook;
 
@@ -35,7 +34,7 @@ pub struct TrainArgs {
 
 /// Trains and saves the model.
 pub fn run(a: TrainArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = common::device();
     let (data, seed) = a.data.load(None)?;
     let loss = a.loss.config()?;
     let teacher = common::teacher_for(&loss, a.teacher.as_deref(), &data, seed, &device)?;

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use clap::Args;
 use prune_core::ParamFilter;
 
@@ -19,7 +18,7 @@ pub struct VerifyArgs {
 /// Prints the per-layer table ending in `global sparsity: 0.9000`; fails if
 /// any masked weight is not exactly zero.
 pub fn run(a: VerifyArgs) -> Result<()> {
-    let (model, masks, _) = common::load_model(&a.checkpoint, &Device::Cpu)?;
+    let (model, masks, _) = common::load_model(&a.checkpoint, &common::device())?;
     let names: Vec<String> = if masks.is_empty() {
         common::prunable_names(model.config(), &ParamFilter::default())
     } else {

@@ -31,9 +31,12 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+mod batch_norm;
 mod conv;
 mod gemm;
 mod pool;
+
+pub use batch_norm::{batch_norm_train, batch_norm_train_candle};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
@@ -293,6 +296,24 @@ impl Kernels {
             avg_pool2d(xs, cfg)
         } else {
             avg_pool2d_candle(xs, cfg)
+        }
+    }
+
+    /// Training-mode batch norm, ReLU fused when `relu`: the output and the
+    /// batch `(mean, biased variance)` ([`batch_norm_train`] or
+    /// [`batch_norm_train_candle`]).
+    pub fn batch_norm_train(
+        self,
+        xs: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+        relu: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        if self.native(xs) {
+            batch_norm_train(xs, gamma, beta, eps, relu)
+        } else {
+            batch_norm_train_candle(xs, gamma, beta, eps, relu)
         }
     }
 }

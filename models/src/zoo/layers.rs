@@ -1,0 +1,297 @@
+//! Building blocks of the zoo: a builder that records every parameter (name,
+//! shape, fan-in, initialisation), buffer and multiply–accumulate while it
+//! creates the layers, and the layers themselves.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::{Conv2dConfig, Module};
+
+use crate::init::{Init, ParamSpec};
+use crate::ops::Kernels;
+
+/// A non-trainable tensor of a network (batch-norm running statistics).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferSpec {
+    /// Tensor name, e.g. `layer1.0.bn1.running_mean`.
+    pub name: String,
+    /// Shape (`[C]`).
+    pub shape: Vec<usize>,
+    /// Initial value of every element (0 for a mean, 1 for a variance).
+    pub fill: f32,
+}
+
+/// Creates layers and records what they hold.
+///
+/// In a dry run ([`Builder::dry`]) the layers get zero-cost broadcast
+/// placeholders: only the records (parameter specs, buffers, MACs) matter.
+pub struct Builder {
+    device: Device,
+    dry: bool,
+    prefix: Vec<String>,
+    /// Parameters in creation (forward) order.
+    pub specs: Vec<ParamSpec>,
+    /// Buffers in creation order.
+    pub buffers: Vec<BufferSpec>,
+    /// The trainable variables created (empty in a dry run).
+    pub vars: BTreeMap<String, Var>,
+    /// The buffer variables created (empty in a dry run).
+    pub buffer_vars: BTreeMap<String, Var>,
+    /// Multiply–accumulates of one forward pass on one sample (convolutions
+    /// and linear layers).
+    pub macs: u64,
+}
+
+impl Builder {
+    /// A builder that allocates zero-initialised variables on `device`.
+    pub fn new(device: &Device) -> Self {
+        Self {
+            device: device.clone(),
+            dry: false,
+            prefix: Vec::new(),
+            specs: Vec::new(),
+            buffers: Vec::new(),
+            vars: BTreeMap::new(),
+            buffer_vars: BTreeMap::new(),
+            macs: 0,
+        }
+    }
+
+    /// A builder that records shapes and MACs without allocating.
+    pub fn dry() -> Self {
+        Self {
+            dry: true,
+            ..Self::new(&Device::Cpu)
+        }
+    }
+
+    /// Runs `f` with `name` appended to the name prefix.
+    pub fn scope<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.prefix.push(name.to_string());
+        let out = f(self);
+        self.prefix.pop();
+        out
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        let mut parts = self.prefix.clone();
+        parts.push(name.to_string());
+        parts.join(".")
+    }
+
+    fn placeholder(&self, shape: &[usize], fill: f32) -> Result<Tensor> {
+        Tensor::full(fill, 1, &self.device)?.broadcast_as(shape)
+    }
+
+    /// A trainable parameter `prefix.name`.
+    pub fn param(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        fan_in: usize,
+        init: Init,
+    ) -> Result<Tensor> {
+        let name = self.full_name(name);
+        self.specs.push(ParamSpec {
+            name: name.clone(),
+            shape: shape.to_vec(),
+            fan_in,
+            init,
+        });
+        if self.dry {
+            return self.placeholder(shape, 0.0);
+        }
+        let var = Var::zeros(shape, DType::F32, &self.device)?;
+        let t = var.as_tensor().clone();
+        self.vars.insert(name, var);
+        Ok(t)
+    }
+
+    /// A buffer `prefix.name` filled with `fill`.
+    pub fn buffer(&mut self, name: &str, shape: &[usize], fill: f32) -> Result<Option<Var>> {
+        let name = self.full_name(name);
+        self.buffers.push(BufferSpec {
+            name: name.clone(),
+            shape: shape.to_vec(),
+            fill,
+        });
+        if self.dry {
+            return Ok(None);
+        }
+        let var = Var::from_tensor(&Tensor::full(fill, shape, &self.device)?)?;
+        self.buffer_vars.insert(name, var.clone());
+        Ok(Some(var))
+    }
+
+    /// A `k×k` convolution `prefix.name` of an `hw`-sized input; returns the
+    /// layer and its output size. The weight is `[out, in/groups, k, k]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &mut self,
+        name: &str,
+        (cin, cout): (usize, usize),
+        k: usize,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+        bias: bool,
+        (h, w): (usize, usize),
+    ) -> Result<(Conv, (usize, usize))> {
+        if h + 2 * padding < k || w + 2 * padding < k {
+            candle_core::bail!(
+                "{}: a {k}x{k} kernel does not fit a {h}x{w} map",
+                self.full_name(name)
+            )
+        }
+        let out = (
+            (h + 2 * padding - k) / stride + 1,
+            (w + 2 * padding - k) / stride + 1,
+        );
+        let fan_in = cin / groups * k * k;
+        let (weight, bias) = self.scope(name, |b| {
+            let weight = b.param("weight", &[cout, cin / groups, k, k], fan_in, Init::Uniform)?;
+            let bias = if bias {
+                Some(b.param("bias", &[cout], fan_in, Init::Uniform)?)
+            } else {
+                None
+            };
+            Ok((weight, bias))
+        })?;
+        self.macs += (out.0 * out.1 * cout * fan_in) as u64;
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            dilation: 1,
+            groups,
+            cudnn_fwd_algo: None,
+        };
+        Ok((
+            Conv {
+                layer: candle_nn::Conv2d::new(weight, bias, cfg),
+            },
+            out,
+        ))
+    }
+
+    /// A batch norm `prefix.name` over `c` channels.
+    pub fn bn(&mut self, name: &str, c: usize) -> Result<BatchNorm2d> {
+        self.scope(name, |b| {
+            let weight = b.param("weight", &[c], c, Init::Ones)?;
+            let bias = b.param("bias", &[c], c, Init::Zeros)?;
+            let running_mean = b.buffer("running_mean", &[c], 0.0)?;
+            let running_var = b.buffer("running_var", &[c], 1.0)?;
+            Ok(BatchNorm2d {
+                weight,
+                bias,
+                running: running_mean.zip(running_var),
+            })
+        })
+    }
+
+    /// A linear layer `prefix.name` with bias.
+    pub fn linear(&mut self, name: &str, cin: usize, cout: usize) -> Result<candle_nn::Linear> {
+        let (weight, bias) = self.scope(name, |b| {
+            Ok((
+                b.param("weight", &[cout, cin], cin, Init::Uniform)?,
+                b.param("bias", &[cout], cin, Init::Uniform)?,
+            ))
+        })?;
+        self.macs += (cin * cout) as u64;
+        Ok(candle_nn::Linear::new(weight, Some(bias)))
+    }
+}
+
+/// A 2-D convolution.
+///
+/// The zoo runs candle's convolution on every device for now: inside
+/// ResNet-20 on 32×32 inputs, kdprune's CPU kernel gave gradients up to 0.8 %
+/// away from PyTorch's in the first block of the second stage (candle's
+/// matched to 2e-6), although the kernel matches both in isolation on the
+/// same shapes. Until that is understood the zoo does not use it; batch norm
+/// and pooling do use kdprune's kernels.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    layer: candle_nn::Conv2d,
+}
+
+impl Conv {
+    /// The convolution of `xs` (candle's op; `k` is kept for when the
+    /// kernel is re-enabled).
+    pub fn forward(&self, xs: &Tensor, k: Kernels) -> Result<Tensor> {
+        let _ = k;
+        self.layer.forward(xs)
+    }
+}
+
+/// Batch normalisation over the channels of `[N, C, H, W]` (PyTorch's
+/// `BatchNorm2d`: ε = 1e-5, momentum 0.1).
+///
+/// Training mode normalises with the batch statistics (biased variance) and
+/// moves the running statistics towards them, the variance unbiased:
+/// `r ← 0.9·r + 0.1·batch`. Evaluation mode normalises with the running
+/// statistics. The running statistics are buffers: not trained, not pruned,
+/// not decayed, but saved with the checkpoint.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    /// `(running_mean, running_var)`; `None` in a dry build.
+    running: Option<(Var, Var)>,
+}
+
+/// PyTorch's `BatchNorm2d` defaults.
+pub const BN_EPS: f64 = 1e-5;
+/// Weight of the batch statistics in the running average.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm2d {
+    /// Normalised `xs`, then ReLU when `relu`.
+    pub fn forward(&self, xs: &Tensor, train: bool, relu: bool, k: Kernels) -> Result<Tensor> {
+        let Some((running_mean, running_var)) = &self.running else {
+            candle_core::bail!("batch norm of a dry build cannot run")
+        };
+        let (n, c, h, w) = xs.dims4()?;
+        if train {
+            let m = n * h * w;
+            if m < 2 {
+                candle_core::bail!(
+                    "batch norm in training mode needs more than one value per channel, got input {:?}",
+                    xs.dims()
+                )
+            }
+            let (y, mean, var) = k.batch_norm_train(xs, &self.weight, &self.bias, BN_EPS, relu)?;
+            let unbiased = (var.detach() * (m as f64 / (m - 1) as f64))?;
+            let new_mean = ((running_mean.as_tensor() * (1.0 - BN_MOMENTUM))?
+                + (mean.detach() * BN_MOMENTUM)?)?;
+            let new_var =
+                ((running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+            running_mean.set(&new_mean.to_dtype(DType::F32)?)?;
+            running_var.set(&new_var.to_dtype(DType::F32)?)?;
+            return Ok(y);
+        }
+        let inv_std = (running_var.as_tensor().detach() + BN_EPS)?
+            .sqrt()?
+            .recip()?;
+        let scale = (&self.weight * inv_std)?;
+        let shift = (&self.bias - (running_mean.as_tensor().detach() * &scale)?)?;
+        let y = xs
+            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// A linear layer applied to `[N, in]`.
+pub fn linear(layer: &candle_nn::Linear, xs: &Tensor) -> Result<Tensor> {
+    layer.forward(xs)
+}
+
+/// Mean over the spatial dims: `[N, C, H, W] → [N, C]`.
+pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = xs.dims4()?;
+    xs.reshape((n, c, h * w))?.mean(2)
+}

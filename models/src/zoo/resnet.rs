@@ -1,0 +1,183 @@
+//! ResNet-18/34/50 (He et al. 2016) in the CIFAR variant: a 3×3 stride-1 stem
+//! without max-pool, four stages of 64/128/256/512 channels (×4 after a
+//! bottleneck), global average pooling, a linear head.
+//!
+//! ```text
+//! stem:   conv1 3×3 (C→64) · bn1 · ReLU                    feature "stem"
+//! layer1…layer4: blocks, stride 2 first in layers 2–4       features "layer1"…"layer4"
+//! pool:   global average → fc                               feature "pool"
+//! basic:       conv1 3×3 · bn1 · ReLU · conv2 3×3 · bn2
+//! bottleneck:  conv1 1×1 · bn1 · ReLU · conv2 3×3 · bn2 · ReLU · conv3 1×1 (×4) · bn3
+//! ```
+//! then `+ shortcut` and ReLU; the shortcut is a 1×1 convolution with batch
+//! norm (`shortcut.conv`, `shortcut.bn`) where the shape changes.
+
+use candle_core::{Result, Tensor};
+
+use super::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
+use super::{feature, InputPlan};
+use crate::model::ModelOutput;
+use crate::ops::Kernels;
+
+/// Residual block type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// Two 3×3 convolutions (expansion 1).
+    Basic,
+    /// 1×1, 3×3, 1×1 with expansion 4.
+    Bottleneck,
+}
+
+impl Block {
+    fn expansion(self) -> usize {
+        match self {
+            Block::Basic => 1,
+            Block::Bottleneck => 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Residual {
+    convs: Vec<(Conv, BatchNorm2d)>,
+    shortcut: Option<(Conv, BatchNorm2d)>,
+}
+
+impl Residual {
+    fn new(
+        b: &mut Builder,
+        kind: Block,
+        cin: usize,
+        planes: usize,
+        stride: usize,
+        hw: (usize, usize),
+    ) -> Result<(Self, (usize, usize))> {
+        let cout = planes * kind.expansion();
+        // (in, out, kernel, stride) of each convolution.
+        let layout: Vec<(usize, usize, usize, usize)> = match kind {
+            Block::Basic => vec![(cin, planes, 3, stride), (planes, planes, 3, 1)],
+            Block::Bottleneck => vec![
+                (cin, planes, 1, 1),
+                (planes, planes, 3, stride),
+                (planes, cout, 1, 1),
+            ],
+        };
+        let mut convs = Vec::new();
+        let mut out = hw;
+        for (i, &(ci, co, k, s)) in layout.iter().enumerate() {
+            let (conv, next) = b.conv(
+                &format!("conv{}", i + 1),
+                (ci, co),
+                k,
+                s,
+                k / 2,
+                1,
+                false,
+                out,
+            )?;
+            convs.push((conv, b.bn(&format!("bn{}", i + 1), co)?));
+            out = next;
+        }
+        let shortcut = if stride != 1 || cin != cout {
+            Some(b.scope("shortcut", |b| {
+                let (conv, _) = b.conv("conv", (cin, cout), 1, stride, 0, 1, false, hw)?;
+                Ok((conv, b.bn("bn", cout)?))
+            })?)
+        } else {
+            None
+        };
+        Ok((Self { convs, shortcut }, out))
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
+        let mut h = xs.clone();
+        let last = self.convs.len() - 1;
+        for (i, (conv, bn)) in self.convs.iter().enumerate() {
+            h = bn.forward(&conv.forward(&h, k)?, train, i < last, k)?;
+        }
+        let short = match &self.shortcut {
+            Some((conv, bn)) => bn.forward(&conv.forward(xs, k)?, train, false, k)?,
+            None => xs.clone(),
+        };
+        (h + short)?.relu()
+    }
+}
+
+/// ResNet-18/34/50, CIFAR variant; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    plan: InputPlan,
+    conv1: Conv,
+    bn1: BatchNorm2d,
+    stages: Vec<Vec<Residual>>,
+    fc: candle_nn::Linear,
+}
+
+impl ResNet {
+    /// `blocks` per stage, e.g. `[2, 2, 2, 2]` for ResNet-18.
+    pub fn new(
+        kind: Block,
+        blocks: [usize; 4],
+        in_channels: usize,
+        plan: InputPlan,
+        classes: usize,
+        b: &mut Builder,
+    ) -> Result<Self> {
+        let (conv1, mut hw) = b.conv(
+            "conv1",
+            (in_channels, 64),
+            3,
+            plan.stem_stride,
+            1,
+            1,
+            false,
+            plan.size,
+        )?;
+        let bn1 = b.bn("bn1", 64)?;
+        let mut cin = 64;
+        let mut stages = Vec::new();
+        for (s, (&n, planes)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+            let stage = b.scope(&format!("layer{}", s + 1), |b| {
+                let mut out = Vec::new();
+                for i in 0..n {
+                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                    let (block, next) = b.scope(&i.to_string(), |b| {
+                        Residual::new(b, kind, cin, planes, stride, hw)
+                    })?;
+                    out.push(block);
+                    hw = next;
+                    cin = planes * kind.expansion();
+                }
+                Ok(out)
+            })?;
+            stages.push(stage);
+        }
+        let fc = b.linear("fc", cin, classes)?;
+        Ok(Self {
+            plan,
+            conv1,
+            bn1,
+            stages,
+            fc,
+        })
+    }
+
+    /// Forward pass; see the module documentation for the features.
+    pub fn forward_t(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<ModelOutput> {
+        let xs = self.plan.apply(xs)?;
+        let mut h = self
+            .bn1
+            .forward(&self.conv1.forward(&xs, k)?, train, true, k)?;
+        let mut features = vec![feature("stem", &h)];
+        for (s, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                h = block.forward(&h, train, k)?;
+            }
+            features.push(feature(&format!("layer{}", s + 1), &h));
+        }
+        let pooled = global_avg_pool(&h)?;
+        features.push(feature("pool", &pooled));
+        let logits = super::layers::linear(&self.fc, &pooled)?;
+        Ok(ModelOutput { logits, features })
+    }
+}

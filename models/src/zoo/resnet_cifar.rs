@@ -1,0 +1,199 @@
+//! CIFAR ResNets (He et al. 2016, §4.2): a 3×3 stem, three stages of `n`
+//! basic blocks (`depth = 6n + 2`), global average pooling, a linear head.
+//!
+//! ```text
+//! stem:   conv1 3×3 (C→w0) · bn1 · ReLU                   feature "stem"
+//! layer1: n × block(w1, stride 1)                          feature "layer1"
+//! layer2: n × block(w2, stride 2 first)                    feature "layer2"
+//! layer3: n × block(w3, stride 2 first)                    feature "layer3"
+//! pool:   global average → fc                              feature "pool"
+//! block:  conv1 3×3 · bn1 · ReLU · conv2 3×3 · bn2, + shortcut, ReLU
+//! ```
+//! Shortcut option A (the paper's CIFAR networks, 0.27 M parameters for
+//! ResNet-20): where the shape changes, the input subsampled by 2 with its
+//! channels zero-padded equally on both sides — no parameters. Option B (the
+//! `x4` networks): a 1×1 convolution with batch norm, named `shortcut.conv`
+//! and `shortcut.bn`.
+
+use candle_core::{Result, Tensor};
+
+use super::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
+use super::{feature, InputPlan};
+use crate::model::ModelOutput;
+use crate::ops::Kernels;
+
+#[derive(Clone, Debug)]
+enum Shortcut {
+    Identity,
+    /// Subsample by `stride`, then `pad` zero channels on each side.
+    ZeroPad {
+        stride: usize,
+        pad: usize,
+    },
+    Projection(Conv, BatchNorm2d),
+}
+
+#[derive(Clone, Debug)]
+struct BasicBlock {
+    conv1: Conv,
+    bn1: BatchNorm2d,
+    conv2: Conv,
+    bn2: BatchNorm2d,
+    shortcut: Shortcut,
+}
+
+impl BasicBlock {
+    fn new(
+        b: &mut Builder,
+        (cin, cout): (usize, usize),
+        stride: usize,
+        option_b: bool,
+        hw: (usize, usize),
+    ) -> Result<(Self, (usize, usize))> {
+        let (conv1, hw1) = b.conv("conv1", (cin, cout), 3, stride, 1, 1, false, hw)?;
+        let bn1 = b.bn("bn1", cout)?;
+        let (conv2, hw2) = b.conv("conv2", (cout, cout), 3, 1, 1, 1, false, hw1)?;
+        let bn2 = b.bn("bn2", cout)?;
+        let shortcut = if stride == 1 && cin == cout {
+            Shortcut::Identity
+        } else if option_b {
+            b.scope("shortcut", |b| {
+                let (conv, _) = b.conv("conv", (cin, cout), 1, stride, 0, 1, false, hw)?;
+                Ok(Shortcut::Projection(conv, b.bn("bn", cout)?))
+            })?
+        } else {
+            if cout < cin || (cout - cin) % 2 != 0 {
+                candle_core::bail!("shortcut A needs an even channel increase, got {cin}→{cout}")
+            }
+            Shortcut::ZeroPad {
+                stride,
+                pad: (cout - cin) / 2,
+            }
+        };
+        Ok((
+            Self {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                shortcut,
+            },
+            hw2,
+        ))
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
+        let h = self
+            .bn1
+            .forward(&self.conv1.forward(xs, k)?, train, true, k)?;
+        let h = self
+            .bn2
+            .forward(&self.conv2.forward(&h, k)?, train, false, k)?;
+        let short = match &self.shortcut {
+            Shortcut::Identity => xs.clone(),
+            Shortcut::ZeroPad { stride, pad } => {
+                subsample(xs, *stride, h.dim(2)?, h.dim(3)?)?.pad_with_zeros(1, *pad, *pad)?
+            }
+            Shortcut::Projection(conv, bn) => bn.forward(&conv.forward(xs, k)?, train, false, k)?,
+        };
+        (h + short)?.relu()
+    }
+}
+
+/// `xs[:, :, ::s, ::s]` cut to `oh × ow`.
+pub(crate) fn subsample(xs: &Tensor, s: usize, oh: usize, ow: usize) -> Result<Tensor> {
+    if s == 1 {
+        return Ok(xs.clone());
+    }
+    let dev = xs.device();
+    let rows: Vec<u32> = (0..oh).map(|i| (i * s) as u32).collect();
+    let cols: Vec<u32> = (0..ow).map(|j| (j * s) as u32).collect();
+    xs.index_select(&Tensor::new(rows, dev)?, 2)?
+        .index_select(&Tensor::new(cols, dev)?, 3)
+}
+
+/// A CIFAR ResNet; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct ResNetCifar {
+    plan: InputPlan,
+    conv1: Conv,
+    bn1: BatchNorm2d,
+    stages: Vec<Vec<BasicBlock>>,
+    fc: candle_nn::Linear,
+}
+
+impl ResNetCifar {
+    /// `depth = 6n + 2`; `widths` = stem and the three stages; `option_b`
+    /// picks projection shortcuts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        depth: usize,
+        widths: [usize; 4],
+        option_b: bool,
+        in_channels: usize,
+        plan: InputPlan,
+        classes: usize,
+        b: &mut Builder,
+    ) -> Result<Self> {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
+            candle_core::bail!("CIFAR ResNet depth must be 6n+2, got {depth}")
+        }
+        let n = (depth - 2) / 6;
+        let (conv1, mut hw) = b.conv(
+            "conv1",
+            (in_channels, widths[0]),
+            3,
+            plan.stem_stride,
+            1,
+            1,
+            false,
+            plan.size,
+        )?;
+        let bn1 = b.bn("bn1", widths[0])?;
+        let mut cin = widths[0];
+        let mut stages = Vec::new();
+        for (s, &cout) in widths[1..].iter().enumerate() {
+            let stage = b.scope(&format!("layer{}", s + 1), |b| {
+                let mut blocks = Vec::new();
+                for i in 0..n {
+                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                    let (block, out) = b.scope(&i.to_string(), |b| {
+                        BasicBlock::new(b, (cin, cout), stride, option_b, hw)
+                    })?;
+                    blocks.push(block);
+                    hw = out;
+                    cin = cout;
+                }
+                Ok(blocks)
+            })?;
+            stages.push(stage);
+        }
+        let fc = b.linear("fc", cin, classes)?;
+        Ok(Self {
+            plan,
+            conv1,
+            bn1,
+            stages,
+            fc,
+        })
+    }
+
+    /// Forward pass; see the module documentation for the features.
+    pub fn forward_t(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<ModelOutput> {
+        let xs = self.plan.apply(xs)?;
+        let mut h = self
+            .bn1
+            .forward(&self.conv1.forward(&xs, k)?, train, true, k)?;
+        let mut features = vec![feature("stem", &h)];
+        for (s, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                h = block.forward(&h, train, k)?;
+            }
+            features.push(feature(&format!("layer{}", s + 1), &h));
+        }
+        let pooled = global_avg_pool(&h)?;
+        features.push(feature("pool", &pooled));
+        let logits = super::layers::linear(&self.fc, &pooled)?;
+        Ok(ModelOutput { logits, features })
+    }
+}
