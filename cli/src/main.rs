@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where tensors live: cpu, cuda, cuda:N, metal (cuda and metal need a
+    /// build with `--features cuda` or `--features metal`).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Subcommand)]
@@ -29,10 +33,15 @@ enum Command {
     Prune(commands::prune::PruneArgs),
     /// Retrain a pruned checkpoint under its fixed mask.
     Retrain(commands::retrain::RetrainArgs),
+    /// Train a fresh student under a frozen teacher with logit and feature
+    /// losses (kd, ca-kld, dkd, fitnet, at, rkd, weighted sums of them).
+    Distill(commands::distill::DistillArgs),
     /// Test accuracy of a checkpoint.
     Eval(commands::eval::EvalArgs),
     /// Per-layer sparsity of a checkpoint; fails if a masked weight is not 0.
     Verify(commands::verify::VerifyArgs),
+    /// The model zoo with parameter and MAC counts.
+    Models(commands::models::ModelsArgs),
     /// Mean ± std over seeds of several run reports, as a Markdown table.
     Summarize(commands::summarize::SummarizeArgs),
 }
@@ -56,14 +65,20 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    if let Err(e) = common::select_device(&cli.device) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Retrain(a) => commands::retrain::run(a),
+        Command::Distill(a) => commands::distill::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Summarize(a) => commands::summarize::run(a),
+        Command::Models(a) => commands::models::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

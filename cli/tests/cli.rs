@@ -399,3 +399,260 @@ fn bad_input_fails_cleanly() {
         "missing.safetensors",
     );
 }
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn distill_with_a_logit_loss_writes_student_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = train_small(dir.path(), "t.safetensors", "0", "mlp-256-256");
+    let out = dir.path().join("kd");
+    let stdout = ok(&kdprune(&[
+        "distill",
+        "--teacher",
+        p(&teacher),
+        "--student-model",
+        "lenet-300-100",
+        "--loss",
+        "ce:0.1,kd:0.9",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]));
+    assert!(stdout.contains("test accuracy: "), "{stdout}");
+    let r = report(&out);
+    assert_eq!(r["command"], "distill");
+    assert_eq!(r["loss"], "ce:0.1+kd:0.9");
+    assert_eq!(r["student"]["model"], "mlp-300-100");
+    assert_eq!(r["epochs"].as_array().unwrap().len(), 1);
+    let terms = r["epochs"][0]["terms"].as_object().unwrap();
+    assert!(
+        terms.contains_key("ce") && terms.contains_key("kd"),
+        "{terms:?}"
+    );
+    let acc = r["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.3, "accuracy {acc}");
+    assert!(r["teacher"]["accuracy"].as_f64().unwrap() > 0.5);
+    // The checkpoint is a plain student: eval reads it and agrees with the report.
+    let e = ok(&kdprune(&["eval", p(&out.join("student.safetensors"))]));
+    assert_eq!(e.trim(), format!("test accuracy: {acc:.4}"));
+
+    // --loss ce needs no teacher, and trains as `kdprune train` does.
+    let ce = dir.path().join("ce");
+    ok(&kdprune(&[
+        "distill",
+        "--student-model",
+        "lenet-300-100",
+        "--loss",
+        "ce",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        p(&ce),
+    ]));
+    assert!(report(&ce)["teacher"].is_null());
+    let trained = dir.path().join("trained.safetensors");
+    ok(&kdprune(&[
+        "train",
+        "--model",
+        "lenet-300-100",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        p(&trained),
+    ]));
+    let weights = |path: &Path| checkpoint::load(path, &Device::Cpu).unwrap().tensors;
+    let (a, b) = (weights(&ce.join("student.safetensors")), weights(&trained));
+    for (name, t) in &a {
+        let (x, y): (Vec<f32>, Vec<f32>) = (
+            t.flatten_all().unwrap().to_vec1().unwrap(),
+            b[name].flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert!(x == y, "{name} differs from kdprune train");
+    }
+}
+
+#[test]
+fn distill_with_feature_losses_is_deterministic_and_retrain_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = train_small(dir.path(), "t.safetensors", "0", "lenet5");
+    let run = |name: &str, loss: &str, pairs: Option<&str>| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "distill",
+            "--teacher",
+            p(&teacher),
+            "--loss",
+            loss,
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--quiet",
+            "--out",
+            p(&out),
+        ];
+        if let Some(pairs) = pairs {
+            args.extend(["--feature-pairs", pairs]);
+        }
+        ok(&kdprune(&args));
+        out
+    };
+    // FitNets on explicit pairs (a map and a vector: conv and linear regressors).
+    let a = run("fitnet-a", "fitnet", Some("s.conv2=t.conv2,s.fc1=t.fc1"));
+    let b = run("fitnet-b", "fitnet", Some("s.conv2=t.conv2,s.fc1=t.fc1"));
+    let bytes = |d: &Path| std::fs::read(d.join("student.safetensors")).unwrap();
+    assert!(bytes(&a) == bytes(&b), "same seed must give the same bytes");
+    let r = report(&a);
+    assert_eq!(r["loss"], "ce:1+fitnet:100");
+    let pairs = r["config"]["objective"]["terms"][1]["pairs"]
+        .as_array()
+        .unwrap();
+    assert_eq!(pairs.len(), 2);
+    // The regressors are not part of the student's checkpoint.
+    let c = checkpoint::load(&a.join("student.safetensors"), &Device::Cpu).unwrap();
+    assert!(c.tensors.keys().all(|k| !k.starts_with("fitnet")));
+
+    // AT and RKD with their default pairs, combined with KD.
+    let mixed = run("mixed", "kd+at:1000+rkd:1", None);
+    let r = report(&mixed);
+    assert_eq!(r["loss"], "ce:0.1+kd:0.9+at:1000+rkd:1");
+    let terms = &r["config"]["objective"]["terms"];
+    let names = |i: usize| {
+        terms[i]["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{}={}", p["student"], p["teacher"]))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(2),
+        ["\"conv1\"=\"conv1\"", "\"conv2\"=\"conv2\""],
+        "at defaults"
+    );
+    assert_eq!(names(3), ["\"fc2\"=\"fc2\""], "rkd defaults");
+
+    // The same objectives retrain a pruned student under its mask.
+    let pruned = dir.path().join("p.safetensors");
+    ok(&kdprune(&[
+        "prune",
+        "--checkpoint",
+        p(&a.join("student.safetensors")),
+        "--criterion",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--out",
+        p(&pruned),
+    ]));
+    let retrained = dir.path().join("r.safetensors");
+    ok(&kdprune(&[
+        "retrain",
+        "--checkpoint",
+        p(&pruned),
+        "--teacher",
+        p(&teacher),
+        "--loss",
+        "ce:1,at:1000",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--out",
+        p(&retrained),
+    ]));
+    let v = ok(&kdprune(&["verify", p(&retrained)]));
+    assert_eq!(
+        v.trim_end().lines().last().unwrap(),
+        "global sparsity: 0.5000"
+    );
+}
+
+#[test]
+fn distill_bad_input_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let teacher = train_small(dir.path(), "t.safetensors", "0", "lenet5");
+    let distill = |extra: &[&str]| {
+        let mut args = vec!["distill", "--epochs", "1", "--quiet", "--out", p(&out)];
+        args.extend(extra);
+        kdprune(&args)
+    };
+    let t = p(&teacher);
+    // An unknown feature name lists the model's features.
+    let bad = distill(&[
+        "--teacher",
+        t,
+        "--loss",
+        "at",
+        "--feature-pairs",
+        "s.conv9=t.conv2",
+    ]);
+    fails_with(&bad, "no feature `conv9`");
+    fails_with(
+        &bad,
+        "conv1 [6, 4, 4], conv2 [16, 2, 2], fc1 [120], fc2 [84]",
+    );
+    fails_with(
+        &distill(&[
+            "--teacher",
+            t,
+            "--loss",
+            "at",
+            "--feature-pairs",
+            "s.conv2=t.x",
+        ]),
+        "teacher has no feature `x`",
+    );
+    fails_with(
+        &distill(&["--teacher", t, "--loss", "mse"]),
+        "unknown loss `mse`",
+    );
+    fails_with(&distill(&["--teacher", t, "--loss", "kd:nan"]), "finite");
+    fails_with(
+        &distill(&["--teacher", t, "--loss", "ce:1,at:-5"]),
+        "finite",
+    );
+    fails_with(&distill(&["--loss", "kd"]), "--teacher");
+    fails_with(&distill(&["--loss", "rkd"]), "--teacher");
+    fails_with(
+        &distill(&["--teacher", t, "--loss", "kd", "--feature-pairs", "conv2"]),
+        "--feature-pairs",
+    );
+    // An AT pair between a map and a vector.
+    fails_with(
+        &distill(&[
+            "--teacher",
+            t,
+            "--loss",
+            "at",
+            "--feature-pairs",
+            "s.conv2=t.fc1",
+        ]),
+        "at pair",
+    );
+    fails_with(
+        &distill(&[
+            "--teacher",
+            p(&dir.path().join("none.safetensors")),
+            "--loss",
+            "kd",
+        ]),
+        "none.safetensors",
+    );
+    assert!(!out.join("student.safetensors").exists());
+    // A NaN loss stops the run and names the step.
+    fails_with(
+        &distill(&["--teacher", t, "--loss", "at", "--lr", "1e30"]),
+        "step",
+    );
+    assert!(!out.join("student.safetensors").exists());
+}

@@ -7,6 +7,12 @@
 //! (and can keep them on disk between runs), which halves the cost of a
 //! distillation epoch when the teacher costs about what the student's forward
 //! and backward cost.
+//!
+//! [`distill`] trains on a general [`Objective`] (logit and feature terms, e.g.
+//! `ce:1 + at:1000`); [`fit`] and [`fit_with`] are [`distill`] with the
+//! objective of a [`LossConfig`]. An objective with a feature term runs the
+//! teacher on every batch (its features are not cached), and trains the
+//! FitNets regressors, when there are any, together with the student.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,10 +22,11 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use kdprune_data::{Batcher, Dataset, Normalization};
-use kdprune_models::Model;
+use kdprune_models::{Model, ModelOutput};
 use serde::{Deserialize, Serialize};
 
 use crate::losses::LossConfig;
+use crate::objective::{Objective, ObjectiveLoss};
 use crate::optim::{Sgd, SgdConfig};
 use crate::schedule::LrSchedule;
 use crate::{KdError, Result};
@@ -57,6 +64,65 @@ impl TrainConfig {
         }
         self.sgd.validate()?;
         self.loss.validate()
+    }
+}
+
+impl TrainConfig {
+    /// The same run with another objective (the `loss` field is replaced).
+    pub fn with_objective(&self, objective: Objective) -> DistillConfig {
+        DistillConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            sgd: self.sgd.clone(),
+            warmup_epochs: self.warmup_epochs,
+            min_lr: self.min_lr,
+            objective,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Everything that defines one run of [`distill`]: a [`TrainConfig`] whose loss
+/// is a general [`Objective`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistillConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per optimizer step.
+    pub batch_size: usize,
+    /// Optimizer settings (shared by the student and the FitNets regressors).
+    pub sgd: SgdConfig,
+    /// Epochs of linear warm-up before the cosine decay.
+    pub warmup_epochs: usize,
+    /// Learning rate reached at the end of the cosine decay.
+    pub min_lr: f64,
+    /// The weighted loss terms.
+    pub objective: Objective,
+    /// Seed of the batch order and (`seed ^ REGRESSOR_SALT`) of the regressors.
+    pub seed: u64,
+}
+
+impl DistillConfig {
+    /// Checks the values a user can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(KdError::InvalidConfig("batch size must be ≥ 1".into()));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
+            return Err(KdError::InvalidConfig(format!(
+                "min_lr must be ≥ 0, got {}",
+                self.min_lr
+            )));
+        }
+        self.sgd.validate()?;
+        self.objective.validate()
+    }
+}
+
+impl From<&TrainConfig> for DistillConfig {
+    /// The run of `config`, its [`LossConfig`] as an [`Objective`].
+    fn from(config: &TrainConfig) -> Self {
+        config.with_objective(Objective::from(config.loss))
     }
 }
 
@@ -102,6 +168,10 @@ pub struct EpochStats {
     pub lr: f64,
     /// Wall time of the epoch, evaluation included.
     pub seconds: f64,
+    /// Mean of each weighted term of a general objective over the epoch's
+    /// batches (empty for objectives equal to a [`LossConfig`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub terms: BTreeMap<String, f64>,
 }
 
 /// The history of a run.
@@ -198,7 +268,6 @@ pub fn fit_with(
     hook: &mut dyn StepHook,
     options: &FitOptions<'_>,
 ) -> Result<TrainReport> {
-    let (label, verbose) = (options.label, options.verbose);
     config.validate()?;
     if config.loss.needs_teacher() && teacher.is_none() {
         return Err(KdError::InvalidConfig(format!(
@@ -206,8 +275,73 @@ pub fn fit_with(
             config.loss.name()
         )));
     }
+    distill(
+        student,
+        teacher,
+        data,
+        &DistillConfig::from(config),
+        hook,
+        options,
+    )
+}
+
+/// Trains `student` on `config.objective` under a frozen teacher (eval mode,
+/// detached; used only when a term of non-zero weight needs it).
+///
+/// * Objectives of logit terms only take the teacher's logits as
+///   `options.teacher_cache` says; an objective with a feature term (fitnet,
+///   at, rkd) runs the teacher on every batch, on exactly `batch_size` rows as
+///   the cache does, so its logits are the same bits in both cases.
+/// * Feature names and shapes are checked before the first step, on a probe
+///   batch of two training samples ([`ObjectiveLoss::new`]): an unknown name is
+///   a [`KdError::InvalidConfig`] listing the model's features.
+/// * The FitNets regressors (own variables, initialised from
+///   `config.seed ^ REGRESSOR_SALT`) are updated by the same optimizer as the
+///   student and are not part of `student`; `hook` sees the student's
+///   variables only.
+/// * A non-finite loss stops the run with [`KdError::NonFiniteLoss`].
+///
+/// Same inputs, same seed → bit-identical results on the same machine.
+pub fn distill(
+    student: &Model,
+    teacher: Option<&Model>,
+    data: &TrainData<'_>,
+    config: &DistillConfig,
+    hook: &mut dyn StepHook,
+    options: &FitOptions<'_>,
+) -> Result<TrainReport> {
+    let (label, verbose) = (options.label, options.verbose);
+    config.validate()?;
+    let objective = &config.objective;
+    if objective.needs_teacher() && teacher.is_none() {
+        return Err(KdError::InvalidConfig(format!(
+            "the objective {objective} needs a teacher"
+        )));
+    }
+    let device = student.device().clone();
+    let teacher = teacher.filter(|_| objective.needs_teacher());
+    let needs_features = objective.needs_features();
+    let probe = if needs_features {
+        let source = if data.train.is_empty() {
+            data.test
+        } else {
+            data.train
+        };
+        let idx: Vec<usize> = (0..source.len().min(2)).collect();
+        if idx.is_empty() {
+            return Err(KdError::InvalidConfig(
+                "cannot check feature pairs on an empty dataset".into(),
+            ));
+        }
+        Some(source.batch(&idx, data.norm, &device)?.0)
+    } else {
+        None
+    };
+    let mut loss_fn = ObjectiveLoss::new(objective, student, teacher, probe.as_ref(), config.seed)?;
     let vars = student.named_vars();
-    let mut sgd = Sgd::new(&vars, config.sgd.clone())?;
+    let mut all_vars = vars.clone();
+    all_vars.extend(loss_fn.trainable_vars());
+    let mut sgd = Sgd::new(&all_vars, config.sgd.clone())?;
     let batcher = Batcher::new(data.train.len(), config.batch_size, true, config.seed);
     let steps_per_epoch = batcher.num_batches();
     let schedule = LrSchedule::Cosine {
@@ -215,10 +349,9 @@ pub fn fit_with(
         total_steps: config.epochs * steps_per_epoch,
         min_lr: config.min_lr,
     };
-    let device = student.device().clone();
-    let teacher = teacher.filter(|_| config.loss.needs_teacher());
-    // No table when nothing will be trained.
-    let teacher_for_table = teacher.filter(|_| config.epochs > 0 && !data.train.is_empty());
+    // No table when nothing will be trained, or when the teacher's features are needed.
+    let teacher_for_table =
+        teacher.filter(|_| config.epochs > 0 && !data.train.is_empty() && !needs_features);
     let table = match (teacher_for_table, &options.teacher_cache) {
         (Some(t), TeacherCache::Memory) => {
             Some(teacher_table(t, data, config.batch_size, &device)?)
@@ -245,20 +378,25 @@ pub fn fit_with(
             verbose,
         );
         let mut loss_sum = 0.0f64;
+        let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
         let mut lr = config.sgd.lr;
         let batches = batcher.epoch(epoch);
         for idx in &batches {
             let (xs, ys) = data.train.batch(idx, data.norm, &device)?;
-            let teacher_logits = match (&table, teacher) {
+            let teacher_out = match (&table, teacher) {
                 (Some(table), _) => {
                     let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-                    Some(table.index_select(&Tensor::new(rows, &device)?, 0)?)
+                    Some(ModelOutput {
+                        logits: table.index_select(&Tensor::new(rows, &device)?, 0)?,
+                        features: Vec::new(),
+                    })
                 }
-                (None, Some(t)) => Some(teacher_logits(t, &xs, config.batch_size)?),
+                (None, Some(t)) => Some(teacher_output(t, &xs, config.batch_size, needs_features)?),
                 (None, None) => None,
             };
-            let logits = student.forward_t(&xs, true)?.logits;
-            let loss = config.loss.loss(&logits, teacher_logits.as_ref(), &ys)?;
+            let student_out = student.forward_t(&xs, true)?;
+            let parts = loss_fn.loss(&student_out, teacher_out.as_ref(), &ys, epoch + 1, true)?;
+            let loss = parts.total;
             let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !value.is_finite() {
                 bar.finish_and_clear();
@@ -267,6 +405,10 @@ pub fn fit_with(
                     step: step + 1,
                     value,
                 });
+            }
+            for (name, t) in &parts.terms {
+                let v = t.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                *term_sums.entry((*name).to_string()).or_default() += f64::from(v);
             }
             let mut grads = loss.backward()?;
             hook.before_step(&mut grads, &vars)?;
@@ -286,16 +428,31 @@ pub fn fit_with(
         }
         bar.finish_and_clear();
         let test_accuracy = evaluate(student, data.test, data.norm, 512)?;
+        let n_batches = batches.len().max(1) as f64;
         let stats = EpochStats {
             epoch: epoch + 1,
-            train_loss: loss_sum / batches.len().max(1) as f64,
+            train_loss: loss_sum / n_batches,
             test_accuracy,
             lr,
             seconds: start.elapsed().as_secs_f64(),
+            terms: term_sums
+                .into_iter()
+                .map(|(k, v)| (k, v / n_batches))
+                .collect(),
         };
         if verbose {
+            let terms: Vec<String> = stats
+                .terms
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect();
+            let terms = if terms.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", terms.join(", "))
+            };
             eprintln!(
-                "  [{label}] epoch {}/{}  loss {:.4}  test acc {:.2}%  lr {:.4}  ({:.1}s)",
+                "  [{label}] epoch {}/{}  loss {:.4}{terms}  test acc {:.2}%  lr {:.4}  ({:.1}s)",
                 stats.epoch,
                 config.epochs,
                 stats.train_loss,
@@ -307,6 +464,45 @@ pub fn fit_with(
         report.epochs.push(stats);
     }
     Ok(report)
+}
+
+/// The teacher's output on `xs` (eval mode, detached), run on exactly `rows`
+/// rows as [`teacher_logits`] does; the features are kept only when
+/// `with_features` is set.
+fn teacher_output(
+    teacher: &Model,
+    xs: &Tensor,
+    rows: usize,
+    with_features: bool,
+) -> Result<ModelOutput> {
+    let n = xs.dim(0)?;
+    let out = if n >= rows {
+        teacher.forward_t(xs, false)?
+    } else {
+        let mut dims = xs.dims().to_vec();
+        dims[0] = rows - n;
+        let padding = Tensor::zeros(dims, xs.dtype(), xs.device())?;
+        teacher.forward_t(&Tensor::cat(&[xs, &padding], 0)?, false)?
+    };
+    let cut = |t: &Tensor| -> Result<Tensor> {
+        Ok(if n >= rows {
+            t.detach()
+        } else {
+            t.narrow(0, 0, n)?.detach()
+        })
+    };
+    let features = if with_features {
+        out.features
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), cut(t)?)))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(ModelOutput {
+        logits: cut(&out.logits)?,
+        features,
+    })
 }
 
 /// The teacher's logits of `xs` (eval mode, detached), the teacher always

@@ -1,7 +1,9 @@
 //! One file per subcommand.
 
 pub mod args;
+pub mod distill;
 pub mod eval;
+pub mod models;
 pub mod prune;
 pub mod retrain;
 pub mod run;

@@ -1,12 +1,14 @@
-//! `kdprune retrain`: train a pruned checkpoint under its fixed mask.
+//! `kdprune retrain`: train a pruned checkpoint under its fixed mask, with
+//! any objective of `kdprune distill` (`--loss ca-kld`, `--loss ce:1,at:1000`, …).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use candle_core::Device;
+use anyhow::{Context, Result};
 use clap::Args;
+use kd_core::{FitOptions, LossConfig, TeacherCache};
 
-use super::args::{DataArgs, LossArgs, OptimArgs};
+use super::args::{DataArgs, OptimArgs};
+use super::distill::{teacher_for, ObjectiveArgs};
 use crate::common::{self, MaskHook};
 
 /// Flags of `kdprune retrain`.
@@ -15,7 +17,7 @@ pub struct RetrainArgs {
     /// Pruned checkpoint (with masks).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Teacher checkpoint (for --loss kd or ca-kld).
+    /// Teacher checkpoint (for every --loss term but ce).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
     #[command(flatten)]
@@ -23,7 +25,7 @@ pub struct RetrainArgs {
     #[command(flatten)]
     pub optim: OptimArgs,
     #[command(flatten)]
-    pub loss: LossArgs,
+    pub objective: ObjectiveArgs,
     /// Output checkpoint.
     #[arg(long)]
     pub out: PathBuf,
@@ -34,7 +36,7 @@ pub struct RetrainArgs {
 
 /// Retrains with the mask enforced around every step.
 pub fn run(a: RetrainArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = common::device();
     let (model, masks, ckpt) = common::load_model(&a.checkpoint, &device)?;
     anyhow::ensure!(
         !masks.is_empty(),
@@ -43,22 +45,39 @@ pub fn run(a: RetrainArgs) -> Result<()> {
     );
     let (data, seed) = a.data.load(Some(&ckpt.metadata))?;
     common::check_fits(&model, &data, "the checkpoint")?;
-    let loss = a.loss.config()?;
-    let teacher = common::teacher_for(&loss, a.teacher.as_deref(), &data, seed, &device)?;
+    let loss = a.objective.loss.clone().unwrap_or_else(|| "ce".into());
+    let spec = a.objective.spec(&loss)?;
+    let teacher = teacher_for(&spec, &loss, a.teacher.as_deref(), &data, seed, &device)?;
+    let objective = a
+        .objective
+        .objective(&spec, &model, teacher.as_ref(), &data)?;
     common::apply_masks(&model, &masks)?;
-    let cfg = a.optim.train_config(loss, seed);
-    let mut hook = MaskHook(&masks);
-    common::train_and_save(
+    // `ce`, `kd` and `ca-kld` give the objective of their `LossConfig`, so
+    // they retrain exactly as before the general objectives existed.
+    let cfg = a
+        .optim
+        .train_config(LossConfig::CrossEntropy, seed)
+        .with_objective(objective);
+    let options = FitOptions {
+        label: "retrained",
+        verbose: !a.quiet,
+        teacher_cache: TeacherCache::Memory,
+    };
+    let report = kd_core::distill(
         &model,
         teacher.as_ref(),
-        &data,
+        &data.train_data(),
         &cfg,
-        &mut hook,
-        Some(&masks),
-        "retrained",
-        seed,
-        &a.out,
-        !a.quiet,
-    )?;
+        &mut MaskHook(&masks),
+        &options,
+    )
+    .context("retraining failed")?;
+    let mut meta = common::metadata(data.name, seed, "retrained", &data.norm);
+    meta.insert("loss".into(), cfg.objective.to_string());
+    common::save_model(&a.out, &model, Some(&masks), meta)?;
+    if let Some(acc) = report.final_accuracy() {
+        println!("test accuracy: {acc:.4}");
+    }
+    println!("saved {}", a.out.display());
     Ok(())
 }
