@@ -27,7 +27,9 @@ EPOCHS=${EPOCHS:-2}
 TEACHER_LR=${TEACHER_LR:-0.05}
 LR=${LR:-0.02}
 DKD_WARMUP=${DKD_WARMUP:-3}
-LOSSES=${LOSSES:-ce kd ca-kld dkd fitnet at rkd}
+# Each entry is a --loss specification, or LABEL=SPEC for a variant (the
+# last two: AT and DKD at lower weights, stable where the defaults collapse).
+LOSSES=${LOSSES:-ce kd ca-kld dkd fitnet at rkd at-w100=ce:1,at:100 dkd-w0.25=ce:1,dkd:0.25}
 TABLE=${TABLE:-$OUT/table.md}
 BIN=${BIN:-target/release/kdprune}
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p kdprune-cli
@@ -41,14 +43,15 @@ for seed in $SEEDS; do
     $BIN train --model "$TEACHER_MODEL" --epochs "$TEACHER_EPOCHS" --lr "$TEACHER_LR" --seed "$seed" "${common[@]}" --out "$teacher"
     echo "seed $seed: teacher $TEACHER_MODEL, $(( $(date +%s) - start )) s"
   fi
-  for loss in $LOSSES; do
+  for entry in $LOSSES; do
+    loss=${entry%%=*} spec=${entry#*=}
     [ -f "$dir/$loss/report.json" ] && continue
     start=$(date +%s)
     with_teacher=(--teacher "$teacher")
-    [ "$loss" = ce ] && with_teacher=()
+    [ "$spec" = ce ] && with_teacher=()
     [ -f "$dir/$loss/FAILED" ] && continue
     # A diverging run (NaN loss) is recorded, not fatal: the table counts it.
-    if ! $BIN distill "${with_teacher[@]}" --student-model "$STUDENT_MODEL" --loss "$loss" \
+    if ! $BIN distill "${with_teacher[@]}" --student-model "$STUDENT_MODEL" --loss "$spec" \
       --dkd-warmup "$DKD_WARMUP" --epochs "$EPOCHS" --lr "$LR" --seed "$seed" "${common[@]}" \
       --out "$dir/$loss" >/dev/null 2>"$dir/$loss.err"; then
       mkdir -p "$dir/$loss" && cp "$dir/$loss.err" "$dir/$loss/FAILED"
@@ -70,14 +73,15 @@ stats() { # mean ± sample std (n − 1) of the numbers on stdin, ×100 when $1 
 }
 {
   n=$(echo $SEEDS | wc -w)
-  teacher_acc=$(for seed in $SEEDS; do $BIN eval "$OUT/seed$seed/teacher.safetensors" | sed 's/test accuracy: //'; done | stats pct)
+  teacher_acc=$(for seed in $SEEDS; do $BIN eval "$OUT/seed$seed/teacher.safetensors" --data-dir "$DATA" | sed 's/test accuracy: //'; done | stats pct)
   echo "Teacher \`$TEACHER_MODEL\` ($TEACHER_EPOCHS epochs, CE): $teacher_acc % test accuracy (n = $n)."
   echo
   echo "| loss | objective | student accuracy % (n = $n) | seconds / run |"
   echo "|---|---|---:|---:|"
-  for loss in $LOSSES; do
-    reports=$(for seed in $SEEDS; do f=$OUT/seed$seed/$loss/report.json; [ -f "$f" ] && echo "$f"; done)
-    failed=$(for seed in $SEEDS; do [ -f "$OUT/seed$seed/$loss/FAILED" ] && echo "$seed"; done | wc -l)
+  for entry in $LOSSES; do
+    loss=${entry%%=*}
+    reports=$(for seed in $SEEDS; do f=$OUT/seed$seed/$loss/report.json; if [ -f "$f" ]; then echo "$f"; fi; done)
+    failed=$(for seed in $SEEDS; do if [ -f "$OUT/seed$seed/$loss/FAILED" ]; then echo "$seed"; fi; done | wc -l)
     if [ -z "$reports" ]; then
       echo "| $loss | – | diverged ($failed of $n seeds) | – |"
       continue
@@ -85,7 +89,7 @@ stats() { # mean ± sample std (n − 1) of the numbers on stdin, ×100 when $1 
     objective=$(sed -n 's/^  "loss": "\(.*\)",$/\1/p' $(echo "$reports" | head -1))
     acc=$(for f in $reports; do field "$f" accuracy; done | stats pct)
     secs=$(for f in $reports; do field "$f" seconds; done | stats secs)
-    [ "$failed" -gt 0 ] && acc="$acc (diverged on $failed of $n seeds)"
+    if [ "$failed" -gt 0 ]; then acc="$acc (diverged on $failed of $n seeds)"; fi
     echo "| $loss | \`$objective\` | $acc | $secs |"
   done
 } > "$TABLE.tmp"

@@ -129,7 +129,7 @@ pub enum Term {
         #[serde(default = "default_temperature")]
         temperature: f64,
     },
-    /// CA-KLD on standardised logits, see [`ca_kld`].
+    /// CA-KLD on standardised logits, see [`ca_kld()`].
     CaKld {
         /// Temperature `T > 0`.
         #[serde(default = "default_temperature")]
