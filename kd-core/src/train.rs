@@ -515,19 +515,7 @@ fn teacher_output(
 /// Padding makes a sample's logits the same in every batch, which is what
 /// lets [`TeacherCache`] reproduce the uncached run exactly.
 fn teacher_logits(teacher: &Model, xs: &Tensor, rows: usize) -> Result<Tensor> {
-    let n = xs.dim(0)?;
-    if n >= rows {
-        return Ok(teacher.forward_t(xs, false)?.logits.detach());
-    }
-    let mut dims = xs.dims().to_vec();
-    dims[0] = rows - n;
-    let padding = Tensor::zeros(dims, xs.dtype(), xs.device())?;
-    let padded = Tensor::cat(&[xs, &padding], 0)?;
-    Ok(teacher
-        .forward_t(&padded, false)?
-        .logits
-        .narrow(0, 0, n)?
-        .detach())
+    Ok(teacher_output(teacher, xs, rows, false)?.logits)
 }
 
 /// The teacher's logits of every training sample, `[N, classes]` in sample

@@ -12,7 +12,7 @@ use kdprune_models::ops;
 use kdprune_models::zoo::Builder;
 use kdprune_models::{Kernels, Model, ModelConfig, ZooArch};
 
-use common::{bits, random_labels, random_tensor};
+use common::{bits, max_abs, max_abs_diff, random_labels, random_tensor};
 
 // Parameter and MAC counts (10 classes, 3×32×32) of PyTorch modules written
 // to the same layouts (conv/linear MACs counted by forward hooks:
@@ -307,21 +307,7 @@ fn batch_norm_kernel_matches_candle_ops_on_random_shapes() {
                 .zip(run(Kernels::Candle))
                 .enumerate()
             {
-                let scale = b
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let diff = (a - &b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let (scale, diff) = (max_abs(&b), max_abs_diff(a, &b));
                 assert!(
                     diff <= 1e-5 * scale.max(1e-6),
                     "{shape:?} relu={relu} output {i}: {diff} of {scale}"
@@ -454,33 +440,27 @@ fn resnet20_training_step_matches_pytorch() {
             0.957_633_4,
         ),
     ];
-    for (name, first, max_abs) in golden {
+    for (name, first, want_max) in golden {
         let g = grads.get(&vars[name]).unwrap().flatten_all().unwrap();
         let values = g.to_vec1::<f32>().unwrap();
-        let got_max = g
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let got_max = max_abs(&g);
         assert!(
-            (got_max - max_abs).abs() < 1e-5 * max_abs.max(1.0),
+            (got_max - want_max).abs() < 1e-5 * want_max.max(1.0),
             "{name}: max {got_max}"
         );
         for (a, b) in values.iter().zip(first) {
-            assert!((a - b).abs() < 1e-5 * max_abs, "{name}: {a} vs {b}");
+            assert!((a - b).abs() < 1e-5 * want_max, "{name}: {a} vs {b}");
         }
     }
 }
 
-/// Evaluation mode runs the same ops on both kernel choices (the zoo's
-/// convolutions are candle's, see `zoo::layers::Conv`); training mode
-/// differs only by the batch-norm kernel, and the forward pass agrees.
+/// The zoo's convolutions are candle's on both kernel choices (see
+/// `zoo::layers::Conv`), so what differs is VGG's max-pool kernel (both
+/// modes) and the batch-norm kernel (training mode); the forward passes agree.
 #[test]
 fn kernel_choices_agree_in_evaluation_and_forward() {
     let dev = Device::Cpu;
-    for name in ["resnet20", "mobilenetv2", "wrn-16-4"] {
+    for name in ["resnet20", "mobilenetv2", "wrn-16-4", "vgg11"] {
         let cfg = ModelConfig::from_name(name, (3, 32, 32), 10).unwrap();
         let xs = random_tensor(&[4, 3, 32, 32], 11, &dev);
         for train in [false, true] {
@@ -491,21 +471,7 @@ fn kernel_choices_agree_in_evaluation_and_forward() {
                 model.forward_t(&xs, train).unwrap().logits
             };
             let (a, b) = (run(Kernels::Auto), run(Kernels::Candle));
-            let scale = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = (a - &b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let (scale, diff) = (max_abs(&b), max_abs_diff(&a, &b));
             assert!(
                 diff <= 1e-4 * scale,
                 "{name} train={train}: {diff} of {scale}"

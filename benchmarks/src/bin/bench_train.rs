@@ -83,7 +83,9 @@ fn lenet5(side: Side, varmap: &VarMap) -> Result<Net> {
 }
 
 /// ResNet-20 of the zoo in training mode (batch norms on batch statistics);
-/// its variables join `varmap` so that the trainer finds them.
+/// its variables join `varmap` so that the trainer finds them. The zoo runs
+/// candle's convolution on both sides for now (see `zoo::layers::Conv`), so
+/// this line measures kdprune's batch-norm kernel against candle's ops only.
 fn resnet20(side: Side, varmap: &VarMap) -> Result<Net> {
     let kernels = match side {
         Side::Kdprune => Kernels::Auto,

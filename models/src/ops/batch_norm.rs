@@ -23,14 +23,15 @@ use rayon::prelude::*;
 
 use super::contiguous_f32;
 
-/// Per-channel batch statistics `(mean, biased variance)`.
-pub(crate) type BatchStats = (Vec<f32>, Vec<f32>);
+/// Per-channel batch statistics `(mean, 1/√(σ² + ε), biased variance σ²)`.
+pub(crate) type BatchStats = Vec<(f64, f64, f64)>;
 
 /// `y = γ·x̂ + β` (then ReLU if `relu`), inputs `(x, γ, β)`.
 pub(crate) struct BatchNormTrainOp {
     pub eps: f64,
     pub relu: bool,
-    /// Statistics of the last forward pass.
+    /// Statistics of the forward pass: read by the caller for the running
+    /// statistics and by the backward pass, which then need not recompute them.
     pub stats: Arc<Mutex<Option<BatchStats>>>,
 }
 
@@ -119,10 +120,8 @@ impl CustomOp3 for BatchNormTrainOp {
                     }
                 }
             });
-        let mean = stats.iter().map(|s| s.0 as f32).collect();
-        let var = stats.iter().map(|s| s.2 as f32).collect();
         if let Ok(mut slot) = self.stats.lock() {
-            *slot = Some((mean, var));
+            *slot = Some(stats);
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -139,6 +138,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let op = BatchNormBackwardOp {
             eps: self.eps,
             relu: self.relu,
+            stats: self.stats.lock().ok().and_then(|s| s.clone()),
         };
         // One op computes the three gradients (they share every sum); they
         // come back packed as [∂x (N·C·H·W), ∂γ (C), ∂β (C)].
@@ -159,6 +159,8 @@ impl CustomOp3 for BatchNormTrainOp {
 struct BatchNormBackwardOp {
     eps: f64,
     relu: bool,
+    /// The forward pass's statistics (recomputed from `x` when absent).
+    stats: Option<BatchStats>,
 }
 
 impl CustomOp3 for BatchNormBackwardOp {
@@ -189,7 +191,10 @@ impl CustomOp3 for BatchNormBackwardOp {
         let (gamma, beta) = params.split_at(c);
         let (n, c, p) = dims(l1.dims(), &[c], &[c])?;
         let len = n * c * p;
-        let stats = channel_stats(x, n, c, p, self.eps);
+        let stats = match &self.stats {
+            Some(stats) if stats.len() == c => stats.clone(),
+            _ => channel_stats(x, n, c, p, self.eps),
+        };
         let relu = self.relu;
         // The incoming gradient, zero where the fused ReLU cut γ·x̂ + β.
         // Same f32 arithmetic as the forward pass, so the cut is the same.
@@ -266,11 +271,13 @@ pub fn batch_norm_train(
     let y = xs
         .contiguous()?
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-    let stats = slot.lock().ok().and_then(|mut s| s.take());
-    let Some((mean, var)) = stats else {
+    let stats = slot.lock().ok().and_then(|s| s.clone());
+    let Some(stats) = stats else {
         bail!("batch_norm: the kernel left no statistics")
     };
-    let c = mean.len();
+    let c = stats.len();
+    let mean = stats.iter().map(|s| s.0 as f32).collect();
+    let var = stats.iter().map(|s| s.2 as f32).collect();
     Ok((
         y,
         Tensor::from_vec(mean, c, xs.device())?,

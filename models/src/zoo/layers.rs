@@ -285,11 +285,6 @@ impl BatchNorm2d {
     }
 }
 
-/// A linear layer applied to `[N, in]`.
-pub fn linear(layer: &candle_nn::Linear, xs: &Tensor) -> Result<Tensor> {
-    layer.forward(xs)
-}
-
 /// Mean over the spatial dims: `[N, C, H, W] → [N, C]`.
 pub fn global_avg_pool(xs: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;

@@ -14,8 +14,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
-use super::{feature, InputPlan};
+use super::layers::{BatchNorm2d, Builder, Conv};
+use super::{feature, head, run_stages, InputPlan, StageBlock};
 use crate::model::ModelOutput;
 use crate::ops::Kernels;
 
@@ -76,7 +76,9 @@ impl InvertedResidual {
             out,
         ))
     }
+}
 
+impl StageBlock for InvertedResidual {
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
         let mut h = xs.clone();
         if let Some((conv, bn)) = &self.expand {
@@ -164,22 +166,14 @@ impl MobileNetV2 {
     /// Forward pass; see the module documentation for the features.
     pub fn forward_t(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<ModelOutput> {
         let xs = self.plan.apply(xs)?;
-        let mut h = self
+        let h = self
             .bn1
             .forward(&self.conv1.forward(&xs, k)?, train, true, k)?;
         let mut features = vec![feature("stem", &h)];
-        for (s, stage) in self.stages.iter().enumerate() {
-            for block in stage {
-                h = block.forward(&h, train, k)?;
-            }
-            features.push(feature(&format!("stage{}", s + 1), &h));
-        }
+        let h = run_stages(h, &self.stages, "stage", train, k, &mut features)?;
         let h = self
             .bn2
             .forward(&self.conv2.forward(&h, k)?, train, true, k)?;
-        let pooled = global_avg_pool(&h)?;
-        features.push(feature("pool", &pooled));
-        let logits = super::layers::linear(&self.fc, &pooled)?;
-        Ok(ModelOutput { logits, features })
+        head(&h, &self.fc, features)
     }
 }

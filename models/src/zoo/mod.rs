@@ -350,3 +350,41 @@ impl Network {
 pub(crate) fn feature(name: &str, t: &Tensor) -> (String, Tensor) {
     (name.to_string(), t.clone())
 }
+
+/// A residual block of a stage.
+pub(crate) trait StageBlock {
+    /// The block applied to `xs`.
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor>;
+}
+
+/// Runs `stages` block by block from `h`; the output of stage `s` becomes
+/// feature `{prefix}{s + 1}`.
+pub(crate) fn run_stages<B: StageBlock>(
+    mut h: Tensor,
+    stages: &[Vec<B>],
+    prefix: &str,
+    train: bool,
+    k: Kernels,
+    features: &mut Vec<(String, Tensor)>,
+) -> Result<Tensor> {
+    for (s, stage) in stages.iter().enumerate() {
+        for block in stage {
+            h = block.forward(&h, train, k)?;
+        }
+        features.push(feature(&format!("{prefix}{}", s + 1), &h));
+    }
+    Ok(h)
+}
+
+/// Global average pooling (feature `pool`), then the linear head `fc`.
+pub(crate) fn head(
+    h: &Tensor,
+    fc: &candle_nn::Linear,
+    mut features: Vec<(String, Tensor)>,
+) -> Result<ModelOutput> {
+    use candle_nn::Module;
+    let pooled = layers::global_avg_pool(h)?;
+    let logits = fc.forward(&pooled)?;
+    features.push(feature("pool", &pooled));
+    Ok(ModelOutput { logits, features })
+}

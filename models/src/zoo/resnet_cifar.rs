@@ -17,8 +17,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
-use super::{feature, InputPlan};
+use super::layers::{BatchNorm2d, Builder, Conv};
+use super::{feature, head, run_stages, InputPlan, StageBlock};
 use crate::model::ModelOutput;
 use crate::ops::Kernels;
 
@@ -81,7 +81,9 @@ impl BasicBlock {
             hw2,
         ))
     }
+}
 
+impl StageBlock for BasicBlock {
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
         let h = self
             .bn1
@@ -181,19 +183,11 @@ impl ResNetCifar {
     /// Forward pass; see the module documentation for the features.
     pub fn forward_t(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<ModelOutput> {
         let xs = self.plan.apply(xs)?;
-        let mut h = self
+        let h = self
             .bn1
             .forward(&self.conv1.forward(&xs, k)?, train, true, k)?;
         let mut features = vec![feature("stem", &h)];
-        for (s, stage) in self.stages.iter().enumerate() {
-            for block in stage {
-                h = block.forward(&h, train, k)?;
-            }
-            features.push(feature(&format!("layer{}", s + 1), &h));
-        }
-        let pooled = global_avg_pool(&h)?;
-        features.push(feature("pool", &pooled));
-        let logits = super::layers::linear(&self.fc, &pooled)?;
-        Ok(ModelOutput { logits, features })
+        let h = run_stages(h, &self.stages, "layer", train, k, &mut features)?;
+        head(&h, &self.fc, features)
     }
 }

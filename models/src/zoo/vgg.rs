@@ -8,8 +8,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
-use super::{feature, InputPlan};
+use super::layers::{BatchNorm2d, Builder, Conv};
+use super::{feature, head, InputPlan};
 use crate::model::ModelOutput;
 use crate::ops::{Kernels, Pool2dConfig};
 
@@ -90,9 +90,6 @@ impl Vgg {
                 }
             }
         }
-        let pooled = global_avg_pool(&h)?;
-        features.push(feature("pool", &pooled));
-        let logits = super::layers::linear(&self.fc, &pooled)?;
-        Ok(ModelOutput { logits, features })
+        head(&h, &self.fc, features)
     }
 }

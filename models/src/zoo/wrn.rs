@@ -12,8 +12,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
-use super::{feature, InputPlan};
+use super::layers::{BatchNorm2d, Builder, Conv};
+use super::{feature, head, run_stages, InputPlan, StageBlock};
 use crate::model::ModelOutput;
 use crate::ops::Kernels;
 
@@ -56,7 +56,9 @@ impl WideBlock {
             hw2,
         ))
     }
+}
 
+impl StageBlock for WideBlock {
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
         let o = self.bn1.forward(xs, train, true, k)?;
         let h = self
@@ -137,18 +139,10 @@ impl Wrn {
     /// Forward pass; see the module documentation for the features.
     pub fn forward_t(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<ModelOutput> {
         let xs = self.plan.apply(xs)?;
-        let mut h = self.conv1.forward(&xs, k)?;
+        let h = self.conv1.forward(&xs, k)?;
         let mut features = vec![feature("stem", &h)];
-        for (s, stage) in self.stages.iter().enumerate() {
-            for block in stage {
-                h = block.forward(&h, train, k)?;
-            }
-            features.push(feature(&format!("block{}", s + 1), &h));
-        }
+        let h = run_stages(h, &self.stages, "block", train, k, &mut features)?;
         let h = self.bn.forward(&h, train, true, k)?;
-        let pooled = global_avg_pool(&h)?;
-        features.push(feature("pool", &pooled));
-        let logits = super::layers::linear(&self.fc, &pooled)?;
-        Ok(ModelOutput { logits, features })
+        head(&h, &self.fc, features)
     }
 }

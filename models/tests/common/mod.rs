@@ -30,3 +30,18 @@ pub fn bits(t: &Tensor) -> Vec<u32> {
         .map(f32::to_bits)
         .collect()
 }
+
+/// `max |t|` of an f32 tensor.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// `max |a − b|` of two f32 tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
+}
