@@ -402,10 +402,18 @@ fn every_network_runs_on_cifar_mnist_and_tinyimagenet_inputs() {
 /// safetensors and run through an `nn.functional` re-implementation of the
 /// network (`F.batch_norm(..., training=True)`, shortcut A as
 /// `F.pad(x[:, :, ::2, ::2], (0,0,0,0,p,p))`), then
-/// `F.cross_entropy(logits, y).backward()`; every gradient of the model
-/// matched PyTorch's to 2.8e-6 of its largest entry. Built from candle's own
-/// ops, batch norm's backward loses precision in f32 (4.7e-2 on the same
-/// check), which is why the kernel sums in f64.
+/// `F.cross_entropy(logits, y).backward()`. With candle's convolution every
+/// gradient of the model matched PyTorch's to 2.8e-6 of its largest entry;
+/// built from candle's own ops, batch norm's backward loses precision in f32
+/// (4.7e-2 on the same check), which is why the kernel sums in f64.
+///
+/// `conv1.weight`, upstream of all nineteen ReLUs, gets a looser bound: with
+/// kdprune's convolution it is 2.6e-4 away. That is the ReLU kink, not the
+/// kernel: a pre-activation within f32 rounding of zero takes the other sign
+/// in one of the runs, and one position's gradient passes or stops. In
+/// evaluation mode the same seed puts `layer2.0.bn1`'s pre-activation at
+/// +1.0e-8 with one kernel and −2.0e-8 with the other, and that single flip
+/// moves `layer2.0.conv1.weight`'s gradient by 7.9e-3 of its largest entry.
 #[test]
 fn resnet20_training_step_matches_pytorch() {
     let dev = Device::Cpu;
@@ -444,19 +452,20 @@ fn resnet20_training_step_matches_pytorch() {
         let g = grads.get(&vars[name]).unwrap().flatten_all().unwrap();
         let values = g.to_vec1::<f32>().unwrap();
         let got_max = max_abs(&g);
+        let tol = if name == "conv1.weight" { 1e-3 } else { 1e-5 };
         assert!(
-            (got_max - want_max).abs() < 1e-5 * want_max.max(1.0),
+            (got_max - want_max).abs() < tol * want_max.max(1.0),
             "{name}: max {got_max}"
         );
         for (a, b) in values.iter().zip(first) {
-            assert!((a - b).abs() < 1e-5 * want_max, "{name}: {a} vs {b}");
+            assert!((a - b).abs() < tol * want_max, "{name}: {a} vs {b}");
         }
     }
 }
 
-/// The zoo's convolutions are candle's on both kernel choices (see
-/// `zoo::layers::Conv`), so what differs is VGG's max-pool kernel (both
-/// modes) and the batch-norm kernel (training mode); the forward passes agree.
+/// kdprune's convolution, VGG's max-pool kernel (both modes) and the
+/// batch-norm kernel (training mode) against candle's ops: the forward
+/// passes agree.
 #[test]
 fn kernel_choices_agree_in_evaluation_and_forward() {
     let dev = Device::Cpu;

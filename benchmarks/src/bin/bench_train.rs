@@ -7,7 +7,9 @@
 //! model=NAME kdprune_img_s=X candle_img_s=Y ratio=X/Y
 //! ```
 //!
-//! `cargo run --release -p kdprune-benchmarks --bin bench-train [-- --rounds 5 --steps 4]`
+//! `cargo run --release -p kdprune-benchmarks --bin bench-train [-- --rounds 5 --steps 4 --model resnet20]`
+//!
+//! `--profile` runs kdprune's side alone (`rounds × steps` steps), for `perf`.
 //!
 //! PyTorch's figures for the same models, batch and threads:
 //! `python3 benchmarks/pytorch_reference.py` (see `benchmarks/README.md`).
@@ -83,9 +85,8 @@ fn lenet5(side: Side, varmap: &VarMap) -> Result<Net> {
 }
 
 /// ResNet-20 of the zoo in training mode (batch norms on batch statistics);
-/// its variables join `varmap` so that the trainer finds them. The zoo runs
-/// candle's convolution on both sides for now (see `zoo::layers::Conv`), so
-/// this line measures kdprune's batch-norm kernel against candle's ops only.
+/// its variables join `varmap` so that the trainer finds them. kdprune's side
+/// runs its convolution and batch-norm kernels, candle's side candle's ops.
 fn resnet20(side: Side, varmap: &VarMap) -> Result<Net> {
     let kernels = match side {
         Side::Kdprune => Kernels::Auto,
@@ -164,6 +165,15 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `--name value` from the command line.
+fn text_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 fn main() -> BenchResult<()> {
     tune_allocator();
     let rounds = arg("--rounds", 5);
@@ -174,12 +184,36 @@ fn main() -> BenchResult<()> {
         load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
     );
     let dev = Device::Cpu;
-    for bench in MODELS {
+    let only = text_arg("--model");
+    let profile = std::env::args().any(|a| a == "--profile");
+    if let Some(name) = &only {
+        if !MODELS.iter().any(|b| b.name == name) {
+            let names: Vec<_> = MODELS.iter().map(|b| b.name).collect();
+            return Err(format!("--model {name}: expected one of {names:?}").into());
+        }
+    }
+    for bench in MODELS
+        .iter()
+        .filter(|b| only.as_deref().is_none_or(|n| n == b.name))
+    {
         let (c, h, w) = bench.input;
         let xs = Tensor::randn(0f32, 1.0, (BATCH, c, h, w), &dev)?;
         let labels: Vec<u32> = (0..BATCH).map(|i| ((i * 7) % CLASSES) as u32).collect();
         let ys = Tensor::from_vec(labels, BATCH, &dev)?;
         let (mut ours, init) = Trainer::new(bench, Side::Kdprune, None)?;
+        if profile {
+            // kdprune's side alone, for a profiler: no candle steps in the samples.
+            let start = std::time::Instant::now();
+            for _ in 0..rounds * steps {
+                ours.step(&xs, &ys)?;
+            }
+            let ips = (BATCH * rounds * steps) as f64 / start.elapsed().as_secs_f64();
+            println!(
+                "model={} kdprune_img_s={ips:.1} (--profile: kdprune only)",
+                bench.name
+            );
+            continue;
+        }
         let (mut theirs, _) = Trainer::new(bench, Side::Candle, Some(&init))?;
         let mut run_ours = || {
             for _ in 0..steps {
