@@ -2,17 +2,18 @@
 //! checkpoints with metadata, mask enforcement as a training hook, scoring.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Var};
 use kd_core::{LossConfig, StepHook, StepInfo, TrainConfig, TrainData};
-use kdprune_data::{Batcher, DatasetName, Normalization, Split};
+use kdprune_data::{Augment, Batcher, DatasetName, HubOptions, Normalization, Split};
 use kdprune_models::checkpoint::{self, Checkpoint};
 use kdprune_models::{Model, ModelConfig};
 use prune_core::importance::{self, Criterion, SaliencyAccumulator};
 use prune_core::{MaskSet, NamedTensors, ParamFilter, Scores};
+use serde::{Deserialize, Serialize};
 
 static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
 
@@ -86,11 +87,75 @@ impl Data {
     }
 }
 
+/// Training-set augmentation as a user picks it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentChoice {
+    /// `crop-flip` for the natural-image datasets (CIFAR-10/100,
+    /// TinyImageNet), `none` for digits and the MNISTs (whose digits and
+    /// garments are centred and not mirror-symmetric in meaning).
+    #[default]
+    Auto,
+    /// No augmentation.
+    None,
+    /// Random crop from 4-pixel zero padding and random horizontal flip.
+    CropFlip,
+}
+
+impl AugmentChoice {
+    /// The augmentation for dataset `name`.
+    pub fn resolve(self, name: DatasetName) -> Augment {
+        match self {
+            AugmentChoice::None => Augment::NONE,
+            AugmentChoice::CropFlip => Augment::CROP_FLIP,
+            AugmentChoice::Auto => match name {
+                DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::TinyImageNet => {
+                    Augment::CROP_FLIP
+                }
+                DatasetName::Digits | DatasetName::Mnist | DatasetName::FashionMnist => {
+                    Augment::NONE
+                }
+            },
+        }
+    }
+}
+
+/// Where a dataset's files come from.
+#[derive(Clone, Debug, Default)]
+pub enum Source {
+    /// No files: only the built-in `digits` loads from here.
+    #[default]
+    Embedded,
+    /// The published files in this folder.
+    Dir(PathBuf),
+    /// The dataset's Hugging Face Hub repository, through the hf-hub cache.
+    Hub(HubOptions),
+}
+
+impl Source {
+    /// From the data flags: `--hub` (with its cache, revision and offline
+    /// switches) or `--data-dir`.
+    pub fn new(data_dir: Option<&Path>, hub: Option<HubOptions>) -> Self {
+        match (hub, data_dir) {
+            (Some(options), _) => Source::Hub(options),
+            (None, Some(dir)) => Source::Dir(dir.to_path_buf()),
+            (None, None) => Source::Embedded,
+        }
+    }
+}
+
 /// Loads a dataset by name (the built-in `digits` needs no folder).
-pub fn load_data(dataset: &str, data_dir: Option<&Path>, seed: u64) -> Result<Data> {
+pub fn load_data(dataset: &str, source: &Source, seed: u64) -> Result<Data> {
     let name: DatasetName = dataset.parse()?;
-    let split = kdprune_data::load(name, data_dir, seed)
-        .with_context(|| format!("cannot load dataset `{dataset}`"))?;
+    let split = match source {
+        Source::Embedded => kdprune_data::load(name, None, seed),
+        Source::Dir(dir) => kdprune_data::load(name, Some(dir), seed),
+        Source::Hub(options) => kdprune_data::load_from_hub(name, options),
+    }
+    .with_context(|| match source {
+        Source::Hub(_) => format!("cannot load dataset `{dataset}` from the Hub"),
+        _ => format!("cannot load dataset `{dataset}`"),
+    })?;
     let norm = Normalization::fit(&split.train);
     Ok(Data { name, split, norm })
 }
@@ -388,7 +453,7 @@ mod tests {
     #[test]
     fn masked_weights_stay_exactly_zero_under_momentum_sgd() {
         let device = Device::Cpu;
-        let data = load_data("digits", None, 0).unwrap();
+        let data = load_data("digits", &Source::Embedded, 0).unwrap();
         let model = new_model("lenet-300-100", &data, 3, &device).unwrap();
         let prunable = prunable_names(model.config(), &ParamFilter::default());
         let scores =
@@ -409,6 +474,7 @@ mod tests {
             min_lr: 0.0,
             loss: LossConfig::CrossEntropy,
             seed: 0,
+            augment: kdprune_data::Augment::NONE,
         };
         let td = TrainData {
             train: &data.split.train,

@@ -8,14 +8,28 @@ use kd_core::losses::Beta;
 use kd_core::{FeaturePair, Objective, Term};
 use serde::{Deserialize, Serialize};
 
+use crate::common::AugmentChoice;
+
 /// Every knob of the end-to-end job. Field names are the TOML keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// `digits` (built in), `fashion-mnist` or `mnist`.
     pub dataset: String,
-    /// Folder with the IDX files (needed for fashion-mnist and mnist).
+    /// Folder with the dataset's published files (needed for every dataset
+    /// but digits, unless `hub` is set).
     pub data_dir: Option<PathBuf>,
+    /// Read the dataset from its Hugging Face Hub repository instead.
+    pub hub: bool,
+    /// The hf-hub cache folder (default: hf-hub's resolution).
+    pub hub_cache: Option<PathBuf>,
+    /// Branch, tag or commit of the dataset repository (default: main).
+    pub hub_revision: Option<String>,
+    /// Read the hf-hub cache only (also `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// Training-set augmentation: `auto` (crop-flip for CIFAR and
+    /// TinyImageNet, none otherwise), `none`, `crop-flip`.
+    pub augment: AugmentChoice,
     /// Seed of initialisation, split and batch order.
     pub seed: u64,
     /// Fraction of the prunable weights removed, in [0, 1).
@@ -73,6 +87,11 @@ impl Default for RunConfig {
         Self {
             dataset: "digits".into(),
             data_dir: None,
+            hub: false,
+            hub_cache: None,
+            hub_revision: None,
+            offline: false,
+            augment: AugmentChoice::Auto,
             seed: 0,
             sparsity: 0.9,
             teacher_model: "mlp-1200-1200".into(),

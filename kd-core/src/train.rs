@@ -2,11 +2,13 @@
 //! teacher, with hooks around every optimizer step (the CLI uses them to
 //! enforce pruning masks without kd-core knowing about masks).
 //!
-//! The training inputs are not augmented, so the frozen teacher's logits of a
-//! sample are the same in every epoch: [`TeacherCache`] computes them once
-//! (and can keep them on disk between runs), which halves the cost of a
-//! distillation epoch when the teacher costs about what the student's forward
-//! and backward cost.
+//! When the training inputs are not augmented (the default,
+//! [`Augment::NONE`]), the frozen teacher's logits of a sample are the same in
+//! every epoch: [`TeacherCache`] computes them once (and can keep them on disk
+//! between runs), which halves the cost of a distillation epoch when the
+//! teacher costs about what the student's forward and backward cost. With
+//! augmentation (`config.augment`, drawn per batch from the run seed) the
+//! teacher sees each augmented batch and nothing is cached.
 //!
 //! [`distill`] trains on a general [`Objective`] (logit and feature terms, e.g.
 //! `ce:1 + at:1000`); [`fit`] and [`fit_with`] are [`distill`] with the
@@ -21,7 +23,7 @@ use std::time::Instant;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
-use kdprune_data::{Batcher, Dataset, Normalization};
+use kdprune_data::{Augment, Augmenter, Batcher, Dataset, Normalization};
 use kdprune_models::{Model, ModelOutput};
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +48,12 @@ pub struct TrainConfig {
     pub min_lr: f64,
     /// The objective (CE, Hinton KD, CA-KLD).
     pub loss: LossConfig,
-    /// Seed of the batch order.
+    /// Seed of the batch order (and, salted, of the augmentation).
     pub seed: u64,
+    /// Training-set augmentation (random crop from zero padding, flips);
+    /// [`Augment::NONE`] by default.
+    #[serde(default)]
+    pub augment: Augment,
 }
 
 impl TrainConfig {
@@ -78,6 +84,7 @@ impl TrainConfig {
             min_lr: self.min_lr,
             objective,
             seed: self.seed,
+            augment: self.augment,
         }
     }
 }
@@ -100,6 +107,10 @@ pub struct DistillConfig {
     pub objective: Objective,
     /// Seed of the batch order and (`seed ^ REGRESSOR_SALT`) of the regressors.
     pub seed: u64,
+    /// Training-set augmentation; with anything but [`Augment::NONE`] the
+    /// teacher sees each augmented batch, so its logits are not cached.
+    #[serde(default)]
+    pub augment: Augment,
 }
 
 impl DistillConfig {
@@ -258,8 +269,9 @@ pub fn fit(
 /// Trains `student` (teacher frozen, used only when the loss needs it), with
 /// the teacher's logits taken as `options.teacher_cache` says.
 ///
-/// The training set is not augmented, so caching changes nothing but the
-/// time: [`TeacherCache::Off`], `Memory` and `Disk` give bit-identical runs.
+/// Without augmentation caching changes nothing but the time:
+/// [`TeacherCache::Off`], `Memory` and `Disk` give bit-identical runs (with
+/// augmentation the cache is not used).
 pub fn fit_with(
     student: &Model,
     teacher: Option<&Model>,
@@ -350,8 +362,10 @@ pub fn distill(
         min_lr: config.min_lr,
     };
     // No table when nothing will be trained, or when the teacher's features are needed.
-    let teacher_for_table =
-        teacher.filter(|_| config.epochs > 0 && !data.train.is_empty() && !needs_features);
+    let augmenter = Augmenter::new(config.augment, config.seed);
+    let augmented = !config.augment.is_identity();
+    let teacher_for_table = teacher
+        .filter(|_| config.epochs > 0 && !data.train.is_empty() && !needs_features && !augmented);
     let table = match (teacher_for_table, &options.teacher_cache) {
         (Some(t), TeacherCache::Memory) => {
             Some(teacher_table(t, data, config.batch_size, &device)?)
@@ -381,8 +395,12 @@ pub fn distill(
         let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
         let mut lr = config.sgd.lr;
         let batches = batcher.epoch(epoch);
-        for idx in &batches {
-            let (xs, ys) = data.train.batch(idx, data.norm, &device)?;
+        for (b, idx) in batches.iter().enumerate() {
+            let (xs, ys) = if augmented {
+                augmenter.batch(data.train, idx, data.norm, epoch, b, &device)?
+            } else {
+                data.train.batch(idx, data.norm, &device)?
+            };
             let teacher_out = match (&table, teacher) {
                 (Some(table), _) => {
                     let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();

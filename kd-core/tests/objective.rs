@@ -37,6 +37,7 @@ fn config(objective: Objective, epochs: usize) -> DistillConfig {
         min_lr: 0.0,
         objective,
         seed: 11,
+        augment: kdprune_data::Augment::NONE,
     }
 }
 
@@ -169,6 +170,7 @@ fn logit_objectives_reproduce_fit() {
         min_lr: 0.0,
         loss,
         seed: 4,
+        augment: kdprune_data::Augment::NONE,
     };
     let options = FitOptions::default();
     let a = model("lenet-300-100", 1);

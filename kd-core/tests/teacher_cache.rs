@@ -10,7 +10,7 @@ use std::time::Instant;
 use kd_core::losses::Beta;
 use kd_core::train::{fit_with, FitOptions, TeacherCache};
 use kd_core::{LossConfig, NoHook, SgdConfig, TrainConfig, TrainData, TrainReport};
-use kdprune_data::{digits, stratified_split, Normalization, Split};
+use kdprune_data::{digits, stratified_split, Augment, Normalization, Split};
 use kdprune_models::{Model, ModelConfig};
 
 /// The digits split (1,438 training images: batches of 100 leave a partial
@@ -38,6 +38,7 @@ fn config(epochs: usize) -> TrainConfig {
             eps: 1e-7,
         },
         seed: 11,
+        augment: Augment::NONE,
     }
 }
 
@@ -52,6 +53,16 @@ fn train(
     teacher: &Model,
     cache: TeacherCache,
     epochs: usize,
+) -> (TrainReport, Vec<(String, Vec<u32>)>) {
+    train_with(teacher, cache, epochs, Augment::NONE)
+}
+
+/// [`train`] with the training set augmented by `augment`.
+fn train_with(
+    teacher: &Model,
+    cache: TeacherCache,
+    epochs: usize,
+    augment: Augment,
 ) -> (TrainReport, Vec<(String, Vec<u32>)>) {
     let (split, norm) = data();
     let student = model("lenet-300-100", 21);
@@ -69,7 +80,10 @@ fn train(
         &student,
         Some(teacher),
         &td,
-        &config(epochs),
+        &TrainConfig {
+            augment,
+            ..config(epochs)
+        },
         &mut NoHook,
         &options,
     )
@@ -148,6 +162,30 @@ fn cached_training_is_bit_identical_to_uncached() {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+#[test]
+fn augmented_training_bypasses_the_cache_and_is_reproducible() {
+    // 8×8 digits: shifts of up to 2 pixels and flips.
+    let augment = Augment { pad: 2, flip: true };
+    let teacher = model("lenet5", 7);
+    let dir = scratch_dir("augment");
+    let (off_report, off_bits) = train_with(&teacher, TeacherCache::Off, 2, augment);
+    let (disk_report, disk_bits) =
+        train_with(&teacher, TeacherCache::Disk(dir.clone()), 2, augment);
+    assert_eq!(losses(&off_report), losses(&disk_report));
+    assert!(off_bits == disk_bits, "same seed, same augmented run");
+    assert!(
+        cache_files(&dir).is_empty(),
+        "the teacher's logits of augmented batches must not be cached"
+    );
+    let (plain_report, _) = train(&teacher, TeacherCache::Off, 2);
+    assert_ne!(
+        losses(&plain_report),
+        losses(&off_report),
+        "augmentation must change what the student sees"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

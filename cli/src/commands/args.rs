@@ -6,22 +6,61 @@ use std::path::PathBuf;
 use clap::Args;
 use kd_core::{SgdConfig, TrainConfig};
 
-use crate::common::Data;
+use crate::common::{AugmentChoice, Data, Source};
+use kdprune_data::HubOptions;
 
 /// Which data.
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
-    /// Dataset: digits (built in), fashion-mnist, mnist [default: the
-    /// checkpoint's, else digits].
+    /// Dataset: digits (built in), fashion-mnist, mnist, cifar10, cifar100,
+    /// tiny-imagenet [default: the checkpoint's, else digits].
     #[arg(long)]
     pub dataset: Option<String>,
-    /// Folder with the dataset files (IDX for fashion-mnist/mnist).
-    #[arg(long)]
+    /// Folder with the dataset's published files (IDX for fashion-mnist and
+    /// mnist, the binary batches for cifar10/cifar100, the original layout
+    /// for tiny-imagenet).
+    #[arg(long, conflicts_with = "hub")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub hub: HubArgs,
     /// Seed (split of digits, initialisation, batch order) [default: the
     /// checkpoint's, else 0].
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+/// Reading a dataset from the Hugging Face Hub.
+#[derive(Args, Clone, Debug, Default)]
+pub struct HubArgs {
+    /// Read the dataset from its Hugging Face Hub repository (parquet; see
+    /// the data crate's README for the repositories), downloading into the
+    /// hf-hub cache when online.
+    #[arg(long)]
+    pub hub: bool,
+    /// The hf-hub cache folder [default: HF_HUB_CACHE, else
+    /// $HF_HOME/hub, else ~/.cache/huggingface/hub].
+    #[arg(long, requires = "hub")]
+    pub hub_cache: Option<PathBuf>,
+    /// Branch, tag or commit of the dataset repository [default: main].
+    #[arg(long, requires = "hub")]
+    pub hub_revision: Option<String>,
+    /// Never touch the network: read the cache only (also HF_HUB_OFFLINE=1).
+    #[arg(long, requires = "hub")]
+    pub offline: bool,
+}
+
+impl HubArgs {
+    /// The Hub options when `--hub` is given.
+    pub fn options(&self) -> Option<HubOptions> {
+        self.hub.then(|| {
+            let env = HubOptions::from_env();
+            HubOptions {
+                cache_dir: self.hub_cache.clone(),
+                offline: self.offline || env.offline,
+                revision: self.hub_revision.clone(),
+            }
+        })
+    }
 }
 
 impl DataArgs {
@@ -39,11 +78,16 @@ impl DataArgs {
         (dataset, seed)
     }
 
+    /// Where the files come from.
+    pub fn source(&self) -> Source {
+        Source::new(self.data_dir.as_deref(), self.hub.options())
+    }
+
     /// Loads the data (see [`DataArgs::resolve`]).
     pub fn load(&self, meta: Option<&BTreeMap<String, String>>) -> anyhow::Result<(Data, u64)> {
         let (dataset, seed) = self.resolve(meta);
         Ok((
-            crate::common::load_data(&dataset, self.data_dir.as_deref(), seed)?,
+            crate::common::load_data(&dataset, &self.source(), seed)?,
             seed,
         ))
     }
@@ -73,6 +117,10 @@ pub struct OptimArgs {
     /// Epochs of linear warm-up.
     #[arg(long, default_value_t = 0)]
     pub warmup_epochs: usize,
+    /// Training-set augmentation: auto (crop-flip for CIFAR and
+    /// TinyImageNet, none otherwise), none, crop-flip (4-pixel padding, flips).
+    #[arg(long, value_enum, default_value_t = AugmentChoice::Auto)]
+    pub augment: AugmentChoice,
 }
 
 /// The objective.
@@ -100,8 +148,8 @@ impl LossArgs {
 }
 
 impl OptimArgs {
-    /// A training configuration for `loss`.
-    pub fn train_config(&self, loss: kd_core::LossConfig, seed: u64) -> TrainConfig {
+    /// A training configuration for `loss` on `data`.
+    pub fn train_config(&self, loss: kd_core::LossConfig, seed: u64, data: &Data) -> TrainConfig {
         TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -115,6 +163,7 @@ impl OptimArgs {
             min_lr: 0.0,
             loss,
             seed,
+            augment: self.augment.resolve(data.name),
         }
     }
 }

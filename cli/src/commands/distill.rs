@@ -293,7 +293,7 @@ pub fn run(a: DistillArgs) -> Result<()> {
         .objective(&spec, &student, teacher.as_ref(), &data)?;
     let cfg = a
         .optim
-        .train_config(LossConfig::CrossEntropy, seed)
+        .train_config(LossConfig::CrossEntropy, seed, &data)
         .with_objective(objective);
     let verbose = !a.quiet;
     if verbose {

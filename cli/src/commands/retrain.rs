@@ -56,7 +56,7 @@ pub fn run(a: RetrainArgs) -> Result<()> {
     // they retrain exactly as before the general objectives existed.
     let cfg = a
         .optim
-        .train_config(LossConfig::CrossEntropy, seed)
+        .train_config(LossConfig::CrossEntropy, seed, &data)
         .with_objective(objective);
     let options = FitOptions {
         label: "retrained",

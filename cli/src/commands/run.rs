@@ -6,11 +6,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kd_core::{LossConfig, NoHook, SgdConfig, StepHook, TrainConfig};
+use kdprune_data::HubOptions;
 use kdprune_models::Model;
 use prune_core::importance::Criterion;
 use prune_core::{select, MaskSet, ParamFilter};
 
-use crate::common::{self, Data, MaskHook};
+use super::args::HubArgs;
+use crate::common::{self, AugmentChoice, Data, MaskHook};
 use crate::config::RunConfig;
 use crate::report::{write_atomic, DatasetInfo, Report, Stage};
 
@@ -20,12 +22,18 @@ pub struct RunArgs {
     /// TOML file with any of the keys below (snake_case); flags win over it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Dataset: digits (built in), fashion-mnist, mnist [default: digits].
+    /// Dataset: digits (built in), fashion-mnist, mnist, cifar10, cifar100,
+    /// tiny-imagenet [default: digits].
     #[arg(long)]
     pub dataset: Option<String>,
     /// Folder with the dataset's files.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hub")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Training-set augmentation: auto, none, crop-flip [default: auto].
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentChoice>,
     /// Seed [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -125,6 +133,21 @@ impl RunArgs {
         );
         if self.data_dir.is_some() {
             c.data_dir = self.data_dir.clone();
+            c.hub = false;
+        }
+        if self.hub.hub {
+            c.hub = true;
+            c.data_dir = None;
+        }
+        if self.hub.hub_cache.is_some() {
+            c.hub_cache = self.hub.hub_cache.clone();
+        }
+        if self.hub.hub_revision.is_some() {
+            c.hub_revision = self.hub.hub_revision.clone();
+        }
+        c.offline |= self.hub.offline;
+        if let Some(a) = self.augment {
+            c.augment = a;
         }
         if self.out.is_some() {
             c.out = self.out.clone();
@@ -166,6 +189,7 @@ impl Runner<'_> {
             min_lr: 0.0,
             loss,
             seed: self.cfg.seed ^ salt,
+            augment: self.cfg.augment.resolve(self.data.name),
         }
     }
 
@@ -265,7 +289,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let cfg = args.resolve()?;
     let verbose = !args.quiet;
     let device = common::device();
-    let data = common::load_data(&cfg.dataset, cfg.data_dir.as_deref(), cfg.seed)?;
+    let hub = cfg.hub.then(|| HubOptions {
+        cache_dir: cfg.hub_cache.clone(),
+        offline: cfg.offline || HubOptions::from_env().offline,
+        revision: cfg.hub_revision.clone(),
+    });
+    let source = common::Source::new(cfg.data_dir.as_deref(), hub);
+    let data = common::load_data(&cfg.dataset, &source, cfg.seed)?;
     // Unknown architecture names fail now, not after the teacher has trained.
     for (name, ckpt) in [
         (&cfg.teacher_model, &cfg.teacher_checkpoint),

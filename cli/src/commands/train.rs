@@ -12,7 +12,8 @@ use crate::common;
 /// Flags of `kdprune train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: lenet-300-100, mlp-<w1>-<w2>-..., lenet5.
+    /// Architecture: lenet-300-100, mlp-<w1>-<w2>-..., lenet5[-xK], or a zoo
+    /// CNN (resnet20, vgg11, wrn-16-4, ...; `kdprune models` lists them).
     #[arg(long, default_value = "lenet-300-100")]
     pub model: String,
     #[command(flatten)]
@@ -39,7 +40,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let loss = a.loss.config()?;
     let teacher = common::teacher_for(&loss, a.teacher.as_deref(), &data, seed, &device)?;
     let model = common::new_model(&a.model, &data, seed, &device)?;
-    let cfg = a.optim.train_config(loss, seed);
+    let cfg = a.optim.train_config(loss, seed, &data);
     common::train_and_save(
         &model,
         teacher.as_ref(),
