@@ -3,7 +3,6 @@
 //! network). The fixtures are parquet files in the Hub's published format.
 
 #[path = "../../data/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod data_fixtures;
 
 use std::path::Path;
