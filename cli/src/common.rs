@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Var};
-use kd_core::{LossConfig, StepHook, StepInfo, TrainConfig, TrainData};
-use kdprune_data::{Augment, Batcher, DatasetName, HubOptions, Normalization, Split};
+use candle_core::{DType, Device, Tensor, Var};
+use kd_core::{LossConfig, SelfDistillConfig, StepHook, StepInfo, TrainConfig, TrainData};
+use kdprune_data::{Augment, Augmenter, Batcher, DatasetName, HubOptions, Normalization, Split};
 use kdprune_models::checkpoint::{self, Checkpoint};
 use kdprune_models::{Model, ModelConfig};
 use prune_core::importance::{self, Criterion, SaliencyAccumulator};
@@ -285,7 +285,12 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, MaskSet, Check
 /// Importance scores of the prunable weights of `student`.
 ///
 /// Gradient criteria accumulate `|θ ⊙ ∂L/∂θ|` over `batches` seeded training
-/// batches: SNIP with L = CE, teacher-guided with L = `kd_loss`.
+/// batches: SNIP with L = CE, teacher-guided with L = `kd_loss`, self-distill
+/// (EPSD) with the self-distillation loss whose `T` and `α` are `kd_loss`'s
+/// (see [`self_distill_scores`]). GraSP scores `θ ⊙ H·g` from the CE
+/// gradient over the same batches ([`grasp_scores`]). Every criterion keeps
+/// the highest scores: [`prune_core::select`] prunes the lowest. SynFlow
+/// yields masks, not one set of scores: use [`synflow_masks`].
 #[allow(clippy::too_many_arguments)]
 pub fn score(
     criterion: Criterion,
@@ -303,8 +308,21 @@ pub fn score(
         Criterion::Magnitude => return Ok(importance::magnitude(&weights)?),
         Criterion::Random => return Ok(importance::random(&weights, seed)?),
         Criterion::Lamp => return Ok(importance::lamp(&weights)?),
-        Criterion::Grasp | Criterion::Synflow | Criterion::SelfDistill => anyhow::bail!(
-            "the {criterion:?} criterion is in prune-core but not yet wired into the CLI; use magnitude, lamp, random, snip or teacher-guided"
+        Criterion::Grasp => {
+            return grasp_scores(student, data, prunable, batches, batch_size, seed)
+        }
+        Criterion::SelfDistill => {
+            let cfg = match *kd_loss {
+                LossConfig::Hinton { temperature, alpha }
+                | LossConfig::CaKld {
+                    temperature, alpha, ..
+                } => SelfDistillConfig { temperature, alpha },
+                LossConfig::CrossEntropy => SelfDistillConfig::default(),
+            };
+            return self_distill_scores(student, data, prunable, &cfg, batches, batch_size, seed);
+        }
+        Criterion::Synflow => anyhow::bail!(
+            "synflow prunes iteratively and yields masks, not one set of scores (see `synflow_masks`)"
         ),
         Criterion::Snip => LossConfig::CrossEntropy,
         Criterion::TeacherGuided => {
@@ -315,21 +333,248 @@ pub fn score(
             *kd_loss
         }
     };
-    let batcher = Batcher::new(data.split.train.len(), batch_size, true, seed ^ SCORE_SALT);
     let mut acc = SaliencyAccumulator::new();
+    for b in scoring_batches(data, batches, batch_size, seed)? {
+        let (xs, ys) = data
+            .split
+            .train
+            .batch(&b.idx, &data.norm, student.device())?;
+        let (_, grads) = kd_core::loss_gradients(student, teacher, &xs, &ys, &loss)?;
+        acc.add_batch(&weights, &select(&grads, prunable)?)?;
+    }
+    Ok(acc.finish()?)
+}
+
+/// One scoring batch: training-set indices and where they sit in the seeded
+/// batch order (epoch, position), which also seeds their augmentation.
+struct ScoringBatch {
+    idx: Vec<usize>,
+    epoch: usize,
+    step: usize,
+}
+
+/// The first `batches` batches of the seeded shuffled order of the training
+/// set (epochs follow one another when one is not enough): the batches every
+/// data-driven criterion scores on.
+fn scoring_batches(
+    data: &Data,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<Vec<ScoringBatch>> {
+    anyhow::ensure!(
+        batches == 0 || !data.split.train.is_empty(),
+        "dataset `{}` has no training samples to score on",
+        data.name
+    );
+    let batcher = Batcher::new(data.split.train.len(), batch_size, true, seed ^ SCORE_SALT);
+    let mut out = Vec::with_capacity(batches);
     let mut epoch = 0;
-    'outer: loop {
-        for idx in batcher.epoch(epoch) {
-            if acc.batches() == batches {
-                break 'outer;
+    while out.len() < batches {
+        for (step, idx) in batcher.epoch(epoch).into_iter().enumerate() {
+            if out.len() == batches {
+                break;
             }
-            let (xs, ys) = data.split.train.batch(&idx, &data.norm, student.device())?;
-            let (_, grads) = kd_core::loss_gradients(student, teacher, &xs, &ys, &loss)?;
-            acc.add_batch(&weights, &select(&grads, prunable)?)?;
+            out.push(ScoringBatch { idx, epoch, step });
         }
         epoch += 1;
     }
+    Ok(out)
+}
+
+/// `∂value/∂θ` for each of `names` among the trainable variables of `model`
+/// (zeros where the graph does not reach a variable).
+fn weight_grads(model: &Model, value: &Tensor, names: &[String]) -> Result<NamedTensors> {
+    let scalar = value.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    anyhow::ensure!(scalar.is_finite(), "the scoring objective is {scalar}");
+    let grads = value.backward()?;
+    let vars: BTreeMap<String, Var> = model.named_vars().into_iter().collect();
+    names
+        .iter()
+        .map(|n| {
+            let var = vars
+                .get(n)
+                .with_context(|| format!("model has no trainable tensor `{n}`"))?;
+            let g = match grads.get(var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => var.as_tensor().zeros_like()?,
+            };
+            Ok((n.clone(), g))
+        })
+        .collect()
+}
+
+/// GraSP scores `I = θ ⊙ H·g` of the prunable weights (Wang et al. 2020).
+///
+/// `g` is the mean CE gradient (train-mode forward) of the prunable weights
+/// over the scoring batches, `H·g` the finite difference
+/// `(g(θ + εg) − g(θ)) / ε` over the same batches
+/// ([`importance::hessian_gradient_product`]), with `ε = 10⁻³·‖θ‖/‖g‖` so the
+/// step moves the weights by about 0.1 % ([`importance::grasp`]'s advice for
+/// `f32`). [`importance::grasp`] returns the negated paper score: selection
+/// prunes the lowest `I`, i.e. the highest paper score `−θ ⊙ H·g`, the
+/// weights whose removal reduces gradient flow least. The gradients run on a
+/// copy of `student`, whose batch-norm statistics are left untouched.
+pub fn grasp_scores(
+    student: &Model,
+    data: &Data,
+    prunable: &[String],
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<Scores> {
+    anyhow::ensure!(
+        batches > 0,
+        "GraSP needs at least one scoring batch (--score-batches ≥ 1)"
+    );
+    let plan = scoring_batches(data, batches, batch_size, seed)?;
+    let scratch = clone_model(student)?;
+    let mean_grad = |model: &Model| -> Result<NamedTensors> {
+        let mut sum: Option<NamedTensors> = None;
+        for b in &plan {
+            let (xs, ys) = data.split.train.batch(&b.idx, &data.norm, model.device())?;
+            let logits = model.forward_t(&xs, true)?.logits;
+            let loss = LossConfig::CrossEntropy.loss(&logits, None, &ys)?;
+            let grads = weight_grads(model, &loss, prunable)?;
+            sum = Some(match sum {
+                None => grads,
+                Some(prev) => prev
+                    .into_iter()
+                    .map(|(n, s)| {
+                        let add = s.add(&grads[&n])?;
+                        Ok((n, add))
+                    })
+                    .collect::<Result<_>>()?,
+            });
+        }
+        let scale = 1.0 / plan.len() as f64;
+        sum.unwrap_or_default()
+            .into_iter()
+            .map(|(n, s)| Ok((n, s.affine(scale, 0.0)?)))
+            .collect()
+    };
+    let params = student.tensors()?;
+    let weights = select(&params, prunable)?;
+    let g = mean_grad(&scratch)?;
+    let (theta_norm, g_norm) = (l2_norm(&weights)?, l2_norm(&g)?);
+    anyhow::ensure!(
+        g_norm > 0.0 && g_norm.is_finite(),
+        "GraSP: the cross-entropy gradient of the prunable weights is {g_norm} on the scoring batches; there is no gradient flow to preserve"
+    );
+    let epsilon = 1e-3 * theta_norm.max(f64::MIN_POSITIVE) / g_norm;
+    let hg = importance::hessian_gradient_product(&params, &g, epsilon, |shifted| {
+        scratch.load_tensors(shifted)?;
+        mean_grad(&scratch)
+    })?;
+    Ok(importance::grasp(&weights, &hg)?)
+}
+
+/// `‖t‖₂` over all tensors of `tensors`, in `f64`.
+fn l2_norm(tensors: &NamedTensors) -> Result<f64> {
+    let mut sq = 0f64;
+    for t in tensors.values() {
+        sq += t
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    }
+    Ok(sq.sqrt())
+}
+
+/// The second view self-distillation compares against: the dataset's
+/// training augmentation (crop-flip on the natural-image datasets), and a
+/// random shift of up to one pixel where that is none (digits, the MNISTs),
+/// since an identical view leaves the KL term without gradient.
+pub fn self_distill_view(name: DatasetName) -> Augment {
+    match AugmentChoice::Auto.resolve(name) {
+        a if a.is_identity() => Augment {
+            pad: 1,
+            flip: false,
+        },
+        a => a,
+    }
+}
+
+/// EPSD self-distillation scores `Σ_b |θ ⊙ ∂L_SD/∂θ|` over the scoring
+/// batches ([`importance::self_distill`], accumulated like SNIP; Chen et al.
+/// 2024), with
+/// `L_SD = α·T²·KL(p_T(x̃) ‖ p_T(x)) + (1−α)·CE(x, y)`
+/// ([`kd_core::losses::self_distill_loss`]): `x` is the batch, `x̃` the same
+/// samples under [`self_distill_view`] (drawn from the run seed), whose
+/// predictions are detached. Both forwards are in train mode, on a copy of
+/// `student`.
+pub fn self_distill_scores(
+    student: &Model,
+    data: &Data,
+    prunable: &[String],
+    cfg: &SelfDistillConfig,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<Scores> {
+    cfg.validate()?;
+    anyhow::ensure!(
+        batches > 0,
+        "self-distillation scoring needs at least one batch (--score-batches ≥ 1)"
+    );
+    let scratch = clone_model(student)?;
+    let weights = select(&student.tensors()?, prunable)?;
+    let view = Augmenter::new(self_distill_view(data.name), seed ^ SCORE_SALT);
+    let device = scratch.device();
+    let mut acc = SaliencyAccumulator::new();
+    for b in scoring_batches(data, batches, batch_size, seed)? {
+        let ds = &data.split.train;
+        let (xs, ys) = ds.batch(&b.idx, &data.norm, device)?;
+        let (xv, _) = view.batch(ds, &b.idx, &data.norm, b.epoch, b.step, device)?;
+        let view_logits = scratch.forward_t(&xv, true)?.logits.detach();
+        let logits = scratch.forward_t(&xs, true)?.logits;
+        let loss = kd_core::losses::self_distill_loss(&logits, &view_logits, &ys, cfg)?;
+        acc.add_batch(&weights, &weight_grads(&scratch, &loss, prunable)?)?;
+    }
     Ok(acc.finish()?)
+}
+
+/// SynFlow masks at `sparsity` after `rounds` rounds
+/// ([`importance::synflow`]; Tanaka et al. 2020). Data-free: each round runs
+/// a copy of `model` with every tensor replaced by its absolute value (the
+/// prunable weights also masked, batch norms in eval mode on their absolute
+/// running statistics, as the reference implementation's `linearize`) on one
+/// all-ones input of `data`'s shape, and differentiates `R = Σ output`. The
+/// masks prune exactly `round(s·n)` of the prunable weights, by one global
+/// threshold per round.
+pub fn synflow_masks(
+    model: &Model,
+    data: &Data,
+    prunable: &[String],
+    sparsity: f64,
+    rounds: usize,
+) -> Result<MaskSet> {
+    let tensors = model.tensors()?;
+    let weights = select(&tensors, prunable)?;
+    let absolute: NamedTensors = tensors
+        .iter()
+        .map(|(n, t)| {
+            let t = if t.dtype().is_float() {
+                t.abs()?
+            } else {
+                t.clone()
+            };
+            Ok((n.clone(), t))
+        })
+        .collect::<Result<_>>()?;
+    let scratch = clone_model(model)?;
+    let (c, h, w) = data.input_shape();
+    let ones = Tensor::ones((1, c, h, w), DType::F32, scratch.device())?;
+    let outcome = importance::synflow(&weights, sparsity, rounds, |linear| {
+        let mut values = absolute.clone();
+        values.extend(linear.iter().map(|(n, t)| (n.clone(), t.clone())));
+        scratch.load_tensors(&values)?;
+        let flow = scratch.forward_t(&ones, false)?.logits.sum_all()?;
+        weight_grads(&scratch, &flow, prunable)
+    })
+    .context("SynFlow failed (a deep network can overflow f32 in the linearised forward pass)")?;
+    Ok(outcome.masks)
 }
 
 /// Applies `masks` to the weights of `model` (w ← w ⊙ m).
@@ -507,5 +752,49 @@ mod tests {
             }
             assert!(kept_moved > 0, "{name}: kept weights did not train");
         }
+    }
+    /// A hidden unit that is dead on every input (zero incoming weights,
+    /// negative bias) makes its outgoing weights irrelevant to the loss: their
+    /// gradient and `H·g` are exactly 0, and so is their GraSP score, while
+    /// live weights get non-zero scores.
+    #[test]
+    fn grasp_scores_a_weight_without_effect_on_the_loss_zero() {
+        let device = Device::Cpu;
+        let data = load_data("digits", &Source::Embedded, 0).unwrap();
+        let model = new_model("lenet-300-100", &data, 3, &device).unwrap();
+        let mut t = model.tensors().unwrap();
+        let dead = 7;
+        let w1 = t["fc1.weight"].clone();
+        let (h, d) = w1.dims2().unwrap();
+        let keep = Tensor::ones((h, d), DType::F32, &device)
+            .unwrap()
+            .slice_assign(
+                &[dead..dead + 1, 0..d],
+                &Tensor::zeros((1, d), DType::F32, &device).unwrap(),
+            )
+            .unwrap();
+        t.insert("fc1.weight".into(), w1.mul(&keep).unwrap());
+        let mut b1: Vec<f32> = t["fc1.bias"].to_vec1().unwrap();
+        b1[dead] = -1.0;
+        t.insert("fc1.bias".into(), Tensor::new(b1, &device).unwrap());
+        model.load_tensors(&t).unwrap();
+
+        let prunable = prunable_names(model.config(), &ParamFilter::default());
+        let scores = grasp_scores(&model, &data, &prunable, 2, 32, 0).unwrap();
+        let s2: Vec<Vec<f32>> = scores["fc2.weight"].to_vec2().unwrap();
+        let w2: Vec<Vec<f32>> = t["fc2.weight"].to_vec2().unwrap();
+        for (row, w) in s2.iter().zip(&w2) {
+            assert_ne!(w[dead], 0.0);
+            assert_eq!(
+                row[dead], 0.0,
+                "a weight out of a dead unit scored {}",
+                row[dead]
+            );
+        }
+        let live = s2.iter().flatten().filter(|s| **s != 0.0).count();
+        assert!(
+            live > s2.len() * (s2[0].len() - 1) / 2,
+            "only {live} non-zero scores"
+        );
     }
 }

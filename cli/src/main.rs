@@ -4,6 +4,7 @@ mod commands;
 mod common;
 mod config;
 mod report;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,9 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Mean ± std over seeds of several run reports, as a Markdown table.
     Summarize(commands::summarize::SummarizeArgs),
+    /// Pruning methods × sparsities × seeds (one-shot criteria, GMP, IMP,
+    /// COLT), resumable, with a table, a CSV/JSON and a plot.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Candle allocates a fresh buffer for every intermediate tensor. With glibc's
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Summarize(a) => commands::summarize::run(a),
+        Command::Sweep(a) => sweep::sweep(a),
         Command::Models(a) => commands::models::run(a),
     };
     match result {

@@ -18,7 +18,7 @@ pub mod schedule;
 pub mod train;
 
 pub use error::{KdError, Result};
-pub use losses::LossConfig;
+pub use losses::{LossConfig, SelfDistillConfig};
 pub use objective::{FeaturePair, Objective, ObjectiveLoss, Term, WeightedTerm};
 pub use optim::{Sgd, SgdConfig};
 pub use schedule::LrSchedule;

@@ -1,0 +1,1030 @@
+//! The output files of `kdprune sweep`: finished cells (method × sparsity ×
+//! seed) turned into `results.csv`, `results.json`, `table.md`,
+//! `accuracy.svg` and `accuracy.png`.
+//!
+//! Everything is rendered in memory first and then written file by file
+//! through a temporary file and a rename, so a failure (a NaN, a plotting
+//! error) leaves the previous files as they were and a crash never leaves a
+//! half-written one.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// One finished cell of the sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// Method name as written in the sweep config, e.g. `magnitude`,
+    /// `teacher-guided`, `gmp`, `imp`, `colt`.
+    pub method: String,
+    /// Target sparsity of the prunable weights, e.g. 0.9.
+    pub sparsity: f64,
+    /// Seed of the teacher, the dense student and the method.
+    pub seed: u64,
+    /// Measured fraction of zeros among the prunable weights.
+    pub measured_sparsity: f64,
+    /// Test accuracy in [0, 1] at the end.
+    pub final_accuracy: f64,
+    /// Best test accuracy in [0, 1] over the epochs of the last training stage.
+    pub best_accuracy: f64,
+    /// Test accuracy in [0, 1] of the dense student the cell started from.
+    pub dense_accuracy: f64,
+    /// Training epochs this method spent beyond the shared dense student.
+    pub epochs: f64,
+    /// Sample-forward passes (one sample through the network once = 1).
+    pub forward_passes: u64,
+    /// Sample-backward passes.
+    pub backward_passes: u64,
+    /// Wall time of the cell in seconds.
+    pub seconds: f64,
+}
+
+/// The header of `results.csv`: the fields of [`CellResult`] in order.
+pub const CSV_HEADER: [&str; 11] = [
+    "method",
+    "sparsity",
+    "seed",
+    "measured_sparsity",
+    "final_accuracy",
+    "best_accuracy",
+    "dense_accuracy",
+    "epochs",
+    "forward_passes",
+    "backward_passes",
+    "seconds",
+];
+
+/// Mean and sample standard deviation of `n` values:
+/// `mean = Σx / n`, `std = sqrt(Σ(x − mean)² / (n − 1))`, no std when n = 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub n: usize,
+    pub mean: f64,
+    pub std: Option<f64>,
+}
+
+impl Summary {
+    /// `None` for no values.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = (n > 1).then(|| {
+            let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+            (ss / (n - 1) as f64).sqrt()
+        });
+        Some(Self { n, mean, std })
+    }
+
+    /// `mean ± std` of the values scaled by `scale`, 2 decimals; just the
+    /// mean when n = 1.
+    fn show(&self, scale: f64) -> String {
+        match self.std {
+            Some(s) => format!("{:.2} ± {:.2}", scale * self.mean, scale * s),
+            None => format!("{:.2}", scale * self.mean),
+        }
+    }
+}
+
+/// Writes `results.csv`, `results.json`, `table.md`, `accuracy.svg`,
+/// `accuracy.png` into `dir` (created if missing), each atomically
+/// (temporary file + rename, never a half-written file).
+///
+/// `methods` and `sparsities` give the row/column order; cells of other
+/// methods or sparsities are left out of every file. Cells within one
+/// (method, sparsity) are ordered by seed. `title` heads `table.md` and the
+/// plot; `command` is the exact command line, quoted in `table.md`.
+///
+/// Errors, before anything is written: no cells, an empty or repeated
+/// method/sparsity list, a non-finite or out-of-range number in any cell,
+/// the same (method, sparsity, seed) twice, no cell in the grid.
+pub fn write_results(
+    dir: &Path,
+    cells: &[CellResult],
+    methods: &[String],
+    sparsities: &[f64],
+    title: &str,
+    command: &str,
+) -> Result<()> {
+    let grid = Grid::new(cells, methods, sparsities)?;
+    let csv = to_csv(&grid.ordered());
+    let json = serde_json::to_string_pretty(&grid.ordered())? + "\n";
+    let table = table_md(&grid, title, command);
+    let plot = PlotData::new(&grid);
+    let svg = render_svg(&plot, title)?;
+    let png = render_png(&plot, title)?;
+
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, bytes) in [
+        ("results.csv", csv.as_bytes()),
+        ("results.json", json.as_bytes()),
+        ("table.md", table.as_bytes()),
+        ("accuracy.svg", svg.as_bytes()),
+        ("accuracy.png", png.as_slice()),
+    ] {
+        write_atomic_bytes(&dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through `path.tmp`, flushed to disk before the
+/// rename so that a crash leaves either the old file or the new one.
+fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} into place", path.display()))
+}
+
+/// Two sparsities are the same column when closer than this (config values
+/// that went through a file and back may differ in the last bit).
+const SPARSITY_TOLERANCE: f64 = 1e-9;
+
+/// The cells that belong to the table, by method row and sparsity column.
+struct Grid<'a> {
+    methods: &'a [String],
+    sparsities: &'a [f64],
+    /// `cells[m][s]`: the cells of method `m` at sparsity `s`, by seed.
+    cells: Vec<Vec<Vec<&'a CellResult>>>,
+}
+
+impl<'a> Grid<'a> {
+    fn new(all: &'a [CellResult], methods: &'a [String], sparsities: &'a [f64]) -> Result<Self> {
+        if all.is_empty() {
+            bail!("no finished cells to write");
+        }
+        if methods.is_empty() || sparsities.is_empty() {
+            bail!("the results need at least one method and one sparsity");
+        }
+        for (i, m) in methods.iter().enumerate() {
+            if methods[..i].contains(m) {
+                bail!("method `{m}` is listed twice");
+            }
+        }
+        for (i, &s) in sparsities.iter().enumerate() {
+            if !(s.is_finite() && (0.0..1.0).contains(&s)) {
+                bail!("sparsity {s} is not in [0, 1)");
+            }
+            if sparsities[..i]
+                .iter()
+                .any(|&t| (t - s).abs() < SPARSITY_TOLERANCE)
+            {
+                bail!("sparsity {s} is listed twice");
+            }
+        }
+        for c in all {
+            check_cell(c)?;
+        }
+
+        let mut cells = vec![vec![Vec::new(); sparsities.len()]; methods.len()];
+        for c in all {
+            let Some(m) = methods.iter().position(|m| *m == c.method) else {
+                continue;
+            };
+            let Some(s) = sparsities
+                .iter()
+                .position(|&s| (s - c.sparsity).abs() < SPARSITY_TOLERANCE)
+            else {
+                continue;
+            };
+            cells[m][s].push(c);
+        }
+        let mut kept = 0;
+        for row in &mut cells {
+            for group in row.iter_mut() {
+                group.sort_by_key(|c| c.seed);
+                if let Some(w) = group.windows(2).find(|w| w[0].seed == w[1].seed) {
+                    bail!(
+                        "two results for method `{}`, sparsity {}, seed {}",
+                        w[0].method,
+                        w[0].sparsity,
+                        w[0].seed
+                    );
+                }
+                kept += group.len();
+            }
+        }
+        if kept == 0 {
+            bail!(
+                "none of the {} cells belongs to methods {methods:?} × sparsities {sparsities:?}",
+                all.len()
+            );
+        }
+        Ok(Self {
+            methods,
+            sparsities,
+            cells,
+        })
+    }
+
+    /// The kept cells: method order, then sparsity order, then seed.
+    fn ordered(&self) -> Vec<&'a CellResult> {
+        self.cells.iter().flatten().flatten().copied().collect()
+    }
+
+    /// Summary of `field` over the seeds of one (method, sparsity).
+    fn summary(&self, m: usize, s: usize, field: impl Fn(&CellResult) -> f64) -> Option<Summary> {
+        let values: Vec<f64> = self.cells[m][s].iter().map(|c| field(c)).collect();
+        Summary::of(&values)
+    }
+
+    /// The dense student's accuracy over seeds: per seed the mean over its
+    /// cells (all equal when the cells share the seed's dense student).
+    fn dense(&self) -> Option<Summary> {
+        let mut by_seed: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
+        for c in self.ordered() {
+            let e = by_seed.entry(c.seed).or_default();
+            e.0 += c.dense_accuracy;
+            e.1 += 1;
+        }
+        let per_seed: Vec<f64> = by_seed.values().map(|(sum, n)| sum / *n as f64).collect();
+        Summary::of(&per_seed)
+    }
+}
+
+/// A clear error for a cell whose numbers cannot be summarised.
+fn check_cell(c: &CellResult) -> Result<()> {
+    let at = || {
+        format!(
+            "cell method `{}`, sparsity {}, seed {}",
+            c.method, c.sparsity, c.seed
+        )
+    };
+    for (name, v, lo, hi) in [
+        ("sparsity", c.sparsity, 0.0, 1.0),
+        ("measured_sparsity", c.measured_sparsity, 0.0, 1.0),
+        ("final_accuracy", c.final_accuracy, 0.0, 1.0),
+        ("best_accuracy", c.best_accuracy, 0.0, 1.0),
+        ("dense_accuracy", c.dense_accuracy, 0.0, 1.0),
+        ("epochs", c.epochs, 0.0, f64::INFINITY),
+        ("seconds", c.seconds, 0.0, f64::INFINITY),
+    ] {
+        if !v.is_finite() {
+            bail!("{}: {name} is {v}", at());
+        }
+        if !(lo..=hi).contains(&v) {
+            bail!("{}: {name} = {v} is outside [{lo}, {hi}]", at());
+        }
+    }
+    Ok(())
+}
+
+/// One line per cell under [`CSV_HEADER`]; floats in Rust's shortest
+/// round-trip form, text quoted (RFC 4180) when it holds `,`, `"` or a newline.
+fn to_csv(cells: &[&CellResult]) -> String {
+    let mut out = CSV_HEADER.join(",") + "\n";
+    for c in cells {
+        let fields = [
+            csv_text(&c.method),
+            c.sparsity.to_string(),
+            c.seed.to_string(),
+            c.measured_sparsity.to_string(),
+            c.final_accuracy.to_string(),
+            c.best_accuracy.to_string(),
+            c.dense_accuracy.to_string(),
+            c.epochs.to_string(),
+            c.forward_passes.to_string(),
+            c.backward_passes.to_string(),
+            c.seconds.to_string(),
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_text(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `|` would end a markdown table cell.
+fn md_text(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// `950`, `12.3 k`, `4.56 M`, `1.23 G`: pass counts run into the billions.
+fn human_count(x: f64) -> String {
+    let (v, unit) = match x.abs() {
+        a if a >= 1e9 => (x / 1e9, " G"),
+        a if a >= 1e6 => (x / 1e6, " M"),
+        a if a >= 1e3 => (x / 1e3, " k"),
+        _ => return format!("{x:.0}"),
+    };
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$}{unit}")
+}
+
+/// The accuracy table, the cost table, the command and a legend.
+fn table_md(grid: &Grid, title: &str, command: &str) -> String {
+    let mut s = format!("# {title}\n\n## Test accuracy (%)\n\n");
+    s.push_str("| method |");
+    for sp in grid.sparsities {
+        s.push_str(&format!(" {sp} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(grid.sparsities.len()));
+    s.push('\n');
+
+    let (mut single_seed, mut missing) = (false, false);
+    for (m, method) in grid.methods.iter().enumerate() {
+        s.push_str(&format!("| {} |", md_text(method)));
+        for sp in 0..grid.sparsities.len() {
+            let fin = grid.summary(m, sp, |c| c.final_accuracy);
+            let best = grid.summary(m, sp, |c| c.best_accuracy);
+            match (fin, best) {
+                (Some(f), Some(b)) => {
+                    single_seed |= f.n == 1;
+                    s.push_str(&format!(
+                        " {} ({}), n = {} |",
+                        f.show(100.0),
+                        b.show(100.0),
+                        f.n
+                    ));
+                }
+                _ => {
+                    missing = true;
+                    s.push_str(" — |");
+                }
+            }
+        }
+        s.push('\n');
+    }
+    if let Some(d) = grid.dense() {
+        s.push_str(&format!(
+            "\nDense student: {} % over {} seed{}.\n",
+            d.show(100.0),
+            d.n,
+            if d.n == 1 { "" } else { "s" }
+        ));
+    }
+
+    s.push_str("\n## Cost per cell (mean over the method's cells)\n\n");
+    s.push_str(
+        "| method | cells | epochs | forward passes | backward passes | wall time (s) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for (m, method) in grid.methods.iter().enumerate() {
+        let cells: Vec<&CellResult> = grid.cells[m].iter().flatten().copied().collect();
+        if cells.is_empty() {
+            s.push_str(&format!("| {} | 0 | — | — | — | — |\n", md_text(method)));
+            continue;
+        }
+        let mean = |f: &dyn Fn(&CellResult) -> f64| {
+            cells.iter().map(|c| f(c)).sum::<f64>() / cells.len() as f64
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {} | {} | {:.1} |\n",
+            md_text(method),
+            cells.len(),
+            mean(&|c| c.epochs),
+            human_count(mean(&|c| c.forward_passes as f64)),
+            human_count(mean(&|c| c.backward_passes as f64)),
+            mean(&|c| c.seconds),
+        ));
+    }
+
+    // A fence longer than any run of backticks in the command.
+    let longest = command
+        .split(|ch| ch != '`')
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    s.push_str(&format!("\n## Command\n\n{fence}sh\n{command}\n{fence}\n"));
+
+    s.push_str(
+        "\n## Legend\n\n\
+         - Columns are target sparsities of the prunable weights; each cell reads \
+         `final mean ± std (best mean ± std), n = seeds`.\n\
+         - *final*: test accuracy at the end; *best*: best test accuracy over the epochs \
+         of the last training stage (selected on the test set, so optimistic: for \
+         reference only).\n\
+         - ± is the sample standard deviation over seeds (n − 1 in the denominator).\n",
+    );
+    if single_seed {
+        s.push_str("- Cells with n = 1 show the single run without a spread.\n");
+    }
+    if missing {
+        s.push_str("- — marks a cell with no finished run.\n");
+    }
+    s.push_str(
+        "- Costs: *epochs* of training beyond the shared dense student; forward and \
+         backward passes count samples (one sample through the network once = 1; \
+         k = 10³, M = 10⁶, G = 10⁹); wall time of the cell.\n",
+    );
+    s
+}
+
+/// Canvas size of both plots, in pixels (SVG user units).
+const PLOT_SIZE: (u32, u32) = (900, 560);
+
+/// Okabe–Ito colours: distinguishable with colour-blindness and on white.
+const COLORS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+/// One point of a method's line: x on the plot axis, accuracy in %.
+struct Point {
+    x: f64,
+    mean: f64,
+    std: f64,
+}
+
+/// What the plot shows, in plot coordinates.
+struct PlotData {
+    lines: Vec<(String, Vec<Point>)>,
+    /// Dense student's mean accuracy in %.
+    dense: Option<f64>,
+    x_axis: SparsityAxis,
+    y_range: (f64, f64),
+}
+
+/// The sparsity axis of the plot: linear in x = [`sparsity_x`]`(s)`, with a
+/// tick and a label exactly at each configured sparsity.
+#[derive(Clone)]
+struct SparsityAxis {
+    lo: f64,
+    hi: f64,
+    /// (sparsity, its x).
+    ticks: Vec<(f64, f64)>,
+}
+
+impl Ranged for SparsityAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, x: &f64, limit: (i32, i32)) -> i32 {
+        let t = (x - self.lo) / (self.hi - self.lo);
+        limit.0 + (t * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        // Bold lines and labels at the sparsities; no light lines between.
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.iter().map(|&(_, x)| x).collect()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+impl ValueFormatter<f64> for SparsityAxis {
+    fn format(x: &f64) -> String {
+        format!("{:.3}", 1.0 - 10f64.powf(-x))
+    }
+
+    /// The sparsity whose tick sits at `x`, as written in the config.
+    fn format_ext(&self, x: &f64) -> String {
+        match self.ticks.iter().find(|(_, tx)| (tx - x).abs() < 1e-9) {
+            Some((s, _)) => s.to_string(),
+            None => Self::format(x),
+        }
+    }
+}
+
+/// The sparsity axis is x = −log10(1 − s), labelled with s itself: the
+/// interesting sparsities (0.9, 0.95, 0.98, 0.99) crowd against 1 on a linear
+/// axis, while equally spaced categories would hide that 0.98 → 0.99 halves
+/// the remaining weights just as 0.9 → 0.95 does. On this axis each halving
+/// of the remaining weights is the same step.
+fn sparsity_x(s: f64) -> f64 {
+    -(1.0 - s).log10()
+}
+
+impl PlotData {
+    fn new(grid: &Grid) -> Self {
+        let ticks: Vec<(f64, f64)> = grid
+            .sparsities
+            .iter()
+            .map(|&s| (s, sparsity_x(s)))
+            .collect();
+        let (xs_lo, xs_hi) = ticks
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, x)| {
+                (lo.min(x), hi.max(x))
+            });
+        let pad = (0.08 * (xs_hi - xs_lo)).max(0.15);
+        let x_axis = SparsityAxis {
+            lo: xs_lo - pad,
+            hi: xs_hi + pad,
+            ticks: ticks.clone(),
+        };
+        // Lines are shifted sideways a little so that error bars of methods
+        // with equal accuracy do not hide each other.
+        let k = grid.methods.len() as f64;
+        let dodge = 0.012 * (x_axis.hi - x_axis.lo);
+
+        let mut lines = Vec::new();
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for (m, method) in grid.methods.iter().enumerate() {
+            let shift = (m as f64 - (k - 1.0) / 2.0) * dodge;
+            let mut points = Vec::new();
+            for (s, &(_, x)) in ticks.iter().enumerate() {
+                if let Some(f) = grid.summary(m, s, |c| c.final_accuracy) {
+                    let (mean, std) = (100.0 * f.mean, 100.0 * f.std.unwrap_or(0.0));
+                    lo = lo.min(mean - std);
+                    hi = hi.max(mean + std);
+                    points.push(Point {
+                        x: x + shift,
+                        mean,
+                        std,
+                    });
+                }
+            }
+            lines.push((method.clone(), points));
+        }
+        let dense = grid.dense().map(|d| 100.0 * d.mean);
+        if let Some(d) = dense {
+            lo = lo.min(d);
+            hi = hi.max(d);
+        }
+        let pad = (0.08 * (hi - lo)).max(0.5);
+        let y_range = ((lo - pad).max(0.0), (hi + pad).min(100.0));
+        Self {
+            lines,
+            dense,
+            x_axis,
+            y_range,
+        }
+    }
+}
+
+/// Registers DejaVu Sans as plotters' `sans-serif` once per process: the
+/// ab_glyph text back end knows no system fonts.
+fn register_fonts() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        bail!("cannot load the embedded DejaVu Sans font")
+    }
+}
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("cannot draw the accuracy plot: {e}")
+}
+
+/// Final accuracy (mean, error bar = std over seeds) against sparsity, one
+/// line per method, the dense student as a grey reference line.
+fn draw_accuracy<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    plot: &PlotData,
+    title: &str,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (x0, x1) = (plot.x_axis.lo, plot.x_axis.hi);
+    let (y0, y1) = plot.y_range;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(52)
+        .y_label_area_size(64)
+        .build_cartesian_2d(plot.x_axis.clone(), y0..y1)
+        .map_err(plot_err)?;
+    let y_decimals = if y1 - y0 < 2.0 {
+        2
+    } else if y1 - y0 < 10.0 {
+        1
+    } else {
+        0
+    };
+    let y_label = |y: &f64| format!("{y:.y_decimals$}");
+    chart
+        .configure_mesh()
+        .x_desc("target sparsity (spaced by log of 1 − sparsity)")
+        .y_desc("final test accuracy (%)")
+        .y_label_formatter(&y_label)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .y_max_light_lines(2)
+        .draw()
+        .map_err(plot_err)?;
+
+    if let Some(d) = plot.dense {
+        // Dashed so that it does not read as a grid line.
+        let dense = RGBColor(64, 64, 64).stroke_width(2);
+        chart
+            .draw_series(DashedLineSeries::new([(x0, d), (x1, d)], 8, 6, dense))
+            .map_err(plot_err)?
+            .label("dense student")
+            .legend(move |(x, y)| {
+                plotters::element::DashedPathElement::new([(x, y), (x + 24, y)], 8, 6, dense)
+            });
+    }
+    for (i, (method, points)) in plot.lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let line = color.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.x, p.mean)), line))
+            .map_err(plot_err)?
+            .label(method)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], line));
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.x, p.mean), 4, color.filled())),
+            )
+            .map_err(plot_err)?;
+        chart
+            .draw_series(points.iter().filter(|p| p.std > 0.0).map(|p| {
+                ErrorBar::new_vertical(p.x, p.mean - p.std, p.mean, p.mean + p.std, line, 8)
+            }))
+            .map_err(plot_err)?;
+    }
+    // Accuracy falls with sparsity, so the lower left is usually empty.
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+fn render_svg(plot: &PlotData, title: &str) -> Result<String> {
+    register_fonts()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        draw_accuracy(&root, plot, title)?;
+    }
+    Ok(svg)
+}
+
+/// Draws into an RGB buffer and encodes it with `image` (already in the build
+/// through the data crate) rather than plotters' own encoder, which would pull
+/// in a second, older `image`.
+fn render_png(plot: &PlotData, title: &str) -> Result<Vec<u8>> {
+    use image::ImageEncoder as _;
+    register_fonts()?;
+    let (w, h) = PLOT_SIZE;
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, PLOT_SIZE).into_drawing_area();
+        draw_accuracy(&root, plot, title)?;
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8)
+        .context("cannot encode the accuracy plot as PNG")?;
+    Ok(png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(method: &str, sparsity: f64, seed: u64, final_accuracy: f64) -> CellResult {
+        CellResult {
+            method: method.into(),
+            sparsity,
+            seed,
+            measured_sparsity: sparsity,
+            final_accuracy,
+            best_accuracy: final_accuracy + 0.01,
+            dense_accuracy: 0.97,
+            epochs: 10.0,
+            forward_passes: 1_200_000,
+            backward_passes: 600_000,
+            seconds: 12.5,
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Two methods × two sparsities × three seeds, one seed missing at
+    /// (teacher-guided, 0.99) and a cell of an unlisted method.
+    fn sweep() -> Vec<CellResult> {
+        let mut cells = Vec::new();
+        for (seed, accs) in [
+            (2u64, [0.91, 0.80, 0.93, 0.85]),
+            (0, [0.90, 0.78, 0.92, 0.86]),
+            (1, [0.92, 0.79, 0.94, 0.0]),
+        ] {
+            cells.push(cell("magnitude", 0.9, seed, accs[0]));
+            cells.push(cell("magnitude", 0.99, seed, accs[1]));
+            cells.push(cell("teacher-guided", 0.9, seed, accs[2]));
+            if seed != 1 {
+                cells.push(cell("teacher-guided", 0.99, seed, accs[3]));
+            }
+        }
+        cells.push(cell("random", 0.9, 0, 0.5));
+        cells
+    }
+
+    #[test]
+    fn mean_and_sample_std_match_hand_computed_values() {
+        // [0.90, 0.91, 0.92]: mean 0.91; deviations −0.01, 0, 0.01;
+        // Σd² = 0.0002; / (n − 1 = 2) = 0.0001; sqrt = 0.01.
+        let s = Summary::of(&[0.90, 0.91, 0.92]).unwrap();
+        assert_eq!(s.n, 3);
+        assert!((s.mean - 0.91).abs() < 1e-12);
+        assert!((s.std.unwrap() - 0.01).abs() < 1e-12);
+        assert_eq!(s.show(100.0), "91.00 ± 1.00");
+        // [2, 4, 4, 4, 5, 5, 7, 9]: mean 5; Σd² = 9+1+1+1+0+0+4+16 = 32;
+        // / 7 = 4.571428…; sqrt = 2.138089935…
+        let s = Summary::of(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert_eq!(s.mean, 5.0);
+        assert!((s.std.unwrap() - 2.138_089_935_299_395).abs() < 1e-12);
+        // One value: the mean and no spread.
+        let s = Summary::of(&[0.8]).unwrap();
+        assert_eq!((s.n, s.std), (1, None));
+        assert_eq!(s.show(100.0), "80.00");
+        assert_eq!(Summary::of(&[]), None);
+    }
+
+    #[test]
+    fn csv_has_the_struct_order_header_and_round_trips() {
+        let cells = sweep();
+        let methods = names(&["magnitude", "teacher-guided"]);
+        let grid = Grid::new(&cells, &methods, &[0.9, 0.99]).unwrap();
+        let csv = to_csv(&grid.ordered());
+        let mut lines = csv.lines();
+        assert_eq!(lines.next().unwrap(), CSV_HEADER.join(","));
+
+        // The header follows the struct's field order (serde writes fields in
+        // declaration order).
+        let json = serde_json::to_string(&cells[0]).unwrap();
+        let at: Vec<usize> = CSV_HEADER
+            .iter()
+            .map(|k| json.find(&format!("\"{k}\":")).expect(k))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{json}");
+
+        let back: Vec<CellResult> = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), CSV_HEADER.len(), "{l}");
+                CellResult {
+                    method: f[0].into(),
+                    sparsity: f[1].parse().unwrap(),
+                    seed: f[2].parse().unwrap(),
+                    measured_sparsity: f[3].parse().unwrap(),
+                    final_accuracy: f[4].parse().unwrap(),
+                    best_accuracy: f[5].parse().unwrap(),
+                    dense_accuracy: f[6].parse().unwrap(),
+                    epochs: f[7].parse().unwrap(),
+                    forward_passes: f[8].parse().unwrap(),
+                    backward_passes: f[9].parse().unwrap(),
+                    seconds: f[10].parse().unwrap(),
+                }
+            })
+            .collect();
+        let expected: Vec<CellResult> = grid.ordered().into_iter().cloned().collect();
+        assert_eq!(back, expected);
+        assert_eq!(back.len(), 11, "the `random` cell is left out");
+        assert_eq!(csv_text("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    #[test]
+    fn rows_follow_the_method_order_and_cells_the_seed_order() {
+        let cells = sweep();
+        let methods = names(&["teacher-guided", "magnitude"]);
+        let grid = Grid::new(&cells, &methods, &[0.99, 0.9]).unwrap();
+        let order: Vec<(&str, f64, u64)> = grid
+            .ordered()
+            .iter()
+            .map(|c| (c.method.as_str(), c.sparsity, c.seed))
+            .collect();
+        assert_eq!(
+            order[..4],
+            [
+                ("teacher-guided", 0.99, 0),
+                ("teacher-guided", 0.99, 2),
+                ("teacher-guided", 0.9, 0),
+                ("teacher-guided", 0.9, 1),
+            ]
+        );
+        let md = table_md(&grid, "t", "kdprune sweep");
+        let tg = md.find("| teacher-guided |").unwrap();
+        let mag = md.find("| magnitude |").unwrap();
+        assert!(tg < mag);
+        assert!(md.contains("| method | 0.99 | 0.9 |"), "{md}");
+        assert!(!md.contains("random"));
+    }
+
+    #[test]
+    fn the_table_shows_mean_std_best_and_n() {
+        let cells = sweep();
+        let methods = names(&["magnitude", "teacher-guided", "imp"]);
+        let grid = Grid::new(&cells, &methods, &[0.9, 0.99]).unwrap();
+        let md = table_md(&grid, "Digits sweep", "kdprune sweep --config 'a b.toml'");
+        // magnitude @ 0.9: final [0.90, 0.92, 0.91] → 91.00 ± 1.00; best is
+        // each + 0.01 → 92.00 ± 1.00.
+        // magnitude @ 0.99: [0.78, 0.79, 0.80] → 79.00 ± 1.00 (80.00 ± 1.00).
+        // teacher-guided @ 0.99: [0.86, 0.85] → mean 85.50; deviations ±0.5
+        // points; Σd² = 0.5; / 1; sqrt = 0.7071… → 0.71.
+        assert!(
+            md.contains("| magnitude | 91.00 ± 1.00 (92.00 ± 1.00), n = 3 | 79.00 ± 1.00 (80.00 ± 1.00), n = 3 |"),
+            "{md}"
+        );
+        assert!(md.contains("85.50 ± 0.71 (86.50 ± 0.71), n = 2 |"), "{md}");
+        assert!(md.contains("| imp | — | — |"), "{md}");
+        assert!(md.contains("| imp | 0 | — | — | — | — |"), "{md}");
+        // 11 cells of 1.2 M forward / 600 k backward passes each.
+        assert!(
+            md.contains("| magnitude | 6 | 10.00 | 1.20 M | 600 k | 12.5 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("```sh\nkdprune sweep --config 'a b.toml'\n```"),
+            "{md}"
+        );
+        assert!(md.starts_with("# Digits sweep\n"));
+        assert!(
+            md.contains("Dense student: 97.00 ± 0.00 % over 3 seeds."),
+            "{md}"
+        );
+        assert!(!md.contains("n = 1 show"), "every cell has ≥ 2 seeds");
+
+        let one = [cell("gmp", 0.95, 4, 0.8)];
+        let gmp = names(&["gmp"]);
+        let grid = Grid::new(&one, &gmp, &[0.95]).unwrap();
+        let md = table_md(&grid, "t", "c");
+        assert!(md.contains("| gmp | 80.00 (81.00), n = 1 |"), "{md}");
+        assert!(md.contains("Cells with n = 1 show the single run"), "{md}");
+    }
+
+    #[test]
+    fn all_five_files_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("new/sub");
+        let cells = sweep();
+        let methods = names(&["magnitude", "teacher-guided"]);
+        write_results(
+            &out,
+            &cells,
+            &methods,
+            &[0.9, 0.99],
+            "Digits: LeNet-300-100",
+            "kdprune sweep",
+        )
+        .unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "accuracy.png",
+                "accuracy.svg",
+                "results.csv",
+                "results.json",
+                "table.md"
+            ],
+            "no temporary file is left behind"
+        );
+
+        let png = std::fs::read(out.join("accuracy.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(
+            png.len() > 10_000,
+            "a plot with text and lines: {} bytes",
+            png.len()
+        );
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), PLOT_SIZE);
+        // Something besides the white background was drawn (lines and glyphs).
+        let dark = img
+            .pixels()
+            .filter(|p| p.0.iter().all(|&v| v < 100))
+            .count();
+        assert!(dark > 2_000, "{dark} dark pixels");
+        // The title's glyphs: dark pixels in the band above the chart.
+        let title = img
+            .enumerate_pixels()
+            .filter(|&(_, y, p)| y < 45 && p.0.iter().all(|&v| v < 100))
+            .count();
+        assert!(title > 100, "{title} dark pixels in the title band");
+
+        let svg = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
+        // plotters writes each text on a line of its own.
+        for m in &methods {
+            assert!(svg.lines().any(|l| l.trim() == m), "legend lacks {m}");
+        }
+        for text in ["0.9", "0.99", "Digits: LeNet-300-100", "dense student"] {
+            assert!(svg.lines().any(|l| l.trim() == text), "svg lacks {text}");
+        }
+
+        let json: Vec<CellResult> =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(json.len(), 11);
+        assert_eq!(json[0].method, "magnitude");
+
+        // A second call replaces the files in place.
+        write_results(&out, &cells[..1], &methods, &[0.9], "again", "c").unwrap();
+        let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+        assert!(md.starts_with("# again\n"));
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        let methods = names(&["magnitude"]);
+        let err = |cells: &[CellResult], methods: &[String], sp: &[f64]| {
+            let dir = tempfile::tempdir().unwrap();
+            let e = write_results(dir.path(), cells, methods, sp, "t", "c").unwrap_err();
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                0,
+                "nothing written"
+            );
+            e.to_string()
+        };
+        assert!(err(&[], &methods, &[0.9]).contains("no finished cells"));
+
+        let mut nan = cell("magnitude", 0.9, 3, 0.9);
+        nan.final_accuracy = f64::NAN;
+        let e = err(&[nan], &methods, &[0.9]);
+        assert!(
+            e.contains("seed 3") && e.contains("final_accuracy is NaN"),
+            "{e}"
+        );
+
+        let mut pct = cell("magnitude", 0.9, 0, 0.9);
+        pct.best_accuracy = 91.0;
+        let e = err(&[pct], &methods, &[0.9]);
+        assert!(e.contains("best_accuracy = 91 is outside [0, 1]"), "{e}");
+
+        let ok = [cell("magnitude", 0.9, 0, 0.9)];
+        assert!(err(&ok, &[], &[0.9]).contains("at least one method"));
+        assert!(err(&ok, &methods, &[]).contains("at least one method"));
+        assert!(err(&ok, &methods, &[f64::NAN]).contains("not in [0, 1)"));
+        assert!(err(&ok, &methods, &[0.9, 0.9]).contains("listed twice"));
+        assert!(err(&ok, &names(&["a", "a"]), &[0.9]).contains("listed twice"));
+        assert!(err(&ok, &names(&["gmp"]), &[0.9]).contains("none of the 1 cells"));
+        let twice = [ok[0].clone(), ok[0].clone()];
+        assert!(err(&twice, &methods, &[0.9]).contains("two results for method `magnitude`"));
+    }
+
+    #[test]
+    fn sparsity_ticks_are_labelled_as_configured() {
+        let cells = [cell("m", 0.95, 0, 0.9), cell("m", 0.98, 0, 0.8)];
+        let sp = [0.9, 0.95, 0.98, 0.99];
+        let methods = names(&["m"]);
+        let plot = PlotData::new(&Grid::new(&cells, &methods, &sp).unwrap());
+        let axis = &plot.x_axis;
+        let keys = axis.key_points(plotters::coord::ranged1d::BoldPoints(10));
+        let labels: Vec<String> = keys.iter().map(|x| axis.format_ext(x)).collect();
+        assert_eq!(labels, ["0.9", "0.95", "0.98", "0.99"]);
+        // −log10(1 − s): 0.9 → 1, 0.99 → 2.
+        assert!((keys[0] - 1.0).abs() < 1e-12 && (keys[3] - 2.0).abs() < 1e-12);
+        assert!(axis.lo < keys[0] && keys[3] < axis.hi);
+        // No light grid lines between the sparsities.
+        let light = plotters::coord::ranged1d::LightPoints::new(10, 100);
+        assert!(axis.key_points(light).is_empty());
+        assert_eq!(plot.lines[0].1.len(), 2, "no point where no cell finished");
+        assert_eq!(human_count(950.0), "950");
+        assert_eq!(human_count(12_345.0), "12.3 k");
+        assert_eq!(human_count(1.234e9), "1.23 G");
+    }
+}

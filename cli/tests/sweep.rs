@@ -1,0 +1,150 @@
+//! `kdprune sweep` end to end on the built-in digits: a tiny grid (two
+//! methods, two sparsities, one seed, one epoch per stage), its outputs, and
+//! resuming after an interruption.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kdprune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kdprune"))
+        .args(args)
+        .output()
+        .expect("failed to start kdprune")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "kdprune failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const TINY: &str = r#"
+methods = ["magnitude", "teacher-guided"]
+sparsities = [0.9, 0.95]
+seeds = [0]
+teacher_model = "mlp-64-32"
+teacher_epochs = 1
+student_epochs = 1
+kd_epochs = 1
+retrain_epochs = 1
+"#;
+
+fn sweep(config: &Path, out: &Path) -> Output {
+    kdprune(&[
+        "sweep",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+}
+
+#[test]
+fn a_tiny_sweep_writes_its_results_and_resumes_without_redoing_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sweep.toml");
+    std::fs::write(&config, TINY).unwrap();
+    let out = dir.path().join("out");
+    ok(&sweep(&config, &out));
+
+    for f in [
+        "results.csv",
+        "results.json",
+        "table.md",
+        "accuracy.svg",
+        "accuracy.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let cells: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(cells.len(), 4, "2 methods × 2 sparsities × 1 seed");
+    for c in &cells {
+        let target = c["sparsity"].as_f64().unwrap();
+        let measured = c["measured_sparsity"].as_f64().unwrap();
+        assert!((measured - target).abs() < 1e-3, "{c}: measured {measured}");
+        let acc = c["final_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.1 && acc <= 1.0, "{c}: accuracy {acc}");
+    }
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(table.contains("| teacher-guided |"), "{table}");
+
+    // An interrupted sweep: one cell file is gone. The rerun recomputes that
+    // cell alone (the others keep their files untouched) and, same seed,
+    // gets the same result bit for bit.
+    let cell_dir = out.join("cells");
+    let lost = cell_dir.join("teacher-guided_s0.95_seed0.json");
+    let before = std::fs::read_to_string(&lost).unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    let kept = cell_dir.join("magnitude_s0.9_seed0.json");
+    let kept_time = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    let rerun = kdprune(&[
+        "sweep",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&rerun);
+    let log = String::from_utf8_lossy(&rerun.stderr);
+    assert_eq!(log.matches("done before, skipped").count(), 3, "{log}");
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        kept_time
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&lost).unwrap()).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(before["final_accuracy"], after["final_accuracy"]);
+    assert_eq!(before["measured_sparsity"], after["measured_sparsity"]);
+
+    // Other settings in the same folder are refused, not mixed in.
+    std::fs::write(
+        &config,
+        TINY.replace("retrain_epochs = 1", "retrain_epochs = 2"),
+    )
+    .unwrap();
+    let out2 = sweep(&config, &out);
+    assert!(!out2.status.success());
+    let err = String::from_utf8_lossy(&out2.stderr);
+    assert!(err.contains("other settings"), "{err}");
+
+    // ... but a sweep with other retraining may share the seed's teacher and
+    // dense student through `models_dir`: they are read, not retrained.
+    let teacher = out.join("seed0").join("teacher.safetensors");
+    let teacher_time = std::fs::metadata(&teacher).unwrap().modified().unwrap();
+    let shared = format!(
+        "models_dir = {:?}\n{}",
+        out.to_str().unwrap(),
+        TINY.replace("retrain_epochs = 1", "retrain_epochs = 2")
+    );
+    std::fs::write(&config, shared).unwrap();
+    ok(&sweep(&config, &dir.path().join("variant")));
+    assert_eq!(
+        std::fs::metadata(&teacher).unwrap().modified().unwrap(),
+        teacher_time
+    );
+    assert!(dir.path().join("variant").join("table.md").is_file());
+}
+
+#[test]
+fn bad_sweep_configs_fail_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("sparsities = [0.9, 1.2]", "sparsit"),
+        ("methods = [\"obd\"]", "unknown method `obd`"),
+        ("colour = 3", "unknown field"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = sweep(&config, &dir.path().join("never"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(!dir.path().join("never").join("seed0").exists());
+    }
+}
