@@ -11,6 +11,10 @@ as the Rust benchmarks; prints one line per model and per op:
 Run it beside the Rust binaries (not part of CI; needs `pip install torch`):
 
     python3 benchmarks/pytorch_reference.py [--threads 2] [--rounds 5] [--steps 4]
+        [--model resnet20] [--no-ops]
+
+`--model NAME` runs that model only (as `bench-train --model NAME`);
+`--no-ops` skips the convolution and matmul lines of `bench-conv`.
 """
 
 import argparse
@@ -144,18 +148,24 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--model", choices=[m[0] for m in MODELS], help="run this model only")
+    parser.add_argument("--no-ops", action="store_true", help="skip the bench-conv figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"# torch={torch.__version__} threads={torch.get_num_threads()} batch={BATCH}", flush=True)
 
     for name, (c, h, w), ctor in MODELS:
+        if args.model and name != args.model:
+            continue
         model = ctor()
         x = torch.randn(BATCH, c, h, w)
         y = torch.arange(BATCH) * 7 % CLASSES
         (t,) = interleaved_medians(args.rounds, [train_step_fn(model, x, y, args.steps)])
         print(f"model={name} pytorch_img_s={BATCH * args.steps / t:.1f}", flush=True)
 
+    if args.no_ops:
+        return
     # bench-conv: conv 32->64, 3x3, pad 1 on [128, 32, 16, 16]; forward, and
     # forward + backward with input and weight (and bias) gradients.
     conv = nn.Conv2d(32, 64, 3, padding=1)

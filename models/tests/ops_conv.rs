@@ -1,6 +1,7 @@
 //! kdprune's CPU convolution against candle's own `conv2d` (forward and both
 //! gradients, computed by candle in f64), against finite differences, and
-//! its batch invariance.
+//! its batch invariance; the residual batch norm and the fused basic block
+//! against candle's ops (in f64) and kdprune's per-layer kernels.
 
 mod common;
 
@@ -357,4 +358,240 @@ fn each_gradient_alone_equals_both_together() {
         common::bits(only_dw.get(&wv).unwrap()),
         common::bits(both.get(&wv).unwrap())
     );
+}
+
+/// `Var`s of `shapes`, random (seeded), in `dtype`.
+fn vars(shapes: &[&[usize]], seed: u64, dtype: DType) -> Vec<Var> {
+    let dev = Device::Cpu;
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = common::random_tensor(s, seed + i as u64, &dev);
+            Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// The residual batch norm (`max(0, bn(x) + shortcut(r))`) against candle's
+/// ops in f64: output, batch statistics and the gradients of x, r, γ and β.
+#[test]
+fn batch_norm_add_relu_matches_candle_in_f64() {
+    let cases: [(&[usize], &[usize], ops::Shortcut); 3] = [
+        (&[4, 6, 5, 7], &[4, 6, 5, 7], ops::Shortcut::Identity),
+        (
+            &[4, 6, 5, 7],
+            &[4, 2, 9, 13],
+            ops::Shortcut::ZeroPad { stride: 2, pad: 2 },
+        ),
+        (
+            &[3, 6, 5, 7],
+            &[3, 4, 6, 8],
+            ops::Shortcut::ZeroPad { stride: 1, pad: 1 },
+        ),
+    ];
+    for (seed, (x_dims, r_dims, shortcut)) in cases.into_iter().enumerate() {
+        let c = x_dims[1];
+        let shapes: [&[usize]; 5] = [x_dims, r_dims, &[c], &[c], x_dims];
+        let run = |dtype: DType, native: bool| {
+            let v = vars(&shapes, 100 + 10 * seed as u64, dtype);
+            let x = (v[0].as_tensor() * 2.0).unwrap();
+            let (gamma, beta) = (v[2].as_tensor(), (v[3].as_tensor() * 0.3).unwrap());
+            let (y, mean, var) = if native {
+                ops::batch_norm_add_relu_train(&x, gamma, &beta, 1e-5, v[1].as_tensor(), shortcut)
+            } else {
+                ops::batch_norm_add_relu_train_candle(
+                    &x,
+                    gamma,
+                    &beta,
+                    1e-5,
+                    v[1].as_tensor(),
+                    shortcut,
+                )
+            }
+            .unwrap();
+            let g = (&y * v[4].as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut out = vec![y, mean, var];
+            out.extend((0..4).map(|i| g.get(&v[i]).unwrap().clone()));
+            out
+        };
+        let (ours, reference) = (run(DType::F32, true), run(DType::F64, false));
+        for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+            let err = rel_err(a, b);
+            assert!(err <= 1e-5, "{shortcut:?} output {i}: rel. error {err}");
+        }
+    }
+}
+
+#[test]
+fn batch_norm_add_relu_refuses_a_residual_of_the_wrong_shape() {
+    let v = vars(&[&[2, 4, 3, 3], &[2, 4, 3, 4], &[4], &[4]], 200, DType::F32);
+    let (x, r, g, b) = (
+        v[0].as_tensor(),
+        v[1].as_tensor(),
+        v[2].as_tensor(),
+        v[3].as_tensor(),
+    );
+    assert!(ops::batch_norm_add_relu_train(x, g, b, 1e-5, r, ops::Shortcut::Identity).is_err());
+    let short = ops::Shortcut::ZeroPad { stride: 2, pad: 1 };
+    assert!(ops::batch_norm_add_relu_train(x, g, b, 1e-5, r, short).is_err());
+}
+
+/// A basic block: `(x, w1, γ1, β1, w2, γ2, β2, upstream)` shapes and its
+/// shortcut, stride and output channels.
+struct BlockCase {
+    x: [usize; 4],
+    stride: usize,
+    out_c: usize,
+    shortcut: ops::Shortcut,
+}
+
+impl BlockCase {
+    /// The output and every gradient of `Σ upstream·block(x)`, plus the two
+    /// batch norms' statistics; `how`: 0 the fused kernel, 1 kdprune's
+    /// per-layer kernels, 2 candle's ops.
+    fn run(&self, dtype: DType, how: u8) -> Vec<Tensor> {
+        let (c, o) = (self.x[1], self.out_c);
+        let (oh, ow) = (
+            (self.x[2] - 1) / self.stride + 1,
+            (self.x[3] - 1) / self.stride + 1,
+        );
+        let shapes: [&[usize]; 8] = [
+            &self.x,
+            &[o, c, 3, 3],
+            &[o],
+            &[o],
+            &[o, o, 3, 3],
+            &[o],
+            &[o],
+            &[self.x[0], o, oh, ow],
+        ];
+        let v = vars(&shapes, 300 + self.x.iter().sum::<usize>() as u64, dtype);
+        let cfg1 = Conv2dConfig {
+            padding: 1,
+            stride: self.stride,
+            ..Default::default()
+        };
+        let cfg2 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv1 = ops::BlockConv {
+            weight: v[1].as_tensor(),
+            cfg: &cfg1,
+        };
+        let conv2 = ops::BlockConv {
+            weight: v[4].as_tensor(),
+            cfg: &cfg2,
+        };
+        let bn1 = ops::BlockBn {
+            gamma: v[2].as_tensor(),
+            beta: v[3].as_tensor(),
+        };
+        let bn2 = ops::BlockBn {
+            gamma: v[5].as_tensor(),
+            beta: v[6].as_tensor(),
+        };
+        let x = v[0].as_tensor();
+        let out = match how {
+            0 => ops::basic_block_train(x, conv1, bn1, conv2, bn2, self.shortcut, 1e-5).unwrap(),
+            1 => {
+                let c1 = ops::conv2d(x, conv1.weight, None, &cfg1).unwrap();
+                let (h, m1, v1) =
+                    ops::batch_norm_train(&c1, bn1.gamma, bn1.beta, 1e-5, true).unwrap();
+                let c2 = ops::conv2d(&h, conv2.weight, None, &cfg2).unwrap();
+                let (y, m2, v2) = ops::batch_norm_add_relu_train(
+                    &c2,
+                    bn2.gamma,
+                    bn2.beta,
+                    1e-5,
+                    x,
+                    self.shortcut,
+                )
+                .unwrap();
+                ops::BlockOutput {
+                    y,
+                    bn1: (m1, v1),
+                    bn2: (m2, v2),
+                }
+            }
+            _ => ops::basic_block_train_candle(x, conv1, bn1, conv2, bn2, self.shortcut, 1e-5)
+                .unwrap(),
+        };
+        let g = (&out.y * v[7].as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut all = vec![out.y, out.bn1.0, out.bn1.1, out.bn2.0, out.bn2.1];
+        all.extend((0..7).map(|i| g.get(&v[i]).unwrap().clone()));
+        all
+    }
+}
+
+fn block_cases() -> [BlockCase; 2] {
+    [
+        BlockCase {
+            x: [3, 4, 6, 6],
+            stride: 1,
+            out_c: 4,
+            shortcut: ops::Shortcut::Identity,
+        },
+        BlockCase {
+            x: [3, 4, 8, 8],
+            stride: 2,
+            out_c: 8,
+            shortcut: ops::Shortcut::ZeroPad { stride: 2, pad: 2 },
+        },
+    ]
+}
+
+/// The fused basic block against the same block from kdprune's per-layer
+/// kernels (the same arithmetic, composed by candle's autograd) and from
+/// candle's ops in f64: output, statistics, and the gradients of the input
+/// and the six parameters.
+#[test]
+fn basic_block_matches_per_layer_kernels_and_candle_in_f64() {
+    for case in block_cases() {
+        let fused = case.run(DType::F32, 0);
+        let layers = case.run(DType::F32, 1);
+        let reference = case.run(DType::F64, 2);
+        for (i, ((a, b), r)) in fused.iter().zip(&layers).zip(&reference).enumerate() {
+            let (e1, e2) = (rel_err(a, b), rel_err(a, r));
+            assert!(
+                e1 <= 1e-5,
+                "{:?} output {i}: {e1} from the per-layer kernels",
+                case.shortcut
+            );
+            assert!(
+                e2 <= 1e-4,
+                "{:?} output {i}: {e2} from candle in f64",
+                case.shortcut
+            );
+        }
+    }
+}
+
+#[test]
+fn basic_block_gives_the_same_bits_on_any_number_of_threads() {
+    let case = &block_cases()[1];
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            case.run(DType::F32, 0)
+                .iter()
+                .map(common::bits)
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(run(1), run(3));
 }

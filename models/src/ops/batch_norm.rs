@@ -1,5 +1,6 @@
-//! Training-mode batch normalisation (optionally fused with a ReLU) on the CPU
-//! as a candle custom op with its own backward pass.
+//! Training-mode batch normalisation (optionally fused with a ReLU, or with a
+//! residual addition and a ReLU) on the CPU as candle custom ops with their own
+//! backward passes.
 //!
 //! For `x` of shape `[N, C, H, W]`, with `M = N·H·W` values per channel:
 //!
@@ -7,32 +8,91 @@
 //! μ_c = (1/M) Σ x,   σ²_c = (1/M) Σ (x − μ_c)²   (biased, as PyTorch normalises)
 //! x̂ = (x − μ_c) / √(σ²_c + ε),   y = γ_c · x̂ + β_c   (then max(0, y) when fused)
 //! ```
-//! and, with `g` the incoming gradient (zeroed where a fused ReLU output is 0),
+//! The residual form ends a ResNet block: `y = max(0, γ_c·x̂ + β_c + r)` with
+//! `r` the block's input through its [`Shortcut`].
+//! With `g` the incoming gradient (zeroed where a fused ReLU output is 0),
 //!
 //! ```text
-//! ∂β_c = Σ g,   ∂γ_c = Σ g·x̂,   ∂x = γ_c / (M·√(σ²_c + ε)) · (M·g − ∂β_c − x̂·∂γ_c)
+//! ∂β_c = Σ g,   ∂γ_c = Σ g·x̂,   ∂x = γ_c / (M·√(σ²_c + ε)) · (M·g − ∂β_c − x̂·∂γ_c),   ∂r = g
 //! ```
-//! Sums run in f64, channel by channel in a fixed order, so the result does not
-//! depend on the number of threads. The op keeps the batch mean and biased
-//! variance of its last forward pass for the caller's running statistics.
+//! Sums run in f64, channel by channel over 8 interleaved lanes (which
+//! vectorise) in an order fixed by the shape alone, so the result does not
+//! depend on the number of threads. The ops keep the batch mean and biased
+//! variance of their last forward pass for the caller's running statistics.
+//!
+//! The backward passes run directly in `bwd` on the CPU storages of the
+//! tensors they need (input, output, output gradient): one pass computes the
+//! sums, one writes every gradient, and no packed buffer is narrowed apart.
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous_f32;
+use super::{contiguous_f32, cpu_f32, simd};
 
 /// Per-channel batch statistics `(mean, 1/√(σ² + ε), biased variance σ²)`.
 pub(crate) type BatchStats = Vec<(f64, f64, f64)>;
 
-/// `y = γ·x̂ + β` (then ReLU if `relu`), inputs `(x, γ, β)`.
-pub(crate) struct BatchNormTrainOp {
-    pub eps: f64,
-    pub relu: bool,
-    /// Statistics of the forward pass: read by the caller for the running
-    /// statistics and by the backward pass, which then need not recompute them.
-    pub stats: Arc<Mutex<Option<BatchStats>>>,
+/// What a residual batch norm ([`batch_norm_add_relu_train`]) adds to its
+/// normalised output before the ReLU: the block input `r` of shape
+/// `[N, C_r, H_r, W_r]` mapped to the output's `[N, C, OH, OW]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortcut {
+    /// `r` has the output's shape and is added as it is.
+    Identity,
+    /// ResNet shortcut A: `r[:, :, ::stride, ::stride]` cut to `OH × OW`,
+    /// with `pad` zero channels on each side (`C = C_r + 2·pad`).
+    ZeroPad {
+        /// Subsampling step on both spatial axes, ≥ 1.
+        stride: usize,
+        /// Zero channels added before and after the residual's.
+        pad: usize,
+    },
+}
+
+impl Shortcut {
+    /// Checks that a residual of dims `res` maps onto an output of dims `out`.
+    pub(crate) fn check(self, out: &[usize], res: &[usize]) -> Result<()> {
+        let ok = match (self, out, res) {
+            (Shortcut::Identity, _, _) => out == res,
+            (Shortcut::ZeroPad { stride, pad }, &[n, c, oh, ow], &[rn, rc, rh, rw]) => {
+                stride > 0
+                    && rn == n
+                    && rc + 2 * pad == c
+                    && oh > 0
+                    && ow > 0
+                    && (oh - 1) * stride < rh
+                    && (ow - 1) * stride < rw
+            }
+            _ => false,
+        };
+        if !ok {
+            bail!("batch_norm: residual {res:?} does not map onto output {out:?} by {self:?}")
+        }
+        Ok(())
+    }
+
+    /// `r` mapped to the output's shape with candle's ops (any device).
+    pub fn apply_candle(self, r: &Tensor, out: &[usize]) -> Result<Tensor> {
+        self.check(out, r.dims())?;
+        match self {
+            Shortcut::Identity => Ok(r.clone()),
+            Shortcut::ZeroPad { stride, pad } => {
+                let (oh, ow) = (out[2], out[3]);
+                let sub = if stride == 1 {
+                    r.narrow(2, 0, oh)?.narrow(3, 0, ow)?
+                } else {
+                    let dev = r.device();
+                    let rows: Vec<u32> = (0..oh).map(|i| (i * stride) as u32).collect();
+                    let cols: Vec<u32> = (0..ow).map(|j| (j * stride) as u32).collect();
+                    r.index_select(&Tensor::new(rows, dev)?, 2)?
+                        .index_select(&Tensor::new(cols, dev)?, 3)?
+                };
+                sub.pad_with_zeros(1, pad, pad)
+            }
+        }
+    }
 }
 
 /// `(N, C, H·W)` of a `[N, C, H, W]` layout whose parameters have `[C]`.
@@ -49,30 +109,40 @@ fn dims(x: &[usize], gamma: &[usize], beta: &[usize]) -> Result<(usize, usize, u
     Ok((n, c, h * w))
 }
 
+/// `Σ f(v)` over `v` in f64, on 8 interleaved lanes (the loop vectorises) in
+/// an order fixed by the length alone.
+#[inline(always)]
+fn lane_sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&x| f(x as f64)).sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// Mean and `1/√(σ² + ε)` of every channel, plus the biased variance.
-fn channel_stats(x: &[f32], n: usize, c: usize, p: usize, eps: f64) -> Vec<(f64, f64, f64)> {
+pub(crate) fn channel_stats(x: &[f32], n: usize, c: usize, p: usize, eps: f64) -> BatchStats {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let planes = (0..n).map(|i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
-            let m = (n * p) as f64;
-            let mean = planes
-                .clone()
-                .map(|pl| pl.iter().map(|&v| v as f64).sum::<f64>())
-                .sum::<f64>()
-                / m;
-            let var = planes
-                .map(|pl| {
-                    pl.iter()
-                        .map(|&v| {
-                            let d = v as f64 - mean;
-                            d * d
-                        })
-                        .sum::<f64>()
-                })
-                .sum::<f64>()
-                / m;
-            (mean, 1.0 / (var + eps).sqrt(), var)
+            simd(|| {
+                let planes = (0..n).map(|i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
+                let m = (n * p) as f64;
+                let mean = planes
+                    .clone()
+                    .map(|pl| lane_sum_f64(pl, |v| v))
+                    .sum::<f64>()
+                    / m;
+                let var = planes
+                    .map(|pl| lane_sum_f64(pl, |v| (v - mean) * (v - mean)))
+                    .sum::<f64>()
+                    / m;
+                (mean, 1.0 / (var + eps).sqrt(), var)
+            })
         })
         .collect()
 }
@@ -81,6 +151,332 @@ fn channel_stats(x: &[f32], n: usize, c: usize, p: usize, eps: f64) -> Vec<(f64,
 fn affine((mean, inv_std, _): (f64, f64, f64), gamma: f32, beta: f32) -> (f32, f32) {
     let scale = gamma as f64 * inv_std;
     (scale as f32, (beta as f64 - mean * scale) as f32)
+}
+
+/// `out = x·scale + shift`, then `+ r` where a residual row is given, then
+/// the ReLU when `relu`.
+#[inline(always)]
+fn affine_row(out: &mut [f32], x: &[f32], r: Option<&[f32]>, scale: f32, shift: f32, relu: bool) {
+    match (r, relu) {
+        (Some(r), _) => {
+            for ((o, &v), &r) in out.iter_mut().zip(x).zip(r) {
+                *o = (v * scale + shift + r).max(0.0);
+            }
+        }
+        (None, true) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v * scale + shift).max(0.0);
+            }
+        }
+        (None, false) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+}
+
+/// Sizes of one batch-norm call: `[N, C, H, W]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BnShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl BnShape {
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+/// A residual input: its data, dims `[N, C_r, H_r, W_r]` and shortcut.
+#[derive(Clone, Copy)]
+pub(crate) struct Residual<'a> {
+    pub data: &'a [f32],
+    pub dims: [usize; 4],
+    pub shortcut: Shortcut,
+}
+
+impl Residual<'_> {
+    /// The residual plane read by output plane `(i, ch)`, if any (none for a
+    /// zero-padded channel).
+    fn plane(&self, s: &BnShape, i: usize, ch: usize) -> Option<&[f32]> {
+        let [_, rc, rh, rw] = self.dims;
+        match self.shortcut {
+            Shortcut::Identity => Some(&self.data[(i * s.c + ch) * s.plane()..][..s.plane()]),
+            Shortcut::ZeroPad { pad, .. } => (ch >= pad && ch < pad + rc)
+                .then(|| &self.data[(i * rc + ch - pad) * rh * rw..][..rh * rw]),
+        }
+    }
+
+    /// The subsampling step (1 for the identity).
+    fn stride(&self) -> usize {
+        match self.shortcut {
+            Shortcut::Identity => 1,
+            Shortcut::ZeroPad { stride, .. } => stride,
+        }
+    }
+}
+
+/// Forward pass: statistics and output of `[relu](γ·x̂ + β [+ shortcut(r)])`
+/// (a residual implies the ReLU).
+pub(crate) fn forward(
+    x: &[f32],
+    s: BnShape,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+    residual: Option<Residual<'_>>,
+) -> (Vec<f32>, BatchStats) {
+    let (c, p) = (s.c, s.plane());
+    let stats = channel_stats(x, s.n, c, p, eps);
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(p)
+        .zip(x.par_chunks(p))
+        .enumerate()
+        .for_each_init(Vec::new, |row, (plane, (out, inp))| {
+            simd(|| {
+                let (i, ch) = (plane / c, plane % c);
+                let (scale, shift) = affine(stats[ch], gamma[ch], beta[ch]);
+                let Some(res) = residual else {
+                    return affine_row(out, inp, None, scale, shift, relu);
+                };
+                let Some(src) = res.plane(&s, i, ch) else {
+                    return affine_row(out, inp, None, scale, shift, true);
+                };
+                let stride = res.stride();
+                if stride == 1 && src.len() == p {
+                    return affine_row(out, inp, Some(src), scale, shift, true);
+                }
+                // Shortcut A: gather the subsampled residual row by row.
+                let rw = res.dims[3];
+                row.resize(s.w, 0f32);
+                for (k, (o, v)) in out
+                    .chunks_exact_mut(s.w)
+                    .zip(inp.chunks_exact(s.w))
+                    .enumerate()
+                {
+                    let line = &src[k * stride * rw..];
+                    for (d, r) in row.iter_mut().zip(line.iter().step_by(stride)) {
+                        *d = *r;
+                    }
+                    affine_row(o, v, Some(row), scale, shift, true);
+                }
+            })
+        });
+    (y, stats)
+}
+
+/// `g = ∂y`, zeroed where the ReLU cut the output (`y ≤ 0`) when `RELU`.
+#[inline(always)]
+fn masked<const RELU: bool>(dy: f32, y: f32) -> f32 {
+    if RELU && y <= 0.0 {
+        0.0
+    } else {
+        dy
+    }
+}
+
+/// `(Σ g, Σ g·(x − mean))` over one plane, in f64 on 8 interleaved lanes (the
+/// loop vectorises) in an order fixed by the length alone.
+#[inline(always)]
+fn plane_grad_sums<const RELU: bool>(x: &[f32], y: &[f32], dy: &[f32], mean: f64) -> (f64, f64) {
+    let (mut sg, mut sgx) = ([0f64; 8], [0f64; 8]);
+    let (cx, cy, cd) = (x.chunks_exact(8), y.chunks_exact(8), dy.chunks_exact(8));
+    let (mut tg, mut tgx) = (0f64, 0f64);
+    for ((&xv, &yv), &dv) in cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .zip(cd.remainder())
+    {
+        let g = masked::<RELU>(dv, yv) as f64;
+        tg += g;
+        tgx += g * (xv as f64 - mean);
+    }
+    for ((xc, yc), dc) in cx.zip(cy).zip(cd) {
+        // Iterators, not indices: the loop then vectorises.
+        for ((((a, b), &xv), &yv), &dv) in sg.iter_mut().zip(&mut sgx).zip(xc).zip(yc).zip(dc) {
+            let g = masked::<RELU>(dv, yv) as f64;
+            *a += g;
+            *b += g * (xv as f64 - mean);
+        }
+    }
+    (sg.iter().sum::<f64>() + tg, sgx.iter().sum::<f64>() + tgx)
+}
+
+/// `∂x` of one plane (and `g` into `dr` when given).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn plane_input_grad<const RELU: bool>(
+    dx: &mut [f32],
+    dr: Option<&mut [f32]>,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    (mean, inv_std): (f64, f64),
+    (k, m, sg, sgx): (f64, f64, f64, f64),
+) {
+    let dx_of = |xv: f32, g: f32| -> f32 {
+        let xhat = (xv as f64 - mean) * inv_std;
+        (k * (m * g as f64 - sg - xhat * sgx)) as f32
+    };
+    let xyd = x.iter().zip(y).zip(dy);
+    match dr {
+        Some(dr) => {
+            for ((d, r), ((&xv, &yv), &dv)) in dx.iter_mut().zip(dr).zip(xyd) {
+                let g = masked::<RELU>(dv, yv);
+                *r = g;
+                *d = dx_of(xv, g);
+            }
+        }
+        None => {
+            for (d, ((&xv, &yv), &dv)) in dx.iter_mut().zip(xyd) {
+                *d = dx_of(xv, masked::<RELU>(dv, yv));
+            }
+        }
+    }
+}
+
+/// Where the gradient of a residual goes: the residual's dims, its
+/// shortcut and a buffer of the residual's size, zero where the shortcut
+/// reads nothing (the positions it reads are overwritten).
+pub(crate) struct ResidualGrad<'a> {
+    pub dims: [usize; 4],
+    pub shortcut: Shortcut,
+    pub out: &'a mut [f32],
+}
+
+/// Gradients `(∂x, ∂γ, ∂β)` of `[relu](γ·x̂ + β [+ shortcut(r)])` from the
+/// input `x`, the output `y` (which gives the ReLU's mask) and `∂y`; with a
+/// residual, `∂r` is written into its buffer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    s: BnShape,
+    stats: &BatchStats,
+    gamma: &[f32],
+    relu: bool,
+    residual: Option<ResidualGrad<'_>>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (n, c, p) = (s.n, s.c, s.plane());
+    let relu = relu || residual.is_some();
+    // Σ g and Σ g·x̂ per channel.
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            simd(|| {
+                let (mean, inv_std, _) = stats[ch];
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for i in 0..n {
+                    let r = (i * c + ch) * p..(i * c + ch + 1) * p;
+                    let (a, b) = if relu {
+                        plane_grad_sums::<true>(&x[r.clone()], &y[r.clone()], &dy[r], mean)
+                    } else {
+                        plane_grad_sums::<false>(&x[r.clone()], &y[r.clone()], &dy[r], mean)
+                    };
+                    sg += a;
+                    sgx += b;
+                }
+                (sg, sgx * inv_std)
+            })
+        })
+        .collect();
+    let m = (n * p) as f64;
+    let mut dx = vec![0f32; x.len()];
+    let plane = |(plane, (dx, dr)): (usize, (&mut [f32], Option<&mut [f32]>))| {
+        let ch = plane % c;
+        let (mean, inv_std, _) = stats[ch];
+        let (sg, sgx) = sums[ch];
+        let k = gamma[ch] as f64 * inv_std / m;
+        let r = plane * p..(plane + 1) * p;
+        let (x, y, dy) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+        simd(|| {
+            if relu {
+                plane_input_grad::<true>(dx, dr, x, y, dy, (mean, inv_std), (k, m, sg, sgx));
+            } else {
+                plane_input_grad::<false>(dx, dr, x, y, dy, (mean, inv_std), (k, m, sg, sgx));
+            }
+        })
+    };
+    let mut residual = residual;
+    match residual.as_mut() {
+        Some(ResidualGrad {
+            shortcut: Shortcut::Identity,
+            out,
+            ..
+        }) => dx
+            .par_chunks_mut(p)
+            .zip(out.par_chunks_mut(p))
+            .enumerate()
+            .for_each(|(i, (dx, dr))| plane((i, (dx, Some(dr))))),
+        _ => dx
+            .par_chunks_mut(p)
+            .enumerate()
+            .for_each(|(i, dx)| plane((i, (dx, None)))),
+    }
+    if let Some(ResidualGrad {
+        dims: [_, rc, rh, rw],
+        shortcut: Shortcut::ZeroPad { stride, pad },
+        out,
+    }) = residual
+    {
+        // ∂r: the masked gradient of the residual's channels scattered back
+        // to the subsampled positions.
+        out.par_chunks_mut(rh * rw)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let (i, ch) = (plane / rc, plane % rc + pad);
+                let r = (i * c + ch) * p..(i * c + ch + 1) * p;
+                let (y, dy) = (&y[r.clone()], &dy[r]);
+                for (k, (yr, dr)) in y.chunks_exact(s.w).zip(dy.chunks_exact(s.w)).enumerate() {
+                    let line = &mut dst[k * stride * rw..];
+                    for (d, (&yv, &dv)) in line.iter_mut().step_by(stride).zip(yr.iter().zip(dr)) {
+                        *d = masked::<true>(dv, yv);
+                    }
+                }
+            });
+    }
+    let dgamma = sums.iter().map(|s| s.1 as f32).collect();
+    let dbeta = sums.iter().map(|s| s.0 as f32).collect();
+    (dx, dgamma, dbeta)
+}
+
+/// The statistics of a forward pass, or those recomputed from `x`.
+fn stats_or_recompute(
+    slot: &Mutex<Option<BatchStats>>,
+    x: &[f32],
+    s: BnShape,
+    eps: f64,
+) -> BatchStats {
+    match slot.lock().ok().and_then(|s| s.clone()) {
+        Some(stats) if stats.len() == s.c => stats,
+        _ => channel_stats(x, s.n, s.c, s.plane(), eps),
+    }
+}
+
+/// `y = γ·x̂ + β` (then ReLU if `relu`), inputs `(x, γ, β)`.
+pub(crate) struct BatchNormTrainOp {
+    pub eps: f64,
+    pub relu: bool,
+    /// Statistics of the forward pass: read by the caller for the running
+    /// statistics and by the backward pass, which then need not recompute them.
+    pub stats: Arc<Mutex<Option<BatchStats>>>,
+}
+
+fn bn_shape(x: &[usize], gamma: &[usize], beta: &[usize]) -> Result<BnShape> {
+    let (n, c, _) = dims(x, gamma, beta)?;
+    Ok(BnShape {
+        n,
+        c,
+        h: x[2],
+        w: x[3],
+    })
 }
 
 impl CustomOp3 for BatchNormTrainOp {
@@ -97,29 +493,11 @@ impl CustomOp3 for BatchNormTrainOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, p) = dims(l1.dims(), l2.dims(), l3.dims())?;
+        let s = bn_shape(l1.dims(), l2.dims(), l3.dims())?;
         let x = contiguous_f32(s1, l1, "batch_norm input")?;
         let gamma = contiguous_f32(s2, l2, "batch_norm weight")?;
         let beta = contiguous_f32(s3, l3, "batch_norm bias")?;
-        let stats = channel_stats(x, n, c, p, self.eps);
-        let mut y = vec![0f32; x.len()];
-        let relu = self.relu;
-        y.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .enumerate()
-            .for_each(|(plane, (out, inp))| {
-                let ch = plane % c;
-                let (scale, shift) = affine(stats[ch], gamma[ch], beta[ch]);
-                if relu {
-                    for (o, &v) in out.iter_mut().zip(inp) {
-                        *o = (v * scale + shift).max(0.0);
-                    }
-                } else {
-                    for (o, &v) in out.iter_mut().zip(inp) {
-                        *o = v * scale + shift;
-                    }
-                }
-            });
+        let (y, stats) = forward(x, s, gamma, beta, self.eps, self.relu, None);
         if let Ok(mut slot) = self.stats.lock() {
             *slot = Some(stats);
         }
@@ -134,38 +512,82 @@ impl CustomOp3 for BatchNormTrainOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, p) = dims(x.dims(), gamma.dims(), beta.dims())?;
-        let op = BatchNormBackwardOp {
-            eps: self.eps,
-            relu: self.relu,
-            stats: self.stats.lock().ok().and_then(|s| s.clone()),
-        };
-        // One op computes the three gradients (they share every sum); they
-        // come back packed as [∂x (N·C·H·W), ∂γ (C), ∂β (C)].
-        // Where the fused ReLU cut the output is recomputed from x, γ and β.
-        let _ = y;
-        let dy = dy.contiguous()?;
-        let params = Tensor::cat(&[gamma, beta], 0)?;
-        let packed = x.contiguous()?.apply_op3_no_bwd(&params, &dy, &op)?;
-        let len = n * c * p;
-        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dgamma = packed.narrow(0, len, c)?;
-        let dbeta = packed.narrow(0, len + c, c)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        let s = bn_shape(x.dims(), gamma.dims(), beta.dims())?;
+        let (x, y, dy, gamma) = (
+            x.contiguous()?,
+            y.contiguous()?,
+            dy.contiguous()?,
+            gamma.contiguous()?,
+        );
+        if dy.dims() != x.dims() {
+            bail!(
+                "batch_norm backward: input {:?} and gradient {:?} differ",
+                x.dims(),
+                dy.dims()
+            )
+        }
+        let (sx, lx) = x.storage_and_layout();
+        let (sy, ly) = y.storage_and_layout();
+        let (sd, ld) = dy.storage_and_layout();
+        let (sg, lg) = gamma.storage_and_layout();
+        let xv = cpu_f32(&sx, lx, "batch_norm backward input")?;
+        let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
+        let (dx, dgamma, dbeta) = backward(
+            xv,
+            cpu_f32(&sy, ly, "batch_norm backward output")?,
+            cpu_f32(&sd, ld, "batch_norm backward gradient")?,
+            s,
+            &stats,
+            cpu_f32(&sg, lg, "batch_norm backward weight")?,
+            self.relu,
+            None,
+        );
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dgamma, s.c, dev)?),
+            Some(Tensor::from_vec(dbeta, s.c, dev)?),
+        ))
     }
 }
 
-/// Packed gradients of [`BatchNormTrainOp`]; inputs `(x, [γ; β], ∂y)`.
-struct BatchNormBackwardOp {
-    eps: f64,
-    relu: bool,
-    /// The forward pass's statistics (recomputed from `x` when absent).
-    stats: Option<BatchStats>,
+/// `y = max(0, γ·x̂ + β + shortcut(r))`, inputs `(x, r, [γ; β])`.
+pub(crate) struct BatchNormAddReluOp {
+    pub eps: f64,
+    pub shortcut: Shortcut,
+    /// Statistics of the forward pass, as in [`BatchNormTrainOp`].
+    pub stats: Arc<Mutex<Option<BatchStats>>>,
 }
 
-impl CustomOp3 for BatchNormBackwardOp {
+/// Shape of `x`, `C` from the packed `[γ; β]` of `params` dims, and the
+/// residual's dims, all checked.
+fn residual_shape(
+    x: &[usize],
+    r: &[usize],
+    params: &[usize],
+    shortcut: Shortcut,
+) -> Result<(BnShape, [usize; 4])> {
+    let &[two_c] = params else {
+        bail!("batch_norm: expected packed parameters [2C], got {params:?}")
+    };
+    let half = [two_c / 2];
+    let s = bn_shape(x, &half, &half)?;
+    if two_c != 2 * s.c {
+        bail!(
+            "batch_norm: packed parameters {params:?} for {} channels",
+            s.c
+        )
+    }
+    shortcut.check(x, r)?;
+    let &[a, b, c, d] = r else {
+        bail!("batch_norm: expected a 4-d residual, got {r:?}")
+    };
+    Ok((s, [a, b, c, d]))
+}
+
+impl CustomOp3 for BatchNormAddReluOp {
     fn name(&self) -> &'static str {
-        "kdprune-batch-norm-backward"
+        "kdprune-batch-norm-add-relu-train"
     }
 
     fn cpu_fwd(
@@ -177,79 +599,98 @@ impl CustomOp3 for BatchNormBackwardOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "batch_norm backward input")?;
-        let params = contiguous_f32(s2, l2, "batch_norm backward parameters")?;
-        let dy = contiguous_f32(s3, l3, "batch_norm backward gradient")?;
-        if l1.dims() != l3.dims() {
+        let (s, rdims) = residual_shape(l1.dims(), l2.dims(), l3.dims(), self.shortcut)?;
+        let x = contiguous_f32(s1, l1, "batch_norm input")?;
+        let r = contiguous_f32(s2, l2, "batch_norm residual")?;
+        let params = contiguous_f32(s3, l3, "batch_norm parameters")?;
+        let (gamma, beta) = params.split_at(s.c);
+        let residual = Residual {
+            data: r,
+            dims: rdims,
+            shortcut: self.shortcut,
+        };
+        let (y, stats) = forward(x, s, gamma, beta, self.eps, true, Some(residual));
+        if let Ok(mut slot) = self.stats.lock() {
+            *slot = Some(stats);
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        r: &Tensor,
+        params: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (s, rdims) = residual_shape(x.dims(), r.dims(), params.dims(), self.shortcut)?;
+        let (x, y, dy, params) = (
+            x.contiguous()?,
+            y.contiguous()?,
+            dy.contiguous()?,
+            params.contiguous()?,
+        );
+        if dy.dims() != x.dims() {
             bail!(
                 "batch_norm backward: input {:?} and gradient {:?} differ",
-                l1.dims(),
-                l3.dims()
+                x.dims(),
+                dy.dims()
             )
         }
-        let c = params.len() / 2;
-        let (gamma, beta) = params.split_at(c);
-        let (n, c, p) = dims(l1.dims(), &[c], &[c])?;
-        let len = n * c * p;
-        let stats = match &self.stats {
-            Some(stats) if stats.len() == c => stats.clone(),
-            _ => channel_stats(x, n, c, p, self.eps),
+        let (sx, lx) = x.storage_and_layout();
+        let (sy, ly) = y.storage_and_layout();
+        let (sd, ld) = dy.storage_and_layout();
+        let (sp, lp) = params.storage_and_layout();
+        let xv = cpu_f32(&sx, lx, "batch_norm backward input")?;
+        let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
+        let mut dr = vec![0f32; r.elem_count()];
+        let (dx, dgamma, dbeta) = backward(
+            xv,
+            cpu_f32(&sy, ly, "batch_norm backward output")?,
+            cpu_f32(&sd, ld, "batch_norm backward gradient")?,
+            s,
+            &stats,
+            &cpu_f32(&sp, lp, "batch_norm backward parameters")?[..s.c],
+            true,
+            Some(ResidualGrad {
+                dims: rdims,
+                shortcut: self.shortcut,
+                out: &mut dr,
+            }),
+        );
+        let dev = x.device();
+        let dr = if r.track_op() {
+            Some(Tensor::from_vec(dr, r.shape(), dev)?)
+        } else {
+            None
         };
-        let relu = self.relu;
-        // The incoming gradient, zero where the fused ReLU cut γ·x̂ + β.
-        // Same f32 arithmetic as the forward pass, so the cut is the same.
-        let affine: Vec<(f32, f32)> = (0..c)
-            .map(|ch| affine(stats[ch], gamma[ch], beta[ch]))
-            .collect();
-        let grad = |i: usize, ch: usize| -> f32 {
-            if relu {
-                let (scale, shift) = affine[ch];
-                if x[i] * scale + shift <= 0.0 {
-                    return 0.0;
-                }
-            }
-            dy[i]
-        };
-        // Σ g and Σ g·x̂ per channel.
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mean, inv_std, _) = stats[ch];
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for i in 0..n {
-                    let start = (i * c + ch) * p;
-                    for (k, &xv) in (start..start + p).zip(&x[start..start + p]) {
-                        let g = grad(k, ch) as f64;
-                        sg += g;
-                        sgx += g * (xv as f64 - mean) * inv_std;
-                    }
-                }
-                (sg, sgx)
-            })
-            .collect();
-        let mut out = vec![0f32; len + 2 * c];
-        let m = (n * p) as f64;
-        out[..len]
-            .par_chunks_mut(p)
-            .enumerate()
-            .for_each(|(plane, dx)| {
-                let ch = plane % c;
-                let (mean, inv_std, _) = stats[ch];
-                let (sg, sgx) = sums[ch];
-                let k = gamma[ch] as f64 * inv_std / m;
-                let start = plane * p;
-                for (j, d) in dx.iter_mut().enumerate() {
-                    let idx = start + j;
-                    let xhat = (x[idx] as f64 - mean) * inv_std;
-                    *d = (k * (m * grad(idx, ch) as f64 - sg - xhat * sgx)) as f32;
-                }
-            });
-        for ch in 0..c {
-            out[len + ch] = sums[ch].1 as f32;
-            out[len + c + ch] = sums[ch].0 as f32;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(len + 2 * c)))
+        let mut dparams = dgamma;
+        dparams.extend(dbeta);
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            dr,
+            Some(Tensor::from_vec(dparams, 2 * s.c, dev)?),
+        ))
     }
+}
+
+/// The batch `(mean, biased variance)` from an op's statistics slot.
+pub(crate) fn stats_tensors(
+    slot: &Mutex<Option<BatchStats>>,
+    xs: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let stats = slot.lock().ok().and_then(|s| s.clone());
+    let Some(stats) = stats else {
+        bail!("batch_norm: the kernel left no statistics")
+    };
+    let c = stats.len();
+    let mean = stats.iter().map(|s| s.0 as f32).collect();
+    let var = stats.iter().map(|s| s.2 as f32).collect();
+    Ok((
+        Tensor::from_vec(mean, c, xs.device())?,
+        Tensor::from_vec(var, c, xs.device())?,
+    ))
 }
 
 /// Training-mode batch norm (ReLU fused when `relu`) with kdprune's CPU
@@ -271,18 +712,43 @@ pub fn batch_norm_train(
     let y = xs
         .contiguous()?
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-    let stats = slot.lock().ok().and_then(|s| s.clone());
-    let Some(stats) = stats else {
-        bail!("batch_norm: the kernel left no statistics")
+    let (mean, var) = stats_tensors(&slot, xs)?;
+    Ok((y, mean, var))
+}
+
+/// The end of a residual block in one kernel, training mode:
+/// `max(0, batch_norm(xs) + shortcut(residual))` with kdprune's CPU kernel,
+/// and the batch `(mean, biased variance)` of `xs` per channel. The gradient
+/// reaches `xs`, `gamma`, `beta` and `residual`; the sum and the ReLU cost no
+/// pass, buffer or graph node of their own. Only f32 tensors on the CPU.
+pub fn batch_norm_add_relu_train(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    residual: &Tensor,
+    shortcut: Shortcut,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, c, _, _) = xs.dims4()?;
+    if gamma.dims() != [c] || beta.dims() != [c] {
+        bail!(
+            "batch_norm: weight and bias must be [{c}], got {:?} and {:?}",
+            gamma.dims(),
+            beta.dims()
+        )
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let op = BatchNormAddReluOp {
+        eps,
+        shortcut,
+        stats: slot.clone(),
     };
-    let c = stats.len();
-    let mean = stats.iter().map(|s| s.0 as f32).collect();
-    let var = stats.iter().map(|s| s.2 as f32).collect();
-    Ok((
-        y,
-        Tensor::from_vec(mean, c, xs.device())?,
-        Tensor::from_vec(var, c, xs.device())?,
-    ))
+    let params = Tensor::cat(&[gamma, beta], 0)?;
+    let y = xs
+        .contiguous()?
+        .apply_op3(&residual.contiguous()?, &params, op)?;
+    let (mean, var) = stats_tensors(&slot, xs)?;
+    Ok((y, mean, var))
 }
 
 /// The same computation as [`batch_norm_train`] from candle's differentiable
@@ -304,4 +770,19 @@ pub fn batch_norm_train_candle(
         .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
     let y = if relu { y.relu()? } else { y };
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
+}
+
+/// The same computation as [`batch_norm_add_relu_train`] from candle's
+/// differentiable ops, on any device.
+pub fn batch_norm_add_relu_train_candle(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    residual: &Tensor,
+    shortcut: Shortcut,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (y, mean, var) = batch_norm_train_candle(xs, gamma, beta, eps, false)?;
+    let r = shortcut.apply_candle(residual, xs.dims())?;
+    Ok(((y + r)?.relu()?, mean, var))
 }

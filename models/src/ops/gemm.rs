@@ -28,6 +28,24 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// The `rows × cols` matrix whose element `(i, j)` is
+    /// `data[i * row_stride + j * col_stride]`.
+    pub(crate) fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
     /// The transpose, without moving data.
     pub(crate) fn t(self) -> Self {
         Self {
@@ -50,18 +68,38 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// A writable row-major matrix inside a slice.
+/// A writable strided matrix inside a slice: element `(i, j)` is
+/// `data[i * row_stride + j * col_stride]`.
 #[derive(Debug)]
 pub(crate) struct MatMut<'a> {
     data: &'a mut [f32],
     rows: usize,
     cols: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 impl<'a> MatMut<'a> {
     /// The `rows × cols` row-major matrix at the start of `data`.
     pub(crate) fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, without moving data.
+    pub(crate) fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 }
 
@@ -71,6 +109,11 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 }
 
 /// `c = a·b`, or `c += a·b` when `accumulate` is set; single-threaded.
+///
+/// The `gemm` crate runs its microkernel along the contiguous axis of `c`
+/// (it transposes the product when `c` is row-major), and packs an operand
+/// whose elements along that axis are strided: callers pick the orientation
+/// of `c` so that the big operand need not be packed.
 ///
 /// # Panics
 /// When the shapes disagree or a view reaches past its slice: both are
@@ -89,7 +132,7 @@ pub(crate) fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
         n
     );
     assert!(
-        a.fits() && b.fits() && fits(c.data.len(), m, n, n, 1),
+        a.fits() && b.fits() && fits(c.data.len(), m, n, c.row_stride, c.col_stride),
         "matmul: a view reaches past its buffer"
     );
     if m == 0 || n == 0 {
@@ -97,12 +140,16 @@ pub(crate) fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
     }
     if k == 0 {
         if !accumulate {
-            c.data[..m * n].fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    c.data[i * c.row_stride + j * c.col_stride] = 0.0;
+                }
+            }
         }
         return;
     }
     // SAFETY: the asserts above guarantee that every index the product reads
-    // (`a`, `b`) or writes (`c`, row-major) lies inside its slice; `c` is a
+    // (`a`, `b`) or writes (`c`) lies inside its slice; `c` is a
     // unique borrow, so it cannot alias `a` or `b`.
     unsafe {
         gemm::gemm(
@@ -110,8 +157,8 @@ pub(crate) fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
             n,
             k,
             c.data.as_mut_ptr(),
-            1,
-            n as isize,
+            c.col_stride as isize,
+            c.row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

@@ -7,6 +7,12 @@
 //! - [`max_pool2d`], [`avg_pool2d`]: any kernel, stride and padding, forward
 //!   and backward (candle has a backward only for kernel = stride, and its
 //!   max-pool backward scales the gradient of a window maximum by `1/(kh·kw)`).
+//! - [`batch_norm_train`] (with a fused ReLU) and [`batch_norm_add_relu_train`]
+//!   (the end of a residual block: batch norm, shortcut sum and ReLU in one
+//!   pass, shortcut A included): training-mode batch norm, sums in f64.
+//! - [`basic_block_train`]: a whole residual basic block (conv · BN · ReLU ·
+//!   conv · BN, + shortcut, ReLU) as one op, so that candle's autograd does
+//!   not zero-fill and add a gradient buffer for each of its nine nodes.
 //!
 //! They run on f32 tensors on the CPU. The networks choose through [`Kernels`]:
 //! [`Kernels::Auto`] takes these kernels on the CPU and candle's own ops on
@@ -32,14 +38,19 @@
 //! ```
 
 mod batch_norm;
+mod block;
 mod conv;
 mod gemm;
 mod pool;
 
-pub use batch_norm::{batch_norm_train, batch_norm_train_candle};
+pub use batch_norm::{
+    batch_norm_add_relu_train, batch_norm_add_relu_train_candle, batch_norm_train,
+    batch_norm_train_candle, Shortcut,
+};
+pub use block::{basic_block_train, basic_block_train_candle, BlockBn, BlockConv, BlockOutput};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, StorageRef, Tensor};
 use candle_nn::{Conv2dConfig, Module};
 use serde::{Deserialize, Serialize};
 
@@ -316,6 +327,46 @@ impl Kernels {
             batch_norm_train_candle(xs, gamma, beta, eps, relu)
         }
     }
+
+    /// A residual basic block in training mode ([`basic_block_train`], one
+    /// op, or [`basic_block_train_candle`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn basic_block_train(
+        self,
+        xs: &Tensor,
+        conv1: BlockConv<'_>,
+        bn1: BlockBn<'_>,
+        conv2: BlockConv<'_>,
+        bn2: BlockBn<'_>,
+        shortcut: Shortcut,
+        eps: f64,
+    ) -> Result<BlockOutput> {
+        if self.native(xs) {
+            basic_block_train(xs, conv1, bn1, conv2, bn2, shortcut, eps)
+        } else {
+            basic_block_train_candle(xs, conv1, bn1, conv2, bn2, shortcut, eps)
+        }
+    }
+
+    /// The end of a residual block, training mode:
+    /// `max(0, batch_norm(xs) + shortcut(residual))` and the batch
+    /// `(mean, biased variance)` of `xs` ([`batch_norm_add_relu_train`] or
+    /// [`batch_norm_add_relu_train_candle`]).
+    pub fn batch_norm_add_relu_train(
+        self,
+        xs: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+        residual: &Tensor,
+        shortcut: Shortcut,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        if self.native(xs) && self.native(residual) {
+            batch_norm_add_relu_train(xs, gamma, beta, eps, residual, shortcut)
+        } else {
+            batch_norm_add_relu_train_candle(xs, gamma, beta, eps, residual, shortcut)
+        }
+    }
 }
 
 /// The contiguous f32 elements of a CPU tensor, or an error naming `what`.
@@ -329,6 +380,51 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> R
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Runs `f` inside a function compiled for AVX-512 or AVX2 when the CPU has
+/// them (detected at run time, once), else as it is.
+///
+/// The crate is built for baseline x86-64 (SSE2), where the element-wise
+/// loops of the kernels (batch norm, im2col, col2im) stay scalar: inlined
+/// into these wrappers, the same loops vectorise. The arithmetic is the same
+/// on every path (no fused multiply-add is introduced and every reduction
+/// keeps its lane order), so the results are the same bits.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { with_avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The contiguous f32 data behind a CPU storage guard (from
+/// `Tensor::storage_and_layout`), or an error naming `what`.
+fn cpu_f32<'a>(storage: &'a StorageRef<'_>, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    match &**storage {
+        Storage::Cpu(s) => contiguous_f32(s, layout, what),
+        _ => bail!("{what}: kdprune's CPU kernels take CPU tensors"),
     }
 }
 

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
 
 use crate::init::{Init, ParamSpec};
-use crate::ops::Kernels;
+use crate::ops::{BlockBn, BlockConv, Kernels, Shortcut};
 
 /// A non-trainable tensor of a network (batch-norm running statistics).
 #[derive(Clone, Debug, PartialEq)]
@@ -219,6 +219,14 @@ impl Conv {
     pub fn forward(&self, xs: &Tensor, k: Kernels) -> Result<Tensor> {
         k.conv2d(&self.layer, xs)
     }
+
+    /// Weight and configuration, for a fused block; `None` with a bias.
+    pub(crate) fn block_conv(&self) -> Option<BlockConv<'_>> {
+        self.layer.bias().is_none().then(|| BlockConv {
+            weight: self.layer.weight(),
+            cfg: self.layer.config(),
+        })
+    }
 }
 
 /// Batch normalisation over the channels of `[N, C, H, W]` (PyTorch's
@@ -245,41 +253,97 @@ pub const BN_MOMENTUM: f64 = 0.1;
 impl BatchNorm2d {
     /// Normalised `xs`, then ReLU when `relu`.
     pub fn forward(&self, xs: &Tensor, train: bool, relu: bool, k: Kernels) -> Result<Tensor> {
-        let Some((running_mean, running_var)) = &self.running else {
-            candle_core::bail!("batch norm of a dry build cannot run")
-        };
-        let (n, c, h, w) = xs.dims4()?;
         if train {
-            let m = n * h * w;
-            if m < 2 {
-                candle_core::bail!(
-                    "batch norm in training mode needs more than one value per channel, got input {:?}",
-                    xs.dims()
-                )
-            }
+            self.check_train(xs)?;
             let (y, mean, var) = k.batch_norm_train(xs, &self.weight, &self.bias, BN_EPS, relu)?;
-            let unbiased = (var.detach() * (m as f64 / (m - 1) as f64))?;
-            let new_mean = ((running_mean.as_tensor() * (1.0 - BN_MOMENTUM))?
-                + (mean.detach() * BN_MOMENTUM)?)?;
-            let new_var =
-                ((running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
-            running_mean.set(&new_mean.to_dtype(DType::F32)?)?;
-            running_var.set(&new_var.to_dtype(DType::F32)?)?;
+            self.update_running(xs, &mean, &var)?;
             return Ok(y);
         }
-        let inv_std = (running_var.as_tensor().detach() + BN_EPS)?
-            .sqrt()?
-            .recip()?;
-        let scale = (&self.weight * inv_std)?;
-        let shift = (&self.bias - (running_mean.as_tensor().detach() * &scale)?)?;
-        let y = xs
-            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+        let y = self.eval(xs)?;
         if relu {
             y.relu()
         } else {
             Ok(y)
         }
+    }
+
+    /// `max(0, bn(xs) + shortcut(residual))`: the end of a residual block,
+    /// one kernel in training mode on the CPU (see
+    /// [`Kernels::batch_norm_add_relu_train`]).
+    pub fn forward_add_relu(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        shortcut: Shortcut,
+        train: bool,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        if train {
+            self.check_train(xs)?;
+            let (y, mean, var) = k.batch_norm_add_relu_train(
+                xs,
+                &self.weight,
+                &self.bias,
+                BN_EPS,
+                residual,
+                shortcut,
+            )?;
+            self.update_running(xs, &mean, &var)?;
+            return Ok(y);
+        }
+        (self.eval(xs)? + shortcut.apply_candle(residual, xs.dims())?)?.relu()
+    }
+
+    /// `γ` and `β`, for a fused block.
+    pub(crate) fn block_bn(&self) -> BlockBn<'_> {
+        BlockBn {
+            gamma: &self.weight,
+            beta: &self.bias,
+        }
+    }
+
+    fn check_train(&self, xs: &Tensor) -> Result<()> {
+        let (n, _, h, w) = xs.dims4()?;
+        if n * h * w < 2 {
+            candle_core::bail!(
+                "batch norm in training mode needs more than one value per channel, got input {:?}",
+                xs.dims()
+            )
+        }
+        Ok(())
+    }
+
+    /// Moves the running statistics towards the batch `(mean, biased
+    /// variance)` of `xs` (the batch norm's input).
+    pub(crate) fn update_running(&self, xs: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {
+        let Some((running_mean, running_var)) = &self.running else {
+            candle_core::bail!("batch norm of a dry build cannot run")
+        };
+        let (n, _, h, w) = xs.dims4()?;
+        let m = n * h * w;
+        let unbiased = (var.detach() * (m as f64 / (m - 1) as f64))?;
+        let new_mean =
+            ((running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean.detach() * BN_MOMENTUM)?)?;
+        let new_var =
+            ((running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+        running_mean.set(&new_mean.to_dtype(DType::F32)?)?;
+        running_var.set(&new_var.to_dtype(DType::F32)?)?;
+        Ok(())
+    }
+
+    /// Evaluation mode: `xs` normalised with the running statistics.
+    fn eval(&self, xs: &Tensor) -> Result<Tensor> {
+        let Some((running_mean, running_var)) = &self.running else {
+            candle_core::bail!("batch norm of a dry build cannot run")
+        };
+        let (_, c, _, _) = xs.dims4()?;
+        let inv_std = (running_var.as_tensor().detach() + BN_EPS)?
+            .sqrt()?
+            .recip()?;
+        let scale = (&self.weight * inv_std)?;
+        let shift = (&self.bias - (running_mean.as_tensor().detach() * &scale)?)?;
+        xs.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)
     }
 }
 

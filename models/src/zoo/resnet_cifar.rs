@@ -17,10 +17,10 @@
 
 use candle_core::{Result, Tensor};
 
-use super::layers::{BatchNorm2d, Builder, Conv};
+use super::layers::{BatchNorm2d, Builder, Conv, BN_EPS};
 use super::{feature, head, run_stages, InputPlan, StageBlock};
 use crate::model::ModelOutput;
-use crate::ops::Kernels;
+use crate::ops::{self, Kernels};
 
 #[derive(Clone, Debug)]
 enum Shortcut {
@@ -83,35 +83,70 @@ impl BasicBlock {
     }
 }
 
-impl StageBlock for BasicBlock {
-    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
-        let h = self
-            .bn1
-            .forward(&self.conv1.forward(xs, k)?, train, true, k)?;
-        let h = self
-            .bn2
-            .forward(&self.conv2.forward(&h, k)?, train, false, k)?;
-        let short = match &self.shortcut {
-            Shortcut::Identity => xs.clone(),
-            Shortcut::ZeroPad { stride, pad } => {
-                subsample(xs, *stride, h.dim(2)?, h.dim(3)?)?.pad_with_zeros(1, *pad, *pad)?
-            }
-            Shortcut::Projection(conv, bn) => bn.forward(&conv.forward(xs, k)?, train, false, k)?,
-        };
-        (h + short)?.relu()
+impl BasicBlock {
+    /// The shortcut as a fused kernel takes it (`None` for a projection).
+    fn fused_shortcut(&self) -> Option<ops::Shortcut> {
+        match self.shortcut {
+            Shortcut::Identity => Some(ops::Shortcut::Identity),
+            Shortcut::ZeroPad { stride, pad } => Some(ops::Shortcut::ZeroPad { stride, pad }),
+            Shortcut::Projection(..) => None,
+        }
     }
 }
 
-/// `xs[:, :, ::s, ::s]` cut to `oh × ow`.
-pub(crate) fn subsample(xs: &Tensor, s: usize, oh: usize, ow: usize) -> Result<Tensor> {
-    if s == 1 {
-        return Ok(xs.clone());
+impl StageBlock for BasicBlock {
+    fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
+        // Training on the CPU: the whole block is one kernel (see
+        // `ops::basic_block_train`), unless its shortcut is a projection.
+        if let (true, true, Some(shortcut), Some(conv1), Some(conv2)) = (
+            train,
+            k.native(xs),
+            self.fused_shortcut(),
+            self.conv1.block_conv(),
+            self.conv2.block_conv(),
+        ) {
+            let out = k.basic_block_train(
+                xs,
+                conv1,
+                self.bn1.block_bn(),
+                conv2,
+                self.bn2.block_bn(),
+                shortcut,
+                BN_EPS,
+            )?;
+            // conv2 (3×3, stride 1, padding 1) keeps the size: both batch
+            // norms saw maps of the output's size.
+            self.bn1.update_running(&out.y, &out.bn1.0, &out.bn1.1)?;
+            self.bn2.update_running(&out.y, &out.bn2.0, &out.bn2.1)?;
+            return Ok(out.y);
+        }
+        let h = self
+            .bn1
+            .forward(&self.conv1.forward(xs, k)?, train, true, k)?;
+        let h = self.conv2.forward(&h, k)?;
+        // bn2, the shortcut's sum and the ReLU: one kernel on the CPU.
+        match &self.shortcut {
+            Shortcut::Identity => {
+                self.bn2
+                    .forward_add_relu(&h, xs, ops::Shortcut::Identity, train, k)
+            }
+            Shortcut::ZeroPad { stride, pad } => self.bn2.forward_add_relu(
+                &h,
+                xs,
+                ops::Shortcut::ZeroPad {
+                    stride: *stride,
+                    pad: *pad,
+                },
+                train,
+                k,
+            ),
+            Shortcut::Projection(conv, bn) => {
+                let short = bn.forward(&conv.forward(xs, k)?, train, false, k)?;
+                self.bn2
+                    .forward_add_relu(&h, &short, ops::Shortcut::Identity, train, k)
+            }
+        }
     }
-    let dev = xs.device();
-    let rows: Vec<u32> = (0..oh).map(|i| (i * s) as u32).collect();
-    let cols: Vec<u32> = (0..ow).map(|j| (j * s) as u32).collect();
-    xs.index_select(&Tensor::new(rows, dev)?, 2)?
-        .index_select(&Tensor::new(cols, dev)?, 3)
 }
 
 /// A CIFAR ResNet; see the module documentation.
