@@ -654,11 +654,28 @@ fn draw_accuracy<DB: DrawingBackend>(
     for (i, (method, points)) in plot.lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let line = color.stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(points.iter().map(|p| (p.x, p.mean)), line))
-            .map_err(plot_err)?
-            .label(method)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], line));
+        // Past the seven colours, lines are dashed so that no two methods
+        // look alike.
+        if (i / COLORS.len()) % 2 == 1 {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    points.iter().map(|p| (p.x, p.mean)),
+                    10,
+                    5,
+                    line,
+                ))
+                .map_err(plot_err)?
+                .label(method)
+                .legend(move |(x, y)| {
+                    plotters::element::DashedPathElement::new([(x, y), (x + 24, y)], 6, 4, line)
+                });
+        } else {
+            chart
+                .draw_series(LineSeries::new(points.iter().map(|p| (p.x, p.mean)), line))
+                .map_err(plot_err)?
+                .label(method)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], line));
+        }
         chart
             .draw_series(
                 points
