@@ -1,45 +1,12 @@
 //! End-to-end tests of the `kdprune` binary on the built-in digits data.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
+use common::{fails_with, kdprune, ok, p};
 use kdprune_models::checkpoint;
-
-fn kdprune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kdprune"))
-        .args(args)
-        .output()
-        .expect("failed to start kdprune")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kdprune failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Asserts a clean failure: non-zero exit, no panic, a message containing `needle`.
-fn fails_with(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(
-        stderr.to_lowercase().contains(&needle.to_lowercase()),
-        "stderr does not mention `{needle}`:\n{stderr}"
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn train_small(dir: &Path, name: &str, seed: &str, model: &str) -> PathBuf {
     let out = dir.join(name);

@@ -3,47 +3,15 @@
 //! for one epoch is pruned to 90 %, verified, and pruned again with the same
 //! seed to check that the masks are bit-identical.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Device;
+use common::{fails_with, kdprune, ok, p};
 use kdprune_models::checkpoint;
-
-fn kdprune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kdprune"))
-        .args(args)
-        .output()
-        .expect("failed to start kdprune")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kdprune failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Asserts a clean failure: non-zero exit, no panic, a message containing `needle`.
-fn fails_with(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(
-        stderr.to_lowercase().contains(&needle.to_lowercase()),
-        "stderr does not mention `{needle}`:\n{stderr}"
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// A LeNet-300-100 trained for one epoch on digits with seed 0.
 fn trained(dir: &Path) -> PathBuf {

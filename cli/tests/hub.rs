@@ -5,22 +5,12 @@
 #[path = "../../data/tests/common/mod.rs"]
 mod data_fixtures;
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::{kdprune, p};
 use data_fixtures::{png_gray, pseudo_bytes, put_in_hf_cache, write_hub_parquet};
-
-fn kdprune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kdprune"))
-        .args(args)
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .expect("failed to start kdprune")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// A Fashion-MNIST repository (`zalando-datasets/fashion_mnist`) with
 /// `n_train` and `n_test` 28×28 PNG images in the hf-hub cache `cache`.

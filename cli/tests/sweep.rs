@@ -2,23 +2,11 @@
 //! methods, two sparsities, one seed, one epoch per stage), its outputs, and
 //! resuming after an interruption.
 
+mod common;
+
+use common::{kdprune, ok};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn kdprune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kdprune"))
-        .args(args)
-        .output()
-        .expect("failed to start kdprune")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "kdprune failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use std::process::Output;
 
 const TINY: &str = r#"
 methods = ["magnitude", "teacher-guided"]

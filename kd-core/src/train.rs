@@ -59,16 +59,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// Checks the values a user can get wrong.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(KdError::InvalidConfig("batch size must be ≥ 1".into()));
-        }
-        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
-            return Err(KdError::InvalidConfig(format!(
-                "min_lr must be ≥ 0, got {}",
-                self.min_lr
-            )));
-        }
-        self.sgd.validate()?;
+        check_schedule(self.batch_size, self.min_lr, &self.sgd)?;
         self.loss.validate()
     }
 }
@@ -116,18 +107,23 @@ pub struct DistillConfig {
 impl DistillConfig {
     /// Checks the values a user can get wrong.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(KdError::InvalidConfig("batch size must be ≥ 1".into()));
-        }
-        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
-            return Err(KdError::InvalidConfig(format!(
-                "min_lr must be ≥ 0, got {}",
-                self.min_lr
-            )));
-        }
-        self.sgd.validate()?;
+        check_schedule(self.batch_size, self.min_lr, &self.sgd)?;
         self.objective.validate()
     }
+}
+
+/// The checks [`TrainConfig`] and [`DistillConfig`] share: batch size,
+/// final learning rate and optimizer settings.
+fn check_schedule(batch_size: usize, min_lr: f64, sgd: &SgdConfig) -> Result<()> {
+    if batch_size == 0 {
+        return Err(KdError::InvalidConfig("batch size must be ≥ 1".into()));
+    }
+    if !(min_lr.is_finite() && min_lr >= 0.0) {
+        return Err(KdError::InvalidConfig(format!(
+            "min_lr must be ≥ 0, got {min_lr}"
+        )));
+    }
+    sgd.validate()
 }
 
 impl From<&TrainConfig> for DistillConfig {

@@ -28,7 +28,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::Var;
 use clap::Args;
-use kd_core::{LossConfig, NoHook, SgdConfig, StepHook, StepInfo, TrainConfig, TrainReport};
+use kd_core::{
+    LossConfig, NoHook, SgdConfig, StepHook, StepInfo, TrainConfig, TrainData, TrainReport,
+};
 use kdprune_data::{Dataset, HubOptions};
 use kdprune_models::Model;
 use prune_core::importance::{self, Criterion};
@@ -266,14 +268,23 @@ impl SeedModels {
                 LossConfig::CrossEntropy,
                 seed ^ common::TEACHER_SALT,
             );
-            fit(&teacher, None, data, &tc, &mut NoHook, "teacher", verbose)?;
+            fit(
+                &teacher,
+                None,
+                &data.train_data(),
+                &tc,
+                &mut NoHook,
+                "teacher",
+                verbose,
+            )?;
             save(&teacher_path, &teacher, None, data, seed, "teacher")?;
             teacher
         };
         let dense_path = shared.join("dense.safetensors");
         let rewind_path = shared.join("rewind.safetensors");
-        let dense = if dense_path.exists() && rewind_path.exists() {
-            common::load_model(&dense_path, &device)?.0
+        let (dense, rewind) = if dense_path.exists() && rewind_path.exists() {
+            let rewind = common::load_model(&rewind_path, &device)?.0.tensors()?;
+            (common::load_model(&dense_path, &device)?.0, rewind)
         } else {
             let dense = common::new_model(
                 &cfg.student_model,
@@ -298,7 +309,15 @@ impl SeedModels {
             if snapshot.at_step.is_none() {
                 snapshot.taken = Some(dense.tensors()?);
             }
-            fit(&dense, None, data, &tc, &mut snapshot, "dense", verbose)?;
+            fit(
+                &dense,
+                None,
+                &data.train_data(),
+                &tc,
+                &mut snapshot,
+                "dense",
+                verbose,
+            )?;
             let rewind = snapshot
                 .taken
                 .context("the rewind point was never reached")?;
@@ -306,9 +325,8 @@ impl SeedModels {
             at_rewind.load_tensors(&rewind)?;
             save(&rewind_path, &at_rewind, None, data, seed, "rewind")?;
             save(&dense_path, &dense, None, data, seed, "dense")?;
-            dense
+            (dense, rewind)
         };
-        let rewind = common::load_model(&rewind_path, &device)?.0.tensors()?;
         let dense_accuracy = accuracy(&dense, data)?;
         Ok(SeedModels {
             teacher,
@@ -358,7 +376,7 @@ impl SeedModels {
                 fit(
                     &model,
                     Some(&self.teacher),
-                    data,
+                    &data.train_data(),
                     &tc,
                     &mut NoHook,
                     "kd_tuned",
@@ -561,7 +579,7 @@ impl Cell<'_> {
         let report = fit(
             &base,
             teacher,
-            self.data,
+            &self.data.train_data(),
             &tc,
             &mut MaskHook(&masks),
             "retrain",
@@ -603,7 +621,15 @@ impl Cell<'_> {
             LossConfig::CrossEntropy,
             self.seed ^ GMP_SALT,
         );
-        let report = fit(&model, None, self.data, &tc, &mut hook, "gmp", self.verbose)?;
+        let report = fit(
+            &model,
+            None,
+            &self.data.train_data(),
+            &tc,
+            &mut hook,
+            "gmp",
+            self.verbose,
+        )?;
         let n = self.data.split.train.len();
         Ok((
             model,
@@ -644,7 +670,7 @@ impl Cell<'_> {
             report = fit(
                 &model,
                 None,
-                self.data,
+                &self.data.train_data(),
                 &tc,
                 &mut MaskHook(&masks),
                 &label,
@@ -685,13 +711,10 @@ impl Cell<'_> {
             let mut weights = Vec::with_capacity(2);
             for (k, (copy, half)) in copies.iter().zip(&halves).enumerate() {
                 rewind(copy, &ctx.rewind, &masks)?;
-                let data = Data {
-                    name: self.data.name,
-                    split: kdprune_data::Split {
-                        train: half.clone(),
-                        test: self.data.split.test.clone(),
-                    },
-                    norm: self.data.norm.clone(),
+                // A view of one half: the test set and normalisation are borrowed.
+                let data = TrainData {
+                    train: half,
+                    ..self.data.train_data()
                 };
                 let tc = train_config(
                     self.cfg,
@@ -732,7 +755,7 @@ impl Cell<'_> {
         let report = fit(
             &model,
             None,
-            self.data,
+            &self.data.train_data(),
             &tc,
             &mut MaskHook(&masks),
             "colt final",
@@ -847,22 +870,14 @@ fn train_config(
 fn fit(
     model: &Model,
     teacher: Option<&Model>,
-    data: &Data,
+    data: &TrainData<'_>,
     cfg: &TrainConfig,
     hook: &mut dyn StepHook,
     label: &str,
     verbose: bool,
 ) -> Result<TrainReport> {
-    kd_core::fit(
-        model,
-        teacher,
-        &data.train_data(),
-        cfg,
-        hook,
-        label,
-        verbose,
-    )
-    .with_context(|| format!("training stage `{label}` failed"))
+    kd_core::fit(model, teacher, data, cfg, hook, label, verbose)
+        .with_context(|| format!("training stage `{label}` failed"))
 }
 
 fn save(
