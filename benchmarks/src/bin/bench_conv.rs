@@ -10,6 +10,7 @@
 //!
 //! `cargo run --release -p kdprune-benchmarks --bin bench-conv [-- --rounds 7]`
 //! (PyTorch's figures: `python3 benchmarks/pytorch_reference.py`).
+//! `--profile` times kdprune's forward + backward alone, for a profiler.
 
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
@@ -47,6 +48,14 @@ fn main() -> Result<()> {
         let y = f(x.as_tensor()).expect("forward");
         std::hint::black_box(y.sum_all().and_then(|s| s.backward()).expect("backward"));
     };
+    if std::env::args().any(|a| a == "--profile") {
+        let t = interleaved_median_secs(rounds, &mut [&mut || both(&ours)]);
+        println!(
+            "op=conv32x64_16x16_b128_fwd_bwd kdprune_ms={:.2} (--profile: kdprune only)",
+            1e3 * t[0]
+        );
+        return Ok(());
+    }
     let report = |name: &str, t: Vec<f64>| {
         println!(
             "op={name} kdprune_ms={:.2} candle_ms={:.2} ratio={:.2}",

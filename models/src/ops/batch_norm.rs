@@ -129,20 +129,23 @@ pub(crate) fn channel_stats(x: &[f32], n: usize, c: usize, p: usize, eps: f64) -
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            simd(|| {
-                let planes = (0..n).map(|i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
-                let m = (n * p) as f64;
-                let mean = planes
-                    .clone()
-                    .map(|pl| lane_sum_f64(pl, |v| v))
-                    .sum::<f64>()
-                    / m;
-                let var = planes
-                    .map(|pl| lane_sum_f64(pl, |v| (v - mean) * (v - mean)))
-                    .sum::<f64>()
-                    / m;
-                (mean, 1.0 / (var + eps).sqrt(), var)
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    let planes = (0..n).map(|i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
+                    let m = (n * p) as f64;
+                    let mean = planes
+                        .clone()
+                        .map(|pl| lane_sum_f64(pl, |v| v))
+                        .sum::<f64>()
+                        / m;
+                    let var = planes
+                        .map(|pl| lane_sum_f64(pl, |v| (v - mean) * (v - mean)))
+                        .sum::<f64>()
+                        / m;
+                    (mean, 1.0 / (var + eps).sqrt(), var)
+                },
+            )
         })
         .collect()
 }
@@ -238,34 +241,37 @@ pub(crate) fn forward(
         .zip(x.par_chunks(p))
         .enumerate()
         .for_each_init(Vec::new, |row, (plane, (out, inp))| {
-            simd(|| {
-                let (i, ch) = (plane / c, plane % c);
-                let (scale, shift) = affine(stats[ch], gamma[ch], beta[ch]);
-                let Some(res) = residual else {
-                    return affine_row(out, inp, None, scale, shift, relu);
-                };
-                let Some(src) = res.plane(&s, i, ch) else {
-                    return affine_row(out, inp, None, scale, shift, true);
-                };
-                let stride = res.stride();
-                if stride == 1 && src.len() == p {
-                    return affine_row(out, inp, Some(src), scale, shift, true);
-                }
-                // Shortcut A: gather the subsampled residual row by row.
-                let rw = res.dims[3];
-                row.resize(s.w, 0f32);
-                for (k, (o, v)) in out
-                    .chunks_exact_mut(s.w)
-                    .zip(inp.chunks_exact(s.w))
-                    .enumerate()
-                {
-                    let line = &src[k * stride * rw..];
-                    for (d, r) in row.iter_mut().zip(line.iter().step_by(stride)) {
-                        *d = *r;
+            simd(
+                #[inline(always)]
+                || {
+                    let (i, ch) = (plane / c, plane % c);
+                    let (scale, shift) = affine(stats[ch], gamma[ch], beta[ch]);
+                    let Some(res) = residual else {
+                        return affine_row(out, inp, None, scale, shift, relu);
+                    };
+                    let Some(src) = res.plane(&s, i, ch) else {
+                        return affine_row(out, inp, None, scale, shift, true);
+                    };
+                    let stride = res.stride();
+                    if stride == 1 && src.len() == p {
+                        return affine_row(out, inp, Some(src), scale, shift, true);
                     }
-                    affine_row(o, v, Some(row), scale, shift, true);
-                }
-            })
+                    // Shortcut A: gather the subsampled residual row by row.
+                    let rw = res.dims[3];
+                    row.resize(s.w, 0f32);
+                    for (k, (o, v)) in out
+                        .chunks_exact_mut(s.w)
+                        .zip(inp.chunks_exact(s.w))
+                        .enumerate()
+                    {
+                        let line = &src[k * stride * rw..];
+                        for (d, r) in row.iter_mut().zip(line.iter().step_by(stride)) {
+                            *d = *r;
+                        }
+                        affine_row(o, v, Some(row), scale, shift, true);
+                    }
+                },
+            )
         });
     (y, stats)
 }
@@ -370,21 +376,24 @@ pub(crate) fn backward(
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            simd(|| {
-                let (mean, inv_std, _) = stats[ch];
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for i in 0..n {
-                    let r = (i * c + ch) * p..(i * c + ch + 1) * p;
-                    let (a, b) = if relu {
-                        plane_grad_sums::<true>(&x[r.clone()], &y[r.clone()], &dy[r], mean)
-                    } else {
-                        plane_grad_sums::<false>(&x[r.clone()], &y[r.clone()], &dy[r], mean)
-                    };
-                    sg += a;
-                    sgx += b;
-                }
-                (sg, sgx * inv_std)
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    let (mean, inv_std, _) = stats[ch];
+                    let (mut sg, mut sgx) = (0f64, 0f64);
+                    for i in 0..n {
+                        let r = (i * c + ch) * p..(i * c + ch + 1) * p;
+                        let (a, b) = if relu {
+                            plane_grad_sums::<true>(&x[r.clone()], &y[r.clone()], &dy[r], mean)
+                        } else {
+                            plane_grad_sums::<false>(&x[r.clone()], &y[r.clone()], &dy[r], mean)
+                        };
+                        sg += a;
+                        sgx += b;
+                    }
+                    (sg, sgx * inv_std)
+                },
+            )
         })
         .collect();
     let m = (n * p) as f64;
@@ -396,13 +405,16 @@ pub(crate) fn backward(
         let k = gamma[ch] as f64 * inv_std / m;
         let r = plane * p..(plane + 1) * p;
         let (x, y, dy) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-        simd(|| {
-            if relu {
-                plane_input_grad::<true>(dx, dr, x, y, dy, (mean, inv_std), (k, m, sg, sgx));
-            } else {
-                plane_input_grad::<false>(dx, dr, x, y, dy, (mean, inv_std), (k, m, sg, sgx));
-            }
-        })
+        simd(
+            #[inline(always)]
+            || {
+                if relu {
+                    plane_input_grad::<true>(dx, dr, x, y, dy, (mean, inv_std), (k, m, sg, sgx));
+                } else {
+                    plane_input_grad::<false>(dx, dr, x, y, dy, (mean, inv_std), (k, m, sg, sgx));
+                }
+            },
+        )
     };
     let mut residual = residual;
     match residual.as_mut() {
