@@ -277,16 +277,23 @@ impl CustomOp2 for BasicBlockOp {
                 out: &mut dx,
             }),
         );
-        let dw2 = conv::weight_grad(&s.conv2, &saved.h1, &dc2);
-        let dh1 = conv::input_grad(&s.conv2, &dc2, p.w2);
+        let mut dh1 = vec![0f32; saved.h1.len()];
+        let (dw2, _) = conv::backward_into(&s.conv2, &saved.h1, &dc2, p.w2, Some(&mut dh1), false);
         drop(dc2);
         let (dc1, dg1, db1) = bn::backward(
             &saved.c1, &saved.h1, &dh1, s.bn1, &saved.st1, p.g1, true, None,
         );
         drop(dh1);
-        let dw1 = conv::weight_grad(&s.conv1, x, &dc1);
-        let dx = if xs.track_op() {
-            conv::input_grad_into(&s.conv1, &dc1, p.w1, &mut dx);
+        let want_dx = xs.track_op();
+        let (dw1, _) = conv::backward_into(
+            &s.conv1,
+            x,
+            &dc1,
+            p.w1,
+            want_dx.then_some(dx.as_mut_slice()),
+            false,
+        );
+        let dx = if want_dx {
             Some(Tensor::from_vec(dx, xs.shape(), xs.device())?)
         } else {
             None

@@ -20,13 +20,11 @@
 
 use std::cell::RefCell;
 
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
-use super::{contiguous_f32, simd, valid_range};
+use super::{contiguous_f32, cpu_f32, simd, valid_range};
 
 /// The batch is cut into at most this many chunks for the weight and bias
 /// gradients, each with its own accumulator. A constant (not the thread
@@ -496,138 +494,190 @@ pub(crate) fn forward(shape: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f3
     y
 }
 
-/// `∂x` for the whole batch from `∂y` and `w`.
+/// `∂x` for the whole batch from `∂y` and `w` (the tests' reference for
+/// [`backward_into`]).
+#[cfg(test)]
 pub(crate) fn input_grad(shape: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let mut dx = vec![0f32; shape.batch * shape.in_sample()];
     input_grad_into(shape, dy, w, &mut dx);
     dx
 }
 
-/// `dx += ∂x` for the whole batch from `∂y` and `w` (`dx` holds `N·C·H·W`):
-/// `∂col = Wᵀ·∂Y` scattered back by col2im. (Computing it instead as the
-/// convolution of `∂y` with the flipped kernel, which writes each `∂x` once,
-/// measured 6 % faster on ResNet-20's 16-channel 32×32 layers and 10–20 %
-/// slower on its 32- and 64-channel ones.)
+/// `dx += ∂x` for the whole batch from `∂y` and `w` (`dx` holds `N·C·H·W`).
 pub(crate) fn input_grad_into(shape: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (xs, ys) = (shape.in_sample(), shape.out_sample());
-    let (k, og, pos) = (shape.k(), shape.out_cg(), shape.positions());
-    let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
     dx.par_chunks_mut(xs)
         .zip(dy.par_chunks(ys))
         .for_each(|(dx, dy)| {
             with_scratch(shape.col_len(), |col| {
-                if shape.depthwise() {
-                    return depthwise_input_grad(shape, dy, w, dx);
-                }
-                for g in 0..shape.p.groups {
-                    let wg = MatRef::row_major(&w[g * og * k..(g + 1) * og * k], og, k).t();
-                    let dyg = MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos);
-                    let dxg = &mut dx[g * cg_len..(g + 1) * cg_len];
-                    if shape.pointwise() {
-                        matmul(MatMut::row_major(dxg, k, pos), wg, dyg, true);
-                    } else {
-                        matmul(MatMut::row_major(col, k, pos), wg, dyg, false);
-                        col2im(shape, col, dxg);
-                    }
-                }
+                input_grad_sample(shape, dy, w, dx, col)
             })
         });
 }
 
-/// `∂w` summed over the batch from `x` and `∂y`.
-///
-/// Each chunk accumulates the transpose `∂W_gᵀ (K × O/g) += col_g · ∂Y_gᵀ`:
-/// with the output channels along the accumulator's contiguous axis, the
-/// `gemm` crate's microkernel runs along them and reads `col_g` (K × P,
-/// positions contiguous) in place. Accumulating `∂W_g` itself would make it
-/// pack `col_g` for every sample, reading `K` rows `P` floats apart (4 KiB at
-/// 32×32, where the reads of a column alias in the L1 cache), which cost
-/// five times the forward pass.
-pub(crate) fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let w_len = shape.out_c * shape.k();
-    if shape.batch == 0 {
-        return vec![0f32; w_len];
+/// `dx += ∂x` of one sample: `∂col = Wᵀ·∂Y` scattered back by col2im
+/// (`col` holds at least [`ConvShape::col_len`] floats). (Computing it
+/// instead as the convolution of `∂y` with the flipped kernel, which writes
+/// each `∂x` once, measured 6 % faster on ResNet-20's 16-channel 32×32 layers
+/// and 10–20 % slower on its 32- and 64-channel ones.)
+fn input_grad_sample(shape: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32], col: &mut [f32]) {
+    if shape.depthwise() {
+        return depthwise_input_grad(shape, dy, w, dx);
     }
-    let (xs, ys) = (shape.in_sample(), shape.out_sample());
     let (k, og, pos) = (shape.k(), shape.out_cg(), shape.positions());
     let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
-    let per_chunk = shape.batch.div_ceil(weight_grad_chunks(w_len));
-    // Samples per product: maps under 16×16 are multiplied several at a time,
-    // side by side in `col` (and their `∂Y` rows copied side by side), so that
-    // the accumulator is read and written once per ~256 positions. (Batching
-    // up to 1024 positions, as before, made the 32→64 16×16 layer's weight
-    // gradient 40 % slower: the wider `col` no longer fits in the L2 cache
-    // and the `∂Y` rows must be copied.)
-    let per_gemm = (256 / pos.max(1)).clamp(1, per_chunk);
-    let ld = per_gemm * pos;
-    let partials: Vec<Vec<f32>> = x
-        .par_chunks(per_chunk * xs)
-        .zip(dy.par_chunks(per_chunk * ys))
-        .map(|(x, dy)| {
-            // Group by group `∂W_gᵀ` (K × O/g), except for depthwise layers,
-            // whose kernel writes `∂w` in its own layout.
-            let mut dw = vec![0f32; w_len];
-            if shape.depthwise() {
-                for (x, dy) in x.chunks_exact(xs).zip(dy.chunks_exact(ys)) {
-                    depthwise_weight_grad(shape, x, dy, &mut dw);
-                }
-                return dw;
+    for g in 0..shape.p.groups {
+        let wg = MatRef::row_major(&w[g * og * k..(g + 1) * og * k], og, k).t();
+        let dyg = MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos);
+        let dxg = &mut dx[g * cg_len..(g + 1) * cg_len];
+        if shape.pointwise() {
+            matmul(MatMut::row_major(dxg, k, pos), wg, dyg, true);
+        } else {
+            let col = &mut col[..k * pos];
+            matmul(MatMut::row_major(col, k, pos), wg, dyg, false);
+            col2im(shape, col, dxg);
+        }
+    }
+}
+
+/// How the batch is cut for the weight and bias gradients.
+#[derive(Clone, Copy, Debug)]
+struct GradPlan {
+    /// Samples per chunk (each chunk has its own accumulators).
+    per_chunk: usize,
+    /// Samples per weight-gradient product.
+    per_gemm: usize,
+    /// Row length of the batched im2col matrix, `per_gemm·OH·OW`.
+    ld: usize,
+    /// Floats of the batched im2col matrix (0 when the input is used as it is).
+    col_len: usize,
+    /// Floats of the batched `∂Y` rows (0 for one sample per product).
+    dyb_len: usize,
+}
+
+impl GradPlan {
+    fn new(shape: &ConvShape) -> Self {
+        let w_len = shape.out_c * shape.k();
+        let pos = shape.positions();
+        let per_chunk = shape.batch.div_ceil(weight_grad_chunks(w_len)).max(1);
+        // Samples per product: maps under 16×16 are multiplied several at a
+        // time, side by side in `col` (and their `∂Y` rows copied side by
+        // side), so that the accumulator is read and written once per ~256
+        // positions. (Batching up to 1024 positions, as before, made the
+        // 32→64 16×16 layer's weight gradient 40 % slower: the wider `col` no
+        // longer fits in the L2 cache and the `∂Y` rows must be copied.)
+        let per_gemm = (256 / pos.max(1)).clamp(1, per_chunk);
+        let ld = per_gemm * pos;
+        let batched = !shape.depthwise() && (per_gemm > 1 || !shape.pointwise());
+        Self {
+            per_chunk,
+            per_gemm,
+            ld,
+            col_len: if batched { shape.k() * ld } else { 0 },
+            dyb_len: if per_gemm > 1 && !shape.depthwise() {
+                shape.out_cg() * ld
+            } else {
+                0
+            },
+        }
+    }
+}
+
+/// Adds the weight gradient of up to `per_gemm` samples (`x`, `dy`) into
+/// `dw`, group by group as `∂W_gᵀ` (K × O/g), except for depthwise layers,
+/// whose kernel writes `∂w` in its own layout. `scratch` holds
+/// `col_len + dyb_len` floats.
+///
+/// `∂W_gᵀ (K × O/g) += col_g · ∂Y_gᵀ`: with the output channels along the
+/// accumulator's contiguous axis, the `gemm` crate's microkernel runs along
+/// them and reads `col_g` (K × P, positions contiguous) in place.
+/// Accumulating `∂W_g` itself would make it pack `col_g` for every sample,
+/// reading `K` rows `P` floats apart (4 KiB at 32×32, where the reads of a
+/// column alias in the L1 cache), which cost five times the forward pass.
+fn weight_grad_group(
+    shape: &ConvShape,
+    plan: &GradPlan,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    if shape.depthwise() {
+        for (x, dy) in x.chunks_exact(xs).zip(dy.chunks_exact(ys)) {
+            depthwise_weight_grad(shape, x, dy, dw);
+        }
+        return;
+    }
+    let (k, og, pos, ld) = (shape.k(), shape.out_cg(), shape.positions(), plan.ld);
+    let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
+    let (col, dyb) = scratch.split_at_mut(plan.col_len);
+    let width = (x.len() / xs) * pos;
+    for g in 0..shape.p.groups {
+        if plan.col_len > 0 {
+            for (i, xi) in x.chunks_exact(xs).enumerate() {
+                im2col_ld(
+                    shape,
+                    &xi[g * cg_len..(g + 1) * cg_len],
+                    &mut col[i * pos..],
+                    ld,
+                );
             }
-            let batched = per_gemm > 1 || !shape.pointwise();
-            let col_len = if batched { k * ld } else { 0 };
-            let dyb_len = if per_gemm > 1 { og * ld } else { 0 };
-            with_scratch(col_len + dyb_len, |scratch| {
-                let (col, dyb) = scratch.split_at_mut(col_len);
-                for (x, dy) in x.chunks(per_gemm * xs).zip(dy.chunks(per_gemm * ys)) {
-                    let b = x.len() / xs;
-                    let width = b * pos;
-                    for g in 0..shape.p.groups {
-                        for (i, xi) in x.chunks_exact(xs).enumerate() {
-                            let xg = &xi[g * cg_len..(g + 1) * cg_len];
-                            if batched {
-                                im2col_ld(shape, xg, &mut col[i * pos..], ld);
-                            }
-                        }
-                        let colg = if batched {
-                            MatRef::strided(col, k, width, ld, 1)
-                        } else {
-                            MatRef::row_major(&x[g * cg_len..(g + 1) * cg_len], k, pos)
-                        };
-                        let dyg = if per_gemm > 1 {
-                            for (i, dyi) in dy.chunks_exact(ys).enumerate() {
-                                let src = &dyi[g * og * pos..(g + 1) * og * pos];
-                                for (o, row) in src.chunks_exact(pos).enumerate() {
-                                    dyb[o * ld + i * pos..][..pos].copy_from_slice(row);
-                                }
-                            }
-                            MatRef::strided(dyb, og, width, ld, 1)
-                        } else {
-                            MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos)
-                        };
-                        matmul(
-                            MatMut::row_major(&mut dw[g * og * k..(g + 1) * og * k], k, og).t(),
-                            dyg,
-                            colg.t(),
-                            true,
-                        );
-                    }
+        }
+        let colg = if plan.col_len > 0 {
+            MatRef::strided(col, k, width, ld, 1)
+        } else {
+            MatRef::row_major(&x[g * cg_len..(g + 1) * cg_len], k, pos)
+        };
+        let dyg = if plan.dyb_len > 0 {
+            for (i, dyi) in dy.chunks_exact(ys).enumerate() {
+                let src = &dyi[g * og * pos..(g + 1) * og * pos];
+                for (o, row) in src.chunks_exact(pos).enumerate() {
+                    dyb[o * ld + i * pos..][..pos].copy_from_slice(row);
                 }
-            });
-            dw
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut acc = parts.next().unwrap_or_else(|| vec![0f32; w_len]);
+            }
+            MatRef::strided(dyb, og, width, ld, 1)
+        } else {
+            MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos)
+        };
+        matmul(
+            MatMut::row_major(&mut dw[g * og * k..(g + 1) * og * k], k, og).t(),
+            dyg,
+            colg.t(),
+            true,
+        );
+    }
+}
+
+/// Adds `Σ_p ∂y[o, p]` of the samples `dy` into `db`.
+fn bias_grad_add(shape: &ConvShape, dy: &[f32], db: &mut [f32]) {
+    for sample in dy.chunks_exact(shape.out_sample()) {
+        for (d, row) in db.iter_mut().zip(sample.chunks_exact(shape.positions())) {
+            *d += lane_sum(row);
+        }
+    }
+}
+
+/// Sums per-chunk partials in chunk order.
+fn sum_partials(parts: impl IntoIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let mut acc = parts.next().unwrap_or_else(|| vec![0f32; len]);
     for part in parts {
         for (a, b) in acc.iter_mut().zip(&part) {
             *a += *b;
         }
     }
+    acc
+}
+
+/// `∂W_gᵀ` (K × O/g) group by group → `∂W` (O × C/g·KH·KW); depthwise
+/// accumulators already are `∂W`.
+fn untranspose_weight_grad(shape: &ConvShape, acc: Vec<f32>) -> Vec<f32> {
     if shape.depthwise() {
         return acc;
     }
-    // `∂W_gᵀ` (K × O/g) → `∂W_g` (O/g × K).
-    let mut dw = vec![0f32; w_len];
+    let (k, og) = (shape.k(), shape.out_cg());
+    let mut dw = vec![0f32; acc.len()];
     for (dst, src) in dw.chunks_exact_mut(og * k).zip(acc.chunks_exact(og * k)) {
         for (kk, row) in src.chunks_exact(og).enumerate() {
             for (o, v) in row.iter().enumerate() {
@@ -638,33 +688,106 @@ pub(crate) fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> 
     dw
 }
 
-/// `∂b[o] = Σ_n Σ_p ∂y[n, o, p]`, per-chunk partials summed in a fixed order.
+/// `∂w` summed over the batch from `x` and `∂y` (the tests' reference for
+/// [`backward_into`]).
+#[cfg(test)]
+pub(crate) fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let w_len = shape.out_c * shape.k();
+    if shape.batch == 0 {
+        return vec![0f32; w_len];
+    }
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    let plan = GradPlan::new(shape);
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(plan.per_chunk * xs)
+        .zip(dy.par_chunks(plan.per_chunk * ys))
+        .map(|(x, dy)| {
+            let mut dw = vec![0f32; w_len];
+            with_scratch(plan.col_len + plan.dyb_len, |scratch| {
+                for (x, dy) in x
+                    .chunks(plan.per_gemm * xs)
+                    .zip(dy.chunks(plan.per_gemm * ys))
+                {
+                    weight_grad_group(shape, &plan, x, dy, &mut dw, scratch);
+                }
+            });
+            dw
+        })
+        .collect();
+    untranspose_weight_grad(shape, sum_partials(partials, w_len))
+}
+
+/// `∂b[o] = Σ_n Σ_p ∂y[n, o, p]`, per-chunk partials (the chunks of the
+/// weight gradient) summed in a fixed order.
 fn bias_grad(shape: &ConvShape, dy: &[f32]) -> Vec<f32> {
-    let (ys, pos) = (shape.out_sample(), shape.positions());
     if shape.batch == 0 {
         return vec![0f32; shape.out_c];
     }
-    let per_chunk = shape.batch.div_ceil(WEIGHT_GRAD_CHUNKS);
+    let per_chunk = GradPlan::new(shape).per_chunk;
     let partials: Vec<Vec<f32>> = dy
-        .par_chunks(per_chunk * ys)
+        .par_chunks(per_chunk * shape.out_sample())
         .map(|dy| {
             let mut db = vec![0f32; shape.out_c];
-            for sample in dy.chunks_exact(ys) {
-                for (d, row) in db.iter_mut().zip(sample.chunks_exact(pos)) {
-                    *d += lane_sum(row);
-                }
-            }
+            bias_grad_add(shape, dy, &mut db);
             db
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let mut db = parts.next().unwrap_or_else(|| vec![0f32; shape.out_c]);
-    for part in parts {
-        for (a, b) in db.iter_mut().zip(&part) {
-            *a += *b;
-        }
-    }
-    db
+    sum_partials(partials, shape.out_c)
+}
+
+/// The gradients of a convolution in one pass over the batch: `dx += ∂x`
+/// when `dx` is given, `∂w`, and `∂b` when `with_bias`. Each chunk of
+/// samples computes its input gradients and adds its weight and bias
+/// gradients while its `∂y` is still in the cache; the results are the
+/// same bits as [`input_grad_into`], [`weight_grad`] and [`bias_grad`].
+pub(crate) fn backward_into(
+    shape: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    w: &[f32],
+    dx: Option<&mut [f32]>,
+    with_bias: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let w_len = shape.out_c * shape.k();
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    let plan = GradPlan::new(shape);
+    let chunks = shape.batch.div_ceil(plan.per_chunk);
+    let dx_chunks: Vec<Option<&mut [f32]>> = match dx {
+        Some(dx) => dx.chunks_mut(plan.per_chunk * xs).map(Some).collect(),
+        None => (0..chunks).map(|_| None).collect(),
+    };
+    let scratch_len = (plan.col_len + plan.dyb_len).max(shape.col_len());
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
+        .into_par_iter()
+        .zip(x.par_chunks(plan.per_chunk * xs))
+        .zip(dy.par_chunks(plan.per_chunk * ys))
+        .map(|((mut dx, x), dy)| {
+            let mut dw = vec![0f32; w_len];
+            let mut db = vec![0f32; if with_bias { shape.out_c } else { 0 }];
+            with_scratch(scratch_len, |scratch| {
+                let groups = x
+                    .chunks(plan.per_gemm * xs)
+                    .zip(dy.chunks(plan.per_gemm * ys));
+                for (gi, (xg, dyg)) in groups.enumerate() {
+                    if let Some(dx) = dx.as_deref_mut() {
+                        let dx = &mut dx[gi * plan.per_gemm * xs..][..xg.len()];
+                        for (dx, dy) in dx.chunks_exact_mut(xs).zip(dyg.chunks_exact(ys)) {
+                            input_grad_sample(shape, dy, w, dx, scratch);
+                        }
+                    }
+                    weight_grad_group(shape, &plan, xg, dyg, &mut dw, scratch);
+                }
+            });
+            if with_bias {
+                bias_grad_add(shape, dy, &mut db);
+            }
+            (dw, db)
+        })
+        .collect();
+    let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    let dw = untranspose_weight_grad(shape, sum_partials(dws, w_len));
+    let db = with_bias.then(|| sum_partials(dbs, shape.out_c));
+    (dw, db)
 }
 
 /// Sum of `v` over 8 interleaved lanes (vectorises, unlike a sequential sum),
@@ -684,21 +807,6 @@ fn lane_sum(v: &[f32]) -> f32 {
 /// Forward custom op: `(x, w) → y` or `(x, w, b) → y`.
 pub(crate) struct Conv2dOp {
     pub(crate) params: ConvParams,
-}
-
-/// `∂y → ∂b` of the convolution `shape`, summed over the batch and positions.
-struct Conv2dBiasGrad {
-    shape: ConvShape,
-}
-
-/// `(∂y, w) → ∂x` of the convolution `shape`.
-struct Conv2dInputGrad {
-    shape: ConvShape,
-}
-
-/// `(x, ∂y) → ∂w` of the convolution `shape`, summed over the batch.
-struct Conv2dWeightGrad {
-    shape: ConvShape,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -727,22 +835,59 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let shape = ConvShape::new(x.dims(), w.dims(), self.params)?;
-        let dy = dy.contiguous()?;
-        // A data batch needs no gradient: skipping it saves a third of the work
-        // of the first layer.
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(w, &Conv2dInputGrad { shape })?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&dy, &Conv2dWeightGrad { shape })?)
-        } else {
-            None
-        };
+        let (dx, dw, _) = conv_grads(self.params, x, w, None, dy)?;
         Ok((dx, dw))
     }
+}
+
+/// The gradients of `conv(x, w) (+ b)` that candle asks for (the tensors
+/// that track their op), from `∂y`, computed in one pass by [`backward_into`].
+/// A data batch needs no gradient: skipping it saves a third of the work of
+/// the first layer.
+#[allow(clippy::type_complexity)]
+fn conv_grads(
+    params: ConvParams,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    dy: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let shape = ConvShape::new(x.dims(), w.dims(), params)?;
+    if dy.dims() != shape.out_dims() {
+        bail!(
+            "conv2d backward: gradient {:?} for an output of {:?}",
+            dy.dims(),
+            shape.out_dims()
+        )
+    }
+    let (want_dx, want_dw) = (x.track_op(), w.track_op());
+    let want_db = b.is_some_and(|b| b.track_op());
+    let (x, w, dy) = (x.contiguous()?, w.contiguous()?, dy.contiguous()?);
+    let (sx, lx) = x.storage_and_layout();
+    let (sw, lw) = w.storage_and_layout();
+    let (sd, ld) = dy.storage_and_layout();
+    let xv = cpu_f32(&sx, lx, "conv2d backward input")?;
+    let wv = cpu_f32(&sw, lw, "conv2d backward weight")?;
+    let dyv = cpu_f32(&sd, ld, "conv2d backward gradient")?;
+    let mut dx = want_dx.then(|| vec![0f32; shape.batch * shape.in_sample()]);
+    let (dw, db) = if want_dw {
+        let (dw, db) = backward_into(&shape, xv, dyv, wv, dx.as_deref_mut(), want_db);
+        (Some(dw), db)
+    } else {
+        if let Some(dx) = dx.as_deref_mut() {
+            input_grad_into(&shape, dyv, wv, dx);
+        }
+        (None, want_db.then(|| bias_grad(&shape, dyv)))
+    };
+    let dev = x.device();
+    Ok((
+        dx.map(|d| Tensor::from_vec(d, shape.in_dims().to_vec(), dev))
+            .transpose()?,
+        dw.map(|d| Tensor::from_vec(d, shape.weight_dims().to_vec(), dev))
+            .transpose()?,
+        db.map(|d| Tensor::from_vec(d, shape.out_c, dev))
+            .transpose()?,
+    ))
 }
 
 impl CustomOp3 for Conv2dOp {
@@ -779,101 +924,10 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        y: &Tensor,
+        _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = CustomOp2::bwd(self, x, w, y, dy)?;
-        let db = if b.track_op() {
-            let shape = ConvShape::new(x.dims(), w.dims(), self.params)?;
-            Some(
-                dy.contiguous()?
-                    .apply_op1_no_bwd(&Conv2dBiasGrad { shape })?,
-            )
-        } else {
-            None
-        };
-        Ok((dx, dw, db))
-    }
-}
-
-impl CustomOp1 for Conv2dBiasGrad {
-    fn name(&self) -> &'static str {
-        "kdprune-conv2d-bias-grad"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        if l.dims() != self.shape.out_dims() {
-            bail!(
-                "conv2d bias gradient: got dy {:?} for {:?}",
-                l.dims(),
-                self.shape
-            )
-        }
-        let dy = contiguous_f32(s, l, "conv2d output gradient")?;
-        Ok((
-            CpuStorage::F32(bias_grad(&self.shape, dy)),
-            Shape::from(vec![self.shape.out_c]),
-        ))
-    }
-}
-
-impl CustomOp2 for Conv2dInputGrad {
-    fn name(&self) -> &'static str {
-        "kdprune-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        if l1.dims() != self.shape.out_dims() || l2.dims() != self.shape.weight_dims() {
-            bail!(
-                "conv2d input gradient: got dy {:?} and w {:?} for {:?}",
-                l1.dims(),
-                l2.dims(),
-                self.shape
-            )
-        }
-        let dy = contiguous_f32(s1, l1, "conv2d output gradient")?;
-        let w = contiguous_f32(s2, l2, "conv2d weight")?;
-        let dx = input_grad(&self.shape, dy, w);
-        Ok((
-            CpuStorage::F32(dx),
-            Shape::from(self.shape.in_dims().to_vec()),
-        ))
-    }
-}
-
-impl CustomOp2 for Conv2dWeightGrad {
-    fn name(&self) -> &'static str {
-        "kdprune-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        if l1.dims() != self.shape.in_dims() || l2.dims() != self.shape.out_dims() {
-            bail!(
-                "conv2d weight gradient: got x {:?} and dy {:?} for {:?}",
-                l1.dims(),
-                l2.dims(),
-                self.shape
-            )
-        }
-        let x = contiguous_f32(s1, l1, "conv2d input")?;
-        let dy = contiguous_f32(s2, l2, "conv2d output gradient")?;
-        let dw = weight_grad(&self.shape, x, dy);
-        Ok((
-            CpuStorage::F32(dw),
-            Shape::from(self.shape.weight_dims().to_vec()),
-        ))
+        conv_grads(self.params, x, w, Some(b), dy)
     }
 }
 
@@ -913,6 +967,42 @@ mod tests {
         assert_eq!(dx[0], 4.0);
         assert_eq!(dx[5], 9.0);
         assert_eq!(dx[1], 6.0);
+    }
+
+    #[test]
+    fn the_one_pass_backward_gives_the_bits_of_the_separate_passes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // (x dims, w dims, padding, stride, groups): batched weight-gradient
+        // products (5×5 maps), one sample per product (16×16), a pointwise
+        // layer, a grouped and a depthwise one; batches that do not divide
+        // into the chunks evenly.
+        let cases: [([usize; 4], [usize; 4], usize, usize, usize); 5] = [
+            ([37, 3, 5, 5], [4, 3, 3, 3], 1, 1, 1),
+            ([9, 4, 16, 16], [6, 4, 3, 3], 1, 2, 1),
+            ([19, 6, 7, 7], [5, 6, 1, 1], 0, 1, 1),
+            ([11, 6, 9, 9], [4, 3, 3, 3], 2, 1, 2),
+            ([13, 4, 8, 8], [8, 1, 3, 3], 1, 1, 4),
+        ];
+        for (xd, wd, pad, stride, groups) in cases {
+            let shape = ConvShape::new(&xd, &wd, params(pad, stride, 1, groups)).unwrap();
+            let mut fresh =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1f32..1.0)).collect() };
+            let x = fresh(shape.batch * shape.in_sample());
+            let w = fresh(wd.iter().product());
+            let dy = fresh(shape.batch * shape.out_sample());
+            let base = fresh(x.len());
+            let mut dx = base.clone();
+            let (dw, db) = backward_into(&shape, &x, &dy, &w, Some(&mut dx), true);
+            let mut want_dx = base;
+            input_grad_into(&shape, &dy, &w, &mut want_dx);
+            assert_eq!(dx, want_dx, "{xd:?} {wd:?}: dx");
+            assert_eq!(dw, weight_grad(&shape, &x, &dy), "{xd:?} {wd:?}: dw");
+            assert_eq!(db, Some(bias_grad(&shape, &dy)), "{xd:?} {wd:?}: db");
+            let (dw_only, none) = backward_into(&shape, &x, &dy, &w, None, false);
+            assert_eq!(dw_only, dw);
+            assert!(none.is_none());
+        }
     }
 }
 
