@@ -977,7 +977,8 @@ mod tests {
         // products (5×5 maps), one sample per product (16×16), a pointwise
         // layer, a grouped and a depthwise one; batches that do not divide
         // into the chunks evenly.
-        let cases: [([usize; 4], [usize; 4], usize, usize, usize); 5] = [
+        type Case = ([usize; 4], [usize; 4], usize, usize, usize);
+        let cases: [Case; 5] = [
             ([37, 3, 5, 5], [4, 3, 3, 3], 1, 1, 1),
             ([9, 4, 16, 16], [6, 4, 3, 3], 1, 2, 1),
             ([19, 6, 7, 7], [5, 6, 1, 1], 0, 1, 1),
