@@ -156,6 +156,45 @@ fn forward_and_gradients_match_candle_on_random_shapes() {
 }
 
 #[test]
+fn same_width_stride_one_layers_match_candle() {
+    // Stride 1 with the output as wide as the input (2p = d·(kw − 1)): im2col
+    // and col2im copy each tap as one run of the shifted plane and zero the
+    // wrapped columns. Maps narrower than the kernel span leave taps with
+    // no valid row or column; a non-square kernel keeps the width but not
+    // the height; two groups use it group by group.
+    let cases = [
+        (2, 3, 5, 7, 4, 3, 3, (1, 1, 1, 1)),
+        (3, 2, 6, 6, 3, 5, 5, (2, 1, 1, 1)),
+        (2, 2, 7, 5, 2, 3, 3, (2, 1, 2, 1)),
+        (1, 2, 3, 4, 3, 7, 7, (3, 1, 1, 1)),
+        (2, 3, 4, 6, 2, 1, 3, (1, 1, 1, 1)),
+        (2, 4, 5, 5, 6, 3, 3, (1, 1, 1, 2)),
+    ];
+    for (i, (n, c, h, w, o, kh, kw, cfg)) in cases.into_iter().enumerate() {
+        let case = Case {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            cfg,
+        };
+        assert!(case.usable(), "{case:?}");
+        let (ours, reference) = both(&case, 900 + 10 * i as u64);
+        for (name, (a, b)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(ours.iter().zip(&reference))
+        {
+            assert_eq!(a.dims(), b.dims(), "{name} of {case:?}");
+            let err = rel_err(a, b);
+            assert!(err <= 1e-5, "{name} of {case:?}: relative error {err:e}");
+        }
+    }
+}
+
+#[test]
 fn covers_every_required_setting() {
     // The random draw above must include each kernel size, stride, padding,
     // dilation and kind of grouping at least once.
