@@ -24,12 +24,13 @@
 //! tensors they need (input, output, output gradient): one pass computes the
 //! sums, one writes every gradient, and no packed buffer is narrowed apart.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, cpu_f32, simd};
+use super::{assume_written, contiguous_f32, cpu_f32, simd, unwritten};
 
 /// Per-channel batch statistics `(mean, 1/√(σ² + ε), biased variance σ²)`.
 pub(crate) type BatchStats = Vec<(f64, f64, f64)>;
@@ -159,21 +160,28 @@ fn affine((mean, inv_std, _): (f64, f64, f64), gamma: f32, beta: f32) -> (f32, f
 /// `out = x·scale + shift`, then `+ r` where a residual row is given, then
 /// the ReLU when `relu`.
 #[inline(always)]
-fn affine_row(out: &mut [f32], x: &[f32], r: Option<&[f32]>, scale: f32, shift: f32, relu: bool) {
+fn affine_row(
+    out: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    r: Option<&[f32]>,
+    scale: f32,
+    shift: f32,
+    relu: bool,
+) {
     match (r, relu) {
         (Some(r), _) => {
             for ((o, &v), &r) in out.iter_mut().zip(x).zip(r) {
-                *o = (v * scale + shift + r).max(0.0);
+                o.write((v * scale + shift + r).max(0.0));
             }
         }
         (None, true) => {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v * scale + shift).max(0.0);
+                o.write((v * scale + shift).max(0.0));
             }
         }
         (None, false) => {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = v * scale + shift;
+                o.write(v * scale + shift);
             }
         }
     }
@@ -236,7 +244,9 @@ pub(crate) fn forward(
 ) -> (Vec<f32>, BatchStats) {
     let (c, p) = (s.c, s.plane());
     let stats = channel_stats(x, s.n, c, p, eps);
-    let mut y = vec![0f32; x.len()];
+    // Every element is written below: each plane by `affine_row`, whole or
+    // row by row.
+    let mut y = unwritten(x.len());
     y.par_chunks_mut(p)
         .zip(x.par_chunks(p))
         .enumerate()
@@ -273,7 +283,8 @@ pub(crate) fn forward(
                 },
             )
         });
-    (y, stats)
+    // SAFETY: every plane of `y` was written in full above.
+    (unsafe { assume_written(y) }, stats)
 }
 
 /// `g = ∂y`, zeroed where the ReLU cut the output (`y ≤ 0`) when `RELU`.
@@ -318,7 +329,7 @@ fn plane_grad_sums<const RELU: bool>(x: &[f32], y: &[f32], dy: &[f32], mean: f64
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn plane_input_grad<const RELU: bool>(
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
     dr: Option<&mut [f32]>,
     x: &[f32],
     y: &[f32],
@@ -336,12 +347,12 @@ fn plane_input_grad<const RELU: bool>(
             for ((d, r), ((&xv, &yv), &dv)) in dx.iter_mut().zip(dr).zip(xyd) {
                 let g = masked::<RELU>(dv, yv);
                 *r = g;
-                *d = dx_of(xv, g);
+                d.write(dx_of(xv, g));
             }
         }
         None => {
             for (d, ((&xv, &yv), &dv)) in dx.iter_mut().zip(xyd) {
-                *d = dx_of(xv, masked::<RELU>(dv, yv));
+                d.write(dx_of(xv, masked::<RELU>(dv, yv)));
             }
         }
     }
@@ -397,8 +408,9 @@ pub(crate) fn backward(
         })
         .collect();
     let m = (n * p) as f64;
-    let mut dx = vec![0f32; x.len()];
-    let plane = |(plane, (dx, dr)): (usize, (&mut [f32], Option<&mut [f32]>))| {
+    // Every element is written below, plane by plane.
+    let mut dx = unwritten(x.len());
+    let plane = |(plane, (dx, dr)): (usize, (&mut [MaybeUninit<f32>], Option<&mut [f32]>))| {
         let ch = plane % c;
         let (mean, inv_std, _) = stats[ch];
         let (sg, sgx) = sums[ch];
@@ -456,7 +468,8 @@ pub(crate) fn backward(
     }
     let dgamma = sums.iter().map(|s| s.1 as f32).collect();
     let dbeta = sums.iter().map(|s| s.0 as f32).collect();
-    (dx, dgamma, dbeta)
+    // SAFETY: every plane of `dx` was written in full above.
+    (unsafe { assume_written(dx) }, dgamma, dbeta)
 }
 
 /// The statistics of a forward pass, or those recomputed from `x`.
