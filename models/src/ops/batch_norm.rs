@@ -410,7 +410,7 @@ pub(crate) fn backward(
     let m = (n * p) as f64;
     // Every element is written below, plane by plane.
     let mut dx = unwritten(x.len());
-    let plane = |(plane, (dx, dr)): (usize, (&mut [MaybeUninit<f32>], Option<&mut [f32]>))| {
+    let plane = |plane: usize, dx: &mut [MaybeUninit<f32>], dr: Option<&mut [f32]>| {
         let ch = plane % c;
         let (mean, inv_std, _) = stats[ch];
         let (sg, sgx) = sums[ch];
@@ -438,11 +438,11 @@ pub(crate) fn backward(
             .par_chunks_mut(p)
             .zip(out.par_chunks_mut(p))
             .enumerate()
-            .for_each(|(i, (dx, dr))| plane((i, (dx, Some(dr))))),
+            .for_each(|(i, (dx, dr))| plane(i, dx, Some(dr))),
         _ => dx
             .par_chunks_mut(p)
             .enumerate()
-            .for_each(|(i, dx)| plane((i, (dx, None)))),
+            .for_each(|(i, dx)| plane(i, dx, None)),
     }
     if let Some(ResidualGrad {
         dims: [_, rc, rh, rw],
