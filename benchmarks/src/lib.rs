@@ -56,20 +56,11 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
-/// Keeps freed memory in the heap, as the `kdprune` binary does at start.
-///
-/// candle allocates a fresh buffer for every intermediate tensor; with glibc's
-/// defaults the large ones are mapped and unmapped on every step and the page
-/// faults cost more than the arithmetic. Call it first thing in `main`.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; it is called once,
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-    }
+/// Tunes the process as the `kdprune` binary does at start (the allocator
+/// keeps freed memory; candle's thread pool spins less): see
+/// [`kdprune_models::runtime::tune_process`]. Call it first thing in `main`.
+pub fn tune_process() {
+    kdprune_models::runtime::tune_process();
 }
 
 #[cfg(test)]

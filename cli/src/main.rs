@@ -50,24 +50,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
 }
 
-/// Candle allocates a fresh buffer for every intermediate tensor. With glibc's
-/// defaults, buffers above the dynamic mmap threshold are mapped and unmapped
-/// on every step, and the page faults cost more than the arithmetic (measured:
-/// a digits run took 3.2× longer, mostly in the kernel). Keeping freed memory
-/// in the heap removes that cost.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; it is called once,
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    kdprune_models::runtime::tune_process();
     let cli = Cli::parse();
     if let Err(e) = common::select_device(&cli.device) {
         eprintln!("error: {e:#}");

@@ -26,6 +26,7 @@ pub mod lenet5;
 pub mod mlp;
 pub mod model;
 pub mod ops;
+pub mod runtime;
 pub mod zoo;
 
 pub use checkpoint::Checkpoint;

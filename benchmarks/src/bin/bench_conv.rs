@@ -14,11 +14,11 @@
 
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
-use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_allocator};
+use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_process};
 use kdprune_models::ops;
 
 fn main() -> Result<()> {
-    tune_allocator();
+    tune_process();
     let rounds = std::env::args()
         .skip_while(|a| a != "--rounds")
         .nth(1)

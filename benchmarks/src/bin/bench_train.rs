@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use kd_core::{Sgd, SgdConfig};
 use kdprune_benchmarks::small_cnn::CnnKernels;
-use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_allocator, SmallCnn};
+use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_process, SmallCnn};
 use kdprune_models::lenet5::{Geometry, LeNet5};
 use kdprune_models::{Kernels, Model, ModelConfig};
 
@@ -175,7 +175,7 @@ fn text_arg(name: &str) -> Option<String> {
 }
 
 fn main() -> BenchResult<()> {
-    tune_allocator();
+    tune_process();
     let rounds = arg("--rounds", 5);
     let steps = arg("--steps", 4);
     eprintln!(
