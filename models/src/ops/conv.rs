@@ -667,9 +667,9 @@ impl GradPlan {
         // Samples per product: maps under 16×16 are multiplied several at a
         // time, side by side in `col` (and their `∂Y` rows copied side by
         // side), so that the accumulator is read and written once per ~256
-        // positions. (Batching up to 1024 positions, as before, made the
-        // 32→64 16×16 layer's weight gradient 40 % slower: the wider `col` no
-        // longer fits in the L2 cache and the `∂Y` rows must be copied.)
+        // positions. (Batching up to 1,024 positions made the 32→64 16×16
+        // layer's weight gradient 40 % slower: the wider `col` no longer fits
+        // in the L2 cache and the `∂Y` rows must be copied.)
         let per_gemm = (256 / pos.max(1)).clamp(1, per_chunk);
         let ld = per_gemm * pos;
         let batched = !shape.depthwise() && (per_gemm > 1 || !shape.pointwise());
