@@ -96,7 +96,8 @@ pub struct DistillConfig {
     pub min_lr: f64,
     /// The weighted loss terms.
     pub objective: Objective,
-    /// Seed of the batch order and (`seed ^ REGRESSOR_SALT`) of the regressors.
+    /// Seed of the batch order, (`seed ^ REGRESSOR_SALT`) of the regressors
+    /// and, salted, of the augmentation.
     pub seed: u64,
     /// Training-set augmentation; with anything but [`Augment::NONE`] the
     /// teacher sees each augmented batch, so its logits are not cached.
@@ -215,7 +216,8 @@ pub enum TeacherCache {
     /// Run the teacher on every batch of every epoch.
     Off,
     /// Run the teacher once over the training set before the first epoch and
-    /// look each batch's logits up in that table (`N × classes` floats).
+    /// look each batch's logits up in that table (`N × classes` floats); not
+    /// used when the inputs are augmented (the teacher then sees each batch).
     #[default]
     Memory,
     /// As [`TeacherCache::Memory`], and keep the table in
@@ -357,7 +359,8 @@ pub fn distill(
         total_steps: config.epochs * steps_per_epoch,
         min_lr: config.min_lr,
     };
-    // No table when nothing will be trained, or when the teacher's features are needed.
+    // No table when nothing will be trained, when the teacher's features are
+    // needed, or when the inputs are augmented (each batch is new).
     let augmenter = Augmenter::new(config.augment, config.seed);
     let augmented = !config.augment.is_identity();
     let teacher_for_table = teacher
@@ -481,8 +484,8 @@ pub fn distill(
 }
 
 /// The teacher's output on `xs` (eval mode, detached), run on exactly `rows`
-/// rows as [`teacher_logits`] does; the features are kept only when
-/// `with_features` is set.
+/// rows so that a sample's logits do not depend on the batch it is in; the
+/// features are kept only when `with_features` is set.
 fn teacher_output(
     teacher: &Model,
     xs: &Tensor,

@@ -17,9 +17,7 @@
 
 use candle_core::Tensor;
 
-use super::hinton::hinton_kd;
-use super::kl::{check_pair, check_temperature, cross_entropy};
-use crate::{KdError, Result};
+use crate::{LossConfig, Result};
 
 /// Hyper-parameters of [`self_distill_loss`].
 ///
@@ -45,52 +43,41 @@ impl Default for SelfDistillConfig {
     }
 }
 
-impl SelfDistillConfig {
-    /// Checks `T` finite and `> 0` and `α ∈ [0, 1]` (NaN rejected).
-    pub fn validate(&self) -> Result<()> {
-        check_temperature(self.temperature)?;
-        if (0.0..=1.0).contains(&self.alpha) {
-            Ok(())
-        } else {
-            Err(KdError::InvalidConfig(format!(
-                "self-distillation alpha must lie in [0, 1], got {}",
-                self.alpha
-            )))
+impl From<SelfDistillConfig> for LossConfig {
+    /// The same loss as Hinton KD with the other view as the teacher.
+    fn from(c: SelfDistillConfig) -> Self {
+        LossConfig::Hinton {
+            temperature: c.temperature,
+            alpha: c.alpha,
         }
     }
 }
 
+impl SelfDistillConfig {
+    /// Checks `T` finite and `> 0` and `α ∈ [0, 1]` (NaN rejected).
+    pub fn validate(&self) -> Result<()> {
+        LossConfig::from(*self).validate()
+    }
+}
+
 /// `L_SD` (see the module docs) for logits `[N, K]` on the batch, logits
-/// `[N, K]` of the same network on the other view, and `u32` labels `[N]`.
+/// `[N, K]` of the same network on the other view, and `u32` labels `[N]`:
+/// [`LossConfig::Hinton`]'s loss with the view as the (detached) teacher.
 ///
-/// The view's logits are detached here, so gradients reach the network only
-/// through `logits`. A term whose weight is exactly 0 is not computed.
-/// Errors: [`KdError::InvalidConfig`] for a bad configuration,
-/// [`KdError::ShapeMismatch`] for mismatched logits or labels.
+/// Gradients reach the network only through `logits`. A term whose weight
+/// is exactly 0 is not computed. Errors: [`KdError::InvalidConfig`] for a
+/// bad configuration, [`KdError::ShapeMismatch`] for mismatched logits or
+/// labels.
+///
+/// [`KdError::InvalidConfig`]: crate::KdError::InvalidConfig
+/// [`KdError::ShapeMismatch`]: crate::KdError::ShapeMismatch
 pub fn self_distill_loss(
     logits: &Tensor,
     view_logits: &Tensor,
     labels: &Tensor,
     cfg: &SelfDistillConfig,
 ) -> Result<Tensor> {
-    cfg.validate()?;
-    check_pair(logits, view_logits)?;
-    let alpha = cfg.alpha;
-    let kd = (alpha > 0.0)
-        .then(|| hinton_kd(logits, &view_logits.detach(), cfg.temperature))
-        .transpose()?;
-    let ce = (alpha < 1.0)
-        .then(|| cross_entropy(logits, labels))
-        .transpose()?;
-    match (kd, ce) {
-        (Some(kd), Some(ce)) => Ok(((kd * alpha)? + (ce * (1.0 - alpha))?)?),
-        (Some(kd), None) => Ok(kd),
-        (None, Some(ce)) => Ok(ce),
-        // `validate` guarantees α ∈ [0, 1], so at least one weight is non-zero.
-        (None, None) => Err(KdError::InvalidConfig(format!(
-            "alpha {alpha} leaves no loss term"
-        ))),
-    }
+    LossConfig::from(*cfg).loss(logits, Some(view_logits), labels)
 }
 
 #[cfg(test)]
@@ -120,6 +107,7 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     use super::*;
+    use crate::KdError;
 
     fn wave(shape: &[usize], a: f64, b: f64, scale: f64) -> Tensor {
         let n: usize = shape.iter().product();

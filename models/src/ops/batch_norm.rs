@@ -22,7 +22,8 @@
 //!
 //! The backward passes run directly in `bwd` on the CPU storages of the
 //! tensors they need (input, output, output gradient): one pass computes the
-//! sums, one writes every gradient, and no packed buffer is narrowed apart.
+//! sums, one writes `∂x` (and an identity shortcut's `∂r`), a third scatters
+//! a zero-padded shortcut's `∂r`; no packed buffer is narrowed apart.
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
@@ -669,7 +670,9 @@ impl CustomOp3 for BatchNormAddReluOp {
         let (sp, lp) = params.storage_and_layout();
         let xv = cpu_f32(&sx, lx, "batch_norm backward input")?;
         let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
-        let mut dr = vec![0f32; r.elem_count()];
+        // ∂r only when the residual needs a gradient (the ReLU's mask, from
+        // the output, is the same either way).
+        let mut dr = r.track_op().then(|| vec![0f32; r.elem_count()]);
         let (dx, dgamma, dbeta) = backward(
             xv,
             cpu_f32(&sy, ly, "batch_norm backward output")?,
@@ -678,18 +681,16 @@ impl CustomOp3 for BatchNormAddReluOp {
             &stats,
             &cpu_f32(&sp, lp, "batch_norm backward parameters")?[..s.c],
             true,
-            Some(ResidualGrad {
+            dr.as_mut().map(|out| ResidualGrad {
                 dims: rdims,
                 shortcut: self.shortcut,
-                out: &mut dr,
+                out,
             }),
         );
         let dev = x.device();
-        let dr = if r.track_op() {
-            Some(Tensor::from_vec(dr, r.shape(), dev)?)
-        } else {
-            None
-        };
+        let dr = dr
+            .map(|dr| Tensor::from_vec(dr, r.shape(), dev))
+            .transpose()?;
         let mut dparams = dgamma;
         dparams.extend(dbeta);
         Ok((

@@ -328,26 +328,6 @@ impl Kernels {
         }
     }
 
-    /// A residual basic block in training mode ([`basic_block_train`], one
-    /// op, or [`basic_block_train_candle`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn basic_block_train(
-        self,
-        xs: &Tensor,
-        conv1: BlockConv<'_>,
-        bn1: BlockBn<'_>,
-        conv2: BlockConv<'_>,
-        bn2: BlockBn<'_>,
-        shortcut: Shortcut,
-        eps: f64,
-    ) -> Result<BlockOutput> {
-        if self.native(xs) {
-            basic_block_train(xs, conv1, bn1, conv2, bn2, shortcut, eps)
-        } else {
-            basic_block_train_candle(xs, conv1, bn1, conv2, bn2, shortcut, eps)
-        }
-    }
-
     /// The end of a residual block, training mode:
     /// `max(0, batch_norm(xs) + shortcut(residual))` and the batch
     /// `(mean, biased variance)` of `xs` ([`batch_norm_add_relu_train`] or

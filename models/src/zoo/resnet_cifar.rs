@@ -24,12 +24,10 @@ use crate::ops::{self, Kernels};
 
 #[derive(Clone, Debug)]
 enum Shortcut {
-    Identity,
-    /// Subsample by `stride`, then `pad` zero channels on each side.
-    ZeroPad {
-        stride: usize,
-        pad: usize,
-    },
+    /// The identity, or shortcut A (subsample by `stride`, then `pad` zero
+    /// channels on each side): no parameters, added inside the kernels.
+    Fixed(ops::Shortcut),
+    /// Shortcut B: a 1×1 convolution with batch norm.
     Projection(Conv, BatchNorm2d),
 }
 
@@ -55,7 +53,7 @@ impl BasicBlock {
         let (conv2, hw2) = b.conv("conv2", (cout, cout), 3, 1, 1, 1, false, hw1)?;
         let bn2 = b.bn("bn2", cout)?;
         let shortcut = if stride == 1 && cin == cout {
-            Shortcut::Identity
+            Shortcut::Fixed(ops::Shortcut::Identity)
         } else if option_b {
             b.scope("shortcut", |b| {
                 let (conv, _) = b.conv("conv", (cin, cout), 1, stride, 0, 1, false, hw)?;
@@ -65,10 +63,10 @@ impl BasicBlock {
             if cout < cin || (cout - cin) % 2 != 0 {
                 candle_core::bail!("shortcut A needs an even channel increase, got {cin}→{cout}")
             }
-            Shortcut::ZeroPad {
+            Shortcut::Fixed(ops::Shortcut::ZeroPad {
                 stride,
                 pad: (cout - cin) / 2,
-            }
+            })
         };
         Ok((
             Self {
@@ -83,35 +81,24 @@ impl BasicBlock {
     }
 }
 
-impl BasicBlock {
-    /// The shortcut as a fused kernel takes it (`None` for a projection).
-    fn fused_shortcut(&self) -> Option<ops::Shortcut> {
-        match self.shortcut {
-            Shortcut::Identity => Some(ops::Shortcut::Identity),
-            Shortcut::ZeroPad { stride, pad } => Some(ops::Shortcut::ZeroPad { stride, pad }),
-            Shortcut::Projection(..) => None,
-        }
-    }
-}
-
 impl StageBlock for BasicBlock {
     fn forward(&self, xs: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
         // Training on the CPU: the whole block is one kernel (see
         // `ops::basic_block_train`), unless its shortcut is a projection.
-        if let (true, true, Some(shortcut), Some(conv1), Some(conv2)) = (
+        if let (true, true, Shortcut::Fixed(shortcut), Some(conv1), Some(conv2)) = (
             train,
             k.native(xs),
-            self.fused_shortcut(),
+            &self.shortcut,
             self.conv1.block_conv(),
             self.conv2.block_conv(),
         ) {
-            let out = k.basic_block_train(
+            let out = ops::basic_block_train(
                 xs,
                 conv1,
                 self.bn1.block_bn(),
                 conv2,
                 self.bn2.block_bn(),
-                shortcut,
+                *shortcut,
                 BN_EPS,
             )?;
             // conv2 (3×3, stride 1, padding 1) keeps the size: both batch
@@ -126,20 +113,7 @@ impl StageBlock for BasicBlock {
         let h = self.conv2.forward(&h, k)?;
         // bn2, the shortcut's sum and the ReLU: one kernel on the CPU.
         match &self.shortcut {
-            Shortcut::Identity => {
-                self.bn2
-                    .forward_add_relu(&h, xs, ops::Shortcut::Identity, train, k)
-            }
-            Shortcut::ZeroPad { stride, pad } => self.bn2.forward_add_relu(
-                &h,
-                xs,
-                ops::Shortcut::ZeroPad {
-                    stride: *stride,
-                    pad: *pad,
-                },
-                train,
-                k,
-            ),
+            Shortcut::Fixed(shortcut) => self.bn2.forward_add_relu(&h, xs, *shortcut, train, k),
             Shortcut::Projection(conv, bn) => {
                 let short = bn.forward(&conv.forward(xs, k)?, train, false, k)?;
                 self.bn2
