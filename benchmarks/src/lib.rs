@@ -56,13 +56,6 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
-/// Tunes the process as the `kdprune` binary does at start (the allocator
-/// keeps freed memory; candle's thread pool spins less): see
-/// [`kdprune_models::runtime::tune_process`]. Call it first thing in `main`.
-pub fn tune_process() {
-    kdprune_models::runtime::tune_process();
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

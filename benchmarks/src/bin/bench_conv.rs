@@ -14,8 +14,9 @@
 
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
-use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_process};
+use kdprune_benchmarks::{interleaved_median_secs, load_average, median_secs};
 use kdprune_models::ops;
+use kdprune_models::runtime::tune_process;
 
 fn main() -> Result<()> {
     tune_process();
@@ -49,10 +50,10 @@ fn main() -> Result<()> {
         std::hint::black_box(y.sum_all().and_then(|s| s.backward()).expect("backward"));
     };
     if std::env::args().any(|a| a == "--profile") {
-        let t = interleaved_median_secs(rounds, &mut [&mut || both(&ours)]);
+        let t = median_secs(rounds, || both(&ours));
         println!(
             "op=conv32x64_16x16_b128_fwd_bwd kdprune_ms={:.2} (--profile: kdprune only)",
-            1e3 * t[0]
+            1e3 * t
         );
         return Ok(());
     }

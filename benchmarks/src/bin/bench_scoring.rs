@@ -16,7 +16,7 @@ use kdprune_models::{Model, ModelConfig};
 use prune_core::importance::SaliencyAccumulator;
 
 fn main() -> anyhow_free::Result {
-    kdprune_benchmarks::tune_process();
+    kdprune_models::runtime::tune_process();
     let dev = Device::Cpu;
     let (batches, batch) = (20usize, 128usize);
     let student = Model::new(

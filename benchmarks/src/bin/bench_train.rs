@@ -18,8 +18,9 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use kd_core::{Sgd, SgdConfig};
 use kdprune_benchmarks::small_cnn::CnnKernels;
-use kdprune_benchmarks::{interleaved_median_secs, load_average, tune_process, SmallCnn};
+use kdprune_benchmarks::{interleaved_median_secs, load_average, SmallCnn};
 use kdprune_models::lenet5::{Geometry, LeNet5};
+use kdprune_models::runtime::tune_process;
 use kdprune_models::{Kernels, Model, ModelConfig};
 
 const BATCH: usize = 128;
@@ -155,12 +156,9 @@ impl Trainer {
     }
 }
 
-/// `--name value` from the command line, or `default`.
+/// `--name value` from the command line, as a number, or `default`.
 fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    text_arg(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
