@@ -331,7 +331,7 @@ fn plane_grad_sums<const RELU: bool>(x: &[f32], y: &[f32], dy: &[f32], mean: f64
 #[inline(always)]
 fn plane_input_grad<const RELU: bool>(
     dx: &mut [MaybeUninit<f32>],
-    dr: Option<&mut [f32]>,
+    dr: Option<&mut [MaybeUninit<f32>]>,
     x: &[f32],
     y: &[f32],
     dy: &[f32],
@@ -347,7 +347,7 @@ fn plane_input_grad<const RELU: bool>(
         Some(dr) => {
             for ((d, r), ((&xv, &yv), &dv)) in dx.iter_mut().zip(dr).zip(xyd) {
                 let g = masked::<RELU>(dv, yv);
-                *r = g;
+                r.write(g);
                 d.write(dx_of(xv, g));
             }
         }
@@ -360,12 +360,12 @@ fn plane_input_grad<const RELU: bool>(
 }
 
 /// Where the gradient of a residual goes: the residual's dims, its
-/// shortcut and a buffer of the residual's size, zero where the shortcut
-/// reads nothing (the positions it reads are overwritten).
+/// shortcut and an unfilled buffer of the residual's size, every element of
+/// which [`backward`] writes (zero where the shortcut reads nothing).
 pub(crate) struct ResidualGrad<'a> {
     pub dims: [usize; 4],
     pub shortcut: Shortcut,
-    pub out: &'a mut [f32],
+    pub out: &'a mut [MaybeUninit<f32>],
 }
 
 /// Gradients `(∂x, ∂γ, ∂β)` of `[relu](γ·x̂ + β [+ shortcut(r)])` from the
@@ -411,7 +411,7 @@ pub(crate) fn backward(
     let m = (n * p) as f64;
     // Every element is written below, plane by plane.
     let mut dx = unwritten(x.len());
-    let plane = |plane: usize, dx: &mut [MaybeUninit<f32>], dr: Option<&mut [f32]>| {
+    let plane = |plane: usize, dx: &mut [MaybeUninit<f32>], dr: Option<&mut [MaybeUninit<f32>]>| {
         let ch = plane % c;
         let (mean, inv_std, _) = stats[ch];
         let (sg, sgx) = sums[ch];
@@ -451,18 +451,19 @@ pub(crate) fn backward(
         out,
     }) = residual
     {
-        // ∂r: the masked gradient of the residual's channels scattered back
-        // to the subsampled positions.
+        // ∂r: zeros, and the masked gradient of the residual's channels
+        // scattered back to the subsampled positions.
         out.par_chunks_mut(rh * rw)
             .enumerate()
             .for_each(|(plane, dst)| {
+                dst.fill(MaybeUninit::new(0.0));
                 let (i, ch) = (plane / rc, plane % rc + pad);
                 let r = (i * c + ch) * p..(i * c + ch + 1) * p;
                 let (y, dy) = (&y[r.clone()], &dy[r]);
                 for (k, (yr, dr)) in y.chunks_exact(s.w).zip(dy.chunks_exact(s.w)).enumerate() {
                     let line = &mut dst[k * stride * rw..];
                     for (d, (&yv, &dv)) in line.iter_mut().step_by(stride).zip(yr.iter().zip(dr)) {
-                        *d = masked::<true>(dv, yv);
+                        d.write(masked::<true>(dv, yv));
                     }
                 }
             });
@@ -672,7 +673,7 @@ impl CustomOp3 for BatchNormAddReluOp {
         let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
         // ∂r only when the residual needs a gradient (the ReLU's mask, from
         // the output, is the same either way).
-        let mut dr = r.track_op().then(|| vec![0f32; r.elem_count()]);
+        let mut dr = r.track_op().then(|| unwritten(r.elem_count()));
         let (dx, dgamma, dbeta) = backward(
             xv,
             cpu_f32(&sy, ly, "batch_norm backward output")?,
@@ -688,8 +689,9 @@ impl CustomOp3 for BatchNormAddReluOp {
             }),
         );
         let dev = x.device();
+        // SAFETY: `backward` writes every element of a residual's buffer.
         let dr = dr
-            .map(|dr| Tensor::from_vec(dr, r.shape(), dev))
+            .map(|dr| Tensor::from_vec(unsafe { assume_written(dr) }, r.shape(), dev))
             .transpose()?;
         let mut dparams = dgamma;
         dparams.extend(dbeta);

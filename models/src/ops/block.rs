@@ -27,7 +27,7 @@ use super::batch_norm::{
     BatchStats, BnShape, Residual, ResidualGrad, Shortcut,
 };
 use super::conv::{self, ConvParams, ConvShape};
-use super::{contiguous_f32, cpu_f32};
+use super::{assume_written, contiguous_f32, cpu_f32, unwritten};
 
 /// A convolution of a block: its weight `[O, C, KH, KW]` and configuration
 /// (no bias).
@@ -262,7 +262,7 @@ impl CustomOp2 for BasicBlockOp {
         };
         // bn2 with the shortcut's sum and the ReLU: ∂c2, and ∂x through the
         // shortcut written into the input's gradient.
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = unwritten(x.len());
         let (dc2, dg2, db2) = bn::backward(
             &saved.c2,
             yv,
@@ -277,6 +277,8 @@ impl CustomOp2 for BasicBlockOp {
                 out: &mut dx,
             }),
         );
+        // SAFETY: `bn::backward` writes every element of a residual's buffer.
+        let mut dx = unsafe { assume_written(dx) };
         let mut dh1 = vec![0f32; saved.h1.len()];
         let (dw2, _) = conv::backward_into(&s.conv2, &saved.h1, &dc2, p.w2, Some(&mut dh1), false);
         drop(dc2);
