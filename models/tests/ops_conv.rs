@@ -493,6 +493,12 @@ impl BlockCase {
     /// batch norms' statistics; `how`: 0 the fused kernel, 1 kdprune's
     /// per-layer kernels, 2 candle's ops.
     fn run(&self, dtype: DType, how: u8) -> Vec<Tensor> {
+        self.run_backwards(dtype, how, 1).remove(0)
+    }
+
+    /// As [`run`](Self::run), with `passes` backward passes through the same
+    /// output: one result list per pass.
+    fn run_backwards(&self, dtype: DType, how: u8, passes: usize) -> Vec<Vec<Tensor>> {
         let (c, o) = (self.x[1], self.out_c);
         let (oh, ow) = (
             (self.x[2] - 1) / self.stride + 1,
@@ -560,15 +566,21 @@ impl BlockCase {
             _ => ops::basic_block_train_candle(x, conv1, bn1, conv2, bn2, self.shortcut, 1e-5)
                 .unwrap(),
         };
-        let g = (&out.y * v[7].as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let mut all = vec![out.y, out.bn1.0, out.bn1.1, out.bn2.0, out.bn2.1];
-        all.extend((0..7).map(|i| g.get(&v[i]).unwrap().clone()));
-        all
+        let loss = (&out.y * v[7].as_tensor()).unwrap().sum_all().unwrap();
+        (0..passes)
+            .map(|_| {
+                let g = loss.backward().unwrap();
+                let mut all = vec![
+                    out.y.clone(),
+                    out.bn1.0.clone(),
+                    out.bn1.1.clone(),
+                    out.bn2.0.clone(),
+                    out.bn2.1.clone(),
+                ];
+                all.extend((0..7).map(|i| g.get(&v[i]).unwrap().clone()));
+                all
+            })
+            .collect()
     }
 }
 
@@ -611,6 +623,20 @@ fn basic_block_matches_per_layer_kernels_and_candle_in_f64() {
                 "{:?} output {i}: {e2} from candle in f64",
                 case.shortcut
             );
+        }
+    }
+}
+
+/// The block op keeps its forward pass's intermediates for one backward
+/// pass; a second backward pass through the same output recomputes them and
+/// must give the same gradients, bit for bit.
+#[test]
+fn a_second_backward_pass_through_the_block_gives_the_same_bits() {
+    for case in block_cases() {
+        let passes = case.run_backwards(DType::F32, 0, 2);
+        for (i, (a, b)) in passes[0].iter().zip(&passes[1]).enumerate() {
+            let (a, b) = (common::bits(a), common::bits(b));
+            assert_eq!(a, b, "{:?} output {i}", case.shortcut);
         }
     }
 }
