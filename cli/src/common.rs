@@ -285,12 +285,12 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, MaskSet, Check
 /// Importance scores of the prunable weights of `student`.
 ///
 /// Gradient criteria accumulate `|θ ⊙ ∂L/∂θ|` over `batches` seeded training
-/// batches: SNIP with L = CE, teacher-guided with L = `kd_loss`, self-distill
-/// (EPSD) with the self-distillation loss whose `T` and `α` are `kd_loss`'s
-/// (see [`self_distill_scores`]). GraSP scores `θ ⊙ H·g` from the CE
-/// gradient over the same batches ([`grasp_scores`]). Every criterion keeps
-/// the highest scores: [`prune_core::select`] prunes the lowest. SynFlow
-/// yields masks, not one set of scores: use [`synflow_masks`].
+/// batches: SNIP with L = CE, teacher-guided with L = `kd_loss`. GraSP scores
+/// `θ ⊙ H·g` from the CE gradient over the same batches ([`grasp_scores`]).
+/// Every criterion keeps the highest scores: [`prune_core::select`] prunes
+/// the lowest. Self-distillation (EPSD) takes its own `T` and `α`: use
+/// [`self_distill_scores`]; SynFlow yields masks, not one set of scores: use
+/// [`synflow_masks`].
 #[allow(clippy::too_many_arguments)]
 pub fn score(
     criterion: Criterion,
@@ -311,16 +311,9 @@ pub fn score(
         Criterion::Grasp => {
             return grasp_scores(student, data, prunable, batches, batch_size, seed)
         }
-        Criterion::SelfDistill => {
-            let cfg = match *kd_loss {
-                LossConfig::Hinton { temperature, alpha }
-                | LossConfig::CaKld {
-                    temperature, alpha, ..
-                } => SelfDistillConfig { temperature, alpha },
-                LossConfig::CrossEntropy => SelfDistillConfig::default(),
-            };
-            return self_distill_scores(student, data, prunable, &cfg, batches, batch_size, seed);
-        }
+        Criterion::SelfDistill => anyhow::bail!(
+            "self-distillation scores take their own T and α (see `self_distill_scores`)"
+        ),
         Criterion::Synflow => anyhow::bail!(
             "synflow prunes iteratively and yields masks, not one set of scores (see `synflow_masks`)"
         ),
@@ -387,21 +380,7 @@ fn scoring_batches(
 fn weight_grads(model: &Model, value: &Tensor, names: &[String]) -> Result<NamedTensors> {
     let scalar = value.to_dtype(DType::F32)?.to_scalar::<f32>()?;
     anyhow::ensure!(scalar.is_finite(), "the scoring objective is {scalar}");
-    let grads = value.backward()?;
-    let vars: BTreeMap<String, Var> = model.named_vars().into_iter().collect();
-    names
-        .iter()
-        .map(|n| {
-            let var = vars
-                .get(n)
-                .with_context(|| format!("model has no trainable tensor `{n}`"))?;
-            let g = match grads.get(var.as_tensor()) {
-                Some(g) => g.clone(),
-                None => var.as_tensor().zeros_like()?,
-            };
-            Ok((n.clone(), g))
-        })
-        .collect()
+    select(&kd_core::gradients_of(model, value)?, names)
 }
 
 /// GraSP scores `I = θ ⊙ H·g` of the prunable weights (Wang et al. 2020).
@@ -427,29 +406,32 @@ pub fn grasp_scores(
         batches > 0,
         "GraSP needs at least one scoring batch (--score-batches ≥ 1)"
     );
-    let plan = scoring_batches(data, batches, batch_size, seed)?;
+    // The batches are gathered once: the gradient is taken at θ and at θ + εg.
+    let batches = scoring_batches(data, batches, batch_size, seed)?
+        .iter()
+        .map(|b| {
+            Ok(data
+                .split
+                .train
+                .batch(&b.idx, &data.norm, student.device())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let scratch = clone_model(student)?;
     let mean_grad = |model: &Model| -> Result<NamedTensors> {
-        let mut sum: Option<NamedTensors> = None;
-        for b in &plan {
-            let (xs, ys) = data.split.train.batch(&b.idx, &data.norm, model.device())?;
-            let logits = model.forward_t(&xs, true)?.logits;
-            let loss = LossConfig::CrossEntropy.loss(&logits, None, &ys)?;
-            let grads = weight_grads(model, &loss, prunable)?;
-            sum = Some(match sum {
-                None => grads,
-                Some(prev) => prev
-                    .into_iter()
-                    .map(|(n, s)| {
-                        let add = s.add(&grads[&n])?;
-                        Ok((n, add))
-                    })
-                    .collect::<Result<_>>()?,
-            });
+        let mut sum = NamedTensors::new();
+        for (xs, ys) in &batches {
+            let logits = model.forward_t(xs, true)?.logits;
+            let loss = LossConfig::CrossEntropy.loss(&logits, None, ys)?;
+            for (n, g) in weight_grads(model, &loss, prunable)? {
+                let total = match sum.remove(&n) {
+                    Some(s) => s.add(&g)?,
+                    None => g,
+                };
+                sum.insert(n, total);
+            }
         }
-        let scale = 1.0 / plan.len() as f64;
-        sum.unwrap_or_default()
-            .into_iter()
+        let scale = 1.0 / batches.len() as f64;
+        sum.into_iter()
             .map(|(n, s)| Ok((n, s.affine(scale, 0.0)?)))
             .collect()
     };

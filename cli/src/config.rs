@@ -14,7 +14,8 @@ use crate::common::AugmentChoice;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// `digits` (built in), `fashion-mnist` or `mnist`.
+    /// `digits` (built in), `fashion-mnist`, `mnist`, `cifar10`, `cifar100` or
+    /// `tiny-imagenet`.
     pub dataset: String,
     /// Folder with the dataset's published files (needed for every dataset
     /// but digits, unless `hub` is set).

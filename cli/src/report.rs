@@ -1,5 +1,6 @@
-//! `report.json` / `report.md` of `kdprune run`, and atomic text writes.
+//! `report.json` / `report.md` of `kdprune run`, and atomic file writes.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -81,9 +82,10 @@ impl Report {
     }
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so that a
-/// crash never leaves a half-written file.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+/// Writes `contents` to `path` (creating its parent folder) through a
+/// temporary file, flushed to disk, and a rename, so that a crash leaves
+/// either the old file or the new one, never a half-written one.
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)
@@ -93,7 +95,12 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents.as_ref())?;
+        f.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move {} into place", path.display()))
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{kdprune, ok};
+use common::{fails_with, kdprune, ok};
 use std::path::Path;
 use std::process::Output;
 
@@ -62,7 +62,8 @@ fn a_tiny_sweep_writes_its_results_and_resumes_without_redoing_cells() {
 
     // An interrupted sweep: one cell file is gone. The rerun recomputes that
     // cell alone (the others keep their files untouched) and, same seed,
-    // gets the same result bit for bit.
+    // gets the same final accuracy and measured sparsity (its wall time
+    // differs).
     let cell_dir = out.join("cells");
     let lost = cell_dir.join("teacher-guided_s0.95_seed0.json");
     let before = std::fs::read_to_string(&lost).unwrap();
@@ -95,10 +96,7 @@ fn a_tiny_sweep_writes_its_results_and_resumes_without_redoing_cells() {
         TINY.replace("retrain_epochs = 1", "retrain_epochs = 2"),
     )
     .unwrap();
-    let out2 = sweep(&config, &out);
-    assert!(!out2.status.success());
-    let err = String::from_utf8_lossy(&out2.stderr);
-    assert!(err.contains("other settings"), "{err}");
+    fails_with(&sweep(&config, &out), "other settings");
 
     // ... but a sweep with other retraining may share the seed's teacher and
     // dense student through `models_dir`: they are read, not retrained.
@@ -128,11 +126,7 @@ fn bad_sweep_configs_fail_before_any_training() {
     ] {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, text).unwrap();
-        let out = sweep(&config, &dir.path().join("never"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text}");
-        assert!(!err.contains("panicked"), "{err}");
-        assert!(err.contains(needle), "{text}: {err}");
+        fails_with(&sweep(&config, &dir.path().join("never")), needle);
         assert!(!dir.path().join("never").join("seed0").exists());
     }
 }

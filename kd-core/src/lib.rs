@@ -23,6 +23,6 @@ pub use objective::{FeaturePair, Objective, ObjectiveLoss, Term, WeightedTerm};
 pub use optim::{Sgd, SgdConfig};
 pub use schedule::LrSchedule;
 pub use train::{
-    distill, evaluate, fit, fit_with, loss_gradients, DistillConfig, FitOptions, NoHook, StepHook,
-    StepInfo, TeacherCache, TrainConfig, TrainData, TrainReport,
+    distill, evaluate, fit, fit_with, gradients_of, loss_gradients, DistillConfig, FitOptions,
+    NoHook, StepHook, StepInfo, TeacherCache, TrainConfig, TrainData, TrainReport,
 };

@@ -742,14 +742,20 @@ pub fn loss_gradients(
             value: scalar,
         });
     }
+    Ok((scalar, gradients_of(student, &value)?))
+}
+
+/// `∂value/∂θ` of every trainable parameter of `model`, by name (zeros where
+/// the graph does not reach a parameter).
+pub fn gradients_of(model: &Model, value: &Tensor) -> Result<BTreeMap<String, Tensor>> {
     let grads = value.backward()?;
     let mut out = BTreeMap::new();
-    for (name, var) in student.named_vars() {
+    for (name, var) in model.named_vars() {
         let g = match grads.get(var.as_tensor()) {
             Some(g) => g.clone(),
             None => var.as_tensor().zeros_like()?,
         };
         out.insert(name, g);
     }
-    Ok((scalar, out))
+    Ok(out)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use kd_core::{LossConfig, SelfDistillConfig};
+use kd_core::SelfDistillConfig;
 use prune_core::importance::Criterion;
 use prune_core::{select, ParamFilter};
 
@@ -105,13 +105,6 @@ pub fn run(a: PruneArgs) -> Result<()> {
         loss =
             crate::config::loss_config("ca-kld", a.loss.temperature, a.loss.alpha, &a.loss.beta)?;
     }
-    if criterion == Criterion::SelfDistill {
-        // `common::score` reads the self-distillation T and α from the loss.
-        loss = LossConfig::Hinton {
-            temperature: a.sd_temperature,
-            alpha: a.sd_alpha,
-        };
-    }
     let filter = ParamFilter {
         keep_first: a.keep_first,
         keep_last: a.keep_last,
@@ -121,17 +114,33 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let mut masks = if criterion == Criterion::Synflow {
         common::synflow_masks(&model, &data, &prunable, a.sparsity, a.synflow_rounds)?
     } else {
-        let scores = common::score(
-            criterion,
-            &model,
-            teacher.as_ref(),
-            &data,
-            &prunable,
-            &loss,
-            a.score_batches,
-            a.batch_size,
-            seed,
-        )?;
+        let scores = if criterion == Criterion::SelfDistill {
+            let cfg = SelfDistillConfig {
+                temperature: a.sd_temperature,
+                alpha: a.sd_alpha,
+            };
+            common::self_distill_scores(
+                &model,
+                &data,
+                &prunable,
+                &cfg,
+                a.score_batches,
+                a.batch_size,
+                seed,
+            )?
+        } else {
+            common::score(
+                criterion,
+                &model,
+                teacher.as_ref(),
+                &data,
+                &prunable,
+                &loss,
+                a.score_batches,
+                a.batch_size,
+                seed,
+            )?
+        };
         match a.scope {
             Scope::Global => select::global(&scores, a.sparsity)?,
             Scope::Layer => select::per_layer(&scores, a.sparsity)?,

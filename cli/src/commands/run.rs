@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kd_core::{LossConfig, NoHook, SgdConfig, StepHook, TrainConfig};
-use kdprune_data::HubOptions;
 use kdprune_models::Model;
 use prune_core::importance::Criterion;
 use prune_core::{select, MaskSet, ParamFilter};
@@ -129,7 +128,8 @@ impl RunArgs {
             temperature,
             alpha,
             beta,
-            score_batches
+            score_batches,
+            augment
         );
         if self.data_dir.is_some() {
             c.data_dir = self.data_dir.clone();
@@ -146,9 +146,6 @@ impl RunArgs {
             c.hub_revision = self.hub.hub_revision.clone();
         }
         c.offline |= self.hub.offline;
-        if let Some(a) = self.augment {
-            c.augment = a;
-        }
         if self.out.is_some() {
             c.out = self.out.clone();
         }
@@ -289,11 +286,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let cfg = args.resolve()?;
     let verbose = !args.quiet;
     let device = common::device();
-    let hub = cfg.hub.then(|| HubOptions {
-        cache_dir: cfg.hub_cache.clone(),
-        offline: cfg.offline || HubOptions::from_env().offline,
-        revision: cfg.hub_revision.clone(),
-    });
+    let hub = HubArgs {
+        hub: cfg.hub,
+        hub_cache: cfg.hub_cache.clone(),
+        hub_revision: cfg.hub_revision.clone(),
+        offline: cfg.offline,
+    }
+    .options();
     let source = common::Source::new(cfg.data_dir.as_deref(), hub);
     let data = common::load_data(&cfg.dataset, &source, cfg.seed)?;
     // Unknown architecture names fail now, not after the teacher has trained.

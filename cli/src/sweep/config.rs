@@ -272,6 +272,14 @@ impl SweepConfig {
         if self.gmp_frequency == 0 {
             bail!("gmp_frequency must be ≥ 1");
         }
+        if self.gmp_epochs == 0
+            && self
+                .methods
+                .iter()
+                .any(|m| matches!(Method::parse(m), Ok(Method::Gmp)))
+        {
+            bail!("gmp_epochs must be ≥ 1");
+        }
         if self.rewind_epoch > self.student_epochs {
             bail!(
                 "rewind_epoch {} is past the {} epochs of dense training",
@@ -409,9 +417,22 @@ mod tests {
                 seeds: vec![],
                 ..ok.clone()
             },
+            SweepConfig {
+                methods: vec!["gmp".into()],
+                gmp_epochs: 0,
+                ..ok.clone()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
+        // gmp_epochs only matters when gmp is swept.
+        SweepConfig {
+            methods: vec!["magnitude".into()],
+            gmp_epochs: 0,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `kdprune sweep`: pruning methods × target sparsities × seeds, each cell a
 //! full prune-and-retrain, with its cost.
 //!
-//! Per seed, the teacher, the dense student (with a copy of its weights at
-//! `rewind_epoch` for the lottery-ticket schemes) and the KD-tuned student
-//! (for the teacher-guided score) are trained once, saved under
-//! `out/seed<seed>/`, and reused by every cell and by a later invocation.
+//! Per seed, the teacher and the dense student (with a copy of its weights at
+//! `rewind_epoch` for the lottery-ticket schemes) are trained once and saved
+//! under `models_dir/seed<seed>/` (see [`SweepConfig::models_dir`]), the
+//! KD-tuned student (for the teacher-guided score) under `out/seed<seed>/`;
+//! all are reused by every cell and by a later invocation.
 //! Every finished cell is written at once to `out/cells/` (atomically), so an
 //! interrupted sweep resumes where it stopped; `out/recipe.toml` records the
 //! settings the cells depend on, and a sweep with other settings refuses to
@@ -206,7 +207,8 @@ fn check_recipe(path: &Path, recipe: &str, what: &str) -> Result<()> {
             path.display()
         ),
         Ok(_) => Ok(()),
-        Err(_) => write_atomic(path, recipe),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(path, recipe),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -277,7 +279,7 @@ impl SeedModels {
                 "teacher",
                 verbose,
             )?;
-            save(&teacher_path, &teacher, None, data, seed, "teacher")?;
+            save(&teacher_path, &teacher, data, seed, "teacher")?;
             teacher
         };
         let dense_path = shared.join("dense.safetensors");
@@ -323,8 +325,8 @@ impl SeedModels {
                 .context("the rewind point was never reached")?;
             let at_rewind = common::clone_model(&dense)?;
             at_rewind.load_tensors(&rewind)?;
-            save(&rewind_path, &at_rewind, None, data, seed, "rewind")?;
-            save(&dense_path, &dense, None, data, seed, "dense")?;
+            save(&rewind_path, &at_rewind, data, seed, "rewind")?;
+            save(&dense_path, &dense, data, seed, "dense")?;
             (dense, rewind)
         };
         let dense_accuracy = accuracy(&dense, data)?;
@@ -383,8 +385,8 @@ impl SeedModels {
                     verbose,
                 )?;
                 cost.seconds = start.elapsed().as_secs_f64();
-                save(&path, &model, None, data, seed, "kd_tuned")?;
-                write_atomic(&cost_path, &format!("{}\n", cost.seconds))?;
+                save(&path, &model, data, seed, "kd_tuned")?;
+                write_atomic(&cost_path, format!("{}\n", cost.seconds))?;
                 model
             };
             self.kd_tuned = Some((model, cost));
@@ -404,13 +406,11 @@ struct Snapshot<'a> {
 impl StepHook for Snapshot<'_> {
     fn after_step(&mut self, _vars: &[(String, Var)], info: &StepInfo) -> kd_core::Result<()> {
         if Some(info.step) == self.at_step {
+            // `Model::tensors` already returns detached copies.
             let copy = self
                 .model
                 .tensors()
-                .map_err(|e| kd_core::KdError::Other(e.to_string()))?
-                .into_iter()
-                .map(|(n, t)| Ok((n, t.copy()?)))
-                .collect::<candle_core::Result<NamedTensors>>()?;
+                .map_err(|e| kd_core::KdError::Other(e.to_string()))?;
             self.taken = Some(copy);
         }
         Ok(())
@@ -519,12 +519,10 @@ impl Cell<'_> {
         } else {
             (common::clone_model(&ctx.dense)?, Cost::default())
         };
-        let score_loss = match (criterion, source) {
-            // EPSD's own recipe (T = 3, α = 0.5), not the teacher's KD settings.
-            (Criterion::SelfDistill, _) => LossConfig::CrossEntropy,
-            (_, GradientLoss::Mixture) => kd_loss,
-            (_, GradientLoss::KdOnly) => with_alpha(kd_loss, 1.0),
-            (_, GradientLoss::CeOnly) => LossConfig::CrossEntropy,
+        let score_loss = match source {
+            GradientLoss::Mixture => kd_loss,
+            GradientLoss::KdOnly => with_alpha(kd_loss, 1.0),
+            GradientLoss::CeOnly => LossConfig::CrossEntropy,
         };
         let masks = if criterion == Criterion::Synflow {
             // Data-free and iterative: one all-ones input per round.
@@ -536,17 +534,30 @@ impl Cell<'_> {
             });
             common::synflow_masks(&base, self.data, prunable, sparsity, rounds)?
         } else {
-            let scores = common::score(
-                criterion,
-                &base,
-                Some(&ctx.teacher),
-                self.data,
-                prunable,
-                &score_loss,
-                self.cfg.score_batches,
-                self.cfg.batch_size,
-                self.seed,
-            )?;
+            let scores = if criterion == Criterion::SelfDistill {
+                // EPSD's own recipe (T = 3, α = 0.5), not the teacher's KD settings.
+                common::self_distill_scores(
+                    &base,
+                    self.data,
+                    prunable,
+                    &kd_core::SelfDistillConfig::default(),
+                    self.cfg.score_batches,
+                    self.cfg.batch_size,
+                    self.seed,
+                )?
+            } else {
+                common::score(
+                    criterion,
+                    &base,
+                    Some(&ctx.teacher),
+                    self.data,
+                    prunable,
+                    &score_loss,
+                    self.cfg.score_batches,
+                    self.cfg.batch_size,
+                    self.seed,
+                )?
+            };
             if criterion.needs_data() {
                 let n = (self.cfg.score_batches * self.cfg.batch_size) as u64;
                 // Passes per scoring sample: GraSP takes the gradient at θ and
@@ -600,6 +611,8 @@ impl Cell<'_> {
         let model = common::clone_model(&ctx.dense)?;
         let steps = self.steps_per_epoch() * self.cfg.gmp_epochs;
         if steps == 0 {
+            // `validate` refuses gmp_epochs = 0 up front; this still guards
+            // against an empty training set.
             bail!("gmp_epochs must be ≥ 1");
         }
         let freq = self.cfg.gmp_frequency;
@@ -880,16 +893,9 @@ fn fit(
         .with_context(|| format!("training stage `{label}` failed"))
 }
 
-fn save(
-    path: &Path,
-    model: &Model,
-    masks: Option<&MaskSet>,
-    data: &Data,
-    seed: u64,
-    stage: &str,
-) -> Result<()> {
+fn save(path: &Path, model: &Model, data: &Data, seed: u64, stage: &str) -> Result<()> {
     let meta: BTreeMap<String, String> = common::metadata(data.name, seed, stage, &data.norm);
-    common::save_model(path, model, masks, meta)
+    common::save_model(path, model, None, meta)
 }
 
 fn accuracy(model: &Model, data: &Data) -> Result<f64> {

@@ -8,7 +8,6 @@
 //! half-written one.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -17,6 +16,9 @@ use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatte
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::commands::summarize::mean_std;
+use crate::report::write_atomic;
 
 /// One finished cell of the sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,12 +79,12 @@ impl Summary {
         if n == 0 {
             return None;
         }
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let std = (n > 1).then(|| {
-            let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
-            (ss / (n - 1) as f64).sqrt()
-        });
-        Some(Self { n, mean, std })
+        let (mean, std) = mean_std(values);
+        Some(Self {
+            n,
+            mean,
+            std: (n > 1).then_some(std),
+        })
     }
 
     /// `mean ± std` of the values scaled by `scale`, 2 decimals; just the
@@ -102,7 +104,9 @@ impl Summary {
 /// `methods` and `sparsities` give the row/column order; cells of other
 /// methods or sparsities are left out of every file. Cells within one
 /// (method, sparsity) are ordered by seed. `title` heads `table.md` and the
-/// plot; `command` is the exact command line, quoted in `table.md`.
+/// plot; `command`, quoted in `table.md`, is the `kdprune sweep` command that
+/// produced the results, as rebuilt from its config file and output folder
+/// (not the command line as typed: other flags are left out).
 ///
 /// Errors, before anything is written: no cells, an empty or repeated
 /// method/sparsity list, a non-finite or out-of-range number in any cell,
@@ -123,7 +127,6 @@ pub fn write_results(
     let svg = render_svg(&plot, title)?;
     let png = render_png(&plot, title)?;
 
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (name, bytes) in [
         ("results.csv", csv.as_bytes()),
         ("results.json", json.as_bytes()),
@@ -131,25 +134,9 @@ pub fn write_results(
         ("accuracy.svg", svg.as_bytes()),
         ("accuracy.png", png.as_slice()),
     ] {
-        write_atomic_bytes(&dir.join(name), bytes)?;
+        write_atomic(&dir.join(name), bytes)?;
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` through `path.tmp`, flushed to disk before the
-/// rename so that a crash leaves either the old file or the new one.
-fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
 /// Two sparsities are the same column when closer than this (config values
