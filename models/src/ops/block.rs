@@ -61,15 +61,6 @@ pub struct BlockOutput {
     pub bn2: (Tensor, Tensor),
 }
 
-fn params(cfg: &Conv2dConfig) -> ConvParams {
-    ConvParams {
-        padding: cfg.padding,
-        stride: cfg.stride,
-        dilation: cfg.dilation,
-        groups: cfg.groups,
-    }
-}
-
 /// Every size of a block, validated.
 #[derive(Clone, Copy, Debug)]
 struct BlockShape {
@@ -344,8 +335,8 @@ pub fn basic_block_train(
     }
     let stats = [Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None))];
     let op = BasicBlockOp {
-        p1: params(conv1.cfg),
-        p2: params(conv2.cfg),
+        p1: ConvParams::from(conv1.cfg),
+        p2: ConvParams::from(conv2.cfg),
         w1,
         w2,
         shortcut,

@@ -74,6 +74,17 @@ pub(crate) struct ConvParams {
     pub groups: usize,
 }
 
+impl From<&candle_nn::Conv2dConfig> for ConvParams {
+    fn from(cfg: &candle_nn::Conv2dConfig) -> Self {
+        Self {
+            padding: cfg.padding,
+            stride: cfg.stride,
+            dilation: cfg.dilation,
+            groups: cfg.groups,
+        }
+    }
+}
+
 /// Every size of one convolution, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ConvShape {

@@ -121,12 +121,7 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     cfg: &Conv2dConfig,
 ) -> Result<Tensor> {
-    let params = ConvParams {
-        padding: cfg.padding,
-        stride: cfg.stride,
-        dilation: cfg.dilation,
-        groups: cfg.groups,
-    };
+    let params = ConvParams::from(cfg);
     let (xs, weight) = (xs.contiguous()?, weight.contiguous()?);
     match bias {
         None => xs.apply_op2(&weight, Conv2dOp { params }),
