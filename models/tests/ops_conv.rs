@@ -140,6 +140,15 @@ fn both(case: &Case, seed: u64) -> ([Tensor; 4], [Tensor; 4]) {
     (run(DType::F32, true), run(DType::F64, false))
 }
 
+/// `f` run on a rayon pool of `threads` threads (the kernels' pool).
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 /// The output and the three gradients of `case` agree with candle's in f64
 /// (same dims, relative error ≤ 1e-5).
 fn assert_matches_candle(case: &Case, seed: u64) {
@@ -342,11 +351,7 @@ fn results_are_the_same_bits_on_any_number_of_threads() {
         ..Default::default()
     };
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let y = ops::conv2d(&x, &w, Some(&b), &cfg).unwrap();
             let r = common::random_tensor(y.dims(), 84, &dev);
             let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -645,11 +650,7 @@ fn a_second_backward_pass_through_the_block_gives_the_same_bits() {
 fn basic_block_gives_the_same_bits_on_any_number_of_threads() {
     let case = &block_cases()[1];
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             case.run(DType::F32, 0)
                 .iter()
                 .map(common::bits)
