@@ -1,10 +1,9 @@
 //! `kdprune`: teacher-guided one-shot pruning and knowledge distillation.
+//!
+//! The binary parses arguments, makes one call into the `kdprune_cli`
+//! library per command and prints what it returns.
 
 mod commands;
-mod common;
-mod config;
-mod report;
-mod sweep;
 
 use std::process::ExitCode;
 
@@ -33,41 +32,45 @@ enum Command {
     /// Score and prune a checkpoint to a target sparsity in one shot.
     Prune(commands::prune::PruneArgs),
     /// Retrain a pruned checkpoint under its fixed mask.
-    Retrain(commands::retrain::RetrainArgs),
+    Retrain(commands::train::RetrainArgs),
     /// Train a fresh student under a frozen teacher with logit and feature
     /// losses (kd, ca-kld, dkd, fitnet, at, rkd, weighted sums of them).
-    Distill(commands::distill::DistillArgs),
+    Distill(commands::train::DistillArgs),
     /// Test accuracy of a checkpoint.
-    Eval(commands::eval::EvalArgs),
+    Eval(commands::inspect::EvalArgs),
     /// Per-layer sparsity of a checkpoint; fails if a masked weight is not 0.
-    Verify(commands::verify::VerifyArgs),
+    Verify(commands::inspect::VerifyArgs),
     /// The model zoo with parameter and MAC counts.
-    Models(commands::models::ModelsArgs),
-    /// Mean ± std over seeds of several run reports, as a Markdown table.
-    Summarize(commands::summarize::SummarizeArgs),
+    Models(commands::inspect::ModelsArgs),
+    /// Mean ± std over seeds of run reports, distillation reports or sweeps
+    /// as Markdown tables, with per-seed values and paired differences.
+    Summarize(commands::inspect::SummarizeArgs),
     /// Pruning methods × sparsities × seeds (one-shot criteria, GMP, IMP,
     /// COLT), resumable, with a table, a CSV/JSON and a plot.
-    Sweep(sweep::SweepArgs),
+    Sweep(commands::run::SweepArgs),
 }
 
 fn main() -> ExitCode {
-    kdprune_models::runtime::tune_process();
+    kdprune_cli::runtime::tune_process();
     let cli = Cli::parse();
-    if let Err(e) = common::select_device(&cli.device) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let device = match kdprune_cli::device::parse_device(&cli.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Run(a) => commands::run::run(a),
-        Command::Train(a) => commands::train::run(a),
-        Command::Prune(a) => commands::prune::run(a),
-        Command::Retrain(a) => commands::retrain::run(a),
-        Command::Distill(a) => commands::distill::run(a),
-        Command::Eval(a) => commands::eval::run(a),
-        Command::Verify(a) => commands::verify::run(a),
-        Command::Summarize(a) => commands::summarize::run(a),
-        Command::Sweep(a) => sweep::sweep(a),
-        Command::Models(a) => commands::models::run(a),
+        Command::Run(a) => commands::run::run(a, &device),
+        Command::Sweep(a) => commands::run::sweep(a, &device),
+        Command::Train(a) => commands::train::train(a, &device),
+        Command::Retrain(a) => commands::train::retrain(a, &device),
+        Command::Distill(a) => commands::train::distill(a, &device),
+        Command::Prune(a) => commands::prune::run(a, &device),
+        Command::Eval(a) => commands::inspect::eval(a, &device),
+        Command::Verify(a) => commands::inspect::verify(a, &device),
+        Command::Models(a) => commands::inspect::models(a),
+        Command::Summarize(a) => commands::inspect::summarize(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,10 +19,11 @@ use hf_hub::{HFClient, HFClientSync, HFError, HFRepositorySync, RepoTypeDataset}
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::dataset::{Dataset, DatasetName, Split};
+use crate::dataset::{Dataset, Split};
 use crate::decode::decode_chw;
 use crate::error::{DataError, Result};
 use crate::parquet_table::read_image_table;
+use crate::registry::DatasetName;
 
 /// How [`load_from_hub`] reaches the Hub and its cache.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -2,10 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
 
-/// The smallest standard deviation [`Normalization::fit`] returns, so that a
+/// The smallest standard deviation `Normalization::fit` (beside [`crate::Dataset`]) returns, so that a
 /// constant channel does not divide by zero.
 pub const STD_FLOOR: f32 = 1e-6;
 
@@ -20,56 +19,6 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    /// Per-channel mean and population standard deviation of the scaled pixels of `ds`:
-    /// `mean_c = (1/M) Σ s`, `std_c = max(sqrt((1/M) Σ (s - mean_c)²), 1e-6)` over
-    /// the `M = len * H * W` values `s = p / max_value` of channel `c`.
-    /// An empty dataset gives the identity.
-    pub fn fit(ds: &Dataset) -> Self {
-        let c = ds.channels;
-        if ds.is_empty() || c == 0 {
-            return Self::identity(c);
-        }
-        // Pixels are bytes: a histogram per channel gives exact sums in f64
-        // with one pass over the data.
-        let mut hist = vec![[0u64; 256]; c];
-        let plane = ds.height * ds.width;
-        for sample in ds.images.chunks_exact(ds.sample_dim().max(1)) {
-            for (ch, h) in hist.iter_mut().enumerate() {
-                for &p in &sample[ch * plane..(ch + 1) * plane] {
-                    h[p as usize] += 1;
-                }
-            }
-        }
-        let max = f64::from(ds.max_value);
-        let mut mean = Vec::with_capacity(c);
-        let mut std = Vec::with_capacity(c);
-        for h in &hist {
-            let m: u64 = h.iter().sum();
-            if m == 0 {
-                // Zero-sized images: nothing to measure.
-                mean.push(0.0);
-                std.push(1.0);
-                continue;
-            }
-            let m = m as f64;
-            let mu = h
-                .iter()
-                .enumerate()
-                .map(|(p, &k)| (p as f64 / max) * k as f64)
-                .sum::<f64>()
-                / m;
-            let var = h
-                .iter()
-                .enumerate()
-                .map(|(p, &k)| (p as f64 / max - mu).powi(2) * k as f64)
-                .sum::<f64>()
-                / m;
-            mean.push(mu as f32);
-            std.push((var.sqrt() as f32).max(STD_FLOOR));
-        }
-        Normalization { mean, std }
-    }
-
     /// Mean 0 and std 1 for every channel: batches hold `p / max_value`.
     pub fn identity(channels: usize) -> Self {
         Normalization {

@@ -8,9 +8,11 @@ pub enum KdError {
     /// A tensor operation failed inside Candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    /// A batch could not be built from the dataset.
+    /// An error of the caller's code behind a trait of this crate (a batch
+    /// that could not be built by a [`crate::Samples`], a model's state that
+    /// could not be read by a [`crate::Network`]), passed through unchanged.
     #[error(transparent)]
-    Data(#[from] kdprune_data::DataError),
+    External(Box<dyn std::error::Error + Send + Sync>),
     /// A hyper-parameter is out of range (temperature, α, β, ε, learning rate, …).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -30,6 +32,13 @@ pub enum KdError {
     /// Any other failure, described in words.
     #[error("{0}")]
     Other(String),
+}
+
+impl KdError {
+    /// Wraps an error of the caller's code ([`KdError::External`]).
+    pub fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        KdError::External(e.into())
+    }
 }
 
 /// `Result` with [`KdError`] as the error type.

@@ -124,6 +124,38 @@ impl Sgd {
             .and_then(|s| s.buffer.as_ref())
     }
 
+    /// Multiplies the momentum buffer of each named parameter by its mask
+    /// (1 = kept, 0 = pruned, the parameter's shape), so that no momentum
+    /// remains at a pruned coordinate: a pruning schedule calls it when its
+    /// masks grow. Names without a buffer (no step yet, or no momentum) are
+    /// skipped; an unknown name or a wrong shape is an error.
+    pub fn mask_state<'a>(
+        &mut self,
+        masks: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+    ) -> Result<()> {
+        for (name, mask) in masks {
+            let slot = self
+                .slots
+                .iter_mut()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| {
+                    KdError::InvalidConfig(format!("the optimizer has no parameter `{name}`"))
+                })?;
+            if mask.dims() != slot.var.dims() {
+                return Err(KdError::ShapeMismatch(format!(
+                    "mask of `{name}` is {:?}, the parameter {:?}",
+                    mask.dims(),
+                    slot.var.dims()
+                )));
+            }
+            if let Some(buf) = slot.buffer.take() {
+                let m = mask.to_dtype(buf.dtype())?.to_device(buf.device())?;
+                slot.buffer = Some(buf.mul(&m)?);
+            }
+        }
+        Ok(())
+    }
+
     /// One update with learning rate `lr` (the schedule's value for this step).
     /// Parameters without a gradient in `grads` are left untouched.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {

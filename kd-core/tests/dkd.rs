@@ -58,7 +58,7 @@ fn dkd_terms_and_loss_match_the_reference() -> TestResult {
     assert_close(&[scalar(&terms.tckd)], &[1.9498229739257467]);
     assert_close(&[scalar(&terms.nckd)], &[4.965586908493397]);
 
-    let cfg = DkdConfig::default();
+    let cfg = DkdConfig::PAPER;
     // dkd(S, Tt, y, 1.0, 8.0, 4.0, 5, 20).item()
     assert_close(
         &[scalar(&dkd_loss(&s, &t, &y, &cfg, 5)?)],
@@ -91,7 +91,7 @@ fn dkd_gradient_matches_torch_autograd() -> TestResult {
         s.as_tensor(),
         t.as_tensor(),
         &labels(),
-        &DkdConfig::default(),
+        &DkdConfig::PAPER,
         30,
     )?;
     let grads = loss.backward()?;
@@ -137,7 +137,7 @@ fn dkd_gradient_matches_torch_autograd() -> TestResult {
 #[test]
 fn dkd_gradient_matches_finite_differences() -> TestResult {
     let (s, t, y) = (student(), teacher(), labels());
-    let cfg = DkdConfig::default();
+    let cfg = DkdConfig::PAPER;
     let v = Var::from_tensor(&s)?;
     let grads = dkd_loss(v.as_tensor(), &t, &y, &cfg, 30)?.backward()?;
     let analytic = flat(grads.get(v.as_tensor()).ok_or("no gradient")?);
@@ -217,7 +217,7 @@ fn dkd_decomposes_hinton_kd_per_sample() -> TestResult {
 #[test]
 fn warm_up_scales_the_loss_linearly() -> TestResult {
     let (s, t, y) = (student(), teacher(), labels());
-    let cfg = DkdConfig::default();
+    let cfg = DkdConfig::PAPER;
     let full = scalar(&dkd_loss(&s, &t, &y, &cfg, 20)?);
     assert_eq!(cfg.warmup_factor(0), 0.0);
     assert_eq!(cfg.warmup_factor(1), 0.05);
@@ -237,7 +237,7 @@ fn warm_up_scales_the_loss_linearly() -> TestResult {
 #[test]
 fn dkd_rejects_bad_inputs_and_configs() -> TestResult {
     let (s, t) = (student(), teacher());
-    let cfg = DkdConfig::default();
+    let cfg = DkdConfig::PAPER;
     let out_of_range = Tensor::new(&[2u32, 0, 6, 3], &Device::Cpu)?;
     assert!(matches!(
         dkd_loss(&s, &t, &out_of_range, &cfg, 1),
@@ -279,6 +279,14 @@ fn dkd_rejects_bad_inputs_and_configs() -> TestResult {
     assert_eq!(
         (cfg.alpha, cfg.beta, cfg.temperature, cfg.warmup_epochs),
         (1.0, 8.0, 4.0, 20)
+    );
+    // The defaults are the paper's without the warm-up.
+    assert_eq!(
+        DkdConfig::default(),
+        DkdConfig {
+            warmup_epochs: 0,
+            ..DkdConfig::PAPER
+        }
     );
     Ok(())
 }

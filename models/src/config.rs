@@ -5,10 +5,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::init::ParamSpec;
-use crate::lenet5::Geometry;
+use crate::zoo::lenet5::Geometry;
+use crate::zoo::{lenet5, mlp};
 use crate::zoo::{BufferSpec, Builder, ZooArch};
-use crate::{lenet5, mlp};
+use kd_core::init::ParamSpec;
 
 /// Which network to build and for which input and class count.
 ///

@@ -21,17 +21,16 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
-pub mod init;
-pub mod lenet5;
-pub mod mlp;
 pub mod model;
 pub mod ops;
-pub mod runtime;
 pub mod zoo;
 
 pub use checkpoint::Checkpoint;
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
-pub use model::{Model, ModelOutput};
+/// The output of every network (`kd_core`'s, so that kd-core trains these
+/// models directly through [`kd_core::Network`]).
+pub use kd_core::ModelOutput;
+pub use model::Model;
 pub use ops::Kernels;
 pub use zoo::ZooArch;

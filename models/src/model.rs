@@ -6,33 +6,15 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
+use kd_core::init::pytorch_default_init;
+use kd_core::ModelOutput;
+
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::init::pytorch_default_init;
-use crate::lenet5::{Geometry, LeNet5};
-use crate::mlp::Mlp;
 use crate::ops::Kernels;
+use crate::zoo::lenet5::{Geometry, LeNet5};
+use crate::zoo::mlp::Mlp;
 use crate::zoo::{self, Builder, Network, ZooArch};
-
-/// Output of a forward pass: the logits `[B, classes]` and the named
-/// intermediate features (post-activation), in forward order.
-#[derive(Clone, Debug)]
-pub struct ModelOutput {
-    /// Unnormalised class scores, `[B, classes]`.
-    pub logits: Tensor,
-    /// `(name, activation)` pairs in forward order, e.g. `("fc1", [B, 300])`.
-    pub features: Vec<(String, Tensor)>,
-}
-
-impl ModelOutput {
-    /// The feature called `name`, if the network has one.
-    pub fn feature(&self, name: &str) -> Option<&Tensor> {
-        self.features
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t)
-    }
-}
 
 /// The concrete network behind a [`Model`].
 #[derive(Clone, Debug)]
@@ -302,6 +284,27 @@ impl Model {
             }
         }
         Ok(())
+    }
+}
+
+/// kd-core trains a [`Model`] directly: [`kd_core::fit`], distillation from
+/// a `Model` teacher, gradients for importance scores.
+impl kd_core::Network for Model {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<ModelOutput> {
+        Model::forward_t(self, xs, train)
+    }
+
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        Model::named_vars(self)
+    }
+
+    fn device(&self) -> &Device {
+        Model::device(self)
+    }
+
+    /// Parameters and batch-norm running statistics.
+    fn state(&self) -> kd_core::Result<BTreeMap<String, Tensor>> {
+        self.tensors().map_err(kd_core::KdError::external)
     }
 }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use kdprune_models::init::ParamSpec;
+use kd_core::init::ParamSpec;
 use kdprune_models::{Model, ModelConfig};
 
 fn configs() -> Vec<ModelConfig> {

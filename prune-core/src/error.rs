@@ -34,15 +34,37 @@ pub enum PruneError {
         /// Parameter name.
         name: String,
     },
-    /// A criterion name that `Criterion::from_str` does not know.
-    #[error("unknown importance criterion `{0}`; expected one of: magnitude, random, snip, teacher-guided, lamp, grasp, synflow, self-distill")]
+    /// A criterion name that `importance::by_name` does not know.
+    #[error("unknown importance criterion `{0}`; expected one of: magnitude, random, snip, teacher-guided, lamp, grasp, synflow, self-distill (teacher-guided also as teacher-guided:kd, :ce or :mix)")]
     UnknownCriterion(String),
+    /// A criterion name with a suffix the criterion does not take.
+    #[error("criterion `{criterion}` takes no suffix `:{suffix}` (only teacher-guided takes :kd, :ce or :mix)")]
+    UnexpectedSuffix {
+        /// The criterion.
+        criterion: String,
+        /// What followed its name.
+        suffix: String,
+    },
     /// A gradient-source name that `GradientSource::from_str` does not know.
     #[error("unknown gradient source `{0}`; expected one of: ce, kd, mixture")]
     UnknownGradientSource(String),
     /// A selection-scope name that `Scope::from_str` does not know.
     #[error("unknown selection scope `{0}`; expected one of: global, per-layer")]
     UnknownScope(String),
+    /// A criterion that cannot select under the asked scope.
+    #[error("{criterion} prunes by one global threshold per round; the {scope} scope is not supported with it")]
+    UnsupportedScope {
+        /// The criterion.
+        criterion: String,
+        /// The scope asked for.
+        scope: crate::Scope,
+    },
+    /// A data-driven criterion given no calibration batch.
+    #[error("the {0} criterion needs at least one calibration batch")]
+    NeedsBatches(String),
+    /// GraSP found no gradient to preserve.
+    #[error("GraSP: the cross-entropy gradient of the prunable weights is {0} on the calibration batches; there is no gradient flow to preserve")]
+    NoGradientFlow(f64),
     /// A finite-difference step that is not finite and positive.
     #[error("finite-difference step must be finite and > 0, got {0}")]
     InvalidEpsilon(f64),
@@ -66,6 +88,9 @@ pub enum PruneError {
         /// Last pruning step.
         end: u64,
     },
+    /// A gradual schedule whose ramp is not a fraction in `(0, 1]` of the run.
+    #[error("the ramp of a gradual schedule must be a fraction in (0, 1] of the steps, got {0}")]
+    InvalidRampFraction(f64),
     /// A gradual schedule updating every 0 steps.
     #[error("schedule frequency must be at least 1 step")]
     ZeroFrequency,
@@ -84,6 +109,18 @@ pub enum PruneError {
     /// An error from a Candle tensor operation.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// An error of the caller's side of a [`crate::importance::ScoringContext`]
+    /// or a [`crate::schedule::Learner`] (a failed training run, a missing
+    /// batch), passed through unchanged.
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl PruneError {
+    /// Wraps an error of the caller's code ([`PruneError::External`]).
+    pub fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        PruneError::External(e.into())
+    }
 }
 
 /// `Result` with [`PruneError`].

@@ -1,7 +1,5 @@
 //! Which parameters may be pruned.
 
-use serde::{Deserialize, Serialize};
-
 /// Chooses the prunable parameters of a model from their names and shapes.
 ///
 /// A parameter is prunable when its rank is at least 2 (weights of linear and
@@ -9,8 +7,12 @@ use serde::{Deserialize, Serialize};
 /// (see [`glob_match`]). `keep_first` / `keep_last` then also spare the first
 /// / last of the remaining parameters in forward order (often the input
 /// convolution and the classifier, which are small and sensitive).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default)
+)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamFilter {
     /// Glob patterns (`*` = any run of characters) matched against the full name.
     pub exclude: Vec<String>,

@@ -1,14 +1,19 @@
 //! Unstructured pruning over named Candle tensors: parameter filters,
-//! importance scores ([`importance`]: magnitude, random, SNIP,
-//! teacher-guided, EPSD self-distillation, LAMP, GraSP, SynFlow),
-//! exact-count global / per-layer selection ([`select`]), binary masks
-//! applied to weights and gradients, pruning schedules ([`schedule`]: GMP,
-//! IMP, COLT, weight rewinding) and sparsity reports.
+//! importance criteria ([`importance`]: magnitude, random, SNIP,
+//! teacher-guided, EPSD self-distillation, LAMP, GraSP, SynFlow, and any
+//! criterion of the caller's behind the [`Importance`] trait), exact-count
+//! global / per-layer selection ([`select`]), binary masks applied to weights
+//! and gradients, pruning schedules and their drivers ([`schedule`]: one-shot,
+//! GMP, IMP with rewinding, COLT, over the caller's training through
+//! [`Learner`]) and sparsity reports.
 //!
 //! Conventions: a mask is an `f32` tensor of the weight's shape with 1 = kept,
 //! 0 = pruned; selection at sparsity `s` over `n` weights prunes exactly
 //! `round(s·n)` of them, the lowest-scored, ties broken by tensor name then
 //! flat index. Everything iterates over parameters in name order.
+//!
+//! candle-core is the one heavy dependency; `serde` support is the optional
+//! feature `serde`.
 
 #![warn(missing_docs)]
 
@@ -17,6 +22,7 @@ mod filter;
 pub mod importance;
 mod mask;
 pub mod report;
+pub mod rng;
 pub mod schedule;
 pub mod select;
 
@@ -26,10 +32,10 @@ use candle_core::Tensor;
 
 pub use error::{PruneError, Result};
 pub use filter::{glob_match, ParamFilter};
-pub use importance::{Criterion, GradientSource};
+pub use importance::{GradientSource, Importance, Loss, Needs, ScoringContext};
 pub use mask::MaskSet;
 pub use report::{sparsity_report, LayerSparsity, SparsityReport};
-pub use schedule::GmpSchedule;
+pub use schedule::{GmpSchedule, Learner, Outcome, Stage, StepPruner};
 pub use select::{check_sparsity, Scope};
 
 /// Importance scores: parameter name → `f32` tensor of the weight's shape

@@ -3,13 +3,13 @@
 use std::fmt::Write;
 
 use candle_core::DType;
-use serde::Serialize;
 
 use crate::mask::{check_shape, count_zeros};
 use crate::{MaskSet, NamedTensors, PruneError, Result};
 
 /// Counts for one tensor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerSparsity {
     /// Parameter name.
     pub name: String,
@@ -32,7 +32,8 @@ impl LayerSparsity {
 }
 
 /// Per-layer counts for a set of tensors.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SparsityReport {
     /// One entry per reported tensor, in the order asked for.
     pub layers: Vec<LayerSparsity>,

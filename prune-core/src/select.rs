@@ -16,7 +16,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{DType, Device, Shape, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::mask::check_shape;
 use crate::{MaskSet, PruneError, Result, Scores};
@@ -64,6 +63,36 @@ pub fn global(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
 /// Every mask of `current` must name a tensor of `scores` with its shape;
 /// tensors without a mask count as fully kept.
 pub fn global_within(scores: &Scores, current: &MaskSet, sparsity: f64) -> Result<MaskSet> {
+    let (host, already) = gather_within(scores, current, sparsity)?;
+    let n: usize = host.iter().map(|h| h.keys.len()).sum();
+    select_lowest(host, prune_count(n, sparsity).max(already.iter().sum()))
+}
+
+/// [`per_layer`] restricted to the weights `current` still keeps: in each
+/// tensor `t`, the coordinates `current` prunes stay pruned and the
+/// lowest-scored kept weights are added until exactly
+/// `max(round(s·n_t), already pruned in t)` are pruned. Ties follow the rule
+/// of [`global`] inside the tensor. Every mask of `current` must name a
+/// tensor of `scores` with its shape; tensors without a mask count as fully kept.
+pub fn per_layer_within(scores: &Scores, current: &MaskSet, sparsity: f64) -> Result<MaskSet> {
+    let (host, already) = gather_within(scores, current, sparsity)?;
+    let mut masks = MaskSet::new();
+    for (h, already) in host.into_iter().zip(already) {
+        let k = prune_count(h.keys.len(), sparsity).max(already);
+        let mut cut = Cut::find(std::iter::once(h.keys.as_slice()), k);
+        let (name, mask) = h.into_mask(&mut cut)?;
+        masks.insert_trusted(name, mask);
+    }
+    Ok(masks)
+}
+
+/// The keys of `scores` with the coordinates `current` prunes forced below
+/// every score, and how many each tensor has so forced.
+fn gather_within(
+    scores: &Scores,
+    current: &MaskSet,
+    sparsity: f64,
+) -> Result<(Vec<HostKeys>, Vec<usize>)> {
     check_sparsity(sparsity)?;
     if scores.is_empty() {
         return Err(PruneError::NoPrunableParameters);
@@ -75,8 +104,8 @@ pub fn global_within(scores: &Scores, current: &MaskSet, sparsity: f64) -> Resul
         .iter()
         .map(|(name, t)| HostKeys::gather(name, t))
         .collect::<Result<Vec<_>>>()?;
-    let mut already = 0;
-    for h in &mut host {
+    let mut already = vec![0; host.len()];
+    for (h, already) in host.iter_mut().zip(&mut already) {
         let Some(mask) = current.get(&h.name) else {
             continue;
         };
@@ -85,12 +114,11 @@ pub fn global_within(scores: &Scores, current: &MaskSet, sparsity: f64) -> Resul
         for (key, &m) in h.keys.iter_mut().zip(&m) {
             if m == 0.0 {
                 *key = PRUNED_KEY;
-                already += 1;
+                *already += 1;
             }
         }
     }
-    let n: usize = host.iter().map(|h| h.keys.len()).sum();
-    select_lowest(host, prune_count(n, sparsity).max(already))
+    Ok((host, already))
 }
 
 /// Prunes the `k` lowest keys over all of `host`, in visiting order for ties.
@@ -123,8 +151,12 @@ pub fn per_layer(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
 }
 
 /// Where pruning is decided: one threshold over all tensors, or one per tensor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// [`global`]: `round(s·n)` weights pruned over all tensors together, so
     /// layers end up with different sparsities.
@@ -153,6 +185,16 @@ impl Scope {
         match self {
             Scope::Global => global(scores, sparsity),
             Scope::PerLayer => per_layer(scores, sparsity),
+        }
+    }
+
+    /// The masks of `scores` at `sparsity` under this scope, among the
+    /// weights `kept` still keeps ([`global_within`], [`per_layer_within`]);
+    /// with an empty `kept`, the same as [`Scope::select`].
+    pub fn select_within(self, scores: &Scores, kept: &MaskSet, sparsity: f64) -> Result<MaskSet> {
+        match self {
+            Scope::Global => global_within(scores, kept, sparsity),
+            Scope::PerLayer => per_layer_within(scores, kept, sparsity),
         }
     }
 }

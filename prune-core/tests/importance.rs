@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use candle_core::{Device, Tensor, Var};
-use prune_core::importance::{self, Criterion, GradientSource, SaliencyAccumulator};
+use prune_core::importance::{self, GradientSource, SaliencyAccumulator, TeacherGuided};
 use prune_core::{select, NamedTensors, PruneError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -184,22 +184,35 @@ fn random_scores_are_reproducible_by_seed() {
 
 #[test]
 fn criterion_names_round_trip() {
-    for c in Criterion::ALL {
-        assert_eq!(Criterion::from_str(&c.to_string()).unwrap(), c);
-        let json = serde_json::to_string(&c).unwrap();
-        assert_eq!(json, format!("\"{c}\""));
-        assert_eq!(serde_json::from_str::<Criterion>(&json).unwrap(), c);
+    for name in importance::BUILTIN {
+        let c = importance::by_name(name).unwrap();
+        assert_eq!(c.name(), name);
     }
-    assert_eq!(Criterion::TeacherGuided.to_string(), "teacher-guided");
-    let err = Criterion::from_str("l1").unwrap_err().to_string();
+    for (name, source) in [
+        ("teacher-guided:kd", GradientSource::Kd),
+        ("teacher-guided:ce", GradientSource::Ce),
+        ("teacher-guided:mix", GradientSource::Mixture),
+    ] {
+        let c = importance::by_name(name).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", TeacherGuided { source }));
+    }
+    assert_eq!(
+        importance::by_name("teacher-guided:mix").unwrap().name(),
+        "teacher-guided"
+    );
+    let err = importance::by_name("l1").unwrap_err().to_string();
     assert!(
         err.contains("magnitude, random, snip, teacher-guided, lamp, grasp, synflow, self-distill"),
         "{err}"
     );
-    assert_eq!(Criterion::SelfDistill.to_string(), "self-distill");
-    assert!(Criterion::Snip.needs_gradients() && !Criterion::Magnitude.needs_gradients());
-    assert!(!Criterion::Lamp.needs_gradients() && Criterion::Grasp.needs_data());
-    assert!(Criterion::Synflow.needs_gradients() && !Criterion::Synflow.needs_data());
+    for bad in ["magnitude:ce", "teacher-guided:x", "synflow:kd"] {
+        assert!(importance::by_name(bad).is_err(), "{bad}");
+    }
+    let needs = |n: &str| importance::by_name(n).unwrap().needs();
+    assert!(needs("snip").gradients && !needs("magnitude").gradients);
+    assert!(!needs("lamp").gradients && needs("grasp").data);
+    assert!(needs("synflow").gradients && !needs("synflow").data);
+    assert!(needs("teacher-guided").teacher && !needs("teacher-guided:ce").teacher);
 }
 
 #[test]

@@ -15,8 +15,8 @@
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
 use kdprune_benchmarks::{interleaved_median_secs, load_average, median_secs};
+use kdprune_cli::runtime::tune_process;
 use kdprune_models::ops;
-use kdprune_models::runtime::tune_process;
 
 fn main() -> Result<()> {
     tune_process();

@@ -1,24 +1,30 @@
 //! Cost of teacher-guided scoring: `N` batches of `|θ ⊙ ∂L/∂θ|` accumulation
-//! with L = α·CA-KLD + (1−α)·CE, divided by the time of the same `N` plain
-//! forward+backward passes (goal ≤ 1.1). Two baselines, both measured here:
-//! the same KD forward+backward (teacher forward included) without
-//! accumulation, and a student-only CE forward+backward.
+//! with L = α·CA-KLD + (1−α)·CE, through the library's scoring dispatch (the
+//! code `kdprune prune` and `kdprune run` run), divided by the time of the
+//! same `N` plain forward+backward passes (goal ≤ 1.1). Two baselines, both
+//! measured here on the same batches: the same KD forward+backward (teacher
+//! forward included) without accumulation, and a student-only CE
+//! forward+backward. Every side builds its batches from the dataset.
 //!
 //! `cargo run --release -p kdprune-benchmarks --bin bench-scoring`
 
-use std::collections::BTreeMap;
-
 use candle_core::{Device, Tensor};
 use kd_core::losses::Beta;
-use kd_core::LossConfig;
+use kd_core::{LossConfig, SelfDistillConfig};
 use kdprune_benchmarks::interleaved_median_secs;
+use kdprune_cli::checkpoints::{filter, prunable_names};
+use kdprune_cli::data::Data;
+use kdprune_cli::scoring::{scores, ScoringSettings};
+use kdprune_data::{Dataset, DatasetName, Normalization, Split};
 use kdprune_models::{Model, ModelConfig};
-use prune_core::importance::SaliencyAccumulator;
+use prune_core::importance::TeacherGuided;
+use rand::{Rng, SeedableRng};
 
-fn main() -> anyhow_free::Result {
-    kdprune_models::runtime::tune_process();
+fn main() -> anyhow::Result<()> {
+    kdprune_cli::runtime::tune_process();
     let dev = Device::Cpu;
     let (batches, batch) = (20usize, 128usize);
+    let data = synthetic(batches * batch);
     let student = Model::new(
         ModelConfig::from_name("lenet-300-100", (1, 28, 28), 10)?,
         1,
@@ -29,55 +35,54 @@ fn main() -> anyhow_free::Result {
         2,
         &dev,
     )?;
-    let xs: Vec<Tensor> = (0..batches)
-        .map(|_| Tensor::randn(0f32, 1.0, (batch, 1, 28, 28), &dev))
-        .collect::<candle_core::Result<_>>()?;
-    let ys: Vec<Tensor> = (0..batches)
-        .map(|i| {
-            let labels: Vec<u32> = (0..batch).map(|j| ((i * 7 + j) % 10) as u32).collect();
-            Tensor::from_vec(labels, batch, &dev)
-        })
-        .collect::<candle_core::Result<_>>()?;
     let kd = LossConfig::CaKld {
         temperature: 4.0,
         alpha: 0.9,
         beta: Beta::Confidence,
         eps: 1e-7,
     };
-    let names: Vec<String> = student
-        .named_vars()
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| n.ends_with(".weight"))
+    let prunable = prunable_names(student.config(), &filter(false, false));
+    let settings = ScoringSettings {
+        batches,
+        batch_size: batch,
+        seed: 0,
+        kd_loss: kd,
+        self_distill: SelfDistillConfig::default(),
+    };
+    // The baselines' batches: the same sizes, built from the dataset too.
+    let order: Vec<Vec<usize>> = (0..batches)
+        .map(|b| (b * batch..(b + 1) * batch).collect())
         .collect();
+    let batch_of = |idx: &[usize]| -> (Tensor, Tensor) {
+        data.split
+            .train
+            .batch(idx, &data.norm, &dev)
+            .expect("batch")
+    };
 
     let mut scoring = || {
-        let weights: BTreeMap<String, Tensor> = student
-            .tensors()
-            .expect("tensors")
-            .into_iter()
-            .filter(|(n, _)| names.contains(n))
-            .collect();
-        let mut acc = SaliencyAccumulator::new();
-        for (x, y) in xs.iter().zip(&ys) {
-            let (_, g) =
-                kd_core::loss_gradients(&student, Some(&teacher), x, y, &kd).expect("grads");
-            let g: BTreeMap<String, Tensor> =
-                g.into_iter().filter(|(n, _)| names.contains(n)).collect();
-            acc.add_batch(&weights, &g).expect("accumulate");
-        }
-        std::hint::black_box(acc.finish().expect("scores"));
+        let s = scores(
+            &TeacherGuided::default(),
+            &student,
+            Some(&teacher),
+            &data,
+            &prunable,
+            settings.clone(),
+        )
+        .expect("scores");
+        std::hint::black_box(s);
     };
     let mut kd_passes = || {
-        for (x, y) in xs.iter().zip(&ys) {
+        for idx in &order {
+            let (x, y) = batch_of(idx);
             let t = teacher
-                .forward_t(x, false)
+                .forward_t(&x, false)
                 .expect("teacher")
                 .logits
                 .detach();
-            let s = student.forward_t(x, true).expect("student").logits;
+            let s = student.forward_t(&x, true).expect("student").logits;
             let g = kd
-                .loss(&s, Some(&t), y)
+                .loss(&s, Some(&t), &y)
                 .expect("loss")
                 .backward()
                 .expect("backward");
@@ -85,10 +90,11 @@ fn main() -> anyhow_free::Result {
         }
     };
     let mut ce_passes = || {
-        for (x, y) in xs.iter().zip(&ys) {
-            let s = student.forward_t(x, true).expect("student").logits;
+        for idx in &order {
+            let (x, y) = batch_of(idx);
+            let s = student.forward_t(&x, true).expect("student").logits;
             let g = LossConfig::CrossEntropy
-                .loss(&s, None, y)
+                .loss(&s, None, &y)
                 .expect("loss")
                 .backward()
                 .expect("backward");
@@ -106,7 +112,29 @@ fn main() -> anyhow_free::Result {
     Ok(())
 }
 
-/// The binary's error type: any library error, printed by `main`.
-mod anyhow_free {
-    pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+/// `n` seeded random 1×28×28 images with labels `0..10`, as a dataset
+/// (training and test set alike).
+fn synthetic(n: usize) -> Data {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let images: Vec<u8> = (0..n * 784).map(|_| rng.random()).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let ds = Dataset {
+        name: "synthetic".into(),
+        images,
+        labels,
+        channels: 1,
+        height: 28,
+        width: 28,
+        num_classes: 10,
+        max_value: 255.0,
+    };
+    let norm = Normalization::fit(&ds);
+    Data {
+        name: DatasetName::FashionMnist,
+        split: Split {
+            train: ds.clone(),
+            test: ds,
+        },
+        norm,
+    }
 }

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn main() -> candle_core::Result<()> {
-    kdprune_models::runtime::tune_process();
+    kdprune_cli::runtime::tune_process();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     for &n in &[1_000_000usize, 10_000_000, 25_000_000] {
         // Four tensors of unequal size, like the layers of a network.

@@ -19,8 +19,8 @@ use candle_nn::{VarBuilder, VarMap};
 use kd_core::{Sgd, SgdConfig};
 use kdprune_benchmarks::small_cnn::CnnKernels;
 use kdprune_benchmarks::{interleaved_median_secs, load_average, SmallCnn};
-use kdprune_models::lenet5::{Geometry, LeNet5};
-use kdprune_models::runtime::tune_process;
+use kdprune_cli::runtime::tune_process;
+use kdprune_models::zoo::lenet5::{Geometry, LeNet5};
 use kdprune_models::{Kernels, Model, ModelConfig};
 
 const BATCH: usize = 128;

@@ -1,12 +1,12 @@
-//! Flag groups shared by several subcommands.
+//! Flag groups shared by several subcommands, and what they parse into.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use kd_core::{SgdConfig, TrainConfig};
-
-use crate::common::{AugmentChoice, Data, Source};
+use kd_core::losses::{Beta, DkdConfig, RkdConfig, DEFAULT_ALPHA, DEFAULT_TEMPERATURE};
+use kd_core::{LossConfig, TermParams};
+use kdprune_cli::data::{hub_options, AugmentChoice, Source};
+use kdprune_cli::jobs::{DataSpec, ObjectiveSpec, Optim};
 use kdprune_data::HubOptions;
 
 /// Which data.
@@ -27,6 +27,17 @@ pub struct DataArgs {
     /// checkpoint's, else 0].
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+impl DataArgs {
+    /// The data these flags name.
+    pub fn spec(&self) -> DataSpec {
+        DataSpec {
+            dataset: self.dataset.clone(),
+            source: Source::new(self.data_dir.as_deref(), self.hub.options()),
+            seed: self.seed,
+        }
+    }
 }
 
 /// Reading a dataset from the Hugging Face Hub.
@@ -53,43 +64,12 @@ impl HubArgs {
     /// The Hub options when `--hub` is given.
     pub fn options(&self) -> Option<HubOptions> {
         self.hub.then(|| {
-            let env = HubOptions::from_env();
-            HubOptions {
-                cache_dir: self.hub_cache.clone(),
-                offline: self.offline || env.offline,
-                revision: self.hub_revision.clone(),
-            }
+            hub_options(
+                self.hub_cache.clone(),
+                self.hub_revision.clone(),
+                self.offline,
+            )
         })
-    }
-}
-
-impl DataArgs {
-    /// Dataset name and seed: flags, else the checkpoint's metadata, else defaults.
-    pub fn resolve(&self, meta: Option<&BTreeMap<String, String>>) -> (String, u64) {
-        let dataset = self
-            .dataset
-            .clone()
-            .or_else(|| meta.and_then(|m| m.get("dataset").cloned()))
-            .unwrap_or_else(|| "digits".into());
-        let seed = self
-            .seed
-            .or_else(|| meta.and_then(|m| m.get("seed").and_then(|s| s.parse().ok())))
-            .unwrap_or(0);
-        (dataset, seed)
-    }
-
-    /// Where the files come from.
-    pub fn source(&self) -> Source {
-        Source::new(self.data_dir.as_deref(), self.hub.options())
-    }
-
-    /// Loads the data (see [`DataArgs::resolve`]).
-    pub fn load(&self, meta: Option<&BTreeMap<String, String>>) -> anyhow::Result<(Data, u64)> {
-        let (dataset, seed) = self.resolve(meta);
-        Ok((
-            crate::common::load_data(&dataset, &self.source(), seed)?,
-            seed,
-        ))
     }
 }
 
@@ -123,17 +103,33 @@ pub struct OptimArgs {
     pub augment: AugmentChoice,
 }
 
-/// The objective.
+impl OptimArgs {
+    /// The optimisation these flags describe.
+    pub fn optim(&self) -> Optim {
+        Optim {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: !self.no_nesterov,
+            warmup_epochs: self.warmup_epochs,
+            augment: self.augment,
+        }
+    }
+}
+
+/// A fixed-form loss: `α·KD + (1−α)·CE` or plain CE.
 #[derive(Args, Clone, Debug)]
 pub struct LossArgs {
     /// Loss: ce, kd (Hinton), ca-kld (needs --teacher for kd and ca-kld).
     #[arg(long, default_value = "ce")]
     pub loss: String,
     /// Temperature T.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
     pub temperature: f64,
     /// Weight α of the distillation term: L = α·KD + (1−α)·CE.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
     /// CA-KLD β: `confidence` or a number in [0, 1].
     #[arg(long, default_value = "confidence")]
@@ -141,29 +137,84 @@ pub struct LossArgs {
 }
 
 impl LossArgs {
-    /// The loss these flags describe.
-    pub fn config(&self) -> anyhow::Result<kd_core::LossConfig> {
-        crate::config::loss_config(&self.loss, self.temperature, self.alpha, &self.beta)
+    /// The loss these flags describe, `name` instead of `--loss` if given.
+    pub fn config(&self, name: Option<&str>) -> anyhow::Result<LossConfig> {
+        let beta: Beta = self.beta.parse()?;
+        Ok(LossConfig::named(
+            name.unwrap_or(&self.loss),
+            self.temperature,
+            self.alpha,
+            beta,
+        )?)
     }
 }
 
-impl OptimArgs {
-    /// A training configuration for `loss` on `data`.
-    pub fn train_config(&self, loss: kd_core::LossConfig, seed: u64, data: &Data) -> TrainConfig {
-        TrainConfig {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            sgd: SgdConfig {
-                lr: self.lr,
-                momentum: self.momentum,
-                nesterov: !self.no_nesterov && self.momentum > 0.0,
-                weight_decay: self.weight_decay,
+/// The objective: which loss terms, their weights and hyper-parameters.
+#[derive(Args, Clone, Debug)]
+pub struct ObjectiveArgs {
+    /// Loss: NAME[:WEIGHT] terms joined by `,` or `+`, NAME one of ce, kd
+    /// (Hinton), ca-kld, dkd, fitnet, at, rkd. Examples: `kd` (= ce:0.1+kd:0.9
+    /// with --alpha 0.9), `ce:0.1,kd:0.9`, `at` (= ce:1+at:1000), `kd+at:1000`.
+    /// Default weights: kd/ca-kld α, dkd 1, fitnet 100, at 1000, rkd 1; CE is
+    /// added unless named, with weight 1−α beside kd/ca-kld, else 1 (`ce:0`
+    /// drops it). Every term but ce needs --teacher.
+    /// [default: kd for distill, ce for retrain]
+    #[arg(long, verbatim_doc_comment)]
+    pub loss: Option<String>,
+    /// Feature pairs of fitnet/at/rkd: `s.NAME=t.NAME` joined by `,` (NAME alone:
+    /// the same name on both sides), used by every feature term. Defaults: at,
+    /// every feature map both models share by name; fitnet, the last shared map
+    /// (else the first shared vector); rkd, the student's last feature with the
+    /// teacher's last feature.
+    #[arg(long, verbatim_doc_comment)]
+    pub feature_pairs: Option<String>,
+    /// Temperature T of kd, ca-kld and dkd.
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
+    pub temperature: f64,
+    /// α: the default weight of kd/ca-kld (and 1−α of ce beside them).
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
+    pub alpha: f64,
+    /// CA-KLD β: `confidence` or a number in [0, 1].
+    #[arg(long, default_value = "confidence")]
+    pub beta: String,
+    /// DKD weight of the target-class term (TCKD).
+    #[arg(long, default_value_t = DkdConfig::default().alpha)]
+    pub dkd_alpha: f64,
+    /// DKD weight of the non-target term (NCKD).
+    #[arg(long, default_value_t = DkdConfig::default().beta)]
+    pub dkd_beta: f64,
+    /// DKD warm-up epochs, factor min(epoch/warm-up, 1) (0: none; the paper
+    /// warms up over 20 of its 240 epochs).
+    #[arg(long, default_value_t = DkdConfig::default().warmup_epochs)]
+    pub dkd_warmup: usize,
+    /// Attention-transfer exponent p of |f|^p.
+    #[arg(long, default_value_t = kd_core::losses::AttentionConfig::default().p)]
+    pub at_p: f64,
+    /// RKD weight of the distance loss.
+    #[arg(long, default_value_t = RkdConfig::default().distance_weight)]
+    pub rkd_distance_weight: f64,
+    /// RKD weight of the angle loss.
+    #[arg(long, default_value_t = RkdConfig::default().angle_weight)]
+    pub rkd_angle_weight: f64,
+}
+
+impl ObjectiveArgs {
+    /// The objective these flags describe, `default` when `--loss` is absent.
+    pub fn spec(&self, default: &str) -> anyhow::Result<ObjectiveSpec> {
+        Ok(ObjectiveSpec {
+            loss: self.loss.clone().unwrap_or_else(|| default.into()),
+            params: TermParams {
+                alpha: self.alpha,
+                temperature: self.temperature,
+                beta: self.beta.parse()?,
+                dkd_alpha: self.dkd_alpha,
+                dkd_beta: self.dkd_beta,
+                dkd_warmup: self.dkd_warmup,
+                at_p: self.at_p,
+                rkd_distance: self.rkd_distance_weight,
+                rkd_angle: self.rkd_angle_weight,
             },
-            warmup_epochs: self.warmup_epochs,
-            min_lr: 0.0,
-            loss,
-            seed,
-            augment: self.augment.resolve(data.name),
-        }
+            feature_pairs: self.feature_pairs.clone(),
+        })
     }
 }

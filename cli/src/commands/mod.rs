@@ -1,12 +1,7 @@
-//! One file per subcommand.
+//! The arguments of each subcommand and the one library call each makes.
 
 pub mod args;
-pub mod distill;
-pub mod eval;
-pub mod models;
+pub mod inspect;
 pub mod prune;
-pub mod retrain;
 pub mod run;
-pub mod summarize;
 pub mod train;
-pub mod verify;

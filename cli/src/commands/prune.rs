@@ -2,32 +2,25 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use anyhow::Result;
+use candle_core::Device;
+use clap::Args;
 use kd_core::SelfDistillConfig;
-use prune_core::importance::Criterion;
-use prune_core::{select, ParamFilter};
+use kdprune_cli::jobs::{self, PruneJob};
+use prune_core::importance::{self, SynFlow};
+use prune_core::{Importance, Scope};
 
 use super::args::{DataArgs, LossArgs};
-use crate::common;
-
-/// One threshold for all layers, or one per layer.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Scope {
-    /// One global threshold (the paper's).
-    Global,
-    /// The same sparsity in every layer.
-    Layer,
-}
 
 /// Flags of `kdprune prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Checkpoint to prune.
+    /// Checkpoint to prune (weights its masks prune stay pruned).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Criterion; every one keeps the highest-scored weights and prunes the
-    /// lowest: teacher-guided |θ·∂L/∂θ| (L = --loss under --teacher), snip
+    /// lowest: teacher-guided |θ·∂L/∂θ| (L = --loss under --teacher;
+    /// teacher-guided:kd and teacher-guided:ce for one term only), snip
     /// |θ·∂CE/∂θ|, self-distill |θ·∂L_SD/∂θ| (EPSD: α·T²·KL to the model's own
     /// detached predictions on a shifted or crop-flipped view, plus (1−α)·CE;
     /// --sd-temperature, --sd-alpha), grasp θ·H·g (H·g by finite differences of the
@@ -37,11 +30,13 @@ pub struct PruneArgs {
     /// random.
     #[arg(long, default_value = "teacher-guided")]
     pub criterion: String,
-    /// Target sparsity in [0, 1).
+    /// Target sparsity in [0, 1): exactly round(s·n) of the n prunable
+    /// weights end up pruned.
     #[arg(long, default_value_t = 0.9)]
     pub sparsity: f64,
-    /// Selection scope.
-    #[arg(long, value_enum, default_value = "global")]
+    /// Selection scope: global (one threshold, the paper's) or layer (the
+    /// same sparsity in every layer).
+    #[arg(long, default_value = "global", value_parser = parse_scope)]
     pub scope: Scope,
     /// Teacher checkpoint (teacher-guided).
     #[arg(long)]
@@ -58,7 +53,7 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = SelfDistillConfig::default().alpha)]
     pub sd_alpha: f64,
     /// Pruning rounds of synflow (exponential schedule to --sparsity).
-    #[arg(long, default_value_t = prune_core::importance::DEFAULT_SYNFLOW_ROUNDS)]
+    #[arg(long, default_value_t = importance::DEFAULT_SYNFLOW_ROUNDS)]
     pub synflow_rounds: usize,
     /// Mini-batch size of scoring.
     #[arg(long, default_value_t = 64)]
@@ -79,85 +74,57 @@ pub struct PruneArgs {
     pub out: PathBuf,
 }
 
+/// `global`, `layer` (or `per-layer`).
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    match s {
+        "layer" => Ok(Scope::PerLayer),
+        other => other
+            .parse()
+            .map_err(|e: prune_core::PruneError| e.to_string()),
+    }
+}
+
 /// Scores, selects, applies and saves.
-pub fn run(a: PruneArgs) -> Result<()> {
-    prune_core::check_sparsity(a.sparsity)?;
-    let criterion: Criterion = a.criterion.parse()?;
+pub fn run(a: PruneArgs, device: &Device) -> Result<()> {
+    let criterion: Box<dyn Importance> = match a.criterion.as_str() {
+        "synflow" => Box::new(SynFlow {
+            rounds: a.synflow_rounds,
+        }),
+        name => importance::by_name(name)?,
+    };
     anyhow::ensure!(
-        a.score_batches > 0 || !criterion.needs_data(),
-        "--score-batches must be ≥ 1 for the {criterion} criterion"
-    );
-    anyhow::ensure!(
-        criterion != Criterion::Synflow || matches!(a.scope, Scope::Global),
+        criterion.name() != "synflow" || a.scope == Scope::Global,
         "synflow prunes by one global threshold per round; --scope layer is not supported with it"
     );
-    let device = common::device();
-    let (model, old_masks, ckpt) = common::load_model(&a.checkpoint, &device)?;
-    let (data, seed) = a.data.load(Some(&ckpt.metadata))?;
-    common::check_fits(&model, &data, "the checkpoint")?;
-    let teacher = match &a.teacher {
-        Some(p) => Some(common::load_teacher(p, &data, seed, &device)?),
-        None => None,
+    // `--loss ce` with the teacher-guided criterion would silently be SNIP.
+    let loss = if criterion.needs().teacher && a.loss.loss == "ce" {
+        a.loss.config(Some("ca-kld"))?
+    } else {
+        a.loss.config(None)?
     };
-    let mut loss = a.loss.config()?;
-    if criterion == Criterion::TeacherGuided && !loss.needs_teacher() {
-        // `--loss ce` with the teacher-guided criterion would silently be SNIP.
-        loss =
-            crate::config::loss_config("ca-kld", a.loss.temperature, a.loss.alpha, &a.loss.beta)?;
-    }
-    let filter = ParamFilter {
+    let self_distill = SelfDistillConfig {
+        temperature: a.sd_temperature,
+        alpha: a.sd_alpha,
+    };
+    self_distill.validate()?;
+    let job = PruneJob {
+        checkpoint: a.checkpoint,
+        criterion,
+        sparsity: a.sparsity,
+        scope: a.scope,
+        teacher: a.teacher,
+        score_batches: a.score_batches,
+        batch_size: a.batch_size,
+        kd_loss: loss,
+        self_distill,
         keep_first: a.keep_first,
         keep_last: a.keep_last,
-        ..ParamFilter::default()
+        data: a.data.spec(),
+        out: a.out,
     };
-    let prunable = common::prunable_names(model.config(), &filter);
-    let mut masks = if criterion == Criterion::Synflow {
-        common::synflow_masks(&model, &data, &prunable, a.sparsity, a.synflow_rounds)?
-    } else {
-        let scores = if criterion == Criterion::SelfDistill {
-            let cfg = SelfDistillConfig {
-                temperature: a.sd_temperature,
-                alpha: a.sd_alpha,
-            };
-            common::self_distill_scores(
-                &model,
-                &data,
-                &prunable,
-                &cfg,
-                a.score_batches,
-                a.batch_size,
-                seed,
-            )?
-        } else {
-            common::score(
-                criterion,
-                &model,
-                teacher.as_ref(),
-                &data,
-                &prunable,
-                &loss,
-                a.score_batches,
-                a.batch_size,
-                seed,
-            )?
-        };
-        match a.scope {
-            Scope::Global => select::global(&scores, a.sparsity)?,
-            Scope::Layer => select::per_layer(&scores, a.sparsity)?,
-        }
-    };
-    if !old_masks.is_empty() {
-        masks = masks
-            .intersect(&old_masks)
-            .context("the checkpoint's masks do not match its weights")?;
-    }
-    common::apply_masks(&model, &masks)?;
-    let acc = kd_core::evaluate(&model, &data.split.test, &data.norm, 512)?;
-    let rep = prune_core::report::sparsity_report(&model.tensors()?, &prunable, Some(&masks))?;
-    let meta = common::metadata(data.name, seed, "pruned", &data.norm);
-    common::save_model(&a.out, &model, Some(&masks), meta)?;
-    println!("{}", rep.table());
-    println!("test accuracy: {acc:.4}");
-    println!("saved {}", a.out.display());
+    let outcome = jobs::prune_checkpoint(&job, device)?;
+    println!("{}", outcome.report.table());
+    println!("test accuracy: {:.4}", outcome.accuracy);
+    println!("saved {}", outcome.out.display());
     Ok(())
 }

@@ -1,13 +1,13 @@
-//! `kdprune train`: one model, from scratch or under a teacher.
+//! `kdprune train`, `kdprune distill` and `kdprune retrain`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
+use candle_core::Device;
 use clap::Args;
-use kd_core::NoHook;
+use kdprune_cli::jobs::{self, DistillJob, RetrainJob, TrainJob, Trained};
 
-use super::args::{DataArgs, LossArgs, OptimArgs};
-use crate::common;
+use super::args::{DataArgs, LossArgs, ObjectiveArgs, OptimArgs};
 
 /// Flags of `kdprune train`.
 #[derive(Args, Debug)]
@@ -33,25 +33,103 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// Flags of `kdprune retrain`: a pruned checkpoint under its fixed mask,
+/// with any objective of `kdprune distill`.
+#[derive(Args, Debug)]
+pub struct RetrainArgs {
+    /// Pruned checkpoint (with masks).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Teacher checkpoint (for every --loss term but ce).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    /// Output checkpoint.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bars or per-epoch lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Flags of `kdprune distill`.
+#[derive(Args, Debug)]
+pub struct DistillArgs {
+    /// Teacher checkpoint (needed by every loss term but ce).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Student architecture, trained from its seeded initialisation.
+    #[arg(long, default_value = "lenet5")]
+    pub student_model: String,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    /// Output folder: student.safetensors and report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bars or per-epoch lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn print(trained: &Trained) {
+    if let Some(acc) = trained.accuracy {
+        println!("test accuracy: {acc:.4}");
+    }
+    println!("saved {}", trained.out.display());
+}
+
 /// Trains and saves the model.
-pub fn run(a: TrainArgs) -> Result<()> {
-    let device = common::device();
-    let (data, seed) = a.data.load(None)?;
-    let loss = a.loss.config()?;
-    let teacher = common::teacher_for(&loss, a.teacher.as_deref(), &data, seed, &device)?;
-    let model = common::new_model(&a.model, &data, seed, &device)?;
-    let cfg = a.optim.train_config(loss, seed, &data);
-    common::train_and_save(
-        &model,
-        teacher.as_ref(),
-        &data,
-        &cfg,
-        &mut NoHook,
-        None,
-        "train",
-        seed,
-        &a.out,
-        !a.quiet,
-    )?;
+pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
+    let job = TrainJob {
+        model: a.model,
+        data: a.data.spec(),
+        optim: a.optim.optim(),
+        loss: a.loss.config(None)?,
+        teacher: a.teacher,
+        out: a.out,
+        verbose: !a.quiet,
+    };
+    print(&jobs::train_model(&job, device)?);
+    Ok(())
+}
+
+/// Retrains with the mask enforced around every step.
+pub fn retrain(a: RetrainArgs, device: &Device) -> Result<()> {
+    let job = RetrainJob {
+        checkpoint: a.checkpoint,
+        teacher: a.teacher,
+        data: a.data.spec(),
+        optim: a.optim.optim(),
+        objective: a.objective.spec("ce")?,
+        out: a.out,
+        verbose: !a.quiet,
+    };
+    print(&jobs::retrain_checkpoint(&job, device)?);
+    Ok(())
+}
+
+/// Trains the student, saves it and writes the report.
+pub fn distill(a: DistillArgs, device: &Device) -> Result<()> {
+    let job = DistillJob {
+        teacher: a.teacher,
+        student_model: a.student_model,
+        objective: a.objective.spec("kd")?,
+        data: a.data.spec(),
+        optim: a.optim.optim(),
+        out: a.out,
+        verbose: !a.quiet,
+    };
+    let (report, student) = jobs::distill_student(&job, device)?;
+    println!("test accuracy: {:.4}", report.accuracy);
+    println!("saved {}", student.display());
     Ok(())
 }

@@ -4,24 +4,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use kd_core::LossConfig;
-use prune_core::importance::Criterion;
+use prune_core::{importance, Importance, PruneError};
 use serde::{Deserialize, Serialize};
 
-use crate::common::AugmentChoice;
-use crate::config::{loss_config, parse_beta};
+use crate::data::AugmentChoice;
+use crate::settings::{from_toml, from_toml_file, Settings};
 
-/// Every knob of a sweep. Field names are the TOML keys.
+/// Every knob of a sweep: the [`Settings`] it shares with a run of the
+/// method, and its own. Field names are the TOML keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SweepConfig {
-    /// `digits` (built in), `fashion-mnist`, `mnist`, `cifar10`, ...
-    pub dataset: String,
-    /// Folder with the dataset's published files.
-    pub data_dir: Option<PathBuf>,
-    /// Read the dataset from the Hugging Face Hub instead.
-    pub hub: bool,
-    /// Training-set augmentation: `auto`, `none`, `crop-flip`.
-    pub augment: AugmentChoice,
+    /// Data, models, schedules, distillation and scoring.
+    #[serde(flatten)]
+    pub settings: Settings,
     /// Output folder: one file per finished cell, the results, and the
     /// per-seed KD-tuned students.
     pub out: PathBuf,
@@ -36,94 +32,40 @@ pub struct SweepConfig {
     pub sparsities: Vec<f64>,
     /// Seeds; teachers and dense students are trained once per seed.
     pub seeds: Vec<u64>,
-    /// Teacher architecture.
-    pub teacher_model: String,
-    /// Student architecture.
-    pub student_model: String,
-    /// Epochs of teacher training (CE).
-    pub teacher_epochs: usize,
-    /// Epochs of dense student training (CE).
-    pub student_epochs: usize,
-    /// Epochs of KD fine-tuning before teacher-guided scoring.
-    pub kd_epochs: usize,
-    /// Epochs of retraining after one-shot pruning.
-    pub retrain_epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Learning rate of training from scratch.
-    pub lr: f64,
-    /// Learning rate of fine-tuning, retraining and the iterative schemes.
-    pub finetune_lr: f64,
-    /// SGD momentum (Nesterov) and weight decay (weights only).
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Distillation loss of KD fine-tuning and teacher-guided scoring:
-    /// `ca-kld` or `kd` (Hinton).
-    pub kd_loss: String,
-    /// Temperature T of the distillation loss.
-    pub temperature: f64,
-    /// Weight α of the distillation term: L = α·KD + (1−α)·CE.
-    pub alpha: f64,
-    /// CA-KLD β: `confidence` or a number in [0, 1].
-    pub beta: String,
-    /// Batches over which gradient scores are accumulated.
-    pub score_batches: usize,
     /// Loss of the retraining after one-shot pruning: `ce`, or `kd` for the
     /// `kd_loss` under the teacher.
     pub retrain_loss: String,
-    /// Keep the first / last prunable layer dense.
-    pub keep_first: bool,
-    pub keep_last: bool,
     /// Gradual magnitude pruning (Zhu & Gupta): epochs of training from the
     /// dense student, and the fraction of them over which sparsity rises
     /// cubically from 0 (the rest trains under the final mask).
     pub gmp_epochs: usize,
+    /// The fraction of GMP's steps over which the sparsity rises.
     pub gmp_ramp_fraction: f64,
     /// Steps between two GMP mask updates.
     pub gmp_frequency: u64,
     /// Iterative magnitude pruning: fraction of the remaining weights removed
-    /// per round, epochs per round, and the epoch of dense training the
-    /// weights are rewound to.
+    /// per round.
     pub imp_rate: f64,
+    /// Epochs of training per IMP round.
     pub imp_round_epochs: usize,
+    /// The epoch of dense training the lottery-ticket schemes rewind to.
     pub rewind_epoch: usize,
-    /// COLT: fraction removed per round (before the intersection) and epochs
-    /// per round of each copy on its half of the training set.
+    /// COLT: fraction removed per round (before the intersection).
     pub colt_rate: f64,
+    /// Epochs per round of each COLT copy on its half of the training set.
     pub colt_round_epochs: usize,
 }
 
 impl Default for SweepConfig {
     fn default() -> Self {
         Self {
-            dataset: "digits".into(),
-            data_dir: None,
-            hub: false,
-            augment: AugmentChoice::Auto,
+            settings: Settings::default(),
             out: PathBuf::from("runs/sweep"),
             models_dir: None,
             methods: vec!["magnitude".into(), "teacher-guided".into()],
             sparsities: vec![0.9, 0.95, 0.98, 0.99],
             seeds: vec![0, 1, 2],
-            teacher_model: "mlp-1200-1200".into(),
-            student_model: "lenet-300-100".into(),
-            teacher_epochs: 15,
-            student_epochs: 15,
-            kd_epochs: 5,
-            retrain_epochs: 10,
-            batch_size: 64,
-            lr: 0.05,
-            finetune_lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            kd_loss: "ca-kld".into(),
-            temperature: 4.0,
-            alpha: 0.9,
-            beta: "confidence".into(),
-            score_batches: 8,
             retrain_loss: "ce".into(),
-            keep_first: false,
-            keep_last: false,
             gmp_epochs: 10,
             gmp_ramp_fraction: 0.75,
             gmp_frequency: 10,
@@ -137,12 +79,12 @@ impl Default for SweepConfig {
 }
 
 /// One row of the sweep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Method {
-    /// Score the dense student (the KD-tuned one when the flag is set, always
-    /// for the teacher-guided score) with `criterion` and `source`, prune
-    /// once, retrain under the mask.
-    OneShot(Criterion, GradientLoss, bool),
+    /// Prune the dense student once with the criterion (the student
+    /// fine-tuned under the teacher when the flag is set — always for the
+    /// teacher-guided score), retrain under the mask.
+    OneShot(Box<dyn Importance>, bool),
     /// Gradual magnitude pruning during fine-tuning.
     Gmp,
     /// Iterative magnitude pruning with weight rewinding.
@@ -151,66 +93,48 @@ pub enum Method {
     Colt,
 }
 
-/// Which loss's gradient a teacher-guided score takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GradientLoss {
-    /// `kd_loss` as configured (α·KD + (1−α)·CE): the paper's.
-    Mixture,
-    /// The distillation term alone (α = 1).
-    KdOnly,
-    /// Cross-entropy alone (SNIP on the KD-tuned student).
-    CeOnly,
-}
-
 impl Method {
-    /// `magnitude`, `random`, `lamp`, `snip`, `grasp`, `synflow`,
-    /// `self-distill`, `teacher-guided` (also `teacher-guided:kd` and
-    /// `teacher-guided:ce` for the gradient of one term only), `gmp`, `imp`,
-    /// `colt`. A criterion followed by `@kd` scores the KD-tuned student
-    /// instead of the dense one (`magnitude@kd`: what the KD fine-tuning alone
-    /// gives, without the teacher-guided score).
+    /// A criterion of [`prune_core::importance::by_name`] — `magnitude`,
+    /// `random`, `lamp`, `snip`, `grasp`, `synflow`, `self-distill`,
+    /// `teacher-guided` (also `teacher-guided:kd` and `teacher-guided:ce` for
+    /// the gradient of one term only) — or a scheme, `gmp`, `imp`, `colt`. A
+    /// criterion followed by `@kd` scores the KD-tuned student instead of the
+    /// dense one (`magnitude@kd`: what the KD fine-tuning alone gives,
+    /// without the teacher-guided score).
     pub fn parse(name: &str) -> Result<Self> {
-        let (name_base, at_kd) = match name.split_once('@') {
+        let (base, at_kd) = match name.split_once('@') {
             Some((b, "kd")) => (b, true),
             Some((_, other)) => {
                 bail!("method `{name}`: the only `@` suffix is `@kd`, got `@{other}`")
             }
             None => (name, false),
         };
-        let (base, suffix) = match name_base.split_once(':') {
+        let (scheme, suffix) = match base.split_once(':') {
             Some((b, s)) => (b, Some(s)),
-            None => (name_base, None),
+            None => (base, None),
         };
-        let method = match base {
+        let method = match scheme {
             "gmp" => Method::Gmp,
             "imp" => Method::Imp,
             "colt" => Method::Colt,
-            other => {
-                let criterion: Criterion = other.parse().map_err(|e| {
-                    anyhow::anyhow!(
+            _ => {
+                let criterion = importance::by_name(base).map_err(|e| match e {
+                    PruneError::UnknownCriterion(_) => anyhow::anyhow!(
                         "unknown method `{name}` ({e}); expected a criterion \
                          (magnitude, random, lamp, snip, grasp, synflow, self-distill, \
                          teacher-guided[:kd|:ce]) or a scheme (gmp, imp, colt)"
-                    )
-                })?;
-                let source = match (criterion, suffix) {
-                    (_, None) => GradientLoss::Mixture,
-                    (Criterion::TeacherGuided, Some("kd")) => GradientLoss::KdOnly,
-                    (Criterion::TeacherGuided, Some("ce")) => GradientLoss::CeOnly,
-                    (Criterion::TeacherGuided, Some("mix")) => GradientLoss::Mixture,
-                    (_, Some(s)) => bail!(
-                        "method `{name}`: only teacher-guided takes a gradient suffix (:kd, :ce, :mix), got `:{s}`"
                     ),
-                };
-                let from_kd = at_kd || criterion == Criterion::TeacherGuided;
-                return Ok(Method::OneShot(criterion, source, from_kd));
+                    other => anyhow::anyhow!("method `{name}`: {other}"),
+                })?;
+                let from_kd = at_kd || scheme == "teacher-guided";
+                return Ok(Method::OneShot(criterion, from_kd));
             }
         };
         if at_kd {
-            bail!("method `{name}`: the scheme {base} always starts from the dense student");
+            bail!("method `{name}`: the scheme {scheme} always starts from the dense student");
         }
         if let Some(s) = suffix {
-            bail!("method `{name}`: the scheme {base} takes no suffix `:{s}`");
+            bail!("method `{name}`: the scheme {scheme} takes no suffix `:{s}`");
         }
         Ok(method)
     }
@@ -219,9 +143,7 @@ impl Method {
 impl SweepConfig {
     /// Reads a TOML file (unknown keys are an error, missing keys take defaults).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read sweep config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid sweep config {}", path.display()))
+        from_toml_file(path, "sweep config")
     }
 
     /// Checks every value before any work starts.
@@ -255,9 +177,7 @@ impl SweepConfig {
                 bail!("{name} lists a value twice");
             }
         }
-        if self.batch_size == 0 || self.score_batches == 0 {
-            bail!("batch_size and score_batches must be ≥ 1");
-        }
+        self.settings.validate()?;
         for (name, v) in [("imp_rate", self.imp_rate), ("colt_rate", self.colt_rate)] {
             if !(v > 0.0 && v < 1.0) {
                 bail!("{name} must be in (0, 1), got {v}");
@@ -280,35 +200,30 @@ impl SweepConfig {
         {
             bail!("gmp_epochs must be ≥ 1");
         }
-        if self.rewind_epoch > self.student_epochs {
+        if self.rewind_epoch > self.settings.student_epochs {
             bail!(
                 "rewind_epoch {} is past the {} epochs of dense training",
                 self.rewind_epoch,
-                self.student_epochs
+                self.settings.student_epochs
             );
         }
-        parse_beta(&self.beta)?;
-        self.kd_loss_config()?.validate()?;
         self.retrain_loss_config()?;
         Ok(())
-    }
-
-    /// The distillation objective of KD fine-tuning and teacher-guided scoring.
-    pub fn kd_loss_config(&self) -> Result<LossConfig> {
-        loss_config(&self.kd_loss, self.temperature, self.alpha, &self.beta)
     }
 
     /// The loss of retraining after one-shot pruning.
     pub fn retrain_loss_config(&self) -> Result<LossConfig> {
         match self.retrain_loss.as_str() {
             "ce" => Ok(LossConfig::CrossEntropy),
-            "kd" => self.kd_loss_config(),
+            "kd" => self.settings.kd_loss_config(),
             other => bail!("retrain_loss must be `ce` or `kd`, got `{other}`"),
         }
     }
 
     /// What a finished cell depends on besides its method, sparsity and
-    /// seed: a cell computed under another value of these is stale.
+    /// seed: a cell computed under another value of these is stale. Where
+    /// the files come from (the folder of the output, of the shared models,
+    /// of the hf-hub cache, offline or not) does not count.
     pub fn fingerprint(&self) -> Result<String> {
         let mut c = self.clone();
         c.methods.clear();
@@ -316,47 +231,90 @@ impl SweepConfig {
         c.seeds.clear();
         c.out = PathBuf::new();
         c.models_dir = None;
+        c.settings.hub_cache = None;
+        c.settings.offline = false;
         Ok(toml::to_string(&c)?)
     }
 
+    /// Whether `recipe`, a [`SweepConfig::fingerprint`] written by this or an
+    /// earlier version (whose missing keys take their defaults), describes the
+    /// same cells as this configuration.
+    pub fn same_fingerprint(&self, recipe: &str) -> Result<bool> {
+        let ours = self.fingerprint()?;
+        Ok(recipe == ours
+            || from_toml::<SweepConfig>(recipe, "recipe")
+                .and_then(|old| old.fingerprint())
+                .is_ok_and(|old| old == ours))
+    }
+
     /// What the teachers, dense students and rewind points depend on.
-    pub fn models_fingerprint(&self) -> Result<String> {
-        #[derive(Serialize)]
-        struct Models<'a> {
-            dataset: &'a str,
-            data_dir: &'a Option<PathBuf>,
-            hub: bool,
-            augment: AugmentChoice,
-            teacher_model: &'a str,
-            student_model: &'a str,
-            teacher_epochs: usize,
-            student_epochs: usize,
-            batch_size: usize,
-            lr: f64,
-            momentum: f64,
-            weight_decay: f64,
-            rewind_epoch: usize,
-        }
-        Ok(toml::to_string(&Models {
-            dataset: &self.dataset,
-            data_dir: &self.data_dir,
-            hub: self.hub,
-            augment: self.augment,
-            teacher_model: &self.teacher_model,
-            student_model: &self.student_model,
-            teacher_epochs: self.teacher_epochs,
-            student_epochs: self.student_epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
+    pub fn models_recipe(&self) -> ModelsRecipe {
+        let s = &self.settings;
+        ModelsRecipe {
+            dataset: s.dataset.clone(),
+            data_dir: s.data_dir.clone(),
+            hub: s.hub,
+            hub_revision: s.hub_revision.clone(),
+            augment: s.augment,
+            teacher_model: s.teacher_model.clone(),
+            student_model: s.student_model.clone(),
+            teacher_epochs: s.teacher_epochs,
+            student_epochs: s.student_epochs,
+            batch_size: s.batch_size,
+            lr: s.lr,
+            momentum: s.momentum,
+            nesterov: s.nesterov,
+            weight_decay: s.weight_decay,
+            warmup_epochs: s.warmup_epochs,
             rewind_epoch: self.rewind_epoch,
-        })?)
+        }
     }
 
     /// Where the per-seed shared models live.
     pub fn models_dir(&self) -> PathBuf {
         self.models_dir.clone().unwrap_or_else(|| self.out.clone())
+    }
+}
+
+/// What a sweep's teachers, dense students and rewind points depend on,
+/// recorded as `models.toml` beside them. Keys missing from a file an
+/// earlier version wrote take the values that version used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelsRecipe {
+    dataset: String,
+    data_dir: Option<PathBuf>,
+    hub: bool,
+    hub_revision: Option<String>,
+    augment: AugmentChoice,
+    teacher_model: String,
+    student_model: String,
+    teacher_epochs: usize,
+    student_epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    warmup_epochs: usize,
+    rewind_epoch: usize,
+}
+
+impl Default for ModelsRecipe {
+    fn default() -> Self {
+        SweepConfig::default().models_recipe()
+    }
+}
+
+impl ModelsRecipe {
+    /// The recipe as the text of `models.toml`.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+
+    /// Whether `text`, a `models.toml`, records this recipe.
+    pub fn same_as(&self, text: &str) -> bool {
+        toml::from_str::<ModelsRecipe>(text).is_ok_and(|old| &old == self)
     }
 }
 
@@ -369,23 +327,23 @@ fn has_duplicates(items: impl Iterator<Item = String>) -> bool {
 mod tests {
     use super::*;
 
+    /// `OneShot(criterion name, from the KD-tuned student)`, or the scheme.
+    fn parsed(name: &str) -> String {
+        match Method::parse(name).unwrap() {
+            Method::OneShot(c, from_kd) => format!("{} {from_kd}", c.name()),
+            other => format!("{other:?}"),
+        }
+    }
+
     #[test]
     fn methods_parse_with_their_suffixes() {
-        assert_eq!(
-            Method::parse("teacher-guided:ce").unwrap(),
-            Method::OneShot(Criterion::TeacherGuided, GradientLoss::CeOnly, true)
-        );
-        assert_eq!(
-            Method::parse("magnitude@kd").unwrap(),
-            Method::OneShot(Criterion::Magnitude, GradientLoss::Mixture, true)
-        );
+        assert_eq!(parsed("teacher-guided:ce"), "teacher-guided:ce true");
+        assert_eq!(parsed("teacher-guided"), "teacher-guided true");
+        assert_eq!(parsed("magnitude@kd"), "magnitude true");
         assert!(Method::parse("imp@kd").is_err());
         assert!(Method::parse("magnitude@dense").is_err());
-        assert_eq!(Method::parse("imp").unwrap(), Method::Imp);
-        assert_eq!(
-            Method::parse("magnitude").unwrap(),
-            Method::OneShot(Criterion::Magnitude, GradientLoss::Mixture, false)
-        );
+        assert_eq!(parsed("imp"), "Imp");
+        assert_eq!(parsed("magnitude"), "magnitude false");
         assert!(Method::parse("magnitude:ce").is_err());
         assert!(Method::parse("gmp:kd").is_err());
         let err = Method::parse("obd").unwrap_err().to_string();
@@ -444,10 +402,44 @@ mod tests {
             ..a.clone()
         };
         let c = SweepConfig {
-            retrain_epochs: 3,
+            settings: Settings {
+                retrain_epochs: 3,
+                ..a.settings.clone()
+            },
             ..a.clone()
         };
         assert_eq!(a.fingerprint().unwrap(), b.fingerprint().unwrap());
         assert_ne!(a.fingerprint().unwrap(), c.fingerprint().unwrap());
+        assert!(a.same_fingerprint(&b.fingerprint().unwrap()).unwrap());
+        assert!(!a.same_fingerprint(&c.fingerprint().unwrap()).unwrap());
+    }
+
+    /// A recipe of an earlier version, without the keys added since (they
+    /// take the values that version used), describes the same cells and models.
+    #[test]
+    fn earlier_recipes_without_the_new_keys_still_match() {
+        let a = SweepConfig::default();
+        let old: String = a
+            .fingerprint()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("nesterov") && !l.starts_with("warmup_epochs"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(a.same_fingerprint(&old).unwrap());
+        let models = a.models_recipe();
+        let old_models: String = models
+            .to_toml()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("nesterov") && !l.starts_with("warmup_epochs"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(models.same_as(&old_models));
+        let other = SweepConfig {
+            rewind_epoch: 2,
+            ..a.clone()
+        };
+        assert!(!other.models_recipe().same_as(&old_models));
     }
 }

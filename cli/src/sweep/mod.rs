@@ -1,5 +1,5 @@
-//! `kdprune sweep`: pruning methods × target sparsities × seeds, each cell a
-//! full prune-and-retrain, with its cost.
+//! Sweeps: pruning methods × target sparsities × seeds, each cell a full
+//! prune-and-retrain, with its cost.
 //!
 //! Per seed, the teacher and the dense student (with a copy of its weights at
 //! `rewind_epoch` for the lottery-ticket schemes) are trained once and saved
@@ -11,6 +11,9 @@
 //! settings the cells depend on, and a sweep with other settings refuses to
 //! mix its cells with them.
 //!
+//! The methods run through prune-core's drivers ([`prune_core::schedule`]):
+//! one-shot criteria, GMP, IMP and COLT, over a [`CellLearner`].
+//!
 //! Costs count training and scoring passes of samples through a network
 //! (student forward and backward, teacher forward; test evaluations are not
 //! counted) and the wall time of the cell, plus, for the teacher-guided
@@ -19,64 +22,48 @@
 //! method and not counted.
 
 pub mod config;
+pub mod plot;
 pub mod results;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::backprop::GradStore;
-use candle_core::Var;
-use clap::Args;
-use kd_core::{
-    LossConfig, NoHook, SgdConfig, StepHook, StepInfo, TrainConfig, TrainData, TrainReport,
-};
-use kdprune_data::{Dataset, HubOptions};
+use candle_core::Device;
+use kd_core::{LossConfig, NoHook, SelfDistillConfig, TrainData, TrainReport};
+use kdprune_data::Dataset;
 use kdprune_models::Model;
-use prune_core::importance::{self, Criterion};
-use prune_core::schedule::{colt_round, imp_sparsities, GmpSchedule};
-use prune_core::{select, MaskSet, NamedTensors, ParamFilter};
+use prune_core::schedule::{colt, gmp, imp, one_shot, Learner, Stage, StepPruner};
+use prune_core::{MaskSet, NamedTensors, PruneError, Scope};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::common::{self, Data, MaskHook, Source};
-use crate::report::write_atomic;
-use config::{GradientLoss, Method, SweepConfig};
-use results::CellResult;
+use crate::checkpoints::{
+    apply_masks, clone_model, filter, load_model, load_teacher, measure, new_model, prunable_names,
+    save_stage, select,
+};
+use crate::data::{load_data, Data, DataView};
+use crate::files::write_atomic;
+use crate::scoring::{check_inputs, ModelScoring, ScoringSettings};
+use crate::training::{salt, train, PruneHook, Snapshot};
+pub use config::{Method, ModelsRecipe, SweepConfig};
+pub use results::CellResult;
 
-/// Flags of `kdprune sweep`.
-#[derive(Args, Debug)]
-pub struct SweepArgs {
-    /// TOML file with the sweep's settings (every key optional; see the README).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Output folder [default: the config's `out`, else runs/sweep].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// No progress bars or per-epoch lines.
-    #[arg(short, long)]
-    pub quiet: bool,
-}
+/// Salt of the shuffle that splits the training set into COLT's two halves.
+const COLT_SPLIT_SALT: u64 = 0x434F_4C54;
 
-/// Salts of the batch orders, so that every stage of a seed differs.
-const KD_SALT: u64 = 0x4B44;
-const RETRAIN_SALT: u64 = 0x5254_0000;
-const GMP_SALT: u64 = 0x474D_5000;
-const IMP_SALT: u64 = 0x494D_5000;
-const COLT_SALT: u64 = 0x434F_4C54;
-
-/// Runs the sweep and writes its results.
-pub fn sweep(args: SweepArgs) -> Result<()> {
-    let mut cfg = match &args.config {
-        Some(p) => SweepConfig::from_toml_file(p)?,
-        None => SweepConfig::default(),
-    };
-    if let Some(out) = &args.out {
-        cfg.out = out.clone();
-    }
+/// Runs every cell of `cfg` not finished before (on `device`, progress on
+/// stderr when `verbose`) and writes the results: `results.csv`,
+/// `results.json`, `table.md` (which quotes `command`, the command that
+/// regenerates it) and the plots. Returns every cell of the grid.
+pub fn run_sweep(
+    cfg: &SweepConfig,
+    command: &str,
+    device: &Device,
+    verbose: bool,
+) -> Result<Vec<CellResult>> {
     cfg.validate()?;
-    let verbose = !args.quiet;
+    let s = &cfg.settings;
     let methods: Vec<(String, Method)> = cfg
         .methods
         .iter()
@@ -85,24 +72,30 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
     let out = cfg.out.clone();
     std::fs::create_dir_all(out.join("cells"))
         .with_context(|| format!("cannot create {}", out.display()))?;
-    check_recipe(&out.join("recipe.toml"), &cfg.fingerprint()?, "cells")?;
+    check_recipe(
+        &out.join("recipe.toml"),
+        &cfg.fingerprint()?,
+        "cells",
+        |old| cfg.same_fingerprint(old),
+    )?;
     let models_dir = cfg.models_dir();
     std::fs::create_dir_all(&models_dir)
         .with_context(|| format!("cannot create {}", models_dir.display()))?;
+    let models = cfg.models_recipe();
     check_recipe(
         &models_dir.join("models.toml"),
-        &cfg.models_fingerprint()?,
+        &models.to_toml()?,
         "teachers and dense students",
+        |old| Ok(models.same_as(old)),
     )?;
-    write_atomic(&out.join("sweep.toml"), &toml::to_string(&cfg)?)?;
+    write_atomic(&out.join("sweep.toml"), toml::to_string(cfg)?)?;
 
-    let hub = cfg.hub.then(HubOptions::from_env);
-    let source = Source::new(cfg.data_dir.as_deref(), hub);
+    let source = s.source();
     let total = methods.len() * cfg.sparsities.len() * cfg.seeds.len();
     let mut cells = Vec::with_capacity(total);
     let mut done = 0usize;
     for &seed in &cfg.seeds {
-        let data = common::load_data(&cfg.dataset, &source, seed)?;
+        let data = load_data(&s.dataset, &source, seed)?;
         let mut ctx: Option<SeedModels> = None;
         for (name, method) in &methods {
             for &sparsity in &cfg.sparsities {
@@ -116,19 +109,19 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
                     continue;
                 }
                 if ctx.is_none() {
-                    ctx = Some(SeedModels::prepare(&cfg, &data, seed, verbose)?);
+                    ctx = Some(SeedModels::prepare(cfg, &data, seed, device, verbose)?);
                 }
                 let ctx = ctx.as_mut().expect("prepared above");
                 if verbose {
                     eprintln!("[{done}/{total}] {name} s={sparsity} seed {seed}");
                 }
                 let cell = Cell {
-                    cfg: &cfg,
+                    cfg,
                     data: &data,
                     seed,
                     verbose,
                 }
-                .run(name, *method, sparsity, ctx)
+                .run(name, method, sparsity, ctx)
                 .with_context(|| format!("cell {name} s={sparsity} seed {seed} failed"))?;
                 if verbose {
                     eprintln!(
@@ -140,40 +133,20 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
                         cell.seconds
                     );
                 }
-                write_atomic(&file, &serde_json::to_string_pretty(&cell)?)?;
+                write_atomic(&file, serde_json::to_string_pretty(&cell)?)?;
                 cells.push(cell);
             }
         }
     }
-    let command = match &args.config {
-        Some(p) => format!(
-            "kdprune sweep --config {} --out {}",
-            p.display(),
-            out.display()
-        ),
-        None => format!("kdprune sweep --out {}", out.display()),
-    };
     let title = format!(
         "{}: {} student, {} teacher, {} seed(s)",
-        cfg.dataset,
-        cfg.student_model,
-        cfg.teacher_model,
+        s.dataset,
+        s.student_model,
+        s.teacher_model,
         cfg.seeds.len()
     );
-    results::write_results(
-        &out,
-        &cells,
-        &cfg.methods,
-        &cfg.sparsities,
-        &title,
-        &command,
-    )?;
-    println!(
-        "{} cells; results in {}",
-        cells.len(),
-        out.join("table.md").display()
-    );
-    Ok(())
+    results::write_results(&out, &cells, &cfg.methods, &cfg.sparsities, &title, command)?;
+    Ok(cells)
 }
 
 /// `magnitude_s0.9_seed0.json`; `:` of a method name becomes `-`.
@@ -198,10 +171,16 @@ fn read_cell(path: &Path) -> Result<Option<CellResult>> {
 }
 
 /// Refuses to mix `what` computed under other settings into this sweep:
-/// `path` records the settings of the first sweep that wrote there.
-fn check_recipe(path: &Path, recipe: &str, what: &str) -> Result<()> {
+/// `path` records the settings of the first sweep that wrote there
+/// (`recipe`), and `same` tells whether a recorded one is the same.
+fn check_recipe(
+    path: &Path,
+    recipe: &str,
+    what: &str,
+    same: impl Fn(&str) -> Result<bool>,
+) -> Result<()> {
     match std::fs::read_to_string(path) {
-        Ok(old) if old != recipe => bail!(
+        Ok(old) if !same(&old)? => bail!(
             "{} holds {what} computed with other settings (see {}); use another folder, or delete it",
             path.parent().unwrap_or(Path::new(".")).display(),
             path.display()
@@ -248,61 +227,54 @@ struct SeedModels {
 impl SeedModels {
     /// Trains (or loads, from an earlier invocation) the teacher and the dense
     /// student of `seed`.
-    fn prepare(cfg: &SweepConfig, data: &Data, seed: u64, verbose: bool) -> Result<Self> {
+    fn prepare(
+        cfg: &SweepConfig,
+        data: &Data,
+        seed: u64,
+        device: &Device,
+        verbose: bool,
+    ) -> Result<Self> {
+        let s = &cfg.settings;
         let shared = cfg.models_dir().join(format!("seed{seed}"));
         let dir = cfg.out.join(format!("seed{seed}"));
-        let device = common::device();
+        let views = data.views(s.augment_for(data));
         let teacher_path = shared.join("teacher.safetensors");
         let teacher = if teacher_path.exists() {
-            common::load_teacher(&teacher_path, data, seed, &device)?
+            load_teacher(&teacher_path, data, seed, device)?
         } else {
-            let teacher = common::new_model(
-                &cfg.teacher_model,
-                data,
-                seed ^ common::TEACHER_SALT,
-                &device,
-            )?;
-            let tc = train_config(
-                cfg,
-                data,
-                cfg.teacher_epochs,
-                cfg.lr,
+            let teacher = new_model(&s.teacher_model, data, seed ^ salt::TEACHER, device)?;
+            let tc = s.train_config(
+                s.teacher_epochs,
+                s.lr,
                 LossConfig::CrossEntropy,
-                seed ^ common::TEACHER_SALT,
+                seed ^ salt::TEACHER,
             );
-            fit(
+            train(
                 &teacher,
                 None,
-                &data.train_data(),
+                &views.train_data(),
                 &tc,
                 &mut NoHook,
                 "teacher",
                 verbose,
             )?;
-            save(&teacher_path, &teacher, data, seed, "teacher")?;
+            save_stage(&teacher_path, &teacher, None, data, seed, "teacher")?;
             teacher
         };
         let dense_path = shared.join("dense.safetensors");
         let rewind_path = shared.join("rewind.safetensors");
         let (dense, rewind) = if dense_path.exists() && rewind_path.exists() {
-            let rewind = common::load_model(&rewind_path, &device)?.0.tensors()?;
-            (common::load_model(&dense_path, &device)?.0, rewind)
+            let rewind = load_model(&rewind_path, device)?.0.tensors()?;
+            (load_model(&dense_path, device)?.0, rewind)
         } else {
-            let dense = common::new_model(
-                &cfg.student_model,
-                data,
-                seed ^ common::STUDENT_SALT,
-                &device,
-            )?;
-            let tc = train_config(
-                cfg,
-                data,
-                cfg.student_epochs,
-                cfg.lr,
+            let dense = new_model(&s.student_model, data, seed ^ salt::STUDENT, device)?;
+            let tc = s.train_config(
+                s.student_epochs,
+                s.lr,
                 LossConfig::CrossEntropy,
-                seed ^ common::STUDENT_SALT,
+                seed ^ salt::STUDENT,
             );
-            let steps = data.split.train.len().div_ceil(cfg.batch_size);
+            let steps = data.split.train.len().div_ceil(s.batch_size);
             let mut snapshot = Snapshot {
                 at_step: (cfg.rewind_epoch * steps).checked_sub(1),
                 model: &dense,
@@ -311,10 +283,10 @@ impl SeedModels {
             if snapshot.at_step.is_none() {
                 snapshot.taken = Some(dense.tensors()?);
             }
-            fit(
+            train(
                 &dense,
                 None,
-                &data.train_data(),
+                &views.train_data(),
                 &tc,
                 &mut snapshot,
                 "dense",
@@ -323,13 +295,13 @@ impl SeedModels {
             let rewind = snapshot
                 .taken
                 .context("the rewind point was never reached")?;
-            let at_rewind = common::clone_model(&dense)?;
+            let at_rewind = clone_model(&dense)?;
             at_rewind.load_tensors(&rewind)?;
-            save(&rewind_path, &at_rewind, data, seed, "rewind")?;
-            save(&dense_path, &dense, data, seed, "dense")?;
+            save_stage(&rewind_path, &at_rewind, None, data, seed, "rewind")?;
+            save_stage(&dense_path, &dense, None, data, seed, "dense")?;
             (dense, rewind)
         };
-        let dense_accuracy = accuracy(&dense, data)?;
+        let dense_accuracy = kd_core::evaluate(&dense, &views.test, 512)?;
         Ok(SeedModels {
             teacher,
             dense,
@@ -350,42 +322,42 @@ impl SeedModels {
         verbose: bool,
     ) -> Result<(&Model, Cost)> {
         if self.kd_tuned.is_none() {
+            let s = &cfg.settings;
             let path = self.dir.join("kd_tuned.safetensors");
             let cost_path = self.dir.join("kd_tuned.json");
             let n = data.split.train.len() as u64;
-            let epochs = cfg.kd_epochs as u64;
+            let epochs = s.kd_epochs as u64;
             let mut cost = Cost {
-                epochs: cfg.kd_epochs as f64,
-                forward: n * epochs + teacher_forwards(cfg, data, cfg.kd_epochs),
+                epochs: s.kd_epochs as f64,
+                forward: n * epochs + teacher_forwards(cfg, data, s.kd_epochs),
                 backward: n * epochs,
                 seconds: 0.0,
             };
             let model = if path.exists() && cost_path.exists() {
                 let secs: f64 = std::fs::read_to_string(&cost_path)?.trim().parse()?;
                 cost.seconds = secs;
-                common::load_model(&path, &common::device())?.0
+                load_model(&path, self.dense.device())?.0
             } else {
                 let start = Instant::now();
-                let model = common::clone_model(&self.dense)?;
-                let tc = train_config(
-                    cfg,
-                    data,
-                    cfg.kd_epochs,
-                    cfg.finetune_lr,
-                    cfg.kd_loss_config()?,
-                    seed ^ KD_SALT,
+                let model = clone_model(&self.dense)?;
+                let tc = s.train_config(
+                    s.kd_epochs,
+                    s.finetune_lr,
+                    s.kd_loss_config()?,
+                    seed ^ salt::KD,
                 );
-                fit(
+                let views = data.views(s.augment_for(data));
+                train(
                     &model,
                     Some(&self.teacher),
-                    &data.train_data(),
+                    &views.train_data(),
                     &tc,
                     &mut NoHook,
                     "kd_tuned",
                     verbose,
                 )?;
                 cost.seconds = start.elapsed().as_secs_f64();
-                save(&path, &model, data, seed, "kd_tuned")?;
+                save_stage(&path, &model, None, data, seed, "kd_tuned")?;
                 write_atomic(&cost_path, format!("{}\n", cost.seconds))?;
                 model
             };
@@ -396,24 +368,110 @@ impl SeedModels {
     }
 }
 
-/// Keeps a copy of every tensor after optimizer step `at_step`.
-struct Snapshot<'a> {
-    at_step: Option<usize>,
-    model: &'a Model,
-    taken: Option<NamedTensors>,
+/// A copy of the student trained by prune-core's drivers: it knows the
+/// sweep's schedule of every [`Stage`], trains on its own part of the data
+/// (a COLT copy on its half), rewinds to the seed's rewind point, and adds
+/// the cost of its training up.
+pub struct CellLearner<'a> {
+    cfg: &'a SweepConfig,
+    model: Model,
+    train: DataView<'a>,
+    test: DataView<'a>,
+    /// Samples of the whole training set (the teacher's table covers them).
+    full_len: usize,
+    teacher: &'a Model,
+    rewind: &'a NamedTensors,
+    prunable: &'a [String],
+    seed: u64,
+    verbose: bool,
+    /// The cell's cost, shared by the learners of one cell so that it adds
+    /// up in training order.
+    cost: &'a std::cell::Cell<Cost>,
 }
 
-impl StepHook for Snapshot<'_> {
-    fn after_step(&mut self, _vars: &[(String, Var)], info: &StepInfo) -> kd_core::Result<()> {
-        if Some(info.step) == self.at_step {
-            // `Model::tensors` already returns detached copies.
-            let copy = self
-                .model
-                .tensors()
-                .map_err(|e| kd_core::KdError::Other(e.to_string()))?;
-            self.taken = Some(copy);
+impl CellLearner<'_> {
+    /// Cost of `epochs` epochs on this learner's samples, with or without
+    /// the teacher.
+    fn train_cost(&self, epochs: usize, teacher: bool) -> Cost {
+        let n = self.train.ds.len();
+        let passes = (n * epochs) as u64;
+        let teacher_forwards = if !teacher || epochs == 0 {
+            0
+        } else if self.train.augment.is_identity() {
+            self.full_len as u64
+        } else {
+            (self.full_len * epochs) as u64
+        };
+        Cost {
+            epochs: epochs as f64 * n as f64 / self.full_len as f64,
+            forward: passes + teacher_forwards,
+            backward: passes,
+            seconds: 0.0,
         }
-        Ok(())
+    }
+}
+
+impl Learner for CellLearner<'_> {
+    type Report = TrainReport;
+
+    fn weights(&self) -> prune_core::Result<NamedTensors> {
+        let tensors = self.model.tensors().map_err(PruneError::external)?;
+        select(&tensors, self.prunable).map_err(PruneError::external)
+    }
+
+    fn apply(&mut self, masks: &MaskSet) -> prune_core::Result<()> {
+        apply_masks(&self.model, masks).map_err(PruneError::external)
+    }
+
+    /// `θ ← θ_rewind ⊙ m` for the weights, `θ_rewind` for everything else
+    /// (biases, batch-norm parameters and statistics).
+    fn rewind(&mut self, masks: &MaskSet) -> prune_core::Result<()> {
+        self.model
+            .load_tensors(self.rewind)
+            .map_err(PruneError::external)?;
+        self.apply(masks)
+    }
+
+    fn train(
+        &mut self,
+        stage: Stage,
+        pruner: &mut dyn StepPruner,
+    ) -> prune_core::Result<TrainReport> {
+        let (cfg, s) = (self.cfg, &self.cfg.settings);
+        let (epochs, lr, loss) = match stage {
+            Stage::Retrain => (
+                s.retrain_epochs,
+                s.finetune_lr,
+                cfg.retrain_loss_config().map_err(PruneError::external)?,
+            ),
+            Stage::Gmp => (cfg.gmp_epochs, s.finetune_lr, LossConfig::CrossEntropy),
+            Stage::ImpRound(_) => (cfg.imp_round_epochs, s.lr, LossConfig::CrossEntropy),
+            Stage::ColtRound { .. } | Stage::ColtFinal => {
+                (cfg.colt_round_epochs, s.lr, LossConfig::CrossEntropy)
+            }
+        };
+        let teacher = loss.needs_teacher().then_some(self.teacher);
+        let tc = s.train_config(epochs, lr, loss, self.seed ^ stage.salt());
+        let data = TrainData {
+            train: &self.train,
+            test: &self.test,
+        };
+        let report = train(
+            &self.model,
+            teacher,
+            &data,
+            &tc,
+            &mut PruneHook(pruner),
+            &stage.label(),
+            self.verbose,
+        )
+        .map_err(PruneError::external)?;
+        self.cost.set(
+            self.cost
+                .get()
+                .add(self.train_cost(epochs, teacher.is_some())),
+        );
+        Ok(report)
     }
 }
 
@@ -429,30 +487,55 @@ impl Cell<'_> {
     fn run(
         &self,
         name: &str,
-        method: Method,
+        method: &Method,
         sparsity: f64,
         ctx: &mut SeedModels,
     ) -> Result<CellResult> {
+        let s = &self.cfg.settings;
         let start = Instant::now();
-        let prunable = common::prunable_names(ctx.dense.config(), &self.filter());
+        let prunable = prunable_names(ctx.dense.config(), &filter(s.keep_first, s.keep_last));
         if prunable.is_empty() {
             bail!("the student has no prunable weights");
         }
-        let (model, report, final_from_step, extra) = match method {
-            Method::OneShot(criterion, source, from_kd) => {
-                self.one_shot(criterion, source, from_kd, sparsity, &prunable, ctx)?
+        let meter = std::cell::Cell::new(Cost::default());
+        let (model, report, fixed_from_step) = match method {
+            Method::OneShot(criterion, from_kd) => self.one_shot(
+                criterion.as_ref(),
+                *from_kd,
+                sparsity,
+                &prunable,
+                ctx,
+                &meter,
+            )?,
+            Method::Gmp => {
+                let mut learner =
+                    self.learner(clone_model(&ctx.dense)?, &prunable, ctx, None, &meter);
+                let steps = self.steps_per_epoch() * self.cfg.gmp_epochs;
+                let o = gmp(
+                    &mut learner,
+                    sparsity,
+                    steps as u64,
+                    self.cfg.gmp_ramp_fraction,
+                    self.cfg.gmp_frequency,
+                )?;
+                (learner.model, o.report, o.masks_fixed_from_step)
             }
-            Method::Gmp => self.gmp(sparsity, &prunable, ctx)?,
-            Method::Imp => self.imp(sparsity, &prunable, ctx)?,
-            Method::Colt => self.colt(sparsity, &prunable, ctx)?,
+            Method::Imp => {
+                let mut learner =
+                    self.learner(clone_model(&ctx.dense)?, &prunable, ctx, None, &meter);
+                let o = imp(&mut learner, self.cfg.imp_rate, sparsity)?;
+                (learner.model, o.report, 0)
+            }
+            Method::Colt => self.colt(sparsity, &prunable, ctx, &meter)?,
         };
-        let (measured, _) = common::measure(&model, &prunable)?;
-        let final_accuracy = accuracy(&model, self.data)?;
-        let steps = self.steps_per_epoch();
+        let extra = meter.get();
+        let (measured, _) = measure(&model, &prunable)?;
+        let final_accuracy = kd_core::evaluate(&model, &self.data.test_view(), 512)?;
+        let steps = self.steps_per_epoch() as u64;
         let best_accuracy = report
             .epochs
             .iter()
-            .filter(|e| e.epoch * steps > final_from_step)
+            .filter(|e| e.epoch as u64 * steps > fixed_from_step)
             .map(|e| e.test_accuracy)
             .fold(final_accuracy, f64::max);
         let cost = extra.add(Cost {
@@ -474,224 +557,85 @@ impl Cell<'_> {
         })
     }
 
-    fn filter(&self) -> ParamFilter {
-        ParamFilter {
-            keep_first: self.cfg.keep_first,
-            keep_last: self.cfg.keep_last,
-            ..ParamFilter::default()
-        }
-    }
-
     fn steps_per_epoch(&self) -> usize {
-        self.data.split.train.len().div_ceil(self.cfg.batch_size)
+        self.data
+            .split
+            .train
+            .len()
+            .div_ceil(self.cfg.settings.batch_size)
     }
 
-    /// Cost of `epochs` epochs on `n` samples, with or without the teacher.
-    fn train_cost(&self, epochs: usize, n: usize, teacher: bool) -> Cost {
-        let passes = (n * epochs) as u64;
-        Cost {
-            epochs: epochs as f64 * n as f64 / self.data.split.train.len() as f64,
-            forward: passes
-                + if teacher {
-                    teacher_forwards(self.cfg, self.data, epochs)
-                } else {
-                    0
-                },
-            backward: passes,
-            seconds: 0.0,
+    /// A learner over `model`, trained on `part` of the training set (all of
+    /// it when `None`).
+    fn learner<'a>(
+        &'a self,
+        model: Model,
+        prunable: &'a [String],
+        ctx: &'a SeedModels,
+        part: Option<&'a Dataset>,
+        cost: &'a std::cell::Cell<Cost>,
+    ) -> CellLearner<'a> {
+        let data = self.data;
+        let augment = self.cfg.settings.augment_for(data);
+        CellLearner {
+            cfg: self.cfg,
+            model,
+            train: DataView::new(part.unwrap_or(&data.split.train), &data.norm, augment),
+            test: data.test_view(),
+            full_len: data.split.train.len(),
+            teacher: &ctx.teacher,
+            rewind: &ctx.rewind,
+            prunable,
+            seed: self.seed,
+            verbose: self.verbose,
+            cost,
         }
     }
 
     /// Score once, prune to `sparsity`, retrain under the mask.
     fn one_shot(
         &self,
-        criterion: Criterion,
-        source: GradientLoss,
+        criterion: &dyn prune_core::Importance,
         from_kd: bool,
         sparsity: f64,
         prunable: &[String],
         ctx: &mut SeedModels,
-    ) -> Result<(Model, TrainReport, usize, Cost)> {
-        let kd_loss = self.cfg.kd_loss_config()?;
-        let (base, mut cost) = if from_kd {
+        meter: &std::cell::Cell<Cost>,
+    ) -> Result<(Model, TrainReport, u64)> {
+        let s = &self.cfg.settings;
+        let (base, cost) = if from_kd {
             let (m, c) = ctx.kd_tuned(self.cfg, self.data, self.seed, self.verbose)?;
-            (common::clone_model(m)?, c)
+            (clone_model(m)?, c)
         } else {
-            (common::clone_model(&ctx.dense)?, Cost::default())
+            (clone_model(&ctx.dense)?, Cost::default())
         };
-        let score_loss = match source {
-            GradientLoss::Mixture => kd_loss,
-            GradientLoss::KdOnly => with_alpha(kd_loss, 1.0),
-            GradientLoss::CeOnly => LossConfig::CrossEntropy,
+        let settings = ScoringSettings {
+            batches: s.score_batches,
+            batch_size: s.batch_size,
+            seed: self.seed,
+            kd_loss: s.kd_loss_config()?,
+            // EPSD's own recipe (T = 3, α = 0.5), not the teacher's KD settings.
+            self_distill: SelfDistillConfig::default(),
         };
-        let masks = if criterion == Criterion::Synflow {
-            // Data-free and iterative: one all-ones input per round.
-            let rounds = importance::DEFAULT_SYNFLOW_ROUNDS;
-            cost = cost.add(Cost {
-                forward: rounds as u64,
-                backward: rounds as u64,
-                ..Cost::default()
-            });
-            common::synflow_masks(&base, self.data, prunable, sparsity, rounds)?
-        } else {
-            let scores = if criterion == Criterion::SelfDistill {
-                // EPSD's own recipe (T = 3, α = 0.5), not the teacher's KD settings.
-                common::self_distill_scores(
-                    &base,
-                    self.data,
-                    prunable,
-                    &kd_core::SelfDistillConfig::default(),
-                    self.cfg.score_batches,
-                    self.cfg.batch_size,
-                    self.seed,
-                )?
-            } else {
-                common::score(
-                    criterion,
-                    &base,
-                    Some(&ctx.teacher),
-                    self.data,
-                    prunable,
-                    &score_loss,
-                    self.cfg.score_batches,
-                    self.cfg.batch_size,
-                    self.seed,
-                )?
-            };
-            if criterion.needs_data() {
-                let n = (self.cfg.score_batches * self.cfg.batch_size) as u64;
-                // Passes per scoring sample: GraSP takes the gradient at θ and
-                // at θ + εg; EPSD runs a second (detached) view; the
-                // teacher-guided score runs the teacher.
-                let (forward, backward) = match criterion {
-                    Criterion::Grasp => (2, 2),
-                    Criterion::SelfDistill | Criterion::TeacherGuided => (2, 1),
-                    _ => (1, 1),
-                };
-                cost = cost.add(Cost {
-                    forward: n * forward,
-                    backward: n * backward,
-                    ..Cost::default()
-                });
-            }
-            select::global(&scores, sparsity)?
-        };
-        common::apply_masks(&base, &masks)?;
-        let retrain_loss = self.cfg.retrain_loss_config()?;
-        let teacher = retrain_loss.needs_teacher().then_some(&ctx.teacher);
-        let tc = train_config(
-            self.cfg,
-            self.data,
-            self.cfg.retrain_epochs,
-            self.cfg.finetune_lr,
-            retrain_loss,
-            self.seed ^ RETRAIN_SALT,
-        );
-        let report = fit(
-            &base,
-            teacher,
-            &self.data.train_data(),
-            &tc,
-            &mut MaskHook(&masks),
-            "retrain",
-            self.verbose,
+        check_inputs(criterion, true, &settings)?;
+        let mut scoring =
+            ModelScoring::new(&base, Some(&ctx.teacher), self.data, prunable, settings)?;
+        let (forward, backward) = criterion.passes((s.score_batches * s.batch_size) as u64);
+        meter.set(cost.add(Cost {
+            forward,
+            backward,
+            ..Cost::default()
+        }));
+        let mut learner = self.learner(base, prunable, ctx, None, meter);
+        let o = one_shot(
+            &mut learner,
+            criterion,
+            &mut scoring,
+            sparsity,
+            Scope::Global,
+            &MaskSet::new(),
         )?;
-        let n = self.data.split.train.len();
-        cost = cost.add(self.train_cost(self.cfg.retrain_epochs, n, teacher.is_some()));
-        Ok((base, report, 0, cost))
-    }
-
-    /// Gradual magnitude pruning while fine-tuning the dense student.
-    fn gmp(
-        &self,
-        sparsity: f64,
-        prunable: &[String],
-        ctx: &SeedModels,
-    ) -> Result<(Model, TrainReport, usize, Cost)> {
-        let model = common::clone_model(&ctx.dense)?;
-        let steps = self.steps_per_epoch() * self.cfg.gmp_epochs;
-        if steps == 0 {
-            // `validate` refuses gmp_epochs = 0 up front; this still guards
-            // against an empty training set.
-            bail!("gmp_epochs must be ≥ 1");
-        }
-        let freq = self.cfg.gmp_frequency;
-        // The last update falls on a multiple of the frequency inside the ramp,
-        // and before the last step, so that the final mask trains too.
-        let ramp = ((self.cfg.gmp_ramp_fraction * steps as f64) as u64).min(steps as u64 - 1);
-        let end = ramp / freq * freq;
-        let schedule = GmpSchedule::new(0.0, sparsity, 0, end, freq)?;
-        let mut hook = GmpHook {
-            schedule,
-            prunable,
-            masks: MaskSet::new(),
-        };
-        let tc = train_config(
-            self.cfg,
-            self.data,
-            self.cfg.gmp_epochs,
-            self.cfg.finetune_lr,
-            LossConfig::CrossEntropy,
-            self.seed ^ GMP_SALT,
-        );
-        let report = fit(
-            &model,
-            None,
-            &self.data.train_data(),
-            &tc,
-            &mut hook,
-            "gmp",
-            self.verbose,
-        )?;
-        let n = self.data.split.train.len();
-        Ok((
-            model,
-            report,
-            end as usize,
-            self.train_cost(self.cfg.gmp_epochs, n, false),
-        ))
-    }
-
-    /// Iterative magnitude pruning with rewinding to `rewind_epoch`.
-    fn imp(
-        &self,
-        sparsity: f64,
-        prunable: &[String],
-        ctx: &SeedModels,
-    ) -> Result<(Model, TrainReport, usize, Cost)> {
-        let model = common::clone_model(&ctx.dense)?;
-        let mut masks = MaskSet::new();
-        let mut cost = Cost::default();
-        let mut report = TrainReport::default();
-        let n = self.data.split.train.len();
-        for (round, s) in imp_sparsities(self.cfg.imp_rate, sparsity)?
-            .into_iter()
-            .enumerate()
-        {
-            let weights = common::select(&model.tensors()?, prunable)?;
-            masks = select::global_within(&importance::magnitude(&weights)?, &masks, s)?;
-            rewind(&model, &ctx.rewind, &masks)?;
-            let tc = train_config(
-                self.cfg,
-                self.data,
-                self.cfg.imp_round_epochs,
-                self.cfg.lr,
-                LossConfig::CrossEntropy,
-                self.seed ^ IMP_SALT ^ round as u64,
-            );
-            let label = format!("imp round {}", round + 1);
-            report = fit(
-                &model,
-                None,
-                &self.data.train_data(),
-                &tc,
-                &mut MaskHook(&masks),
-                &label,
-                self.verbose,
-            )?;
-            cost = cost.add(self.train_cost(self.cfg.imp_round_epochs, n, false));
-        }
-        Ok((model, report, 0, cost))
+        Ok((learner.model, o.report, 0))
     }
 
     /// COLT: two copies trained on the two halves of the training set,
@@ -702,125 +646,35 @@ impl Cell<'_> {
         sparsity: f64,
         prunable: &[String],
         ctx: &SeedModels,
-    ) -> Result<(Model, TrainReport, usize, Cost)> {
+        meter: &std::cell::Cell<Cost>,
+    ) -> Result<(Model, TrainReport, u64)> {
         let train = &self.data.split.train;
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            self.seed ^ COLT_SALT,
+            self.seed ^ COLT_SPLIT_SALT,
         ));
         let (a, b) = order.split_at(train.len() / 2);
         let halves: [Dataset; 2] = [train.subset(a), train.subset(b)];
-        let copies = [
-            common::clone_model(&ctx.dense)?,
-            common::clone_model(&ctx.dense)?,
+        let mut copies = [
+            self.learner(
+                clone_model(&ctx.dense)?,
+                prunable,
+                ctx,
+                Some(&halves[0]),
+                meter,
+            ),
+            self.learner(
+                clone_model(&ctx.dense)?,
+                prunable,
+                ctx,
+                Some(&halves[1]),
+                meter,
+            ),
         ];
-        let mut masks = MaskSet::new();
-        let mut cost = Cost::default();
-        let epochs = self.cfg.colt_round_epochs;
-        for (round, s) in imp_sparsities(self.cfg.colt_rate, sparsity)?
-            .into_iter()
-            .enumerate()
-        {
-            let mut weights = Vec::with_capacity(2);
-            for (k, (copy, half)) in copies.iter().zip(&halves).enumerate() {
-                rewind(copy, &ctx.rewind, &masks)?;
-                // A view of one half: the test set and normalisation are borrowed.
-                let data = TrainData {
-                    train: half,
-                    ..self.data.train_data()
-                };
-                let tc = train_config(
-                    self.cfg,
-                    self.data,
-                    epochs,
-                    self.cfg.lr,
-                    LossConfig::CrossEntropy,
-                    self.seed ^ COLT_SALT ^ ((round as u64) << 1 | k as u64),
-                );
-                let label = format!("colt round {} copy {}", round + 1, k + 1);
-                fit(
-                    copy,
-                    None,
-                    &data,
-                    &tc,
-                    &mut MaskHook(&masks),
-                    &label,
-                    self.verbose,
-                )?;
-                cost = cost.add(self.train_cost(epochs, half.len(), false));
-                weights.push(common::select(&copy.tensors()?, prunable)?);
-            }
-            masks = colt_round(&weights, &masks, s)?;
-            if masks.sparsity()? >= sparsity {
-                break;
-            }
-        }
-        let model = common::clone_model(&copies[0])?;
-        rewind(&model, &ctx.rewind, &masks)?;
-        let tc = train_config(
-            self.cfg,
-            self.data,
-            epochs,
-            self.cfg.lr,
-            LossConfig::CrossEntropy,
-            self.seed ^ COLT_SALT,
-        );
-        let report = fit(
-            &model,
-            None,
-            &self.data.train_data(),
-            &tc,
-            &mut MaskHook(&masks),
-            "colt final",
-            self.verbose,
-        )?;
-        let n = self.data.split.train.len();
-        cost = cost.add(self.train_cost(epochs, n, false));
-        Ok((model, report, 0, cost))
+        let mut ticket = self.learner(clone_model(&ctx.dense)?, prunable, ctx, None, meter);
+        let o = colt(&mut copies, &mut ticket, self.cfg.colt_rate, sparsity)?;
+        Ok((ticket.model, o.report, 0))
     }
-}
-
-/// Gradual magnitude pruning as a training hook: at every update step of the
-/// schedule, the prunable weights are pruned by global magnitude to the
-/// schedule's sparsity among those still kept (never regrowing); between
-/// updates the mask is enforced like [`MaskHook`].
-struct GmpHook<'a> {
-    schedule: GmpSchedule,
-    prunable: &'a [String],
-    masks: MaskSet,
-}
-
-impl StepHook for GmpHook<'_> {
-    fn before_step(
-        &mut self,
-        grads: &mut GradStore,
-        vars: &[(String, Var)],
-    ) -> kd_core::Result<()> {
-        MaskHook(&self.masks).before_step(grads, vars)
-    }
-
-    fn after_step(&mut self, vars: &[(String, Var)], info: &StepInfo) -> kd_core::Result<()> {
-        let step = info.step as u64;
-        if self.schedule.is_update_step(step) {
-            let s = self.schedule.sparsity_at(step);
-            let weights: NamedTensors = vars
-                .iter()
-                .filter(|(n, _)| self.prunable.contains(n))
-                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-                .collect();
-            let other = |e: prune_core::PruneError| kd_core::KdError::Other(e.to_string());
-            let scores = importance::magnitude(&weights).map_err(other)?;
-            self.masks = select::global_within(&scores, &self.masks, s).map_err(other)?;
-        }
-        MaskHook(&self.masks).after_step(vars, info)
-    }
-}
-
-/// `θ ← θ_rewind ⊙ m` for the weights, `θ_rewind` for everything else
-/// (biases, batch-norm parameters and statistics).
-fn rewind(model: &Model, stored: &NamedTensors, masks: &MaskSet) -> Result<()> {
-    model.load_tensors(stored)?;
-    common::apply_masks(model, masks)
 }
 
 /// Teacher forward passes of a distillation run of `epochs` epochs: once per
@@ -829,75 +683,9 @@ fn teacher_forwards(cfg: &SweepConfig, data: &Data, epochs: usize) -> u64 {
     let n = data.split.train.len() as u64;
     if epochs == 0 {
         0
-    } else if cfg.augment.resolve(data.name).is_identity() {
+    } else if cfg.settings.augment_for(data).is_identity() {
         n
     } else {
         n * epochs as u64
     }
-}
-
-/// `loss` with its distillation weight α replaced.
-fn with_alpha(loss: LossConfig, alpha: f64) -> LossConfig {
-    match loss {
-        LossConfig::CrossEntropy => LossConfig::CrossEntropy,
-        LossConfig::Hinton { temperature, .. } => LossConfig::Hinton { temperature, alpha },
-        LossConfig::CaKld {
-            temperature,
-            beta,
-            eps,
-            ..
-        } => LossConfig::CaKld {
-            temperature,
-            alpha,
-            beta,
-            eps,
-        },
-    }
-}
-
-fn train_config(
-    cfg: &SweepConfig,
-    data: &Data,
-    epochs: usize,
-    lr: f64,
-    loss: LossConfig,
-    seed: u64,
-) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: cfg.batch_size,
-        sgd: SgdConfig {
-            lr,
-            momentum: cfg.momentum,
-            nesterov: cfg.momentum > 0.0,
-            weight_decay: cfg.weight_decay,
-        },
-        warmup_epochs: 0,
-        min_lr: 0.0,
-        loss,
-        seed,
-        augment: cfg.augment.resolve(data.name),
-    }
-}
-
-fn fit(
-    model: &Model,
-    teacher: Option<&Model>,
-    data: &TrainData<'_>,
-    cfg: &TrainConfig,
-    hook: &mut dyn StepHook,
-    label: &str,
-    verbose: bool,
-) -> Result<TrainReport> {
-    kd_core::fit(model, teacher, data, cfg, hook, label, verbose)
-        .with_context(|| format!("training stage `{label}` failed"))
-}
-
-fn save(path: &Path, model: &Model, data: &Data, seed: u64, stage: &str) -> Result<()> {
-    let meta: BTreeMap<String, String> = common::metadata(data.name, seed, stage, &data.norm);
-    common::save_model(path, model, None, meta)
-}
-
-fn accuracy(model: &Model, data: &Data) -> Result<f64> {
-    Ok(kd_core::evaluate(model, &data.split.test, &data.norm, 512)?)
 }

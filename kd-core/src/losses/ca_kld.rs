@@ -45,6 +45,28 @@ impl Beta {
     }
 }
 
+impl std::str::FromStr for Beta {
+    type Err = KdError;
+
+    /// `confidence`, or a fixed number in `[0, 1]`.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("confidence") {
+            return Ok(Beta::Confidence);
+        }
+        let v: f64 = s.parse().map_err(|_| {
+            KdError::InvalidConfig(format!(
+                "beta must be `confidence` or a number in [0, 1], got `{s}`"
+            ))
+        })?;
+        if !(0.0..=1.0).contains(&v) {
+            return Err(KdError::InvalidConfig(format!(
+                "beta must be in [0, 1], got {v}"
+            )));
+        }
+        Ok(Beta::Fixed(v))
+    }
+}
+
 /// Rejects an `ε` that is not finite and positive.
 pub(crate) fn check_eps(eps: f64) -> Result<()> {
     if eps.is_finite() && eps > 0.0 {

@@ -10,6 +10,12 @@ use crate::{KdError, Result};
 /// Default `ε` of the logit standardisation in CA-KLD.
 pub const DEFAULT_EPS: f64 = 1e-7;
 
+/// Default temperature `T` of the logit distillation terms (kd, ca-kld, dkd).
+pub const DEFAULT_TEMPERATURE: f64 = 4.0;
+
+/// Default weight `α` of the distillation term in `α·KD + (1−α)·CE`.
+pub const DEFAULT_ALPHA: f64 = 0.9;
+
 fn default_eps() -> f64 {
     DEFAULT_EPS
 }
@@ -68,6 +74,49 @@ impl LossConfig {
                 beta.check()?;
                 check_eps(eps)
             }
+        }
+    }
+
+    /// The objective named `name` — `ce`, `kd` (also `hinton`) or `ca-kld` —
+    /// with these hyper-parameters (ε of CA-KLD: [`DEFAULT_EPS`]), validated.
+    pub fn named(name: &str, temperature: f64, alpha: f64, beta: Beta) -> Result<Self> {
+        let cfg = match name {
+            "ce" => LossConfig::CrossEntropy,
+            "kd" | "hinton" => LossConfig::Hinton { temperature, alpha },
+            "ca-kld" => LossConfig::CaKld {
+                temperature,
+                alpha,
+                beta,
+                eps: DEFAULT_EPS,
+            },
+            other => {
+                return Err(KdError::InvalidConfig(format!(
+                    "unknown loss `{other}` (known: ce, kd, ca-kld)"
+                )))
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The same objective with the distillation weight `α` replaced (cross-
+    /// entropy is left as it is): `with_alpha(1.0)` is the distillation term
+    /// alone.
+    pub fn with_alpha(self, alpha: f64) -> Self {
+        match self {
+            LossConfig::CrossEntropy => LossConfig::CrossEntropy,
+            LossConfig::Hinton { temperature, .. } => LossConfig::Hinton { temperature, alpha },
+            LossConfig::CaKld {
+                temperature,
+                beta,
+                eps,
+                ..
+            } => LossConfig::CaKld {
+                temperature,
+                alpha,
+                beta,
+                eps,
+            },
         }
     }
 

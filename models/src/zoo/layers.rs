@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
 
-use crate::init::{Init, ParamSpec};
 use crate::ops::{BlockBn, BlockConv, Kernels, Shortcut};
+use kd_core::init::{Init, ParamSpec};
 
 /// A non-trainable tensor of a network (batch-norm running statistics).
 #[derive(Clone, Debug, PartialEq)]

@@ -20,6 +20,8 @@
 //! `U(−1/√fan_in, 1/√fan_in)`.
 
 pub mod layers;
+pub mod lenet5;
+pub mod mlp;
 mod mobilenetv2;
 mod resnet;
 mod resnet_cifar;
@@ -32,8 +34,8 @@ use std::str::FromStr;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::ModelOutput;
 use crate::ops::Kernels;
+use kd_core::ModelOutput;
 pub use layers::{BufferSpec, Builder};
 
 /// A network of the zoo.

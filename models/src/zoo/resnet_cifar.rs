@@ -19,8 +19,8 @@ use candle_core::{Result, Tensor};
 
 use super::layers::{BatchNorm2d, Builder, Conv, BN_EPS};
 use super::{feature, head, run_stages, InputPlan, StageBlock};
-use crate::model::ModelOutput;
 use crate::ops::{self, Kernels};
+use kd_core::ModelOutput;
 
 #[derive(Clone, Debug)]
 enum Shortcut {

@@ -10,8 +10,8 @@ use candle_core::{Result, Tensor};
 
 use super::layers::{BatchNorm2d, Builder, Conv};
 use super::{feature, head, InputPlan};
-use crate::model::ModelOutput;
 use crate::ops::{Kernels, Pool2dConfig};
+use kd_core::ModelOutput;
 
 /// A layer list: a channel count is a 3×3 conv + BN + ReLU, 0 a max-pool.
 pub type VggCfg = &'static [usize];

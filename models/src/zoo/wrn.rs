@@ -14,8 +14,8 @@ use candle_core::{Result, Tensor};
 
 use super::layers::{BatchNorm2d, Builder, Conv};
 use super::{feature, head, run_stages, InputPlan, StageBlock};
-use crate::model::ModelOutput;
 use crate::ops::Kernels;
+use kd_core::ModelOutput;
 
 #[derive(Clone, Debug)]
 struct WideBlock {

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::{Importance, Needs, ScoringContext};
 use crate::{NamedTensors, PruneError, Result, Scores};
 
 /// LAMP scores, tensor by tensor: with the weights of one tensor sorted by
@@ -60,4 +61,21 @@ fn lamp_tensor(name: &str, w: &Tensor) -> Result<Tensor> {
         };
     }
     Ok(Tensor::from_vec(scores, w.shape(), w.device())?)
+}
+
+/// LAMP ([`lamp`]) followed by the selection of the caller's scope (LAMP's
+/// paper: one global threshold).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lamp;
+
+impl Importance for Lamp {
+    fn name(&self) -> String {
+        "lamp".into()
+    }
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+    fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
+        lamp(&ctx.weights()?)
+    }
 }

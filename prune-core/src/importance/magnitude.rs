@@ -2,6 +2,7 @@
 
 use candle_core::DType;
 
+use super::{Importance, Needs, ScoringContext};
 use crate::{NamedTensors, Result, Scores};
 
 /// `score = |w|` as `f32`, for every tensor of `weights`.
@@ -15,4 +16,21 @@ pub fn magnitude(weights: &NamedTensors) -> Result<Scores> {
         .iter()
         .map(|(name, w)| Ok((name.clone(), w.detach().to_dtype(DType::F32)?.abs()?)))
         .collect()
+}
+
+/// Global (or, with [`crate::Scope::PerLayer`], layer-wise) magnitude pruning:
+/// [`magnitude`] of the weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Magnitude;
+
+impl Importance for Magnitude {
+    fn name(&self) -> String {
+        "magnitude".into()
+    }
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+    fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
+        magnitude(&ctx.weights()?)
+    }
 }

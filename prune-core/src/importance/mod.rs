@@ -1,19 +1,24 @@
 //! Importance scores: one `f32` tensor per parameter, of the parameter's
 //! shape; higher means more important (pruned last). One file per criterion.
 //!
-//! - magnitude `|θ|` ([`magnitude`]); random `U[0, 1)` ([`random`]);
-//! - SNIP `|θ ⊙ ∂L_CE/∂θ|` ([`snip`], [`SaliencyAccumulator`]);
+//! - magnitude `|θ|` ([`Magnitude`], [`magnitude`]); random `U[0, 1)`
+//!   ([`Random`], [`random`]);
+//! - SNIP `|θ ⊙ ∂L_CE/∂θ|` ([`Snip`], [`snip`], [`SaliencyAccumulator`]);
 //! - teacher-guided `|θ ⊙ ∂L/∂θ|`, `L` chosen by [`GradientSource`]
-//!   ([`teacher_guided`]);
-//! - EPSD self-distillation `|θ ⊙ ∂L_SD/∂θ|` ([`self_distill`]);
-//! - LAMP `w_u² / Σ_{v≥u} w_v²` within each layer ([`lamp`]);
-//! - GraSP `θ ⊙ H·g`, the negated paper score ([`grasp`],
+//!   ([`TeacherGuided`], [`teacher_guided`]);
+//! - EPSD self-distillation `|θ ⊙ ∂L_SD/∂θ|` ([`SelfDistill`], [`self_distill`]);
+//! - LAMP `w_u² / Σ_{v≥u} w_v²` within each layer ([`Lamp`], [`lamp`]);
+//! - GraSP `θ ⊙ H·g`, the negated paper score ([`Grasp`], [`grasp`],
 //!   [`hessian_gradient_product`]);
-//! - SynFlow `|θ ⊙ ∂R/∂θ|`, iterated ([`synflow`], [`synflow_scores`]).
+//! - SynFlow `|θ ⊙ ∂R/∂θ|`, iterated ([`SynFlow`], [`synflow`], [`synflow_scores`]).
 //!
-//! Gradients and forward passes come from the caller, as gradient maps or as
-//! closures `FnMut(&NamedTensors) -> Result<NamedTensors, E>` returning a
-//! gradient at given parameter values: this crate never sees a model.
+//! A criterion is a type implementing [`Importance`]; it reads the model
+//! through a [`ScoringContext`] the caller implements (weights, gradients of a
+//! named [`Loss`] on calibration batches): this crate never sees a model. A
+//! new criterion is one file with one `impl Importance`; callers take
+//! `&dyn Importance`, so a criterion defined outside the crate works
+//! everywhere a built-in one does. [`by_name`] builds the built-in ones from
+//! their command-line names ([`BUILTIN`]).
 
 mod grasp;
 mod lamp;
@@ -25,110 +30,167 @@ mod synflow;
 mod teacher_guided;
 
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use crate::{MaskSet, NamedTensors, PruneError, Result, Scope, Scores};
 
-use crate::PruneError;
-
-pub use grasp::{grasp, hessian_gradient_product};
-pub use lamp::lamp;
-pub use magnitude::magnitude;
-pub use random::random;
-pub use saliency::{snip, SaliencyAccumulator};
-pub use self_distill::self_distill;
+pub use grasp::{grasp, hessian_gradient_product, Grasp};
+pub use lamp::{lamp, Lamp};
+pub use magnitude::{magnitude, Magnitude};
+pub use random::{random, Random};
+pub use saliency::{snip, SaliencyAccumulator, Snip};
+pub use self_distill::{self_distill, SelfDistill};
 pub use synflow::{
-    synflow, synflow_scores, SynFlowOutcome, DEFAULT_SYNFLOW_ROUNDS, MAX_SYNFLOW_ROUNDS,
+    synflow, synflow_scores, synflow_within, SynFlow, SynFlowOutcome, DEFAULT_SYNFLOW_ROUNDS,
+    MAX_SYNFLOW_ROUNDS,
 };
-pub use teacher_guided::{teacher_guided, GradientSource};
+pub use teacher_guided::{teacher_guided, GradientSource, TeacherGuided};
 
-/// The importance criteria the project implements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Criterion {
-    /// `|θ|` ([`magnitude`]); layer-wise with [`crate::select::per_layer`],
-    /// global with [`crate::select::global`].
-    Magnitude,
-    /// Uniform `[0, 1)` noise ([`random`]): the baseline every criterion must beat.
-    Random,
-    /// `|θ ⊙ ∂CE/∂θ|` summed over batches ([`snip`], [`SaliencyAccumulator`]).
-    Snip,
-    /// `|θ ⊙ ∂L/∂θ|` summed over batches, `L` being the distillation
-    /// loss under the frozen teacher, or CE / the mixture as chosen by a
-    /// [`GradientSource`] ([`teacher_guided`], [`SaliencyAccumulator`]).
-    TeacherGuided,
-    /// LAMP, `w_u² / Σ_{v≥u} w_v²` within each layer, then one global
-    /// threshold ([`lamp`]; Lee et al. 2021).
-    Lamp,
-    /// GraSP, `θ ⊙ H·g` with `H·g` by finite differences of gradients
-    /// ([`grasp`], [`hessian_gradient_product`]; Wang et al. 2020).
-    Grasp,
-    /// SynFlow, `|θ ⊙ ∂R/∂θ|` of the linearised network on an all-ones input,
-    /// iterated with an exponential schedule ([`synflow`]; Tanaka et al. 2020).
-    Synflow,
-    /// EPSD, `|θ ⊙ ∂L_SD/∂θ|` with a self-distillation loss `L_SD`
-    /// ([`self_distill`]; Chen et al. 2024).
-    SelfDistill,
+/// What a criterion reads of the model, so that a caller can check its inputs
+/// before any work (a teacher, calibration batches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Gradients of the model (handed in through the [`ScoringContext`]).
+    pub gradients: bool,
+    /// Calibration batches of training data.
+    pub data: bool,
+    /// A frozen teacher.
+    pub teacher: bool,
 }
 
-impl Criterion {
-    /// Every criterion, in declaration order.
-    pub const ALL: [Criterion; 8] = [
-        Criterion::Magnitude,
-        Criterion::Random,
-        Criterion::Snip,
-        Criterion::TeacherGuided,
-        Criterion::Lamp,
-        Criterion::Grasp,
-        Criterion::Synflow,
-        Criterion::SelfDistill,
-    ];
+/// The loss whose gradient a criterion asks of its [`ScoringContext`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Cross-entropy of the model on the labels.
+    CrossEntropy,
+    /// The distillation objective under the frozen teacher, or one of its
+    /// terms, as the [`GradientSource`] says.
+    Distillation(GradientSource),
+    /// A self-distillation loss: the model's outputs against its own detached
+    /// predictions on a second view of the batch (EPSD), with the caller's
+    /// temperature and weight.
+    SelfDistillation,
+}
 
-    /// The kebab-case name used on the command line and in configs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Criterion::Magnitude => "magnitude",
-            Criterion::Random => "random",
-            Criterion::Snip => "snip",
-            Criterion::TeacherGuided => "teacher-guided",
-            Criterion::Lamp => "lamp",
-            Criterion::Grasp => "grasp",
-            Criterion::Synflow => "synflow",
-            Criterion::SelfDistill => "self-distill",
+/// The model side of scoring, implemented by the caller over its model and
+/// data. Gradients are taken in training mode on the caller's calibration
+/// batches (the same batches for every call with the same index) and on a
+/// model whose state scoring may change freely: scoring must leave the
+/// caller's own model untouched.
+pub trait ScoringContext {
+    /// The values of the prunable weights being scored, by name.
+    fn weights(&self) -> Result<NamedTensors>;
+    /// The seed of criteria that draw random numbers.
+    fn seed(&self) -> u64;
+    /// The number of calibration batches.
+    fn batches(&self) -> usize;
+    /// `∂L/∂θ` of every prunable weight on calibration batch `batch`, at the
+    /// weights set last by [`ScoringContext::set_weights`] (at first, the
+    /// values of [`ScoringContext::weights`]).
+    fn gradient(&mut self, loss: Loss, batch: usize) -> Result<NamedTensors>;
+    /// Moves the prunable weights at which gradients are taken to `values`
+    /// (the other parameters keep theirs).
+    fn set_weights(&mut self, values: &NamedTensors) -> Result<()>;
+    /// `∂R/∂θ` of the synaptic flow `R = Σ f(1)`: the network with its
+    /// prunable weights at `linear` and every other parameter replaced by its
+    /// absolute value (batch norms in evaluation mode on absolute running
+    /// statistics), run on one all-ones input.
+    fn synaptic_flow_gradient(&mut self, linear: &NamedTensors) -> Result<NamedTensors>;
+}
+
+/// A pruning criterion.
+pub trait Importance: fmt::Debug {
+    /// The name on the command line and in reports, e.g. `teacher-guided:kd`.
+    fn name(&self) -> String;
+
+    /// What the criterion reads of the model.
+    fn needs(&self) -> Needs;
+
+    /// Scores of the prunable weights, higher = kept longer.
+    fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores>;
+
+    /// Masks pruning exactly `round(s·n)` of the `n` prunable weights under
+    /// `scope` (`round(s·n_t)` per tensor for [`Scope::PerLayer`]), choosing
+    /// among the weights `kept` still keeps: a weight `kept` prunes stays
+    /// pruned. By default the lowest [`Importance::score`]s are pruned
+    /// ([`Scope::select_within`]); iterative criteria override it.
+    fn prune(
+        &self,
+        ctx: &mut dyn ScoringContext,
+        sparsity: f64,
+        scope: Scope,
+        kept: &MaskSet,
+    ) -> Result<MaskSet> {
+        scope.select_within(&self.score(ctx)?, kept, sparsity)
+    }
+
+    /// Sample passes through the network `(forward, backward)` that scoring
+    /// spends on `samples` calibration samples, for cost accounting.
+    fn passes(&self, samples: u64) -> (u64, u64) {
+        if self.needs().data {
+            (samples, samples)
+        } else {
+            (0, 0)
         }
     }
+}
 
-    /// Whether scoring needs gradients of the model (handed in by the caller
-    /// or computed by a caller's closure).
-    pub fn needs_gradients(self) -> bool {
-        !matches!(
-            self,
-            Criterion::Magnitude | Criterion::Random | Criterion::Lamp
-        )
-    }
+/// The names [`by_name`] knows, in the order the documentation lists them.
+pub const BUILTIN: [&str; 8] = [
+    "magnitude",
+    "random",
+    "snip",
+    "teacher-guided",
+    "lamp",
+    "grasp",
+    "synflow",
+    "self-distill",
+];
 
-    /// Whether scoring needs data batches (SynFlow is data-free: it runs the
-    /// network on an all-ones input).
-    pub fn needs_data(self) -> bool {
-        self.needs_gradients() && self != Criterion::Synflow
+/// A built-in criterion from its name, with its default settings:
+/// `magnitude`, `random`, `snip`, `teacher-guided` (also
+/// `teacher-guided:kd`, `teacher-guided:ce`, `teacher-guided:mix` for the
+/// gradient of one term only, see [`GradientSource`]), `lamp`, `grasp`,
+/// `synflow` ([`DEFAULT_SYNFLOW_ROUNDS`] rounds) or `self-distill`.
+pub fn by_name(name: &str) -> Result<Box<dyn Importance>> {
+    let (base, suffix) = match name.split_once(':') {
+        Some((b, s)) => (b, Some(s)),
+        None => (name, None),
+    };
+    let criterion: Box<dyn Importance> = match base {
+        "magnitude" => Box::new(Magnitude),
+        "random" => Box::new(Random),
+        "snip" => Box::new(Snip),
+        "lamp" => Box::new(Lamp),
+        "grasp" => Box::new(Grasp),
+        "synflow" => Box::new(SynFlow::default()),
+        "self-distill" => Box::new(SelfDistill),
+        "teacher-guided" => {
+            let source = match suffix {
+                None | Some("mix") => GradientSource::Mixture,
+                Some("kd") => GradientSource::Kd,
+                Some("ce") => GradientSource::Ce,
+                Some(other) => return Err(PruneError::UnknownGradientSource(other.to_string())),
+            };
+            return Ok(Box::new(TeacherGuided { source }));
+        }
+        _ => return Err(PruneError::UnknownCriterion(name.to_string())),
+    };
+    match suffix {
+        Some(s) => Err(PruneError::UnexpectedSuffix {
+            criterion: base.to_string(),
+            suffix: s.to_string(),
+        }),
+        None => Ok(criterion),
     }
 }
 
-impl fmt::Display for Criterion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// `Σ_b |θ ⊙ ∂L/∂θ|` over every calibration batch of `ctx`: the saliency of
+/// SNIP, of the teacher-guided score and of EPSD, which differ in `loss` only.
+pub(crate) fn accumulate(ctx: &mut dyn ScoringContext, loss: Loss) -> Result<Scores> {
+    let weights = ctx.weights()?;
+    let mut acc = SaliencyAccumulator::new();
+    for b in 0..ctx.batches() {
+        acc.add_batch(&weights, &ctx.gradient(loss, b)?)?;
     }
-}
-
-impl FromStr for Criterion {
-    type Err = PruneError;
-
-    /// Parses `magnitude`, `random`, `snip`, `teacher-guided`, `lamp`,
-    /// `grasp`, `synflow` or `self-distill`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Criterion::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| PruneError::UnknownCriterion(s.to_string()))
-    }
+    acc.finish()
 }

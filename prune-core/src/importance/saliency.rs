@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::{accumulate, Importance, Loss, Needs, ScoringContext};
 use crate::mask::check_shape;
 use crate::{NamedTensors, PruneError, Result, Scores};
 
@@ -21,6 +22,27 @@ pub fn snip(weights: &NamedTensors, grads: &NamedTensors) -> Result<Scores> {
     let mut acc = SaliencyAccumulator::new();
     acc.add_batch(weights, grads)?;
     acc.finish()
+}
+
+/// SNIP: [`SaliencyAccumulator`] over the context's calibration batches with
+/// the gradient of the cross-entropy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snip;
+
+impl Importance for Snip {
+    fn name(&self) -> String {
+        "snip".into()
+    }
+    fn needs(&self) -> Needs {
+        Needs {
+            gradients: true,
+            data: true,
+            teacher: false,
+        }
+    }
+    fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
+        accumulate(ctx, Loss::CrossEntropy)
+    }
 }
 
 /// Accumulates `S = Σ_b |θ ⊙ g_b|` over batches `b`, where `g_b = ∂L/∂θ` on

@@ -4,11 +4,11 @@
 
 use candle_core::DType;
 
+use super::saliency::check_finite;
+use super::{Importance, Needs, ScoringContext};
 use crate::mask::check_shape;
 use crate::select::{check_sparsity, global_within};
-use crate::{MaskSet, NamedTensors, PruneError, Result, Scores};
-
-use super::saliency::check_finite;
+use crate::{MaskSet, NamedTensors, PruneError, Result, Scope, Scores};
 
 /// The paper's number of pruning rounds.
 pub const DEFAULT_SYNFLOW_ROUNDS: usize = 100;
@@ -82,6 +82,24 @@ pub fn synflow<E, F>(
     params: &NamedTensors,
     sparsity: f64,
     rounds: usize,
+    grad_of_flow: F,
+) -> std::result::Result<SynFlowOutcome, E>
+where
+    F: FnMut(&NamedTensors) -> std::result::Result<NamedTensors, E>,
+    E: From<PruneError>,
+{
+    synflow_within(params, &MaskSet::new(), sparsity, rounds, grad_of_flow)
+}
+
+/// [`synflow`] starting from the masks `start` (weights it prunes stay
+/// pruned and score 0 from the first round on): the rounds prune to the same
+/// exponential targets among the weights still kept, and the last one to
+/// exactly `max(round(s·n), already pruned)`.
+pub fn synflow_within<E, F>(
+    params: &NamedTensors,
+    start: &MaskSet,
+    sparsity: f64,
+    rounds: usize,
     mut grad_of_flow: F,
 ) -> std::result::Result<SynFlowOutcome, E>
 where
@@ -99,7 +117,7 @@ where
     if params.is_empty() {
         return Err(PruneError::NoPrunableParameters.into());
     }
-    let mut masks = MaskSet::new();
+    let mut masks = start.clone();
     let mut scores = Scores::new();
     for k in 1..=rounds {
         let target = if k == rounds {
@@ -111,6 +129,68 @@ where
         masks = global_within(&scores, &masks, target)?;
     }
     Ok(SynFlowOutcome { masks, scores })
+}
+
+/// SynFlow as a criterion: [`synflow_within`] over `rounds` rounds, each
+/// asking the context for the gradient of the synaptic flow
+/// ([`ScoringContext::synaptic_flow_gradient`]). Data-free. Its scores
+/// ([`Importance::score`]) are one round's on the unpruned network; its masks
+/// ([`Importance::prune`]) come from the iteration, by one global threshold
+/// per round (the per-layer scope is refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynFlow {
+    /// Pruning rounds (the paper: [`DEFAULT_SYNFLOW_ROUNDS`]).
+    pub rounds: usize,
+}
+
+impl Default for SynFlow {
+    fn default() -> Self {
+        Self {
+            rounds: DEFAULT_SYNFLOW_ROUNDS,
+        }
+    }
+}
+
+impl Importance for SynFlow {
+    fn name(&self) -> String {
+        "synflow".into()
+    }
+    fn needs(&self) -> Needs {
+        Needs {
+            gradients: true,
+            data: false,
+            teacher: false,
+        }
+    }
+    fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
+        let weights = ctx.weights()?;
+        synflow_scores(&weights, &MaskSet::new(), |linear| {
+            ctx.synaptic_flow_gradient(linear)
+        })
+    }
+    fn prune(
+        &self,
+        ctx: &mut dyn ScoringContext,
+        sparsity: f64,
+        scope: Scope,
+        kept: &MaskSet,
+    ) -> Result<MaskSet> {
+        if scope != Scope::Global {
+            return Err(PruneError::UnsupportedScope {
+                criterion: self.name(),
+                scope,
+            });
+        }
+        let weights = ctx.weights()?;
+        let outcome = synflow_within(&weights, kept, sparsity, self.rounds, |linear| {
+            ctx.synaptic_flow_gradient(linear)
+        })?;
+        Ok(outcome.masks)
+    }
+    /// One forward and one backward pass of one input per round.
+    fn passes(&self, _samples: u64) -> (u64, u64) {
+        (self.rounds as u64, self.rounds as u64)
+    }
 }
 
 /// `|θ| ⊙ m` for every parameter (unmasked where `masks` has no entry).

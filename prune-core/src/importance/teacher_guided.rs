@@ -4,50 +4,58 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
+use super::{accumulate, Importance, Loss, Needs, ScoringContext};
 use crate::{NamedTensors, PruneError, Result, Scores};
 
 use super::SaliencyAccumulator;
 
 /// Which loss the caller differentiates for teacher-guided saliency
-/// `S = |θ ⊙ ∂L/∂θ|`. prune-core never computes a loss: the caller (kd-core /
-/// cli) builds `L` from this choice, takes `∂L/∂θ`, and hands the gradients to
-/// [`teacher_guided`] or a [`SaliencyAccumulator`].
+/// `S = |θ ⊙ ∂L/∂θ|`. prune-core never computes a loss: the caller builds `L`
+/// from this choice, takes `∂L/∂θ`, and hands the gradients over (through a
+/// [`ScoringContext`], or to [`teacher_guided`] / a [`SaliencyAccumulator`]).
 ///
-/// Serialised and parsed as `"ce"`, `"kd"`, `"mixture"`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// `α` is the weight of the distillation term, as everywhere in the project:
+/// the distillation objective is `L = α·KD + (1−α)·CE`.
+///
+/// Named `mixture`, `kd` and `ce` (the criterion names of [`super::by_name`]
+/// also take `mix` for the mixture: `teacher-guided:mix`).
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GradientSource {
-    /// `L = CE(student(x), y)`: the labels only — plain SNIP on the student.
-    Ce,
-    /// `L = KD(student(x), teacher(x))`: the distillation term only (e.g.
-    /// `τ² · KL(p_T^τ ‖ p_S^τ)`), the teacher's soft targets alone.
+    /// `L = α·KD + (1−α)·CE`: the training loss of the distillation run, with
+    /// the caller's `α` and temperature. The paper's choice.
     #[default]
-    Kd,
-    /// `L = α·CE + (1 − α)·KD`: the training loss of the distillation run,
-    /// with the caller's `α` and temperature.
     Mixture,
+    /// `L = KD(student(x), teacher(x))` alone (`α = 1`): the teacher's soft
+    /// targets only.
+    Kd,
+    /// `L = CE(student(x), y)` alone (`α = 0`): the labels only — SNIP on the
+    /// student.
+    Ce,
 }
 
 impl GradientSource {
     /// Every source, in declaration order.
     pub const ALL: [GradientSource; 3] = [
-        GradientSource::Ce,
-        GradientSource::Kd,
         GradientSource::Mixture,
+        GradientSource::Kd,
+        GradientSource::Ce,
     ];
 
-    /// The lower-case name used on the command line and in configs.
+    /// The lower-case name used in configs.
     pub fn name(self) -> &'static str {
         match self {
-            GradientSource::Ce => "ce",
-            GradientSource::Kd => "kd",
             GradientSource::Mixture => "mixture",
+            GradientSource::Kd => "kd",
+            GradientSource::Ce => "ce",
         }
     }
 
-    /// Whether the loss needs the teacher's outputs (`kd` and `mixture`).
+    /// Whether the loss needs the teacher's outputs (`mixture` and `kd`).
     pub fn needs_teacher(self) -> bool {
         !matches!(self, GradientSource::Ce)
     }
@@ -62,7 +70,7 @@ impl fmt::Display for GradientSource {
 impl FromStr for GradientSource {
     type Err = PruneError;
 
-    /// Parses `ce`, `kd` or `mixture`; anything else is
+    /// Parses `mixture`, `kd` or `ce`; anything else is
     /// [`PruneError::UnknownGradientSource`].
     fn from_str(s: &str) -> Result<Self> {
         GradientSource::ALL
@@ -81,4 +89,38 @@ pub fn teacher_guided(weights: &NamedTensors, grads: &NamedTensors) -> Result<Sc
     let mut acc = SaliencyAccumulator::new();
     acc.add_batch(weights, grads)?;
     acc.finish()
+}
+
+/// The paper's criterion: `Σ_b |θ ⊙ ∂L/∂θ|` over the calibration batches,
+/// `L` the distillation loss under the frozen teacher (or one of its terms,
+/// per `source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TeacherGuided {
+    /// Which loss's gradient is taken.
+    pub source: GradientSource,
+}
+
+impl Importance for TeacherGuided {
+    /// `teacher-guided`, or `teacher-guided:kd` / `teacher-guided:ce` for
+    /// one term only.
+    fn name(&self) -> String {
+        match self.source {
+            GradientSource::Mixture => "teacher-guided".into(),
+            s => format!("teacher-guided:{s}"),
+        }
+    }
+    fn needs(&self) -> Needs {
+        Needs {
+            gradients: true,
+            data: true,
+            teacher: self.source.needs_teacher(),
+        }
+    }
+    fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
+        accumulate(ctx, Loss::Distillation(self.source))
+    }
+    /// The student's and the teacher's forward, the student's backward.
+    fn passes(&self, samples: u64) -> (u64, u64) {
+        (2 * samples, samples)
+    }
 }

@@ -2,6 +2,7 @@
 //! & Rahman, "COLT: Cyclic Overlapping Lottery Tickets for Faster Pruning of
 //! Convolutional Neural Networks", IEEE TAI 2024).
 
+use super::{imp_sparsities, Learner, Outcome, Stage};
 use crate::importance::magnitude;
 use crate::select::global_within;
 use crate::{MaskSet, NamedTensors, PruneError, Result};
@@ -40,4 +41,45 @@ pub fn colt_round(copies: &[NamedTensors], current: &MaskSet, sparsity: f64) -> 
         out = out.intersect(&global_within(&magnitude(copy)?, current, sparsity)?)?;
     }
     Ok(out)
+}
+
+/// COLT: rounds of [`colt_round`] at the cumulative sparsities of
+/// [`imp_sparsities`]`(rate, sparsity)`. In each round every copy is rewound
+/// under the current masks and trains ([`Stage::ColtRound`]) on its own data
+/// (the caller's: COLT's copies see disjoint parts of the training set); the
+/// copies' masks are intersected, and the rounds stop once the intersection
+/// reaches `sparsity`. The `ticket` is then rewound under the final masks and
+/// trains on all the data ([`Stage::ColtFinal`]).
+///
+/// Because the copies disagree, the final sparsity may exceed `sparsity`.
+/// [`PruneError::NoPrunableParameters`] without copies.
+pub fn colt<L: Learner>(
+    copies: &mut [L],
+    ticket: &mut L,
+    rate: f64,
+    sparsity: f64,
+) -> Result<Outcome<L::Report>> {
+    if copies.is_empty() {
+        return Err(PruneError::NoPrunableParameters);
+    }
+    let mut masks = MaskSet::new();
+    for (round, s) in imp_sparsities(rate, sparsity)?.into_iter().enumerate() {
+        let mut weights = Vec::with_capacity(copies.len());
+        for (copy, learner) in copies.iter_mut().enumerate() {
+            learner.rewind(&masks)?;
+            learner.train(Stage::ColtRound { round, copy }, &mut masks.clone())?;
+            weights.push(learner.weights()?);
+        }
+        masks = colt_round(&weights, &masks, s)?;
+        if masks.sparsity()? >= sparsity {
+            break;
+        }
+    }
+    ticket.rewind(&masks)?;
+    let report = ticket.train(Stage::ColtFinal, &mut masks.clone())?;
+    Ok(Outcome {
+        masks,
+        report,
+        masks_fixed_from_step: 0,
+    })
 }

@@ -1,10 +1,12 @@
 //! Gradual magnitude pruning (Zhu & Gupta, "To prune, or not to prune:
 //! exploring the efficacy of pruning for model compression", ICLR-W 2018).
 
-use serde::{Deserialize, Serialize};
+use candle_core::Var;
 
-use crate::select::check_sparsity;
-use crate::{PruneError, Result};
+use super::{Learner, Outcome, Stage, StepPruner};
+use crate::importance::magnitude;
+use crate::select::{check_sparsity, global_within};
+use crate::{MaskSet, NamedTensors, PruneError, Result};
 
 /// The cubic sparsity schedule of gradual magnitude pruning: with
 /// `t0 = begin_step`, `n·Δt = end_step − begin_step` and `Δt = frequency`,
@@ -20,12 +22,13 @@ use crate::{PruneError, Result};
 ///
 /// The fields are public for configs (`final_` is serialised as `"final"`);
 /// [`GmpSchedule::new`] and [`GmpSchedule::validate`] check them.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GmpSchedule {
     /// Sparsity `s_i` at (and before) `begin_step`, in `[0, 1)`.
     pub initial: f64,
     /// Sparsity `s_f` at (and after) `end_step`, in `[initial, 1)`.
-    #[serde(rename = "final")]
+    #[cfg_attr(feature = "serde", serde(rename = "final"))]
     pub final_: f64,
     /// First pruning step `t0`.
     pub begin_step: u64,
@@ -80,6 +83,32 @@ impl GmpSchedule {
         Ok(())
     }
 
+    /// The schedule of a gradual pruning run of `total_steps` optimizer
+    /// steps from 0 to `final_`: the sparsity rises over the first
+    /// `ramp_fraction` of the steps, the last update falling on a multiple of
+    /// `frequency` inside the ramp and before the last step (so the final
+    /// mask trains too): `end = min(⌊ramp_fraction·total⌋, total − 1)`
+    /// rounded down to a multiple of `frequency`.
+    ///
+    /// Errors: [`PruneError::InvalidRampFraction`] unless
+    /// `0 < ramp_fraction ≤ 1`, [`PruneError::ZeroFrequency`],
+    /// [`PruneError::InvalidStepRange`] when `total_steps` is 0, and those of
+    /// [`GmpSchedule::new`].
+    pub fn ramp(final_: f64, total_steps: u64, ramp_fraction: f64, frequency: u64) -> Result<Self> {
+        if !(ramp_fraction > 0.0 && ramp_fraction <= 1.0) {
+            return Err(PruneError::InvalidRampFraction(ramp_fraction));
+        }
+        if frequency == 0 {
+            return Err(PruneError::ZeroFrequency);
+        }
+        if total_steps == 0 {
+            return Err(PruneError::InvalidStepRange { begin: 0, end: 0 });
+        }
+        let ramp = ((ramp_fraction * total_steps as f64) as u64).min(total_steps - 1);
+        let end = ramp / frequency * frequency;
+        GmpSchedule::new(0.0, final_, 0, end, frequency)
+    }
+
     /// Whether the mask is recomputed at `step`: `begin_step + j·frequency`
     /// up to `end_step`, and `end_step` itself.
     pub fn is_update_step(&self, step: u64) -> bool {
@@ -104,4 +133,74 @@ impl GmpSchedule {
         let progress = elapsed as f64 / (self.end_step - self.begin_step) as f64;
         self.final_ + (self.initial - self.final_) * (1.0 - progress).powi(3)
     }
+}
+
+/// Gradual magnitude pruning as a [`StepPruner`]: at every update step of the
+/// schedule the named weights are pruned by global magnitude to the
+/// schedule's sparsity among those still kept (never regrowing); between
+/// updates the masks stay as they are.
+#[derive(Clone, Debug)]
+pub struct GmpPruner {
+    schedule: GmpSchedule,
+    prunable: Vec<String>,
+    masks: MaskSet,
+}
+
+impl GmpPruner {
+    /// A pruner of the weights named `prunable`, with no mask yet.
+    pub fn new(schedule: GmpSchedule, prunable: Vec<String>) -> Self {
+        Self {
+            schedule,
+            prunable,
+            masks: MaskSet::new(),
+        }
+    }
+
+    /// The masks, consumed.
+    pub fn into_masks(self) -> MaskSet {
+        self.masks
+    }
+}
+
+impl StepPruner for GmpPruner {
+    fn masks(&self) -> &MaskSet {
+        &self.masks
+    }
+
+    fn update(&mut self, step: u64, vars: &[(String, Var)]) -> Result<bool> {
+        if !self.schedule.is_update_step(step) {
+            return Ok(false);
+        }
+        let s = self.schedule.sparsity_at(step);
+        let weights: NamedTensors = vars
+            .iter()
+            .filter(|(n, _)| self.prunable.contains(n))
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        self.masks = global_within(&magnitude(&weights)?, &self.masks, s)?;
+        Ok(true)
+    }
+}
+
+/// Gradual magnitude pruning while the learner trains ([`Stage::Gmp`]) for
+/// `total_steps` optimizer steps: [`GmpSchedule::ramp`] from 0 to `sparsity`
+/// over `ramp_fraction` of the steps, masks updated every `frequency` steps
+/// by a [`GmpPruner`]. The outcome's `masks_fixed_from_step` is the last
+/// update step.
+pub fn gmp<L: Learner>(
+    learner: &mut L,
+    sparsity: f64,
+    total_steps: u64,
+    ramp_fraction: f64,
+    frequency: u64,
+) -> Result<Outcome<L::Report>> {
+    let schedule = GmpSchedule::ramp(sparsity, total_steps, ramp_fraction, frequency)?;
+    let prunable = learner.weights()?.into_keys().collect();
+    let mut pruner = GmpPruner::new(schedule, prunable);
+    let report = learner.train(Stage::Gmp, &mut pruner)?;
+    Ok(Outcome {
+        masks: pruner.into_masks(),
+        report,
+        masks_fixed_from_step: schedule.end_step,
+    })
 }

@@ -1,8 +1,10 @@
 //! Iterative magnitude pruning (Frankle & Carbin, "The Lottery Ticket
 //! Hypothesis: Finding Sparse, Trainable Neural Networks", ICLR 2019).
 
-use crate::select::check_sparsity;
-use crate::{PruneError, Result};
+use super::{Learner, Outcome, Stage};
+use crate::importance::magnitude;
+use crate::select::{check_sparsity, global_within};
+use crate::{MaskSet, PruneError, Result};
 
 /// Most rounds [`imp_sparsities`] produces.
 pub const MAX_IMP_ROUNDS: usize = 10_000;
@@ -53,5 +55,27 @@ pub fn imp_sparsities(rate_per_round: f64, target: f64) -> Result<Vec<f64>> {
             usize::MAX
         },
         max: MAX_IMP_ROUNDS,
+    })
+}
+
+/// Iterative magnitude pruning with rewinding: for each cumulative sparsity
+/// of [`imp_sparsities`]`(rate, sparsity)`, the learner's weights are pruned
+/// by global magnitude among those still kept
+/// ([`crate::select::global_within`]), every tensor is rewound to the
+/// learner's rewind point under the new masks, and the learner trains round
+/// `k` ([`Stage::ImpRound`]) under them. The report is the last round's (the
+/// default report when `sparsity` is 0 and no round runs).
+pub fn imp<L: Learner>(learner: &mut L, rate: f64, sparsity: f64) -> Result<Outcome<L::Report>> {
+    let mut masks = MaskSet::new();
+    let mut report = L::Report::default();
+    for (round, s) in imp_sparsities(rate, sparsity)?.into_iter().enumerate() {
+        masks = global_within(&magnitude(&learner.weights()?)?, &masks, s)?;
+        learner.rewind(&masks)?;
+        report = learner.train(Stage::ImpRound(round), &mut masks.clone())?;
+    }
+    Ok(Outcome {
+        masks,
+        report,
+        masks_fixed_from_step: 0,
     })
 }

@@ -23,9 +23,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
 
-use crate::init::ParamSpec;
-use crate::model::ModelOutput;
 use crate::ops::{Kernels, Pool2dConfig};
+use kd_core::init::ParamSpec;
+use kd_core::ModelOutput;
 
 /// Channels after conv1 and conv2, widths of fc1 and fc2.
 const C1: usize = 6;

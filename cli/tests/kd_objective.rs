@@ -1,17 +1,18 @@
-//! Training on general objectives ([`kd_core::distill`]): feature terms train
-//! with the same seed to the same bits whatever the teacher cache, the FitNets
-//! regressors train beside (not inside) the student, logit objectives equal to
-//! a `LossConfig` reproduce `fit` exactly, feature names are checked before the
-//! first step, and a diverging loss stops the run.
+//! kd-core's training loop on general objectives with kdprune's models and
+//! the digits ([`kd_core::fit`]): feature terms train with the same seed to
+//! the same bits whatever the teacher cache, the FitNets regressors train
+//! beside (not inside) the student, a logit objective parsed from its
+//! specification trains exactly like the `LossConfig` it names, feature names
+//! are checked before the first step, and a diverging loss stops the run.
 
 use candle_core::{DType, Device, Tensor};
 use kd_core::losses::Beta;
-use kd_core::train::{distill, fit_with, FitOptions, TeacherCache};
 use kd_core::{
-    DistillConfig, FeaturePair, KdError, LossConfig, NoHook, Objective, ObjectiveLoss, SgdConfig,
-    Term, TrainConfig, TrainData,
+    FeaturePair, FitOptions, KdError, LossConfig, NoHook, Objective, ObjectiveLoss, Quiet,
+    SgdConfig, TeacherCache, Term, TermParams, TrainConfig, TrainData, TrainReport,
 };
-use kdprune_data::{digits, stratified_split, Normalization, Split};
+use kdprune_cli::data::DataView;
+use kdprune_data::{digits, stratified_split, Augment, Normalization, Split};
 use kdprune_models::{Model, ModelConfig};
 
 fn data() -> (Split, Normalization) {
@@ -25,8 +26,8 @@ fn model(name: &str, seed: u64) -> Model {
     Model::new(cfg, seed, &Device::Cpu).unwrap()
 }
 
-fn config(objective: Objective, epochs: usize) -> DistillConfig {
-    DistillConfig {
+fn config(objective: Objective, epochs: usize) -> TrainConfig {
+    TrainConfig {
         epochs,
         batch_size: 100,
         sgd: SgdConfig {
@@ -37,8 +38,37 @@ fn config(objective: Objective, epochs: usize) -> DistillConfig {
         min_lr: 0.0,
         objective,
         seed: 11,
-        augment: kdprune_data::Augment::NONE,
     }
+}
+
+/// Trains `student` on the digits split of `split` with no hook and no
+/// progress output, the teacher's logits taken as `cache` says.
+fn fit(
+    student: &Model,
+    teacher: Option<&Model>,
+    split: &Split,
+    norm: &Normalization,
+    cfg: &TrainConfig,
+    cache: TeacherCache,
+) -> kd_core::Result<TrainReport> {
+    let train = DataView::new(&split.train, norm, Augment::NONE);
+    let test = DataView::new(&split.test, norm, Augment::NONE);
+    let td = TrainData {
+        train: &train,
+        test: &test,
+    };
+    let options = FitOptions {
+        hook: &mut NoHook,
+        progress: &mut Quiet,
+        teacher_cache: cache,
+    };
+    kd_core::fit(
+        student,
+        teacher.map(|t| t as &dyn kd_core::Network),
+        &td,
+        cfg,
+        options,
+    )
 }
 
 fn pair(s: &str, t: &str) -> FeaturePair {
@@ -97,27 +127,17 @@ fn bits(m: &Model) -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
-fn run(objective: Objective, cache: TeacherCache) -> (kd_core::TrainReport, Model) {
+fn run(objective: Objective, cache: TeacherCache) -> (TrainReport, Model) {
     let (split, norm) = data();
     let teacher = model("lenet5", 3);
     let student = model("lenet5", 21);
-    let td = TrainData {
-        train: &split.train,
-        test: &split.test,
-        norm: &norm,
-    };
-    let options = FitOptions {
-        label: "test",
-        verbose: false,
-        teacher_cache: cache,
-    };
-    let report = distill(
+    let report = fit(
         &student,
         Some(&teacher),
-        &td,
+        &split,
+        &norm,
         &config(objective, 2),
-        &mut NoHook,
-        &options,
+        cache,
     )
     .unwrap();
     (report, student)
@@ -148,13 +168,8 @@ fn feature_objectives_are_bit_identical_with_the_same_seed() {
 }
 
 #[test]
-fn logit_objectives_reproduce_fit() {
+fn parsed_logit_objectives_train_like_their_loss_config() {
     let (split, norm) = data();
-    let td = TrainData {
-        train: &split.train,
-        test: &split.test,
-        norm: &norm,
-    };
     let teacher = model("lenet5", 3);
     let loss = LossConfig::CaKld {
         temperature: 4.0,
@@ -168,16 +183,35 @@ fn logit_objectives_reproduce_fit() {
         sgd: SgdConfig::default(),
         warmup_epochs: 0,
         min_lr: 0.0,
-        loss,
+        objective: loss.into(),
         seed: 4,
-        augment: kdprune_data::Augment::NONE,
     };
-    let options = FitOptions::default();
     let a = model("lenet-300-100", 1);
-    fit_with(&a, Some(&teacher), &td, &train, &mut NoHook, &options).unwrap();
+    fit(
+        &a,
+        Some(&teacher),
+        &split,
+        &norm,
+        &train,
+        TeacherCache::Memory,
+    )
+    .unwrap();
     let b = model("lenet-300-100", 1);
-    let cfg = train.with_objective(Objective::from(loss));
-    distill(&b, Some(&teacher), &td, &cfg, &mut NoHook, &options).unwrap();
+    let parsed = Objective::parse("ca-kld", &TermParams::default()).unwrap();
+    assert_eq!(parsed.as_loss_config(), Some(loss));
+    let cfg = TrainConfig {
+        objective: parsed,
+        ..train
+    };
+    fit(
+        &b,
+        Some(&teacher),
+        &split,
+        &norm,
+        &cfg,
+        TeacherCache::Memory,
+    )
+    .unwrap();
     assert_eq!(bits(&a), bits(&b));
 }
 
@@ -301,11 +335,6 @@ fn regressors_get_gradients_and_a_seeded_initialisation() {
 #[test]
 fn unknown_feature_names_are_listed_before_training() {
     let (split, norm) = data();
-    let td = TrainData {
-        train: &split.train,
-        test: &split.test,
-        norm: &norm,
-    };
     let objective = Objective::new([
         (1.0, Term::Ce),
         (
@@ -318,13 +347,13 @@ fn unknown_feature_names_are_listed_before_training() {
     ]);
     let student = model("lenet5", 1);
     let before = bits(&student);
-    let e = distill(
+    let e = fit(
         &student,
         Some(&model("lenet5", 2)),
-        &td,
+        &split,
+        &norm,
         &config(objective.clone(), 1),
-        &mut NoHook,
-        &FitOptions::default(),
+        TeacherCache::Memory,
     )
     .unwrap_err()
     .to_string();
@@ -334,13 +363,13 @@ fn unknown_feature_names_are_listed_before_training() {
     );
     assert_eq!(bits(&student), before);
     // Without a teacher, a feature objective is refused.
-    let e = distill(
+    let e = fit(
         &student,
         None,
-        &td,
+        &split,
+        &norm,
         &config(objective, 1),
-        &mut NoHook,
-        &FitOptions::default(),
+        TeacherCache::Memory,
     )
     .unwrap_err();
     assert!(e.to_string().contains("needs a teacher"), "{e}");
@@ -349,11 +378,6 @@ fn unknown_feature_names_are_listed_before_training() {
 #[test]
 fn a_diverging_feature_objective_stops_with_non_finite_loss() {
     let (split, norm) = data();
-    let td = TrainData {
-        train: &split.train,
-        test: &split.test,
-        norm: &norm,
-    };
     let mut cfg = config(
         Objective::new([
             (1.0, Term::Ce),
@@ -369,13 +393,13 @@ fn a_diverging_feature_objective_stops_with_non_finite_loss() {
         3,
     );
     cfg.sgd.lr = 1e30;
-    let e = distill(
+    let e = fit(
         &model("lenet5", 1),
         Some(&model("lenet5", 2)),
-        &td,
+        &split,
+        &norm,
         &cfg,
-        &mut NoHook,
-        &FitOptions::default(),
+        TeacherCache::Memory,
     )
     .unwrap_err();
     assert!(matches!(e, KdError::NonFiniteLoss { .. }), "{e}");

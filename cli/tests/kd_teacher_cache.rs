@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use kd_core::losses::Beta;
-use kd_core::train::{fit_with, FitOptions, TeacherCache};
-use kd_core::{LossConfig, NoHook, SgdConfig, TrainConfig, TrainData, TrainReport};
+use kd_core::{
+    FitOptions, LossConfig, NoHook, Quiet, SgdConfig, TeacherCache, TrainConfig, TrainData,
+    TrainReport,
+};
+use kdprune_cli::data::DataView;
 use kdprune_data::{digits, stratified_split, Augment, Normalization, Split};
 use kdprune_models::{Model, ModelConfig};
 
@@ -31,14 +34,14 @@ fn config(epochs: usize) -> TrainConfig {
         },
         warmup_epochs: 0,
         min_lr: 0.0,
-        loss: LossConfig::CaKld {
+        objective: LossConfig::CaKld {
             temperature: 4.0,
             alpha: 0.9,
             beta: Beta::Confidence,
             eps: 1e-7,
-        },
+        }
+        .into(),
         seed: 11,
-        augment: Augment::NONE,
     }
 }
 
@@ -66,28 +69,18 @@ fn train_with(
 ) -> (TrainReport, Vec<(String, Vec<u32>)>) {
     let (split, norm) = data();
     let student = model("lenet-300-100", 21);
+    let train = DataView::new(&split.train, &norm, augment);
+    let test = DataView::new(&split.test, &norm, Augment::NONE);
     let td = TrainData {
-        train: &split.train,
-        test: &split.test,
-        norm: &norm,
+        train: &train,
+        test: &test,
     };
     let options = FitOptions {
-        label: "test",
-        verbose: false,
+        hook: &mut NoHook,
+        progress: &mut Quiet,
         teacher_cache: cache,
     };
-    let report = fit_with(
-        &student,
-        Some(teacher),
-        &td,
-        &TrainConfig {
-            augment,
-            ..config(epochs)
-        },
-        &mut NoHook,
-        &options,
-    )
-    .unwrap();
+    let report = kd_core::fit(&student, Some(teacher), &td, &config(epochs), options).unwrap();
     let bits = student
         .tensors()
         .unwrap()

@@ -5,8 +5,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
-use crate::init::ParamSpec;
-use crate::model::ModelOutput;
+use kd_core::init::ParamSpec;
+use kd_core::ModelOutput;
 
 /// A multi-layer perceptron with ReLU between layers and none after the last.
 ///

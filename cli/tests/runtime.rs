@@ -1,7 +1,7 @@
 //! `runtime::tune_process` sets candle's pool spin limit unless the user did.
 //! (One test in its own binary: it changes the process environment.)
 
-use kdprune_models::runtime::{tune_process, CANDLE_SPIN_LIMIT};
+use kdprune_cli::runtime::{tune_process, CANDLE_SPIN_LIMIT};
 
 #[test]
 fn the_spin_limit_is_set_unless_the_user_set_one() {

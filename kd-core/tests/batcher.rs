@@ -1,6 +1,6 @@
 //! Seeded batching.
 
-use kdprune_data::Batcher;
+use kd_core::Batcher;
 
 fn flat(batches: &[Vec<usize>]) -> Vec<usize> {
     batches.iter().flatten().copied().collect()

@@ -1,4 +1,4 @@
-//! Seeded mini-batch index generation.
+//! Seeded mini-batch index generation: the batch order of every training run.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

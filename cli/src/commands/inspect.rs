@@ -1,0 +1,129 @@
+//! `kdprune eval`, `kdprune verify`, `kdprune models` and `kdprune summarize`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use clap::Args;
+use kdprune_cli::files::write_atomic;
+use kdprune_cli::jobs;
+use kdprune_cli::summary::{summarize as summarize_inputs, SummaryOptions};
+use kdprune_data::DatasetName;
+
+use super::args::DataArgs;
+
+/// Flags of `kdprune eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint to evaluate.
+    pub checkpoint: PathBuf,
+    /// Expected architecture: fail if the checkpoint holds another one.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Prints `test accuracy: 0.9750`.
+pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
+    let acc = jobs::evaluate_checkpoint(&a.checkpoint, a.model.as_deref(), &a.data.spec(), device)?;
+    println!("test accuracy: {acc:.4}");
+    Ok(())
+}
+
+/// Flags of `kdprune verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Checkpoint to check.
+    pub checkpoint: PathBuf,
+}
+
+/// Prints the per-layer table ending in `global sparsity: 0.9000`; fails if
+/// any masked weight is not exactly zero.
+pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
+    let rep = jobs::verify_checkpoint(&a.checkpoint, device)?;
+    print!("{}", rep.table());
+    if rep.violations() > 0 {
+        bail!(
+            "{}: {} masked weights are not zero",
+            a.checkpoint.display(),
+            rep.violations()
+        );
+    }
+    Ok(())
+}
+
+/// Flags of `kdprune models`.
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    /// Count for this dataset's input shape and class count.
+    #[arg(long, default_value = "cifar10")]
+    pub dataset: String,
+}
+
+/// Millions with two decimals, e.g. `0.27 M`.
+fn millions(n: f64) -> String {
+    format!("{:.2} M", n / 1e6)
+}
+
+/// Prints the zoo with parameter and MAC counts.
+pub fn models(a: ModelsArgs) -> Result<()> {
+    let dataset: DatasetName = a.dataset.parse()?;
+    let (c, h, w) = dataset.image_shape();
+    println!(
+        "models for {dataset} (input {c}x{h}x{w}, {} classes); MACs of one forward pass",
+        dataset.num_classes()
+    );
+    println!(
+        "{:<14} {:>12} {:>12}  description",
+        "name", "params", "MACs"
+    );
+    for e in jobs::model_zoo(dataset) {
+        match e.size {
+            Ok((params, macs)) => println!(
+                "{:<14} {:>12} {:>12}  {}",
+                e.name,
+                millions(params as f64),
+                millions(macs as f64),
+                e.description
+            ),
+            Err(err) => println!("{:<14} {:>12} {:>12}  ({err})", e.name, "-", "-"),
+        }
+    }
+    Ok(())
+}
+
+/// Flags of `kdprune summarize`.
+#[derive(Args, Debug)]
+pub struct SummarizeArgs {
+    /// `report.json` files of `kdprune run` (one per seed and sparsity) or
+    /// of `kdprune distill` (one per seed and loss, the loss named by its
+    /// folder), or sweep folders.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Also print every seed's value.
+    #[arg(long)]
+    pub per_seed: bool,
+    /// Also print every row's per-seed difference to this row: a stage of
+    /// `run` (e.g. magnitude_retrained), a loss of `distill` (e.g. ce), a
+    /// method of a sweep (e.g. magnitude).
+    #[arg(long)]
+    pub paired: Option<String>,
+    /// Also write the tables to this Markdown file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Prints (and optionally writes) the tables.
+pub fn summarize(a: SummarizeArgs) -> Result<()> {
+    let options = SummaryOptions {
+        per_seed: a.per_seed,
+        paired: a.paired,
+    };
+    let tables = summarize_inputs(&a.inputs, &options)?;
+    print!("{}", tables.markdown);
+    if let Some(out) = &a.out {
+        write_atomic(out, &tables.markdown)?;
+    }
+    Ok(())
+}

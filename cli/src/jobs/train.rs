@@ -1,0 +1,383 @@
+//! Training jobs: a model from scratch (`train`), a student under a teacher
+//! with any objective (`distill`), a pruned checkpoint under its fixed mask
+//! (`retrain`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use kd_core::objective::parse_feature_pairs;
+use kd_core::train::EpochStats;
+use kd_core::{feature_shapes, LossConfig, NoHook, Objective, TermParams, TrainConfig};
+use kdprune_data::Augment;
+use kdprune_models::Model;
+use serde::Serialize;
+
+use super::{shown, DataSpec, Optim};
+use crate::checkpoints::metadata;
+use crate::checkpoints::{
+    apply_masks, check_fits, load_model, load_teacher, new_model, save_model,
+};
+use crate::data::Data;
+use crate::files::write_atomic;
+use crate::method::DatasetInfo;
+use crate::training::{train, PruneHook};
+
+/// A training objective as the command line gives it.
+#[derive(Clone, Debug)]
+pub struct ObjectiveSpec {
+    /// The loss specification, e.g. `kd`, `ce:0.1,kd:0.9`, `kd+at:1000`.
+    pub loss: String,
+    /// Hyper-parameters of its terms.
+    pub params: TermParams,
+    /// Feature pairs of the feature terms (`s.NAME=t.NAME,…`), else each
+    /// term's defaults.
+    pub feature_pairs: Option<String>,
+}
+
+impl ObjectiveSpec {
+    /// The parsed specification (feature pairs not yet resolved).
+    pub fn parse(&self) -> Result<Objective> {
+        let objective = Objective::parse(&self.loss, &self.params)
+            .with_context(|| format!("invalid --loss `{}`", self.loss))?;
+        if self.feature_pairs.is_some() && objective.feature_terms().is_empty() {
+            bail!(
+                "--feature-pairs is used only by the feature losses fitnet, at and rkd; --loss `{}` has none",
+                self.loss
+            );
+        }
+        Ok(objective)
+    }
+}
+
+/// The teacher `objective` needs, loaded from `path` (checked against the
+/// data and its split); an error names the missing `--teacher` when it needs
+/// one and none is given. A teacher it does not use is not loaded (a note
+/// says so on stderr).
+pub fn teacher_for(
+    objective: &Objective,
+    loss: &str,
+    path: Option<&Path>,
+    data: &Data,
+    seed: u64,
+    device: &Device,
+) -> Result<Option<Model>> {
+    if !objective.needs_teacher() {
+        if let Some(p) = path {
+            eprintln!(
+                "note: --loss {loss} does not use a teacher; {} is ignored",
+                p.display()
+            );
+        }
+        return Ok(None);
+    }
+    let Some(path) = path else {
+        bail!("--loss {loss} needs a teacher: pass --teacher CKPT");
+    };
+    Ok(Some(load_teacher(path, data, seed, device)?))
+}
+
+/// The objective of `spec` for this student and teacher: its feature terms'
+/// pairs from `--feature-pairs` (checked against the models' features, found
+/// on a zero batch of two samples) or each term's defaults.
+pub fn objective_for(
+    spec: &ObjectiveSpec,
+    student: &Model,
+    teacher: Option<&Model>,
+    data: &Data,
+) -> Result<Objective> {
+    let mut objective = spec.parse()?;
+    if objective.terms.iter().any(|t| t.term.is_feature_term()) {
+        let given = spec
+            .feature_pairs
+            .as_deref()
+            .map(parse_feature_pairs)
+            .transpose()
+            .context("invalid --feature-pairs")?;
+        let teacher = teacher.context("the feature losses need --teacher CKPT")?;
+        let (c, h, w) = data.input_shape();
+        let probe = Tensor::zeros((2, c, h, w), DType::F32, student.device())?;
+        let s = feature_shapes(student, &probe)?;
+        let t = feature_shapes(teacher, &probe)?;
+        objective.resolve_feature_pairs(given.as_deref(), &s, &t)?;
+    }
+    objective.validate()?;
+    Ok(objective)
+}
+
+/// `kdprune train`: a model from its seeded initialisation, with a loss that
+/// may involve a teacher.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// Architecture name (`lenet-300-100`, `resnet20`, …).
+    pub model: String,
+    /// The data.
+    pub data: DataSpec,
+    /// The optimisation.
+    pub optim: Optim,
+    /// The loss.
+    pub loss: LossConfig,
+    /// The teacher's checkpoint (for a distillation loss).
+    pub teacher: Option<PathBuf>,
+    /// The output checkpoint.
+    pub out: PathBuf,
+    /// Progress on stderr.
+    pub verbose: bool,
+}
+
+/// What a training job leaves: the final test accuracy and the checkpoint.
+#[derive(Clone, Debug)]
+pub struct Trained {
+    /// Test accuracy after the last epoch (none for 0 epochs).
+    pub accuracy: Option<f64>,
+    /// The checkpoint written.
+    pub out: PathBuf,
+}
+
+/// Trains and saves the model.
+pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
+    let (data, seed) = job.data.load(None)?;
+    let objective = Objective::from(job.loss);
+    let teacher = teacher_for(
+        &objective,
+        job.loss.name(),
+        job.teacher.as_deref(),
+        &data,
+        seed,
+        device,
+    )?;
+    let model = new_model(&job.model, &data, seed, device)?;
+    let cfg = job.optim.train_config(objective, seed);
+    let views = data.views(job.optim.augment.resolve(data.name));
+    let report = train(
+        &model,
+        teacher.as_ref(),
+        &views.train_data(),
+        &cfg,
+        &mut NoHook,
+        "train",
+        job.verbose,
+    )?;
+    save_model(
+        &job.out,
+        &model,
+        None,
+        metadata(data.name, seed, "train", &data.norm),
+    )?;
+    Ok(Trained {
+        accuracy: report.final_accuracy(),
+        out: job.out.clone(),
+    })
+}
+
+/// `kdprune retrain`: a pruned checkpoint trained under its fixed mask.
+#[derive(Clone, Debug)]
+pub struct RetrainJob {
+    /// The pruned checkpoint (with masks).
+    pub checkpoint: PathBuf,
+    /// The teacher's checkpoint (for every term but ce).
+    pub teacher: Option<PathBuf>,
+    /// The data (defaults: the checkpoint's).
+    pub data: DataSpec,
+    /// The optimisation.
+    pub optim: Optim,
+    /// The objective.
+    pub objective: ObjectiveSpec,
+    /// The output checkpoint.
+    pub out: PathBuf,
+    /// Progress on stderr.
+    pub verbose: bool,
+}
+
+/// Retrains with the mask enforced around every step and saves the result
+/// with its masks.
+pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> {
+    let (model, masks, ckpt) = load_model(&job.checkpoint, device)?;
+    anyhow::ensure!(
+        !masks.is_empty(),
+        "{} has no masks: prune it first (kdprune prune)",
+        job.checkpoint.display()
+    );
+    let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
+    check_fits(&model, &data, "the checkpoint")?;
+    let parsed = job.objective.parse()?;
+    let teacher = teacher_for(
+        &parsed,
+        &job.objective.loss,
+        job.teacher.as_deref(),
+        &data,
+        seed,
+        device,
+    )?;
+    let objective = objective_for(&job.objective, &model, teacher.as_ref(), &data)?;
+    apply_masks(&model, &masks)?;
+    // `ce`, `kd` and `ca-kld` give the objective of their `LossConfig`, so
+    // they retrain exactly as the fixed-form losses do.
+    let cfg = job.optim.train_config(objective, seed);
+    let views = data.views(job.optim.augment.resolve(data.name));
+    let mut fixed = masks.clone();
+    let report = train(
+        &model,
+        teacher.as_ref(),
+        &views.train_data(),
+        &cfg,
+        &mut PruneHook(&mut fixed),
+        "retrained",
+        job.verbose,
+    )?;
+    let mut meta = metadata(data.name, seed, "retrained", &data.norm);
+    meta.insert("loss".into(), cfg.objective.to_string());
+    save_model(&job.out, &model, Some(&masks), meta)?;
+    Ok(Trained {
+        accuracy: report.final_accuracy(),
+        out: job.out.clone(),
+    })
+}
+
+/// `kdprune distill`: a fresh student trained under a frozen teacher.
+#[derive(Clone, Debug)]
+pub struct DistillJob {
+    /// The teacher's checkpoint (needed by every term but ce).
+    pub teacher: Option<PathBuf>,
+    /// The student's architecture, trained from its seeded initialisation.
+    pub student_model: String,
+    /// The objective.
+    pub objective: ObjectiveSpec,
+    /// The data.
+    pub data: DataSpec,
+    /// The optimisation.
+    pub optim: Optim,
+    /// Output folder: `student.safetensors` and `report.json`.
+    pub out: PathBuf,
+    /// Progress on stderr.
+    pub verbose: bool,
+}
+
+/// `report.json` of `kdprune distill`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DistillReport {
+    /// Schema version.
+    pub version: u32,
+    /// `distill`.
+    pub command: &'static str,
+    /// The objective as a specification, e.g. `ce:1+at:1000`.
+    pub loss: String,
+    /// The training run.
+    pub config: TrainConfig,
+    /// The augmentation of the training batches.
+    pub augment: Augment,
+    /// The data.
+    pub dataset: DatasetInfo,
+    /// The student.
+    pub student: ModelInfo,
+    /// The teacher, when the objective used one.
+    pub teacher: Option<ModelInfo>,
+    /// Final test accuracy of the student, in [0, 1].
+    pub accuracy: f64,
+    /// Wall time of the training (teacher evaluation excluded).
+    pub seconds: f64,
+    /// Per-epoch figures.
+    pub epochs: Vec<EpochStats>,
+}
+
+/// A model of a distillation report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    /// Architecture name.
+    pub model: String,
+    /// Parameters.
+    pub params: usize,
+    /// Checkpoint (relative to the output folder for the student).
+    pub checkpoint: String,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+}
+
+/// Trains the student, saves it and writes the report; returns the report
+/// and the student's checkpoint.
+pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillReport, PathBuf)> {
+    let (data, seed) = job.data.load(None)?;
+    let parsed = job.objective.parse()?;
+    let student = new_model(&job.student_model, &data, seed, device)?;
+    let teacher = teacher_for(
+        &parsed,
+        &job.objective.loss,
+        job.teacher.as_deref(),
+        &data,
+        seed,
+        device,
+    )?;
+    let objective = objective_for(&job.objective, &student, teacher.as_ref(), &data)?;
+    let cfg = job.optim.train_config(objective, seed);
+    let augment = job.optim.augment.resolve(data.name);
+    if job.verbose {
+        eprintln!(
+            "kdprune distill: {} ({} train / {} test), student {}, teacher {}, loss {}",
+            data.name,
+            data.split.train.len(),
+            data.split.test.len(),
+            job.student_model,
+            job.teacher
+                .as_ref()
+                .filter(|_| teacher.is_some())
+                .map_or("none".into(), |p| p.display().to_string()),
+            cfg.objective
+        );
+    }
+    std::fs::create_dir_all(&job.out)
+        .with_context(|| format!("cannot create {}", job.out.display()))?;
+    let start = Instant::now();
+    let views = data.views(augment);
+    let history = train(
+        &student,
+        teacher.as_ref(),
+        &views.train_data(),
+        &cfg,
+        &mut NoHook,
+        "distill",
+        job.verbose,
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    let accuracy = match history.final_accuracy() {
+        Some(acc) => acc,
+        None => kd_core::evaluate(&student, &views.test, 512)?,
+    };
+    let file = "student.safetensors";
+    let mut meta = metadata(data.name, seed, "distilled", &data.norm);
+    meta.insert("loss".into(), cfg.objective.to_string());
+    let student_path = job.out.join(file);
+    save_model(&student_path, &student, None, meta)?;
+    let teacher_info = match (&teacher, &job.teacher) {
+        (Some(t), Some(path)) => Some(ModelInfo {
+            model: t.config().name(),
+            params: t.config().num_params(),
+            checkpoint: shown(path),
+            accuracy: kd_core::evaluate(t, &views.test, 512)?,
+        }),
+        _ => None,
+    };
+    let report = DistillReport {
+        version: 1,
+        command: "distill",
+        loss: cfg.objective.to_string(),
+        config: cfg,
+        augment,
+        dataset: DatasetInfo::of(&data),
+        student: ModelInfo {
+            model: student.config().name(),
+            params: student.config().num_params(),
+            checkpoint: file.into(),
+            accuracy,
+        },
+        teacher: teacher_info,
+        accuracy,
+        seconds,
+        epochs: history.epochs,
+    };
+    write_atomic(
+        &job.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok((report, student_path))
+}

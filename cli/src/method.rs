@@ -1,0 +1,467 @@
+//! The paper's method end to end (arXiv 2511.16653): teacher, dense student,
+//! KD fine-tuning under the frozen teacher, teacher-guided importance, one
+//! global threshold, retraining under the fixed mask with and without KD,
+//! and a global-magnitude baseline — with its configuration and report.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use kd_core::{LossConfig, NoHook, SelfDistillConfig};
+use kdprune_models::{Model, ModelConfig};
+use prune_core::importance::{Magnitude, TeacherGuided};
+use prune_core::{Importance, MaskSet, Scope, Stage};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoints::{
+    apply_masks, clone_model, filter, load_teacher, load_trained, measure, new_model,
+    prunable_names, save_stage,
+};
+use crate::data::{load_data, Data, Views};
+use crate::files::write_atomic;
+use crate::scoring::{prune_masks, ScoringSettings};
+use crate::settings::{from_toml_file, Settings};
+use crate::training::{salt, train, PruneHook};
+
+/// Every knob of the end-to-end job: the shared [`Settings`] and the run's
+/// own. Field names are the TOML keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunConfig {
+    /// Data, models, schedules, distillation and scoring.
+    #[serde(flatten)]
+    pub settings: Settings,
+    /// Seed of initialisation, split and batch order.
+    pub seed: u64,
+    /// Fraction of the prunable weights removed, in [0, 1).
+    pub sparsity: f64,
+    /// Output folder (default `runs/<dataset>-s<sparsity>-seed<seed>`).
+    pub out: Option<PathBuf>,
+    /// A trained teacher to reuse instead of training one.
+    pub teacher_checkpoint: Option<PathBuf>,
+    /// A trained dense student to reuse instead of training one.
+    pub student_checkpoint: Option<PathBuf>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            settings: Settings::default(),
+            seed: 0,
+            sparsity: 0.9,
+            out: None,
+            teacher_checkpoint: None,
+            student_checkpoint: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML file (unknown keys are an error, missing keys take defaults).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
+        from_toml_file(path, "config file")
+    }
+
+    /// The output folder, resolved.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "runs/{}-s{}-seed{}",
+                self.settings.dataset, self.sparsity, self.seed
+            ))
+        })
+    }
+
+    /// Checks ranges before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        prune_core::check_sparsity(self.sparsity).map_err(anyhow::Error::from)?;
+        self.settings.validate()
+    }
+}
+
+/// One row of the results table.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageResult {
+    /// Stable stage name (`teacher`, `dense`, `kd_tuned`, `pruned_one_shot`,
+    /// `retrained_kd`, `retrained_no_kd`, `magnitude_one_shot`, `magnitude_retrained`).
+    pub name: String,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Measured fraction of exact zeros among the prunable weights.
+    pub sparsity: f64,
+    /// Non-zero parameters of the whole model.
+    pub nonzero: usize,
+    /// Wall time of the stage in seconds.
+    pub seconds: f64,
+    /// Checkpoint file of the stage, relative to the run folder.
+    pub checkpoint: String,
+}
+
+/// Facts about the data of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetInfo {
+    /// The dataset's name.
+    pub name: String,
+    /// Training samples.
+    pub train: usize,
+    /// Test samples.
+    pub test: usize,
+    /// Classes.
+    pub num_classes: usize,
+}
+
+impl DatasetInfo {
+    /// The facts of `data`.
+    pub fn of(data: &Data) -> Self {
+        Self {
+            name: data.name.to_string(),
+            train: data.split.train.len(),
+            test: data.split.test.len(),
+            num_classes: data.num_classes(),
+        }
+    }
+}
+
+/// The whole report (schema version 1), `report.json` of a run folder.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Schema version.
+    pub version: u32,
+    /// The resolved configuration.
+    pub config: RunConfig,
+    /// The data.
+    pub dataset: DatasetInfo,
+    /// One row per stage, in run order.
+    pub stages: Vec<StageResult>,
+}
+
+impl Report {
+    /// The aligned table printed to the terminal and embedded in `report.md`.
+    pub fn table(&self) -> String {
+        let mut s = String::from(
+            "| stage | accuracy | sparsity | non-zero params | seconds |\n|---|---:|---:|---:|---:|\n",
+        );
+        for st in &self.stages {
+            s.push_str(&format!(
+                "| {} | {:.2} % | {:.4} | {} | {:.1} |\n",
+                st.name,
+                100.0 * st.accuracy,
+                st.sparsity,
+                st.nonzero,
+                st.seconds
+            ));
+        }
+        s
+    }
+
+    /// Markdown report: the table and the resolved configuration.
+    pub fn markdown(&self) -> Result<String> {
+        Ok(format!(
+            "# kdprune run\n\nDataset `{}` ({} train / {} test, {} classes), teacher `{}`, student `{}`, \
+             target sparsity {}, seed {}.\n\n{}\n## Configuration\n\n```toml\n{}```\n",
+            self.dataset.name,
+            self.dataset.train,
+            self.dataset.test,
+            self.dataset.num_classes,
+            self.config.settings.teacher_model,
+            self.config.settings.student_model,
+            self.config.sparsity,
+            self.config.seed,
+            self.table(),
+            toml::to_string(&self.config)?
+        ))
+    }
+}
+
+/// The run in progress: its configuration, data and the stages done.
+struct Runner<'a> {
+    cfg: &'a RunConfig,
+    data: &'a Data,
+    views: Views<'a>,
+    out: PathBuf,
+    verbose: bool,
+    stages: Vec<StageResult>,
+}
+
+impl Runner<'_> {
+    /// Evaluates, measures, saves and records a stage.
+    fn finish(
+        &mut self,
+        name: &str,
+        model: &Model,
+        masks: Option<&MaskSet>,
+        start: Instant,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let s = &cfg.settings;
+        let accuracy = kd_core::evaluate(model, &self.views.test, 512)?;
+        let prunable = prunable_names(model.config(), &filter(s.keep_first, s.keep_last));
+        let (sparsity, nonzero) = measure(model, &prunable)?;
+        if let Some(m) = masks {
+            let rep = prune_core::report::sparsity_report(&model.tensors()?, &prunable, Some(m))?;
+            if rep.violations() > 0 {
+                bail!(
+                    "stage `{name}`: {} masked weights are not zero",
+                    rep.violations()
+                );
+            }
+        }
+        let file = format!("{name}.safetensors");
+        save_stage(
+            &self.out.join(&file),
+            model,
+            masks,
+            self.data,
+            cfg.seed,
+            name,
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        if self.verbose {
+            eprintln!(
+                "{name}: accuracy {:.2} %, sparsity {sparsity:.4}, {nonzero} non-zero parameters, {seconds:.1} s",
+                100.0 * accuracy
+            );
+        }
+        self.stages.push(StageResult {
+            name: name.into(),
+            accuracy,
+            sparsity,
+            nonzero,
+            seconds,
+            checkpoint: file,
+        });
+        Ok(())
+    }
+
+    /// A model trained from scratch with cross-entropy (teacher or dense
+    /// student), or the trained one given.
+    fn trained(
+        &mut self,
+        stage: &str,
+        architecture: &str,
+        checkpoint: Option<&std::path::Path>,
+        epochs: usize,
+        salt: u64,
+        device: &Device,
+    ) -> Result<Model> {
+        let cfg = self.cfg;
+        let s = &cfg.settings;
+        let seed = cfg.seed;
+        let start = Instant::now();
+        let model = match checkpoint {
+            Some(p) if stage == "teacher" => load_teacher(p, self.data, seed, device)?,
+            Some(p) => load_trained(p, self.data, seed, device, "the student checkpoint")?,
+            None => {
+                let model = new_model(architecture, self.data, seed ^ salt, device)?;
+                let tc = s.train_config(epochs, s.lr, LossConfig::CrossEntropy, seed ^ salt);
+                train(
+                    &model,
+                    None,
+                    &self.views.train_data(),
+                    &tc,
+                    &mut NoHook,
+                    stage,
+                    self.verbose,
+                )?;
+                model
+            }
+        };
+        self.finish(stage, &model, None, start)?;
+        Ok(model)
+    }
+
+    /// Retrains a copy of `pruned` under `masks` with `loss` (the batch order
+    /// of every retraining is the same, so the variants are paired).
+    fn retrain(
+        &mut self,
+        name: &str,
+        pruned: &Model,
+        teacher: Option<&Model>,
+        masks: &MaskSet,
+        loss: LossConfig,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let s = &cfg.settings;
+        let start = Instant::now();
+        let model = clone_model(pruned)?;
+        let tc = s.train_config(
+            s.retrain_epochs,
+            s.finetune_lr,
+            loss,
+            cfg.seed ^ Stage::Retrain.salt(),
+        );
+        let mut fixed = masks.clone();
+        train(
+            &model,
+            teacher,
+            &self.views.train_data(),
+            &tc,
+            &mut PruneHook(&mut fixed),
+            name,
+            self.verbose,
+        )?;
+        self.finish(name, &model, Some(masks), start)
+    }
+
+    /// One-shot masks of `criterion` on `model` at the run's sparsity.
+    fn prune(
+        &self,
+        criterion: &dyn Importance,
+        model: &Model,
+        teacher: Option<&Model>,
+        prunable: &[String],
+    ) -> Result<MaskSet> {
+        let s = &self.cfg.settings;
+        let settings = ScoringSettings {
+            batches: s.score_batches,
+            batch_size: s.batch_size,
+            seed: self.cfg.seed,
+            kd_loss: s.kd_loss_config()?,
+            self_distill: SelfDistillConfig::default(),
+        };
+        prune_masks(
+            criterion,
+            model,
+            teacher,
+            self.data,
+            prunable,
+            settings,
+            self.cfg.sparsity,
+            Scope::Global,
+            &MaskSet::new(),
+        )
+    }
+}
+
+/// Runs the seven stages and the baseline on `device`, writing every
+/// checkpoint, `config.toml`, `report.json` and `report.md` into the output
+/// folder; progress on stderr when `verbose`.
+pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Report> {
+    cfg.validate()?;
+    let s = &cfg.settings;
+    let data = load_data(&s.dataset, &s.source(), cfg.seed)?;
+    // Unknown architecture names fail now, not after the teacher has trained.
+    for (name, ckpt) in [
+        (&s.teacher_model, &cfg.teacher_checkpoint),
+        (&s.student_model, &cfg.student_checkpoint),
+    ] {
+        if ckpt.is_none() {
+            ModelConfig::from_name(name, data.input_shape(), data.num_classes())?;
+        }
+    }
+    let out = cfg.out_dir();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_atomic(&out.join("config.toml"), toml::to_string(cfg)?)?;
+    let kd_loss = s.kd_loss_config()?;
+
+    if verbose {
+        let describe = |name: &str, ckpt: &Option<PathBuf>| match ckpt {
+            Some(p) => format!("{} (trained)", p.display()),
+            None => name.to_string(),
+        };
+        eprintln!(
+            "kdprune run: {} ({} train / {} test), teacher {}, student {}, sparsity {}, seed {} → {}",
+            data.name,
+            data.split.train.len(),
+            data.split.test.len(),
+            describe(&s.teacher_model, &cfg.teacher_checkpoint),
+            describe(&s.student_model, &cfg.student_checkpoint),
+            cfg.sparsity,
+            cfg.seed,
+            out.display()
+        );
+    }
+    let mut r = Runner {
+        cfg,
+        data: &data,
+        views: data.views(s.augment_for(&data)),
+        out: out.clone(),
+        verbose,
+        stages: Vec::new(),
+    };
+
+    // 1–2. teacher and dense student (CE), or trained ones
+    let teacher = r.trained(
+        "teacher",
+        &s.teacher_model,
+        cfg.teacher_checkpoint.as_deref(),
+        s.teacher_epochs,
+        salt::TEACHER,
+        device,
+    )?;
+    let student = r.trained(
+        "dense",
+        &s.student_model,
+        cfg.student_checkpoint.as_deref(),
+        s.student_epochs,
+        salt::STUDENT,
+        device,
+    )?;
+    let prunable = prunable_names(student.config(), &filter(s.keep_first, s.keep_last));
+    if prunable.is_empty() {
+        bail!(
+            "the student `{}` has no prunable weights with this filter",
+            student.config().name()
+        );
+    }
+
+    // 3. KD fine-tuning under the frozen teacher: α·KD + (1−α)·CE
+    let start = Instant::now();
+    let tuned = clone_model(&student)?;
+    let tc = s.train_config(s.kd_epochs, s.finetune_lr, kd_loss, cfg.seed ^ salt::KD);
+    train(
+        &tuned,
+        Some(&teacher),
+        &r.views.train_data(),
+        &tc,
+        &mut NoHook,
+        "kd_tuned",
+        verbose,
+    )?;
+    r.finish("kd_tuned", &tuned, None, start)?;
+
+    // 4–5. teacher-guided importance |θ ⊙ ∂L/∂θ|, one global threshold
+    let start = Instant::now();
+    let masks = r.prune(&TeacherGuided::default(), &tuned, Some(&teacher), &prunable)?;
+    let pruned = clone_model(&tuned)?;
+    apply_masks(&pruned, &masks)?;
+    r.finish("pruned_one_shot", &pruned, Some(&masks), start)?;
+
+    // 6–7. retraining under the fixed mask, with and without KD
+    r.retrain("retrained_kd", &pruned, Some(&teacher), &masks, kd_loss)?;
+    r.retrain(
+        "retrained_no_kd",
+        &pruned,
+        None,
+        &masks,
+        LossConfig::CrossEntropy,
+    )?;
+
+    // baseline: global magnitude pruning of the same KD-tuned student, retrained without KD
+    let start = Instant::now();
+    let mag_masks = r.prune(&Magnitude, &tuned, None, &prunable)?;
+    let mag = clone_model(&tuned)?;
+    apply_masks(&mag, &mag_masks)?;
+    r.finish("magnitude_one_shot", &mag, Some(&mag_masks), start)?;
+    r.retrain(
+        "magnitude_retrained",
+        &mag,
+        None,
+        &mag_masks,
+        LossConfig::CrossEntropy,
+    )?;
+
+    let report = Report {
+        version: 1,
+        config: cfg.clone(),
+        dataset: DatasetInfo::of(&data),
+        stages: r.stages,
+    };
+    write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    write_atomic(&out.join("report.md"), report.markdown()?)?;
+    Ok(report)
+}

@@ -1,0 +1,192 @@
+//! kd-core's training loop as the method uses it: progress bars, the hook
+//! that enforces prune-core's masks around every optimizer step, a snapshot
+//! hook for lottery-ticket rewinding, and the salts that give every stage of
+//! a run its own random stream.
+
+use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::Var;
+use indicatif::{ProgressBar, ProgressStyle};
+use kd_core::train::EpochStats;
+use kd_core::{
+    FitOptions, KdError, Progress, Sgd, StepHook, StepInfo, TeacherCache, TrainConfig, TrainData,
+    TrainReport,
+};
+use kdprune_models::Model;
+use prune_core::{NamedTensors, StepPruner};
+
+/// Salts xor-ed into the run seed, one per stage that draws from it, so that
+/// the stages' streams are independent. The stages of pruning schedules take
+/// [`prune_core::Stage::salt`].
+pub mod salt {
+    /// Teacher initialisation and batch order.
+    pub const TEACHER: u64 = 0x7EAC_4E50;
+    /// Dense student initialisation and batch order.
+    pub const STUDENT: u64 = 0x57D0_E170;
+    /// Batch order of the KD fine-tuning before teacher-guided scoring.
+    pub const KD: u64 = 0x4B44;
+    /// Calibration batches of scoring (and the view of self-distillation).
+    pub const SCORE: u64 = 0x5C0E_0000;
+}
+
+/// Progress of a training run on stderr: a bar per epoch (drawn only when
+/// stderr is a terminal) and one line per epoch, prefixed by a label;
+/// nothing at all unless `verbose`.
+pub struct Bars {
+    label: String,
+    verbose: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    /// Progress labelled `label`, shown when `verbose`.
+    pub fn new(label: impl Into<String>, verbose: bool) -> Self {
+        Self {
+            label: label.into(),
+            verbose,
+            bar: None,
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        if !self.verbose {
+            return;
+        }
+        // Draws on stderr only when it is a terminal (indicatif hides it otherwise).
+        let bar = ProgressBar::new(steps as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(format!("[{}] epoch {epoch}/{epochs}", self.label));
+        self.bar = Some(bar);
+    }
+
+    fn step(&mut self, loss: f32) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("loss {loss:.4}"));
+            bar.inc(1);
+        }
+    }
+
+    fn end_steps(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn end_epoch(&mut self, stats: &EpochStats, epochs: usize) {
+        if !self.verbose {
+            return;
+        }
+        let terms: Vec<String> = stats
+            .terms
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
+        let terms = if terms.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", terms.join(", "))
+        };
+        eprintln!(
+            "  [{}] epoch {}/{epochs}  loss {:.4}{terms}  test acc {:.2}%  lr {:.4}  ({:.1}s)",
+            self.label,
+            stats.epoch,
+            stats.train_loss,
+            100.0 * stats.test_accuracy,
+            stats.lr,
+            stats.seconds
+        );
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.verbose {
+            eprintln!("  {text}");
+        }
+    }
+}
+
+/// A prune-core [`StepPruner`] as kd-core's [`StepHook`]: gradients masked
+/// before every optimizer step (so momentum never sees a pruned
+/// coordinate), the pruner updated and the weights masked after it.
+pub struct PruneHook<'a>(pub &'a mut dyn StepPruner);
+
+impl StepHook for PruneHook<'_> {
+    fn before_step(
+        &mut self,
+        grads: &mut GradStore,
+        vars: &[(String, Var)],
+    ) -> kd_core::Result<()> {
+        self.0
+            .masks()
+            .apply_to_grads(grads, vars)
+            .map_err(KdError::external)
+    }
+
+    fn after_step(
+        &mut self,
+        vars: &[(String, Var)],
+        info: &StepInfo,
+        _optimizer: &mut Sgd,
+    ) -> kd_core::Result<()> {
+        self.0
+            .update(info.step as u64, vars)
+            .map_err(KdError::external)?;
+        self.0
+            .masks()
+            .apply_to_vars(vars)
+            .map_err(KdError::external)
+    }
+}
+
+/// Keeps a copy of every tensor of `model` after optimizer step `at_step`
+/// (`None`: never): the rewind point of lottery-ticket schemes.
+pub struct Snapshot<'a> {
+    /// The step after which the copy is taken.
+    pub at_step: Option<usize>,
+    /// The model being trained.
+    pub model: &'a Model,
+    /// The copy, once taken.
+    pub taken: Option<NamedTensors>,
+}
+
+impl StepHook for Snapshot<'_> {
+    fn after_step(
+        &mut self,
+        _vars: &[(String, Var)],
+        info: &StepInfo,
+        _optimizer: &mut Sgd,
+    ) -> kd_core::Result<()> {
+        if Some(info.step) == self.at_step {
+            // `Model::tensors` already returns detached copies.
+            self.taken = Some(self.model.tensors().map_err(KdError::external)?);
+        }
+        Ok(())
+    }
+}
+
+/// Trains `model` (teacher frozen, used only when the objective needs it)
+/// with `hook` around every step, the teacher's logits cached in memory,
+/// progress labelled `label` when `verbose`.
+pub fn train(
+    model: &Model,
+    teacher: Option<&Model>,
+    data: &TrainData<'_>,
+    config: &TrainConfig,
+    hook: &mut dyn StepHook,
+    label: &str,
+    verbose: bool,
+) -> Result<TrainReport> {
+    let options = FitOptions {
+        hook,
+        progress: &mut Bars::new(label, verbose),
+        teacher_cache: TeacherCache::Memory,
+    };
+    let teacher = teacher.map(|t| t as &dyn kd_core::Network);
+    kd_core::fit(model, teacher, data, config, options)
+        .with_context(|| format!("training stage `{label}` failed"))
+}
