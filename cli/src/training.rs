@@ -111,8 +111,11 @@ impl Progress for Bars {
 }
 
 /// A prune-core [`StepPruner`] as kd-core's [`StepHook`]: gradients masked
-/// before every optimizer step (so momentum never sees a pruned
-/// coordinate), the pruner updated and the weights masked after it.
+/// before every optimizer step, the pruner updated after it — and when its
+/// masks grow, the optimizer's momentum cleared at the newly pruned
+/// coordinates — then the weights masked. So a pruned weight is exactly zero
+/// after every step and no momentum is ever left at it, under a fixed mask
+/// and under a growing one (GMP) alike.
 pub struct PruneHook<'a>(pub &'a mut dyn StepPruner);
 
 impl StepHook for PruneHook<'_> {
@@ -131,11 +134,15 @@ impl StepHook for PruneHook<'_> {
         &mut self,
         vars: &[(String, Var)],
         info: &StepInfo,
-        _optimizer: &mut Sgd,
+        optimizer: &mut Sgd,
     ) -> kd_core::Result<()> {
-        self.0
+        let grew = self
+            .0
             .update(info.step as u64, vars)
             .map_err(KdError::external)?;
+        if grew {
+            optimizer.mask_state(self.0.masks().iter())?;
+        }
         self.0
             .masks()
             .apply_to_vars(vars)

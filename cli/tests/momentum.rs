@@ -10,7 +10,8 @@ use kd_core::{
 use kdprune_cli::checkpoints::{apply_masks, new_model, prunable_names, select};
 use kdprune_cli::data::{load_data, Source};
 use kdprune_cli::training::PruneHook;
-use prune_core::{importance, MaskSet, NamedTensors, ParamFilter};
+use prune_core::schedule::{GmpPruner, GmpSchedule};
+use prune_core::{importance, MaskSet, NamedTensors, ParamFilter, StepPruner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -166,6 +167,66 @@ fn without_masking_pruned_weights_come_back() {
         let buf = sgd.momentum_buffer(name).unwrap();
         assert!(at_pruned(buf, mask).iter().any(|&v| v != 0.0));
     }
+}
+
+/// Under a growing mask (gradual magnitude pruning, updated every 5 steps
+/// up to 75 % sparsity), no momentum is left at a coordinate once it is
+/// pruned: the hook clears it when the mask grows, so the invariant "a
+/// pruned weight is 0 and so is its momentum" holds after every step, not
+/// only thanks to the weights being masked after the step.
+#[test]
+fn a_growing_mask_clears_the_momentum_of_newly_pruned_weights() {
+    let p = problem();
+    let names: Vec<String> = p.vars.iter().map(|(n, _)| n.clone()).collect();
+    let schedule = GmpSchedule::new(0.0, 0.75, 0, 40, 5).unwrap();
+    let mut pruner = GmpPruner::new(schedule, names);
+    let mut sgd = Sgd::new(
+        &p.vars,
+        SgdConfig {
+            lr: LR,
+            momentum: MOMENTUM,
+            nesterov: true,
+            weight_decay: WEIGHT_DECAY,
+        },
+    )
+    .unwrap();
+    let mut checked_updates = 0;
+    for step in 0..STEPS {
+        let l = loss(&p);
+        let value = l.to_scalar::<f32>().unwrap();
+        let mut grads = l.backward().unwrap();
+        let before = pruner.masks().pruned_count().unwrap();
+        let mut hook = PruneHook(&mut pruner);
+        hook.before_step(&mut grads, &p.vars).unwrap();
+        sgd.step(&grads, LR).unwrap();
+        let info = StepInfo {
+            epoch: 0,
+            step,
+            loss: value,
+            lr: LR,
+        };
+        hook.after_step(&p.vars, &info, &mut sgd).unwrap();
+        if pruner.masks().pruned_count().unwrap() > before && before > 0 {
+            checked_updates += 1;
+        }
+        for (name, var) in &p.vars {
+            let Some(mask) = pruner.masks().get(name) else {
+                continue;
+            };
+            let w = at_pruned(var.as_tensor(), mask);
+            assert!(w.iter().all(|&v| v == 0.0), "step {step}: {name} revived");
+            let buf = at_pruned(sgd.momentum_buffer(name).unwrap(), mask);
+            assert!(
+                buf.iter().all(|&v| v == 0.0),
+                "step {step}: stale momentum at pruned coordinates of {name}: {buf:?}"
+            );
+        }
+    }
+    assert!(checked_updates >= 5, "{checked_updates} growing updates");
+    assert_eq!(
+        pruner.masks().pruned_count().unwrap(),
+        prune_core::select::prune_count(48 + 24, 0.75)
+    );
 }
 
 /// Masks the weights after each step, not the gradients before it.

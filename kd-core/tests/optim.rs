@@ -112,3 +112,51 @@ fn invalid_settings_are_rejected() {
     }
     assert!(SgdConfig::default().validate().is_ok());
 }
+
+#[test]
+fn mask_state_clears_the_momentum_of_masked_coordinates_only() {
+    let dev = Device::Cpu;
+    let w = Var::from_tensor(&Tensor::new(&[[0.5f32, -1.0], [2.0, 0.25]], &dev).unwrap()).unwrap();
+    let vars = vec![("fc.weight".to_string(), w.clone())];
+    let mut sgd = Sgd::new(&vars, SgdConfig::default()).unwrap();
+    let mask = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
+    let masks = std::collections::BTreeMap::from([("fc.weight".to_string(), mask.clone())]);
+    // No step yet: no buffer, nothing to clear.
+    sgd.mask_state(masks.iter()).unwrap();
+    for _ in 0..2 {
+        let grads = w
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        sgd.step(&grads, 0.1).unwrap();
+    }
+    let before: Vec<f32> = sgd
+        .momentum_buffer("fc.weight")
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(before.iter().all(|v| *v != 0.0), "{before:?}");
+    sgd.mask_state(masks.iter()).unwrap();
+    let after: Vec<f32> = sgd
+        .momentum_buffer("fc.weight")
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(after, [before[0], 0.0, 0.0, before[3]]);
+    // An unknown name and a wrong shape are errors.
+    let unknown = std::collections::BTreeMap::from([("fc.bias".to_string(), mask.clone())]);
+    assert!(sgd.mask_state(unknown.iter()).is_err());
+    let wrong = std::collections::BTreeMap::from([(
+        "fc.weight".to_string(),
+        Tensor::ones(3, candle_core::DType::F32, &dev).unwrap(),
+    )]);
+    assert!(sgd.mask_state(wrong.iter()).is_err());
+}
