@@ -167,3 +167,64 @@ fn bad_criterion_settings_fail_cleanly() {
     );
     assert!(!out.exists(), "a failed prune wrote {}", out.display());
 }
+
+/// `kdprune prune` of `ckpt` by `criterion` to `sparsity` under `scope`.
+fn prune_to(ckpt: &Path, criterion: &str, out: &Path, sparsity: &str, scope: &str) -> Output {
+    kdprune(&[
+        "prune",
+        "--checkpoint",
+        p(ckpt),
+        "--criterion",
+        criterion,
+        "--sparsity",
+        sparsity,
+        "--scope",
+        scope,
+        "--seed",
+        "0",
+        "--score-batches",
+        "2",
+        "--out",
+        p(out),
+    ])
+}
+
+/// Pruning a checkpoint that already has masks selects among the weights it
+/// still keeps: the result prunes exactly `round(s·n)` of the `n` prunable
+/// weights (not `round(s·n)` more, intersected), every weight pruned before
+/// stays pruned, and a target below the checkpoint's sparsity is refused.
+#[test]
+fn pruning_a_pruned_checkpoint_reaches_exactly_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = trained(dir.path());
+    let half = dir.path().join("half.safetensors");
+    let more = dir.path().join("more.safetensors");
+    for (scope, target, expected) in [
+        // n = 64·300 + 300·100 + 100·10 = 50,200 weights:
+        // round(0.93·50,200) = 46,686.
+        ("global", "0.93", 46_686),
+        // Per layer: round(0.93·19,200) + round(0.93·30,000) + round(0.93·1,000).
+        ("layer", "0.93", 17_856 + 27_900 + 930),
+    ] {
+        ok(&prune_to(&ckpt, "random", &half, "0.5", scope));
+        ok(&prune_to(&half, "random", &more, target, scope));
+        let (before, after) = (masks(&half), masks(&more));
+        let pruned: usize = after
+            .values()
+            .map(|m| m.iter().filter(|v| **v == 0).count())
+            .sum();
+        assert_eq!(pruned, expected, "{scope}");
+        for (name, m) in &before {
+            for (i, (b, a)) in m.iter().zip(&after[name]).enumerate() {
+                assert!(*b == 1 || *a == 0, "{scope}: {name}[{i}] regrew");
+            }
+        }
+    }
+    // Below what the checkpoint already prunes: refused, nothing written.
+    let lower = dir.path().join("lower.safetensors");
+    fails_with(
+        &prune_to(&more, "magnitude", &lower, "0.5", "global"),
+        "already",
+    );
+    assert!(!lower.exists());
+}

@@ -64,3 +64,57 @@ fn grasp_scores_a_weight_without_effect_on_the_loss_zero() {
         "only {live} non-zero scores"
     );
 }
+
+/// Scoring leaves the model it scores untouched, batch-norm running
+/// statistics included: the train-mode forwards of gradient criteria run on
+/// a copy.
+#[test]
+fn scoring_has_no_side_effect_on_the_model() {
+    let device = Device::Cpu;
+    let data = load_data("digits", &Source::Embedded, 0).unwrap();
+    // ResNet-20 has batch norms (their running statistics are buffers).
+    let student = new_model("resnet20", &data, 1, &device).unwrap();
+    let teacher = new_model("lenet-300-100", &data, 2, &device).unwrap();
+    assert!(!student.named_buffers().is_empty());
+    let before = student.tensors().unwrap();
+    let prunable = prunable_names(student.config(), &ParamFilter::default());
+    let kd = LossConfig::Hinton {
+        temperature: 4.0,
+        alpha: 0.9,
+    };
+    let criteria: Vec<Box<dyn prune_core::Importance>> = vec![
+        Box::new(prune_core::importance::TeacherGuided::default()),
+        Box::new(prune_core::importance::Snip),
+        Box::new(Grasp),
+        Box::new(prune_core::importance::SelfDistill),
+        Box::new(prune_core::importance::SynFlow { rounds: 2 }),
+    ];
+    for criterion in criteria {
+        let name = criterion.name();
+        let s = ScoringSettings {
+            kd_loss: kd,
+            ..settings(1, 4)
+        };
+        let masks = kdprune_cli::scoring::prune_masks(
+            criterion.as_ref(),
+            &student,
+            Some(&teacher),
+            &data,
+            &prunable,
+            s,
+            0.5,
+            prune_core::Scope::Global,
+            &prune_core::MaskSet::new(),
+        )
+        .unwrap();
+        assert!(masks.pruned_count().unwrap() > 0, "{name}");
+        let after = student.tensors().unwrap();
+        for (n, t) in &before {
+            let (a, b): (Vec<f32>, Vec<f32>) = (
+                t.flatten_all().unwrap().to_vec1().unwrap(),
+                after[n].flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert!(a == b, "{name} changed {n}");
+        }
+    }
+}
