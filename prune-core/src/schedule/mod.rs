@@ -58,7 +58,9 @@ pub enum Stage {
 
 impl Stage {
     /// A salt that gives every stage its own batch order when xor-ed into the
-    /// run seed (`seed ^ salt`): distinct per stage kind, round and copy.
+    /// run seed (`seed ^ salt`): distinct per stage kind, round and copy,
+    /// except that COLT's final ticket shares the salt of round 0's first
+    /// copy (they train on different data: all of it, and one half).
     pub fn salt(self) -> u64 {
         const RETRAIN: u64 = 0x5254_0000;
         const GMP: u64 = 0x474D_5000;
