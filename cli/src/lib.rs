@@ -12,7 +12,8 @@
 //!   [`scoring::ModelScoring`], kdprune's [`prune_core::ScoringContext`];
 //! - [`jobs`] — train, distill, prune, retrain, evaluate, verify, the zoo;
 //! - [`summary`] — mean ± std, per-seed values and paired differences of
-//!   run reports, distillation reports and sweeps;
+//!   run reports, distillation reports and sweeps ([`stats`] computes and
+//!   prints them);
 //! - [`settings`], [`data`], [`checkpoints`], [`training`] — the shared
 //!   settings, datasets as kd-core samples, checkpoints with metadata, the
 //!   hooks and progress bars of training;
@@ -36,6 +37,7 @@ pub mod method;
 pub mod runtime;
 pub mod scoring;
 pub mod settings;
+pub mod stats;
 pub mod summary;
 pub mod sweep;
 pub mod training;

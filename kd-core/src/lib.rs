@@ -29,6 +29,7 @@ pub mod losses;
 pub mod network;
 pub mod objective;
 pub mod optim;
+pub mod progress;
 pub mod schedule;
 pub mod teacher_cache;
 pub mod train;

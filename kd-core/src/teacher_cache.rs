@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::data::Samples;
 use crate::network::{ModelOutput, Network};
-use crate::train::Progress;
+use crate::progress::Progress;
 use crate::{KdError, Result};
 
 /// Where [`crate::fit`] takes the frozen teacher's logits from.

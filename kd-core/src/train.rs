@@ -22,6 +22,7 @@ use crate::data::{Samples, TrainData};
 use crate::network::{ModelOutput, Network};
 use crate::objective::{Objective, ObjectiveLoss};
 use crate::optim::{Sgd, SgdConfig};
+pub use crate::progress::{EpochStats, Progress, Quiet};
 use crate::schedule::LrSchedule;
 use crate::teacher_cache::{build_table, teacher_output, TeacherCache};
 use crate::{KdError, LossConfig, Result};
@@ -116,45 +117,6 @@ pub trait StepHook {
 /// A hook that does nothing.
 pub struct NoHook;
 impl StepHook for NoHook {}
-
-/// Where the loop reports its progress: a progress bar and per-epoch lines
-/// in a command-line tool, nothing in a library. Every method does nothing
-/// by default.
-pub trait Progress {
-    /// Epoch `epoch` (1-based) of `epochs` starts; it has `steps` optimizer steps.
-    fn start_epoch(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
-    /// An optimizer step of the epoch ended with this batch loss.
-    fn step(&mut self, _loss: f32) {}
-    /// The epoch's steps are over (before its evaluation), or the run stops.
-    fn end_steps(&mut self) {}
-    /// The epoch ended with these figures.
-    fn end_epoch(&mut self, _stats: &EpochStats, _epochs: usize) {}
-    /// Anything else worth telling (e.g. a stale cache being recomputed).
-    fn note(&mut self, _text: &str) {}
-}
-
-/// A [`Progress`] that reports nothing.
-pub struct Quiet;
-impl Progress for Quiet {}
-
-/// Per-epoch figures.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EpochStats {
-    /// Epoch, 1-based (as printed).
-    pub epoch: usize,
-    /// Mean training loss over the epoch's batches.
-    pub train_loss: f64,
-    /// Test accuracy at the end of the epoch, in [0, 1].
-    pub test_accuracy: f64,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    /// Wall time of the epoch, evaluation included.
-    pub seconds: f64,
-    /// Mean of each weighted term of a general objective over the epoch's
-    /// batches (empty for objectives equal to a [`LossConfig`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub terms: BTreeMap<String, f64>,
-}
 
 /// The history of a run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -21,7 +21,9 @@
 //! counted in each). The teacher and the dense student are common to every
 //! method and not counted.
 
+mod cell;
 pub mod config;
+mod grid;
 pub mod plot;
 pub mod results;
 

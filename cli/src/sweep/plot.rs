@@ -8,7 +8,7 @@ use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatte
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::results::Grid;
+use super::grid::Grid;
 
 /// Canvas size of both plots, in pixels (SVG user units).
 pub(crate) const PLOT_SIZE: (u32, u32) = (900, 560);

@@ -7,43 +7,14 @@
 //! error) leaves the previous files as they were and a crash never leaves a
 //! half-written one.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 
+pub use super::cell::CellResult;
+use super::grid::Grid;
 use super::plot::{render_png, render_svg, PlotData};
 use crate::files::write_atomic;
-use crate::summary::Summary;
-
-/// One finished cell of the sweep.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CellResult {
-    /// Method name as written in the sweep config, e.g. `magnitude`,
-    /// `teacher-guided`, `gmp`, `imp`, `colt`.
-    pub method: String,
-    /// Target sparsity of the prunable weights, e.g. 0.9.
-    pub sparsity: f64,
-    /// Seed of the teacher, the dense student and the method.
-    pub seed: u64,
-    /// Measured fraction of zeros among the prunable weights.
-    pub measured_sparsity: f64,
-    /// Test accuracy in [0, 1] at the end.
-    pub final_accuracy: f64,
-    /// Best test accuracy in [0, 1] over the epochs of the last training stage.
-    pub best_accuracy: f64,
-    /// Test accuracy in [0, 1] of the dense student the cell started from.
-    pub dense_accuracy: f64,
-    /// Training epochs this method spent beyond the shared dense student.
-    pub epochs: f64,
-    /// Sample-forward passes (one sample through the network once = 1).
-    pub forward_passes: u64,
-    /// Sample-backward passes.
-    pub backward_passes: u64,
-    /// Wall time of the cell in seconds.
-    pub seconds: f64,
-}
 
 /// The header of `results.csv`: the fields of [`CellResult`] in order.
 pub const CSV_HEADER: [&str; 11] = [
@@ -98,148 +69,6 @@ pub fn write_results(
         ("accuracy.png", png.as_slice()),
     ] {
         write_atomic(&dir.join(name), bytes)?;
-    }
-    Ok(())
-}
-
-/// Two sparsities are the same column when closer than this (config values
-/// that went through a file and back may differ in the last bit).
-const SPARSITY_TOLERANCE: f64 = 1e-9;
-
-/// The cells that belong to the table, by method row and sparsity column.
-pub(crate) struct Grid<'a> {
-    pub(crate) methods: &'a [String],
-    pub(crate) sparsities: &'a [f64],
-    /// `cells[m][s]`: the cells of method `m` at sparsity `s`, by seed.
-    cells: Vec<Vec<Vec<&'a CellResult>>>,
-}
-
-impl<'a> Grid<'a> {
-    pub(crate) fn new(
-        all: &'a [CellResult],
-        methods: &'a [String],
-        sparsities: &'a [f64],
-    ) -> Result<Self> {
-        if all.is_empty() {
-            bail!("no finished cells to write");
-        }
-        if methods.is_empty() || sparsities.is_empty() {
-            bail!("the results need at least one method and one sparsity");
-        }
-        for (i, m) in methods.iter().enumerate() {
-            if methods[..i].contains(m) {
-                bail!("method `{m}` is listed twice");
-            }
-        }
-        for (i, &s) in sparsities.iter().enumerate() {
-            if !(s.is_finite() && (0.0..1.0).contains(&s)) {
-                bail!("sparsity {s} is not in [0, 1)");
-            }
-            if sparsities[..i]
-                .iter()
-                .any(|&t| (t - s).abs() < SPARSITY_TOLERANCE)
-            {
-                bail!("sparsity {s} is listed twice");
-            }
-        }
-        for c in all {
-            check_cell(c)?;
-        }
-
-        let mut cells = vec![vec![Vec::new(); sparsities.len()]; methods.len()];
-        for c in all {
-            let Some(m) = methods.iter().position(|m| *m == c.method) else {
-                continue;
-            };
-            let Some(s) = sparsities
-                .iter()
-                .position(|&s| (s - c.sparsity).abs() < SPARSITY_TOLERANCE)
-            else {
-                continue;
-            };
-            cells[m][s].push(c);
-        }
-        let mut kept = 0;
-        for row in &mut cells {
-            for group in row.iter_mut() {
-                group.sort_by_key(|c| c.seed);
-                if let Some(w) = group.windows(2).find(|w| w[0].seed == w[1].seed) {
-                    bail!(
-                        "two results for method `{}`, sparsity {}, seed {}",
-                        w[0].method,
-                        w[0].sparsity,
-                        w[0].seed
-                    );
-                }
-                kept += group.len();
-            }
-        }
-        if kept == 0 {
-            bail!(
-                "none of the {} cells belongs to methods {methods:?} × sparsities {sparsities:?}",
-                all.len()
-            );
-        }
-        Ok(Self {
-            methods,
-            sparsities,
-            cells,
-        })
-    }
-
-    /// The kept cells: method order, then sparsity order, then seed.
-    pub(crate) fn ordered(&self) -> Vec<&'a CellResult> {
-        self.cells.iter().flatten().flatten().copied().collect()
-    }
-
-    /// Summary of `field` over the seeds of one (method, sparsity).
-    pub(crate) fn summary(
-        &self,
-        m: usize,
-        s: usize,
-        field: impl Fn(&CellResult) -> f64,
-    ) -> Option<Summary> {
-        let values: Vec<f64> = self.cells[m][s].iter().map(|c| field(c)).collect();
-        Summary::of(&values)
-    }
-
-    /// The dense student's accuracy over seeds: per seed the mean over its
-    /// cells (all equal when the cells share the seed's dense student).
-    pub(crate) fn dense(&self) -> Option<Summary> {
-        let mut by_seed: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
-        for c in self.ordered() {
-            let e = by_seed.entry(c.seed).or_default();
-            e.0 += c.dense_accuracy;
-            e.1 += 1;
-        }
-        let per_seed: Vec<f64> = by_seed.values().map(|(sum, n)| sum / *n as f64).collect();
-        Summary::of(&per_seed)
-    }
-}
-
-/// A clear error for a cell whose numbers cannot be summarised.
-fn check_cell(c: &CellResult) -> Result<()> {
-    let at = || {
-        format!(
-            "cell method `{}`, sparsity {}, seed {}",
-            c.method, c.sparsity, c.seed
-        )
-    };
-    for (name, v, lo, hi) in [
-        ("sparsity", c.sparsity, 0.0, 1.0),
-        ("measured_sparsity", c.measured_sparsity, 0.0, 1.0),
-        ("final_accuracy", c.final_accuracy, 0.0, 1.0),
-        ("best_accuracy", c.best_accuracy, 0.0, 1.0),
-        ("dense_accuracy", c.dense_accuracy, 0.0, 1.0),
-        ("epochs", c.epochs, 0.0, f64::INFINITY),
-        ("seconds", c.seconds, 0.0, f64::INFINITY),
-    ] {
-        if !v.is_finite() {
-            bail!("{}: {name} is {v}", at());
-        }
-        if !(lo..=hi).contains(&v) {
-            bail!("{}: {name} = {v} is outside [{lo}, {hi}]", at());
-        }
     }
     Ok(())
 }
@@ -442,27 +271,6 @@ pub(crate) mod tests {
         }
         cells.push(cell("random", 0.9, 0, 0.5));
         cells
-    }
-
-    #[test]
-    fn mean_and_sample_std_match_hand_computed_values() {
-        // [0.90, 0.91, 0.92]: mean 0.91; deviations −0.01, 0, 0.01;
-        // Σd² = 0.0002; / (n − 1 = 2) = 0.0001; sqrt = 0.01.
-        let s = Summary::of(&[0.90, 0.91, 0.92]).unwrap();
-        assert_eq!(s.n, 3);
-        assert!((s.mean - 0.91).abs() < 1e-12);
-        assert!((s.std.unwrap() - 0.01).abs() < 1e-12);
-        assert_eq!(s.show(100.0), "91.00 ± 1.00");
-        // [2, 4, 4, 4, 5, 5, 7, 9]: mean 5; Σd² = 9+1+1+1+0+0+4+16 = 32;
-        // / 7 = 4.571428…; sqrt = 2.138089935…
-        let s = Summary::of(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
-        assert_eq!(s.mean, 5.0);
-        assert!((s.std.unwrap() - 2.138_089_935_299_395).abs() < 1e-12);
-        // One value: the mean and no spread.
-        let s = Summary::of(&[0.8]).unwrap();
-        assert_eq!((s.n, s.std), (1, None));
-        assert_eq!(s.show(100.0), "80.00");
-        assert_eq!(Summary::of(&[]), None);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{assume_written, contiguous_f32, cpu_f32, simd, unwritten};
+use super::cpu::{inputs, output, with_data};
+use super::{assume_written, simd, unwritten};
 
 /// Per-channel batch statistics `(mean, 1/√(σ² + ε), biased variance σ²)`.
 pub(crate) type BatchStats = Vec<(f64, f64, f64)>;
@@ -521,14 +522,15 @@ impl CustomOp3 for BatchNormTrainOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let s = bn_shape(l1.dims(), l2.dims(), l3.dims())?;
-        let x = contiguous_f32(s1, l1, "batch_norm input")?;
-        let gamma = contiguous_f32(s2, l2, "batch_norm weight")?;
-        let beta = contiguous_f32(s3, l3, "batch_norm bias")?;
+        let [x, gamma, beta] = inputs(
+            "batch_norm",
+            [(s1, l1, "input"), (s2, l2, "weight"), (s3, l3, "bias")],
+        )?;
         let (y, stats) = forward(x, s, gamma, beta, self.eps, self.relu, None);
         if let Ok(mut slot) = self.stats.lock() {
             *slot = Some(stats);
         }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok(output(y, l1.dims()))
     }
 
     fn bwd(
@@ -540,35 +542,20 @@ impl CustomOp3 for BatchNormTrainOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let s = bn_shape(x.dims(), gamma.dims(), beta.dims())?;
-        let (x, y, dy, gamma) = (
-            x.contiguous()?,
-            y.contiguous()?,
-            dy.contiguous()?,
-            gamma.contiguous()?,
-        );
-        if dy.dims() != x.dims() {
-            bail!(
-                "batch_norm backward: input {:?} and gradient {:?} differ",
-                x.dims(),
-                dy.dims()
-            )
-        }
-        let (sx, lx) = x.storage_and_layout();
-        let (sy, ly) = y.storage_and_layout();
-        let (sd, ld) = dy.storage_and_layout();
-        let (sg, lg) = gamma.storage_and_layout();
-        let xv = cpu_f32(&sx, lx, "batch_norm backward input")?;
-        let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
-        let (dx, dgamma, dbeta) = backward(
-            xv,
-            cpu_f32(&sy, ly, "batch_norm backward output")?,
-            cpu_f32(&sd, ld, "batch_norm backward gradient")?,
-            s,
-            &stats,
-            cpu_f32(&sg, lg, "batch_norm backward weight")?,
-            self.relu,
-            None,
-        );
+        check_gradient(x, dy)?;
+        let (dx, dgamma, dbeta) = with_data(
+            "batch_norm backward",
+            [
+                (x, "input"),
+                (y, "output"),
+                (dy, "gradient"),
+                (gamma, "weight"),
+            ],
+            |[xv, yv, dyv, gv]| {
+                let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
+                Ok(backward(xv, yv, dyv, s, &stats, gv, self.relu, None))
+            },
+        )?;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
@@ -627,9 +614,14 @@ impl CustomOp3 for BatchNormAddReluOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (s, rdims) = residual_shape(l1.dims(), l2.dims(), l3.dims(), self.shortcut)?;
-        let x = contiguous_f32(s1, l1, "batch_norm input")?;
-        let r = contiguous_f32(s2, l2, "batch_norm residual")?;
-        let params = contiguous_f32(s3, l3, "batch_norm parameters")?;
+        let [x, r, params] = inputs(
+            "batch_norm",
+            [
+                (s1, l1, "input"),
+                (s2, l2, "residual"),
+                (s3, l3, "parameters"),
+            ],
+        )?;
         let (gamma, beta) = params.split_at(s.c);
         let residual = Residual {
             data: r,
@@ -640,7 +632,7 @@ impl CustomOp3 for BatchNormAddReluOp {
         if let Ok(mut slot) = self.stats.lock() {
             *slot = Some(stats);
         }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok(output(y, l1.dims()))
     }
 
     fn bwd(
@@ -652,42 +644,36 @@ impl CustomOp3 for BatchNormAddReluOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (s, rdims) = residual_shape(x.dims(), r.dims(), params.dims(), self.shortcut)?;
-        let (x, y, dy, params) = (
-            x.contiguous()?,
-            y.contiguous()?,
-            dy.contiguous()?,
-            params.contiguous()?,
-        );
-        if dy.dims() != x.dims() {
-            bail!(
-                "batch_norm backward: input {:?} and gradient {:?} differ",
-                x.dims(),
-                dy.dims()
-            )
-        }
-        let (sx, lx) = x.storage_and_layout();
-        let (sy, ly) = y.storage_and_layout();
-        let (sd, ld) = dy.storage_and_layout();
-        let (sp, lp) = params.storage_and_layout();
-        let xv = cpu_f32(&sx, lx, "batch_norm backward input")?;
-        let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
+        check_gradient(x, dy)?;
         // ∂r only when the residual needs a gradient (the ReLU's mask, from
         // the output, is the same either way).
         let mut dr = r.track_op().then(|| unwritten(r.elem_count()));
-        let (dx, dgamma, dbeta) = backward(
-            xv,
-            cpu_f32(&sy, ly, "batch_norm backward output")?,
-            cpu_f32(&sd, ld, "batch_norm backward gradient")?,
-            s,
-            &stats,
-            &cpu_f32(&sp, lp, "batch_norm backward parameters")?[..s.c],
-            true,
-            dr.as_mut().map(|out| ResidualGrad {
-                dims: rdims,
-                shortcut: self.shortcut,
-                out,
-            }),
-        );
+        let (dx, dgamma, dbeta) = with_data(
+            "batch_norm backward",
+            [
+                (x, "input"),
+                (y, "output"),
+                (dy, "gradient"),
+                (params, "parameters"),
+            ],
+            |[xv, yv, dyv, pv]| {
+                let stats = stats_or_recompute(&self.stats, xv, s, self.eps);
+                Ok(backward(
+                    xv,
+                    yv,
+                    dyv,
+                    s,
+                    &stats,
+                    &pv[..s.c],
+                    true,
+                    dr.as_mut().map(|out| ResidualGrad {
+                        dims: rdims,
+                        shortcut: self.shortcut,
+                        out,
+                    }),
+                ))
+            },
+        )?;
         let dev = x.device();
         // SAFETY: `backward` writes every element of a residual's buffer.
         let dr = dr
@@ -701,6 +687,18 @@ impl CustomOp3 for BatchNormAddReluOp {
             Some(Tensor::from_vec(dparams, 2 * s.c, dev)?),
         ))
     }
+}
+
+/// An error unless the gradient `dy` has the shape of the input `x`.
+fn check_gradient(x: &Tensor, dy: &Tensor) -> Result<()> {
+    if dy.dims() != x.dims() {
+        bail!(
+            "batch_norm backward: input {:?} and gradient {:?} differ",
+            x.dims(),
+            dy.dims()
+        )
+    }
+    Ok(())
 }
 
 /// The batch `(mean, biased variance)` from an op's statistics slot.

@@ -27,7 +27,8 @@ use super::batch_norm::{
     BatchStats, BnShape, Residual, ResidualGrad, Shortcut,
 };
 use super::conv::{self, ConvParams, ConvShape};
-use super::{assume_written, contiguous_f32, cpu_f32, unwritten};
+use super::cpu::{inputs, output, with_data};
+use super::{assume_written, unwritten};
 
 /// A convolution of a block: its weight `[O, C, KH, KW]` and configuration
 /// (no bias).
@@ -202,8 +203,7 @@ impl CustomOp2 for BasicBlockOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let s = self.shape(l1.dims())?;
-        let x = contiguous_f32(s1, l1, "basic block input")?;
-        let p = contiguous_f32(s2, l2, "basic block parameters")?;
+        let [x, p] = inputs("basic block", [(s1, l1, "input"), (s2, l2, "parameters")])?;
         let parts = self.split(p)?;
         let (y, saved) = self.run_forward(&s, x, &parts);
         for (slot, st) in self.stats.iter().zip([&saved.st1, &saved.st2]) {
@@ -214,7 +214,7 @@ impl CustomOp2 for BasicBlockOp {
         if let Ok(mut slot) = self.saved.lock() {
             *slot = Some(saved);
         }
-        Ok((CpuStorage::F32(y), Shape::from(s.conv2.out_dims().to_vec())))
+        Ok(output(y, &s.conv2.out_dims()))
     }
 
     fn bwd(
@@ -225,31 +225,44 @@ impl CustomOp2 for BasicBlockOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let s = self.shape(xs.dims())?;
-        let (xt, pt, yt, dyt) = (
-            xs.contiguous()?,
-            packed.contiguous()?,
-            y.contiguous()?,
-            dy.contiguous()?,
-        );
-        if dyt.dims() != s.conv2.out_dims() {
+        if dy.dims() != s.conv2.out_dims() {
             bail!(
                 "basic block backward: gradient {:?} for output {:?}",
-                dyt.dims(),
+                dy.dims(),
                 s.conv2.out_dims()
             )
         }
-        let (sx, lx) = xt.storage_and_layout();
-        let (sp, lp) = pt.storage_and_layout();
-        let (sy, ly) = yt.storage_and_layout();
-        let (sd, ld) = dyt.storage_and_layout();
-        let x = cpu_f32(&sx, lx, "basic block input")?;
-        let p = self.split(cpu_f32(&sp, lp, "basic block parameters")?)?;
-        let yv = cpu_f32(&sy, ly, "basic block output")?;
-        let dyv = cpu_f32(&sd, ld, "basic block output gradient")?;
+        with_data(
+            "basic block",
+            [
+                (xs, "input"),
+                (packed, "parameters"),
+                (y, "output"),
+                (dy, "output gradient"),
+            ],
+            |[x, p, yv, dyv]| self.backward(&s, xs, packed, x, self.split(p)?, yv, dyv),
+        )
+    }
+}
+
+impl BasicBlockOp {
+    /// The gradients of the input (when it tracks its op) and of the packed
+    /// parameters, from the data of the backward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        s: &BlockShape,
+        xs: &Tensor,
+        packed: &Tensor,
+        x: &[f32],
+        p: Parts<'_>,
+        yv: &[f32],
+        dyv: &[f32],
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let saved = self.saved.lock().ok().and_then(|mut s| s.take());
         let saved = match saved {
             Some(saved) => saved,
-            None => self.run_forward(&s, x, &p).1,
+            None => self.run_forward(s, x, &p).1,
         };
         // bn2 with the shortcut's sum and the ReLU: ∂c2, and ∂x through the
         // shortcut written into the input's gradient.

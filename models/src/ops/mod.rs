@@ -40,6 +40,7 @@
 mod batch_norm;
 mod block;
 mod conv;
+mod cpu;
 mod gemm;
 mod pool;
 
@@ -49,8 +50,7 @@ pub use batch_norm::{
 };
 pub use block::{basic_block_train, basic_block_train_candle, BlockBn, BlockConv, BlockOutput};
 
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, StorageRef, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{Conv2dConfig, Module};
 use serde::{Deserialize, Serialize};
 
@@ -344,20 +344,6 @@ impl Kernels {
     }
 }
 
-/// The contiguous f32 elements of a CPU tensor, or an error naming `what`.
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        bail!(
-            "{what}: kdprune's CPU kernels take f32, got {:?}",
-            storage.dtype()
-        )
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{what}: expected a contiguous tensor"),
-    }
-}
-
 /// Runs `f` inside a function compiled for AVX-512 or AVX2 when the CPU has
 /// them (detected at run time, once), else as it is.
 ///
@@ -418,15 +404,6 @@ pub(crate) unsafe fn assume_written(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f
     // is handed over whole (pointer, length and capacity) and every element
     // is initialised, as the caller guarantees.
     unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, cap) }
-}
-
-/// The contiguous f32 data behind a CPU storage guard (from
-/// `Tensor::storage_and_layout`), or an error naming `what`.
-fn cpu_f32<'a>(storage: &'a StorageRef<'_>, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    match &**storage {
-        Storage::Cpu(s) => contiguous_f32(s, layout, what),
-        _ => bail!("{what}: kdprune's CPU kernels take CPU tensors"),
-    }
 }
 
 /// Output positions `j ∈ [lo, hi)` (of `out_len`) whose input index

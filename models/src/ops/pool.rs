@@ -15,7 +15,8 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, valid_range, Pool2dConfig};
+use super::cpu::{inputs, output};
+use super::{valid_range, Pool2dConfig};
 
 /// Planes per rayon task: the planes of a batch are small (often 8×8 to
 /// 32×32), so one task per plane would cost more in scheduling than in work.
@@ -393,11 +394,8 @@ impl CustomOp1 for MaxPool2dOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let shape = PoolShape::new(l.dims(), self.cfg)?;
-        let x = contiguous_f32(s, l, "max-pool input")?;
-        Ok((
-            CpuStorage::F32(max_forward(&shape, x, self.relu)),
-            Shape::from(shape.out_dims().to_vec()),
-        ))
+        let [x] = inputs("max-pool", [(s, l, "input")])?;
+        Ok(output(max_forward(&shape, x, self.relu), &shape.out_dims()))
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -435,12 +433,17 @@ impl CustomOp3 for MaxPool2dGrad {
                 self.shape
             )
         }
-        let x = contiguous_f32(s1, l1, "max-pool input")?;
-        let y = contiguous_f32(s2, l2, "max-pool output")?;
-        let dy = contiguous_f32(s3, l3, "max-pool output gradient")?;
-        Ok((
-            CpuStorage::F32(max_backward(&self.shape, x, y, dy, self.relu)),
-            Shape::from(self.shape.dims.to_vec()),
+        let [x, y, dy] = inputs(
+            "max-pool",
+            [
+                (s1, l1, "input"),
+                (s2, l2, "output"),
+                (s3, l3, "output gradient"),
+            ],
+        )?;
+        Ok(output(
+            max_backward(&self.shape, x, y, dy, self.relu),
+            &self.shape.dims,
         ))
     }
 }
@@ -452,11 +455,8 @@ impl CustomOp1 for AvgPool2dOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let shape = PoolShape::new(l.dims(), self.cfg)?;
-        let x = contiguous_f32(s, l, "avg-pool input")?;
-        Ok((
-            CpuStorage::F32(avg_forward(&shape, x)),
-            Shape::from(shape.out_dims().to_vec()),
-        ))
+        let [x] = inputs("avg-pool", [(s, l, "input")])?;
+        Ok(output(avg_forward(&shape, x), &shape.out_dims()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -481,11 +481,8 @@ impl CustomOp1 for AvgPool2dGrad {
                 self.shape
             )
         }
-        let dy = contiguous_f32(s, l, "avg-pool output gradient")?;
-        Ok((
-            CpuStorage::F32(avg_backward(&self.shape, dy)),
-            Shape::from(self.shape.dims.to_vec()),
-        ))
+        let [dy] = inputs("avg-pool", [(s, l, "output gradient")])?;
+        Ok(output(avg_backward(&self.shape, dy), &self.shape.dims))
     }
 }
 
