@@ -336,8 +336,7 @@ pub fn prune_masks(
     scope: Scope,
     kept: &MaskSet,
 ) -> Result<MaskSet> {
-    check_inputs(criterion, teacher.is_some(), &settings)?;
-    let mut ctx = ModelScoring::new(student, teacher, data, prunable, settings)?;
+    let mut ctx = context(criterion, student, teacher, data, prunable, settings)?;
     Ok(criterion.prune(&mut ctx, sparsity, scope, kept)?)
 }
 
@@ -350,7 +349,19 @@ pub fn scores(
     prunable: &[String],
     settings: ScoringSettings,
 ) -> Result<Scores> {
-    check_inputs(criterion, teacher.is_some(), &settings)?;
-    let mut ctx = ModelScoring::new(student, teacher, data, prunable, settings)?;
+    let mut ctx = context(criterion, student, teacher, data, prunable, settings)?;
     Ok(criterion.score(&mut ctx)?)
+}
+
+/// The context `criterion` scores `student` through, once its inputs are checked.
+fn context<'a>(
+    criterion: &dyn Importance,
+    student: &Model,
+    teacher: Option<&'a Model>,
+    data: &'a Data,
+    prunable: &[String],
+    settings: ScoringSettings,
+) -> Result<ModelScoring<'a>> {
+    check_inputs(criterion, teacher.is_some(), &settings)?;
+    ModelScoring::new(student, teacher, data, prunable, settings)
 }

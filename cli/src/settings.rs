@@ -149,9 +149,23 @@ impl Settings {
         Source::new(self.data_dir.as_deref(), hub)
     }
 
+    /// The optimisation of a stage of `epochs` at `lr` with these settings'
+    /// batch size, momentum, weight decay, warm-up and augmentation.
+    pub fn optim(&self, epochs: usize, lr: f64) -> Optim {
+        Optim {
+            epochs,
+            batch_size: self.batch_size,
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+            warmup_epochs: self.warmup_epochs,
+            augment: self.augment,
+        }
+    }
+
     /// A training run of `epochs` at `lr` on `objective`, its batches seeded
-    /// by `seed`, with these settings' batch size, momentum, weight decay
-    /// and warm-up (cosine decay to 0).
+    /// by `seed` ([`Settings::optim`], cosine decay to 0).
     pub fn train_config(
         &self,
         epochs: usize,
@@ -159,11 +173,44 @@ impl Settings {
         objective: impl Into<Objective>,
         seed: u64,
     ) -> TrainConfig {
+        self.optim(epochs, lr).train_config(objective, seed)
+    }
+
+    /// The augmentation of training batches on `data`.
+    pub fn augment_for(&self, data: &Data) -> kdprune_data::Augment {
+        self.augment.resolve(data.name)
+    }
+}
+
+/// How a job optimises.
+#[derive(Clone, Debug)]
+pub struct Optim {
+    /// Epochs.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Base learning rate (cosine decay to 0).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay (not on biases).
+    pub weight_decay: f64,
+    /// Nesterov momentum (when the momentum is not 0).
+    pub nesterov: bool,
+    /// Epochs of linear warm-up.
+    pub warmup_epochs: usize,
+    /// Training-set augmentation.
+    pub augment: AugmentChoice,
+}
+
+impl Optim {
+    /// A training run on `objective` with these settings, seeded by `seed`.
+    pub fn train_config(&self, objective: impl Into<Objective>, seed: u64) -> TrainConfig {
         TrainConfig {
-            epochs,
+            epochs: self.epochs,
             batch_size: self.batch_size,
             sgd: SgdConfig {
-                lr,
+                lr: self.lr,
                 momentum: self.momentum,
                 nesterov: self.nesterov && self.momentum > 0.0,
                 weight_decay: self.weight_decay,
@@ -173,11 +220,6 @@ impl Settings {
             objective: objective.into(),
             seed,
         }
-    }
-
-    /// The augmentation of training batches on `data`.
-    pub fn augment_for(&self, data: &Data) -> kdprune_data::Augment {
-        self.augment.resolve(data.name)
     }
 }
 

@@ -119,16 +119,14 @@ impl OptimArgs {
     }
 }
 
-/// A fixed-form loss: `α·KD + (1−α)·CE` or plain CE.
+/// The hyper-parameters of the logit distillation terms.
 #[derive(Args, Clone, Debug)]
-pub struct LossArgs {
-    /// Loss: ce, kd (Hinton), ca-kld (needs --teacher for kd and ca-kld).
-    #[arg(long, default_value = "ce")]
-    pub loss: String,
-    /// Temperature T.
+pub struct KdArgs {
+    /// Temperature T of kd, ca-kld and dkd.
     #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
     pub temperature: f64,
-    /// Weight α of the distillation term: L = α·KD + (1−α)·CE.
+    /// Weight α of the distillation term, L = α·KD + (1−α)·CE (the default
+    /// weight of kd/ca-kld in a loss specification, 1−α that of ce beside them).
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
     /// CA-KLD β: `confidence` or a number in [0, 1].
@@ -136,14 +134,24 @@ pub struct LossArgs {
     pub beta: String,
 }
 
+/// A fixed-form loss: `α·KD + (1−α)·CE` or plain CE.
+#[derive(Args, Clone, Debug)]
+pub struct LossArgs {
+    /// Loss: ce, kd (Hinton), ca-kld (needs --teacher for kd and ca-kld).
+    #[arg(long, default_value = "ce")]
+    pub loss: String,
+    #[command(flatten)]
+    pub kd: KdArgs,
+}
+
 impl LossArgs {
     /// The loss these flags describe, `name` instead of `--loss` if given.
     pub fn config(&self, name: Option<&str>) -> anyhow::Result<LossConfig> {
-        let beta: Beta = self.beta.parse()?;
+        let beta: Beta = self.kd.beta.parse()?;
         Ok(LossConfig::named(
             name.unwrap_or(&self.loss),
-            self.temperature,
-            self.alpha,
+            self.kd.temperature,
+            self.kd.alpha,
             beta,
         )?)
     }
@@ -168,15 +176,8 @@ pub struct ObjectiveArgs {
     /// teacher's last feature.
     #[arg(long, verbatim_doc_comment)]
     pub feature_pairs: Option<String>,
-    /// Temperature T of kd, ca-kld and dkd.
-    #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
-    pub temperature: f64,
-    /// α: the default weight of kd/ca-kld (and 1−α of ce beside them).
-    #[arg(long, default_value_t = DEFAULT_ALPHA)]
-    pub alpha: f64,
-    /// CA-KLD β: `confidence` or a number in [0, 1].
-    #[arg(long, default_value = "confidence")]
-    pub beta: String,
+    #[command(flatten)]
+    pub kd: KdArgs,
     /// DKD weight of the target-class term (TCKD).
     #[arg(long, default_value_t = DkdConfig::default().alpha)]
     pub dkd_alpha: f64,
@@ -204,9 +205,9 @@ impl ObjectiveArgs {
         Ok(ObjectiveSpec {
             loss: self.loss.clone().unwrap_or_else(|| default.into()),
             params: TermParams {
-                alpha: self.alpha,
-                temperature: self.temperature,
-                beta: self.beta.parse()?,
+                alpha: self.kd.alpha,
+                temperature: self.kd.temperature,
+                beta: self.kd.beta.parse()?,
                 dkd_alpha: self.dkd_alpha,
                 dkd_beta: self.dkd_beta,
                 dkd_warmup: self.dkd_warmup,

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use kd_core::{Objective, SgdConfig, TrainConfig};
 
-use crate::data::{load_data, AugmentChoice, Data, Source};
+use crate::data::{load_data, Data, Source};
+pub use crate::settings::Optim;
 
 pub use inspect::{evaluate_checkpoint, model_zoo, verify_checkpoint, ZooEntry};
 pub use prune::{prune_checkpoint, PruneJob, PruneOutcome};
@@ -53,47 +53,6 @@ impl DataSpec {
     pub fn load(&self, meta: Option<&BTreeMap<String, String>>) -> Result<(Data, u64)> {
         let (dataset, seed) = self.resolve(meta);
         Ok((load_data(&dataset, &self.source, seed)?, seed))
-    }
-}
-
-/// How a job optimises.
-#[derive(Clone, Debug)]
-pub struct Optim {
-    /// Epochs.
-    pub epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Base learning rate (cosine decay to 0).
-    pub lr: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// Weight decay (not on biases).
-    pub weight_decay: f64,
-    /// Nesterov momentum (when the momentum is not 0).
-    pub nesterov: bool,
-    /// Epochs of linear warm-up.
-    pub warmup_epochs: usize,
-    /// Training-set augmentation.
-    pub augment: AugmentChoice,
-}
-
-impl Optim {
-    /// A training run on `objective` with these settings, seeded by `seed`.
-    pub fn train_config(&self, objective: impl Into<Objective>, seed: u64) -> TrainConfig {
-        TrainConfig {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            sgd: SgdConfig {
-                lr: self.lr,
-                momentum: self.momentum,
-                nesterov: self.nesterov && self.momentum > 0.0,
-                weight_decay: self.weight_decay,
-            },
-            warmup_epochs: self.warmup_epochs,
-            min_lr: 0.0,
-            objective: objective.into(),
-            seed,
-        }
     }
 }
 

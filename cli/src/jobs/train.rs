@@ -51,6 +51,24 @@ impl ObjectiveSpec {
     }
 }
 
+impl ObjectiveSpec {
+    /// The objective for `student` on `data` and the teacher it needs, loaded
+    /// from `teacher` ([`teacher_for`], [`objective_for`]).
+    pub fn resolve(
+        &self,
+        teacher: Option<&Path>,
+        student: &Model,
+        data: &Data,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Objective, Option<Model>)> {
+        let parsed = self.parse()?;
+        let teacher = teacher_for(&parsed, &self.loss, teacher, data, seed, device)?;
+        let objective = objective_for(self, student, teacher.as_ref(), data)?;
+        Ok((objective, teacher))
+    }
+}
+
 /// The teacher `objective` needs, loaded from `path` (checked against the
 /// data and its split); an error names the missing `--teacher` when it needs
 /// one and none is given. A teacher it does not use is not loaded (a note
@@ -201,16 +219,9 @@ pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> 
     );
     let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
     check_fits(&model, &data, "the checkpoint")?;
-    let parsed = job.objective.parse()?;
-    let teacher = teacher_for(
-        &parsed,
-        &job.objective.loss,
-        job.teacher.as_deref(),
-        &data,
-        seed,
-        device,
-    )?;
-    let objective = objective_for(&job.objective, &model, teacher.as_ref(), &data)?;
+    let (objective, teacher) =
+        job.objective
+            .resolve(job.teacher.as_deref(), &model, &data, seed, device)?;
     apply_masks(&model, &masks)?;
     // `ce`, `kd` and `ca-kld` give the objective of their `LossConfig`, so
     // they retrain exactly as the fixed-form losses do.
@@ -298,17 +309,11 @@ pub struct ModelInfo {
 /// and the student's checkpoint.
 pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillReport, PathBuf)> {
     let (data, seed) = job.data.load(None)?;
-    let parsed = job.objective.parse()?;
+    job.objective.parse()?;
     let student = new_model(&job.student_model, &data, seed, device)?;
-    let teacher = teacher_for(
-        &parsed,
-        &job.objective.loss,
-        job.teacher.as_deref(),
-        &data,
-        seed,
-        device,
-    )?;
-    let objective = objective_for(&job.objective, &student, teacher.as_ref(), &data)?;
+    let (objective, teacher) =
+        job.objective
+            .resolve(job.teacher.as_deref(), &student, &data, seed, device)?;
     let cfg = job.optim.train_config(objective, seed);
     let augment = job.optim.augment.resolve(data.name);
     if job.verbose {

@@ -185,11 +185,7 @@ impl Importance for Grasp {
         "grasp".into()
     }
     fn needs(&self) -> Needs {
-        Needs {
-            gradients: true,
-            data: true,
-            teacher: false,
-        }
+        Needs::DATA
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
         if ctx.batches() == 0 {

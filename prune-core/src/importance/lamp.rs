@@ -73,7 +73,7 @@ impl Importance for Lamp {
         "lamp".into()
     }
     fn needs(&self) -> Needs {
-        Needs::default()
+        Needs::WEIGHTS
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
         lamp(&ctx.weights()?)

@@ -28,7 +28,7 @@ impl Importance for Magnitude {
         "magnitude".into()
     }
     fn needs(&self) -> Needs {
-        Needs::default()
+        Needs::WEIGHTS
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
         magnitude(&ctx.weights()?)

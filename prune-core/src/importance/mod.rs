@@ -57,6 +57,21 @@ pub struct Needs {
     pub teacher: bool,
 }
 
+impl Needs {
+    /// The weights alone (magnitude, LAMP, random).
+    pub const WEIGHTS: Needs = Needs {
+        gradients: false,
+        data: false,
+        teacher: false,
+    };
+    /// Gradients on calibration batches (SNIP, GraSP, EPSD).
+    pub const DATA: Needs = Needs {
+        gradients: true,
+        data: true,
+        teacher: false,
+    };
+}
+
 /// The loss whose gradient a criterion asks of its [`ScoringContext`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loss {

@@ -35,7 +35,7 @@ impl Importance for Random {
         "random".into()
     }
     fn needs(&self) -> Needs {
-        Needs::default()
+        Needs::WEIGHTS
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
         random(&ctx.weights()?, ctx.seed())

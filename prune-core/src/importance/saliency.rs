@@ -34,11 +34,7 @@ impl Importance for Snip {
         "snip".into()
     }
     fn needs(&self) -> Needs {
-        Needs {
-            gradients: true,
-            data: true,
-            teacher: false,
-        }
+        Needs::DATA
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
         accumulate(ctx, Loss::CrossEntropy)

@@ -31,11 +31,7 @@ impl Importance for SelfDistill {
         "self-distill".into()
     }
     fn needs(&self) -> Needs {
-        Needs {
-            gradients: true,
-            data: true,
-            teacher: false,
-        }
+        Needs::DATA
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
         accumulate(ctx, Loss::SelfDistillation)

@@ -157,9 +157,8 @@ impl Importance for SynFlow {
     }
     fn needs(&self) -> Needs {
         Needs {
-            gradients: true,
             data: false,
-            teacher: false,
+            ..Needs::DATA
         }
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {

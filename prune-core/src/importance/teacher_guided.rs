@@ -111,9 +111,8 @@ impl Importance for TeacherGuided {
     }
     fn needs(&self) -> Needs {
         Needs {
-            gradients: true,
-            data: true,
             teacher: self.source.needs_teacher(),
+            ..Needs::DATA
         }
     }
     fn score(&self, ctx: &mut dyn ScoringContext) -> Result<Scores> {
