@@ -130,3 +130,31 @@ fn bad_sweep_configs_fail_before_any_training() {
         assert!(!dir.path().join("never").join("seed0").exists());
     }
 }
+
+/// Every sweep configuration of the repository reads and validates (the
+/// shared settings are flattened into the sweep's keys: the files keep their
+/// flat keys).
+#[test]
+fn the_repository_sweep_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/sweeps");
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 11, "{files:?}");
+    for f in files {
+        let cfg = kdprune_cli::sweep::SweepConfig::from_toml_file(&f)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+        cfg.validate()
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+        assert_eq!(cfg.settings.dataset, "fashion-mnist", "{}", f.display());
+    }
+}
