@@ -465,3 +465,35 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
     write_atomic(&out.join("report.md"), report.markdown()?)?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `config.toml` a run writes reads back as the same configuration
+    /// (the shared settings are flattened: the keys stay flat), and a file of
+    /// the keys a user writes takes defaults for the rest.
+    #[test]
+    fn the_saved_configuration_reads_back() {
+        let cfg = RunConfig {
+            sparsity: 0.95,
+            seed: 3,
+            teacher_checkpoint: Some("t.safetensors".into()),
+            settings: Settings {
+                kd_loss: "kd".into(),
+                hub_revision: Some("main".into()),
+                ..Settings::default()
+            },
+            ..RunConfig::default()
+        };
+        let text = toml::to_string(&cfg).unwrap();
+        assert!(text.contains("sparsity = 0.95") && text.contains("kd_loss = \"kd\""));
+        let back: RunConfig = crate::settings::from_toml(&text, "config").unwrap();
+        assert_eq!(back, cfg);
+        let partial: RunConfig =
+            crate::settings::from_toml("student_epochs = 2\nseed = 1\n", "config").unwrap();
+        assert_eq!(partial.settings.student_epochs, 2);
+        assert_eq!(partial.seed, 1);
+        assert_eq!(partial.sparsity, RunConfig::default().sparsity);
+    }
+}

@@ -309,6 +309,7 @@ pub struct ModelInfo {
 /// and the student's checkpoint.
 pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillReport, PathBuf)> {
     let (data, seed) = job.data.load(None)?;
+    // A bad specification fails before the student is built.
     job.objective.parse()?;
     let student = new_model(&job.student_model, &data, seed, device)?;
     let (objective, teacher) =
