@@ -6,7 +6,7 @@
 //! forward included) without accumulation, and a student-only CE
 //! forward+backward. Every side builds its batches from the dataset.
 //!
-//! `cargo run --release -p kdprune-benchmarks --bin bench-scoring`
+//! `cargo run --release -p kdprune-benchmarks --bin bench-scoring [-- --batches 20]`
 
 use candle_core::{Device, Tensor};
 use kd_core::losses::Beta;
@@ -23,7 +23,16 @@ use rand::{Rng, SeedableRng};
 fn main() -> anyhow::Result<()> {
     kdprune_cli::runtime::tune_process();
     let dev = Device::Cpu;
-    let (batches, batch) = (20usize, 128usize);
+    let args: Vec<String> = std::env::args().collect();
+    let batches = match args.iter().position(|a| a == "--batches") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("--batches takes a positive number"))?,
+        None => 20,
+    };
+    let batch = 128usize;
     let data = synthetic(batches * batch);
     let student = Model::new(
         ModelConfig::from_name("lenet-300-100", (1, 28, 28), 10)?,
