@@ -66,6 +66,11 @@ pub struct ModelScoring<'a> {
     scratch: Option<Model>,
     /// `|t|` of every float tensor of `original` (SynFlow), made on first use.
     absolute: Option<NamedTensors>,
+    /// The prunable weights set last by `set_weights` (none: `original`'s).
+    moved: Option<NamedTensors>,
+    /// Whether the scratch copy holds the linearised network of the
+    /// synaptic flow, to be reloaded before any other gradient.
+    linearised: bool,
     batches: Vec<CalibrationBatch>,
 }
 
@@ -99,6 +104,8 @@ impl<'a> ModelScoring<'a> {
             original,
             scratch: None,
             absolute: None,
+            moved: None,
+            linearised: false,
             batches,
         })
     }
@@ -123,12 +130,27 @@ impl<'a> ModelScoring<'a> {
         Ok(cal.tensors.clone().expect("set above"))
     }
 
+    /// Loads `original`, with the prunable weights set last, into the
+    /// scratch copy.
+    fn load_weights(&mut self) -> Result<()> {
+        let mut all = self.original.clone();
+        if let Some(moved) = &self.moved {
+            all.extend(moved.iter().map(|(n, t)| (n.clone(), t.clone())));
+        }
+        self.scratch()?.load_tensors(&all)?;
+        self.linearised = false;
+        Ok(())
+    }
+
     fn gradient_of(&mut self, loss: Loss, b: usize) -> Result<NamedTensors> {
         anyhow::ensure!(
             b < self.batches.len(),
             "calibration batch {b} of {}",
             self.batches.len()
         );
+        if self.linearised {
+            self.load_weights()?;
+        }
         let (xs, ys) = self.batch(b)?;
         let grads = match loss {
             Loss::CrossEntropy => self.loss_gradient(&xs, &ys, LossConfig::CrossEntropy)?,
@@ -204,6 +226,7 @@ impl<'a> ModelScoring<'a> {
         let mut values = self.absolute.clone().expect("set above");
         values.extend(linear.iter().map(|(n, t)| (n.clone(), t.clone())));
         let (c, h, w) = self.data.input_shape();
+        self.linearised = true;
         let scratch = self.scratch()?;
         scratch.load_tensors(&values)?;
         let ones = Tensor::ones((1, c, h, w), DType::F32, scratch.device())?;
@@ -243,10 +266,8 @@ impl ScoringContext for ModelScoring<'_> {
     }
 
     fn set_weights(&mut self, values: &NamedTensors) -> prune_core::Result<()> {
-        let mut all = self.original.clone();
-        all.extend(values.iter().map(|(n, t)| (n.clone(), t.clone())));
-        let scratch = self.scratch().map_err(PruneError::external)?;
-        scratch.load_tensors(&all).map_err(PruneError::external)
+        self.moved = Some(values.clone());
+        self.load_weights().map_err(PruneError::external)
     }
 
     fn synaptic_flow_gradient(
@@ -312,6 +333,13 @@ pub fn check_inputs(
         !needs.teacher || teacher,
         "the {} score needs a teacher (--teacher CKPT)",
         criterion.name()
+    );
+    // With cross-entropy as its distillation loss the score would be SNIP's.
+    anyhow::ensure!(
+        !needs.teacher || settings.kd_loss.needs_teacher(),
+        "the {} score needs a distillation loss (kd or ca-kld), not {}",
+        criterion.name(),
+        settings.kd_loss.name()
     );
     anyhow::ensure!(
         !needs.data || settings.batches > 0,

@@ -118,3 +118,67 @@ fn scoring_has_no_side_effect_on_the_model() {
         }
     }
 }
+
+/// The synaptic flow replaces every other parameter by its absolute value
+/// on the scoring copy; a gradient taken after it is still the gradient of
+/// the model's own weights (the one a fresh context gives), as the
+/// `ScoringContext` contract says.
+#[test]
+fn a_gradient_after_the_synaptic_flow_is_the_models_own() {
+    use kdprune_cli::scoring::ModelScoring;
+    use prune_core::importance::{Loss, ScoringContext};
+    let device = Device::Cpu;
+    let data = load_data("digits", &Source::Embedded, 0).unwrap();
+    let model = new_model("resnet20", &data, 1, &device).unwrap();
+    let prunable = prunable_names(model.config(), &ParamFilter::default());
+    let flat = |t: &prune_core::NamedTensors| -> Vec<Vec<f32>> {
+        t.values()
+            .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    let mut fresh = ModelScoring::new(&model, None, &data, &prunable, settings(1, 4)).unwrap();
+    let expected = flat(&fresh.gradient(Loss::CrossEntropy, 0).unwrap());
+
+    let mut ctx = ModelScoring::new(&model, None, &data, &prunable, settings(1, 4)).unwrap();
+    let w = ctx.weights().unwrap();
+    let abs: prune_core::NamedTensors = w
+        .iter()
+        .map(|(n, t)| (n.clone(), t.abs().unwrap()))
+        .collect();
+    ctx.synaptic_flow_gradient(&abs).unwrap();
+    let after = flat(&ctx.gradient(Loss::CrossEntropy, 0).unwrap());
+    assert!(
+        after == expected,
+        "the flow's absolute values leaked into the gradient"
+    );
+
+    // Weights moved by `set_weights` stay moved across a flow.
+    let halved: prune_core::NamedTensors = w
+        .iter()
+        .map(|(n, t)| (n.clone(), (t * 0.5).unwrap()))
+        .collect();
+    ctx.set_weights(&halved).unwrap();
+    let moved = flat(&ctx.gradient(Loss::CrossEntropy, 0).unwrap());
+    assert!(moved != expected);
+    ctx.synaptic_flow_gradient(&abs).unwrap();
+    assert!(flat(&ctx.gradient(Loss::CrossEntropy, 0).unwrap()) == moved);
+}
+
+/// A teacher-guided score with cross-entropy as its distillation loss
+/// would be SNIP's score under another name: refused with the reason.
+#[test]
+fn a_teacher_criterion_with_a_cross_entropy_loss_is_refused() {
+    let criterion = prune_core::importance::TeacherGuided::default();
+    let err = kdprune_cli::scoring::check_inputs(&criterion, true, &settings(1, 4))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a distillation loss"), "{err}");
+    let kd = ScoringSettings {
+        kd_loss: LossConfig::Hinton {
+            temperature: 4.0,
+            alpha: 0.9,
+        },
+        ..settings(1, 4)
+    };
+    kdprune_cli::scoring::check_inputs(&criterion, true, &kd).unwrap();
+}

@@ -75,6 +75,6 @@ pub fn feature_shapes(net: &dyn Network, probe: &Tensor) -> Result<FeatureShapes
     Ok(out
         .features
         .iter()
-        .map(|(n, t)| (n.clone(), t.dims()[1..].to_vec()))
+        .map(|(n, t)| (n.clone(), t.dims().get(1..).unwrap_or(&[]).to_vec()))
         .collect())
 }

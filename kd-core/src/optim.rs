@@ -148,7 +148,7 @@ impl Sgd {
                     slot.var.dims()
                 )));
             }
-            if let Some(buf) = slot.buffer.take() {
+            if let Some(buf) = &slot.buffer {
                 let m = mask.to_dtype(buf.dtype())?.to_device(buf.device())?;
                 slot.buffer = Some(buf.mul(&m)?);
             }

@@ -91,6 +91,11 @@ pub enum PruneError {
     /// A gradual schedule whose ramp is not a fraction in `(0, 1]` of the run.
     #[error("the ramp of a gradual schedule must be a fraction in (0, 1] of the steps, got {0}")]
     InvalidRampFraction(f64),
+    /// A gradual schedule laid over a run of no training step.
+    #[error(
+        "a gradual schedule needs at least one training step (no epoch, or no training sample)"
+    )]
+    NoTrainingSteps,
     /// A gradual schedule updating every 0 steps.
     #[error("schedule frequency must be at least 1 step")]
     ZeroFrequency,

@@ -10,7 +10,8 @@ use prune_core::{Importance, Scope, SparsityReport};
 
 use super::DataSpec;
 use crate::checkpoints::{
-    apply_masks, check_fits, filter, load_model, load_teacher, metadata, prunable_names, save_model,
+    apply_masks, check_fits, filter, load_model, load_teacher, metadata, prunable_names,
+    save_model, select,
 };
 use crate::scoring::{check_inputs, prune_masks, ScoringSettings};
 
@@ -86,8 +87,8 @@ pub fn prune_checkpoint(job: &PruneJob, device: &Device) -> Result<PruneOutcome>
             "{} masks weights this filter does not prune (keep the same --keep-first / --keep-last)",
             job.checkpoint.display()
         );
-        let tensors = model.tensors()?;
-        let n: usize = prunable.iter().map(|p| tensors[p].elem_count()).sum();
+        let weights = select(&model.tensors()?, &prunable)?;
+        let n: usize = weights.values().map(|t| t.elem_count()).sum();
         let already = kept
             .pruned_count()
             .context("the checkpoint's masks do not match its weights")?;

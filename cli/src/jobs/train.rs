@@ -61,9 +61,10 @@ impl ObjectiveSpec {
         data: &Data,
         seed: u64,
         device: &Device,
+        verbose: bool,
     ) -> Result<(Objective, Option<Model>)> {
         let parsed = self.parse()?;
-        let teacher = teacher_for(&parsed, &self.loss, teacher, data, seed, device)?;
+        let teacher = teacher_for(&parsed, &self.loss, teacher, data, seed, device, verbose)?;
         let objective = objective_for(self, student, teacher.as_ref(), data)?;
         Ok((objective, teacher))
     }
@@ -72,7 +73,7 @@ impl ObjectiveSpec {
 /// The teacher `objective` needs, loaded from `path` (checked against the
 /// data and its split); an error names the missing `--teacher` when it needs
 /// one and none is given. A teacher it does not use is not loaded (a note
-/// says so on stderr).
+/// says so on stderr when `verbose`).
 pub fn teacher_for(
     objective: &Objective,
     loss: &str,
@@ -80,9 +81,10 @@ pub fn teacher_for(
     data: &Data,
     seed: u64,
     device: &Device,
+    verbose: bool,
 ) -> Result<Option<Model>> {
     if !objective.needs_teacher() {
-        if let Some(p) = path {
+        if let (Some(p), true) = (path, verbose) {
             eprintln!(
                 "note: --loss {loss} does not use a teacher; {} is ignored",
                 p.display()
@@ -164,6 +166,7 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
         &data,
         seed,
         device,
+        job.verbose,
     )?;
     let model = new_model(&job.model, &data, seed, device)?;
     let cfg = job.optim.train_config(objective, seed);
@@ -219,9 +222,14 @@ pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> 
     );
     let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
     check_fits(&model, &data, "the checkpoint")?;
-    let (objective, teacher) =
-        job.objective
-            .resolve(job.teacher.as_deref(), &model, &data, seed, device)?;
+    let (objective, teacher) = job.objective.resolve(
+        job.teacher.as_deref(),
+        &model,
+        &data,
+        seed,
+        device,
+        job.verbose,
+    )?;
     apply_masks(&model, &masks)?;
     // `ce`, `kd` and `ca-kld` give the objective of their `LossConfig`, so
     // they retrain exactly as the fixed-form losses do.
@@ -268,7 +276,7 @@ pub struct DistillJob {
 /// `report.json` of `kdprune distill`.
 #[derive(Clone, Debug, Serialize)]
 pub struct DistillReport {
-    /// Schema version.
+    /// Schema version: 2 (version 1 had the augmentation inside `config`).
     pub version: u32,
     /// `distill`.
     pub command: &'static str,
@@ -312,9 +320,14 @@ pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillRepo
     // A bad specification fails before the student is built.
     job.objective.parse()?;
     let student = new_model(&job.student_model, &data, seed, device)?;
-    let (objective, teacher) =
-        job.objective
-            .resolve(job.teacher.as_deref(), &student, &data, seed, device)?;
+    let (objective, teacher) = job.objective.resolve(
+        job.teacher.as_deref(),
+        &student,
+        &data,
+        seed,
+        device,
+        job.verbose,
+    )?;
     let cfg = job.optim.train_config(objective, seed);
     let augment = job.optim.augment.resolve(data.name);
     if job.verbose {
@@ -364,7 +377,7 @@ pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillRepo
         _ => None,
     };
     let report = DistillReport {
-        version: 1,
+        version: 2,
         command: "distill",
         loss: cfg.objective.to_string(),
         config: cfg,

@@ -319,8 +319,8 @@ fn check_pair_shapes(term: &Term, pair: &FeaturePair, s: &Tensor, t: &Tensor) ->
     Err(KdError::ShapeMismatch(format!(
         "{} pair {pair}: needs {need}, got student {:?} and teacher {:?} (batch dim first)",
         term.name(),
-        &sd[1..],
-        &td[1..]
+        sd.get(1..).unwrap_or(&[]),
+        td.get(1..).unwrap_or(&[])
     )))
 }
 

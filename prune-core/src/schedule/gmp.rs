@@ -92,7 +92,7 @@ impl GmpSchedule {
     ///
     /// Errors: [`PruneError::InvalidRampFraction`] unless
     /// `0 < ramp_fraction ≤ 1`, [`PruneError::ZeroFrequency`],
-    /// [`PruneError::InvalidStepRange`] when `total_steps` is 0, and those of
+    /// [`PruneError::NoTrainingSteps`] when `total_steps` is 0, and those of
     /// [`GmpSchedule::new`].
     pub fn ramp(final_: f64, total_steps: u64, ramp_fraction: f64, frequency: u64) -> Result<Self> {
         if !(ramp_fraction > 0.0 && ramp_fraction <= 1.0) {
@@ -102,7 +102,7 @@ impl GmpSchedule {
             return Err(PruneError::ZeroFrequency);
         }
         if total_steps == 0 {
-            return Err(PruneError::InvalidStepRange { begin: 0, end: 0 });
+            return Err(PruneError::NoTrainingSteps);
         }
         let ramp = ((ramp_fraction * total_steps as f64) as u64).min(total_steps - 1);
         let end = ramp / frequency * frequency;
