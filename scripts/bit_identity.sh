@@ -4,7 +4,7 @@
 # its reports' figures (wall times removed). Run it before and after a change
 # on the same machine; the two outputs must be identical.
 #
-#   scripts/bit_identity.sh > before.txt      # ~3 min on 2 cores, after the build
+#   scripts/bit_identity.sh > before.txt      # ~35 s on 2 cores, after the build
 #   ... change the code ...
 #   scripts/bit_identity.sh > after.txt && diff before.txt after.txt
 #
@@ -13,7 +13,9 @@
 # random, lamp, snip, grasp, synflow, self-distill, gmp, imp and colt at two
 # sparsities; `train` with CE and with KD; `prune` with every criterion and
 # both scopes; `retrain` with a KD loss; `distill` with logit and feature
-# losses (fitnet, at, rkd); `eval` and `verify`.
+# losses (fitnet, at, rkd); `eval` and `verify`; a batch-norm ResNet-20
+# trained with crop-flip augmentation, pruned by magnitude per layer and
+# retrained (the CPU conv, pooling, batch-norm and residual ops).
 #
 # Variables: OUT (scratch folder, default a new temporary one), BIN.
 set -euo pipefail
@@ -120,3 +122,14 @@ for spec in "kd+at:1000" "ce:1,fitnet:100" "rkd" "ca-kld" "dkd"; do
   hashes "$OUT/distill_$name"
   distill_figures "$OUT/distill_$name/report.json"
 done
+
+echo "== batch-norm CNN"
+c=$OUT/cnn
+mkdir -p "$c"
+"$BIN" train $q --model resnet20 --augment crop-flip --epochs 1 --batch-size 64 --out "$c/resnet20.safetensors" | grep -v saved
+"$BIN" prune --checkpoint "$c/resnet20.safetensors" --criterion magnitude --scope layer --sparsity 0.7 \
+  --out "$c/pruned.safetensors" | grep -v saved
+"$BIN" retrain $q --checkpoint "$c/pruned.safetensors" --augment crop-flip --epochs 1 --batch-size 64 --lr 0.01 \
+  --out "$c/retrained.safetensors" | grep -v saved
+"$BIN" eval "$c/retrained.safetensors"
+hashes "$c"

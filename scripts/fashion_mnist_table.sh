@@ -4,7 +4,7 @@
 # The teacher and the dense student of a seed are trained once and reused by
 # the three sparsities (kdprune run --teacher/--student).
 #
-#   scripts/fashion_mnist_table.sh            # ~10 min on one core (RAYON_NUM_THREADS=1)
+#   RAYON_NUM_THREADS=1 scripts/fashion_mnist_table.sh   # ~10 min on one core
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-${KDPRUNE_SHARED:-../shared}/datasets/fashion-mnist}
