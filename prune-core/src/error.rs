@@ -35,7 +35,10 @@ pub enum PruneError {
         name: String,
     },
     /// A criterion name that `importance::by_name` does not know.
-    #[error("unknown importance criterion `{0}`; expected one of: magnitude, random, snip, teacher-guided, lamp, grasp, synflow, self-distill (teacher-guided also as teacher-guided:kd, :ce or :mix)")]
+    #[error(
+        "unknown importance criterion `{0}`; expected one of: {names} (teacher-guided also as teacher-guided:kd, :ce or :mix)",
+        names = crate::importance::BUILTIN.join(", ")
+    )]
     UnknownCriterion(String),
     /// A criterion name with a suffix the criterion does not take.
     #[error("criterion `{criterion}` takes no suffix `:{suffix}` (only teacher-guided takes :kd, :ce or :mix)")]

@@ -1,7 +1,9 @@
 //! The seeded random stream of the random criterion.
 //!
-//! Written here rather than taken from `rand` / `rand_chacha` so that
-//! prune-core keeps candle-core as its only heavy dependency. The stream is
+//! Written here rather than taken from `rand` / `rand_chacha`: prune-core
+//! declares no random-number crate (candle-core 0.11 itself pulls rand in,
+//! so this saves no crate today), and the stream does not change with the
+//! rand version candle-core moves to. The stream is
 //! bit-for-bit the one of `rand_chacha::ChaCha8Rng::seed_from_u64(seed)` read
 //! with `rng.random::<f32>()` (rand 0.9), which the project used before and
 //! which its published figures of the random criterion came from; the crate's

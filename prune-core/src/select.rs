@@ -40,16 +40,7 @@ pub fn prune_count(n: usize, sparsity: f64) -> usize {
 /// tensor name (map order) and then flat index. Masks are `f32` tensors on the
 /// score tensors' devices.
 pub fn global(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
-    check_sparsity(sparsity)?;
-    if scores.is_empty() {
-        return Err(PruneError::NoPrunableParameters);
-    }
-    let host = scores
-        .iter()
-        .map(|(name, t)| HostKeys::gather(name, t))
-        .collect::<Result<Vec<_>>>()?;
-    let n: usize = host.iter().map(|h| h.keys.len()).sum();
-    select_lowest(host, prune_count(n, sparsity))
+    global_within(scores, &MaskSet::new(), sparsity)
 }
 
 /// [`global`] restricted to the weights `current` still keeps: the
@@ -135,19 +126,7 @@ fn select_lowest(host: Vec<HostKeys>, k: usize) -> Result<MaskSet> {
 /// The rule of [`global`] applied inside each tensor separately: exactly
 /// `round(s·n_t)` weights of each tensor `t` get mask 0.
 pub fn per_layer(scores: &Scores, sparsity: f64) -> Result<MaskSet> {
-    check_sparsity(sparsity)?;
-    if scores.is_empty() {
-        return Err(PruneError::NoPrunableParameters);
-    }
-    let mut masks = MaskSet::new();
-    for (name, t) in scores {
-        let h = HostKeys::gather(name, t)?;
-        let k = prune_count(h.keys.len(), sparsity);
-        let mut cut = Cut::find(std::iter::once(h.keys.as_slice()), k);
-        let (name, mask) = h.into_mask(&mut cut)?;
-        masks.insert_trusted(name, mask);
-    }
-    Ok(masks)
+    per_layer_within(scores, &MaskSet::new(), sparsity)
 }
 
 /// Where pruning is decided: one threshold over all tensors, or one per tensor.

@@ -232,6 +232,37 @@ fn gmp_grows_the_mask_to_the_target_and_never_regrows() {
     assert!(GmpSchedule::ramp(0.75, 10, 0.5, 0).is_err());
 }
 
+/// Between GMP's updates the weights move, and a pruned weight may become
+/// the largest: the pruner still never lets it back (each update selects
+/// among the weights still kept), and ends at exactly `round(s·n)`.
+#[test]
+fn the_gmp_pruner_never_regrows_a_pruned_weight() {
+    let schedule = GmpSchedule::ramp(0.8, 10, 1.0, 1).unwrap();
+    let mut pruner = schedule::GmpPruner::new(schedule, vec!["w".into()]);
+    let w = Var::from_vec(values(9, 50), 50, &Device::Cpu).unwrap();
+    let vars = vec![("w".to_string(), w.clone())];
+    let mut kept = vec![1f32; 50];
+    for step in 0..10u64 {
+        // The weights a magnitude criterion would now keep first: the pruned ones.
+        let moved: Vec<f32> = values(9 + step as u32, 50)
+            .iter()
+            .zip(&kept)
+            .map(|(v, k)| if *k == 0.0 { 100.0 } else { *v })
+            .collect();
+        w.set(&Tensor::new(moved, &Device::Cpu).unwrap()).unwrap();
+        pruner.update(step, &vars).unwrap();
+        let m: Vec<f32> = pruner.masks().get("w").unwrap().to_vec1().unwrap();
+        for (i, (now, before)) in m.iter().zip(&kept).enumerate() {
+            assert!(
+                *before != 0.0 || *now == 0.0,
+                "step {step}: weight {i} regrew"
+            );
+        }
+        kept = m;
+    }
+    assert_eq!(kept.iter().filter(|k| **k == 0.0).count(), 40);
+}
+
 #[test]
 fn imp_rounds_rewind_then_train_to_the_cumulative_targets() {
     let mut model = Linear::new(3);
@@ -287,6 +318,18 @@ fn stages_have_distinct_salts_and_labels() {
         Stage::ColtFinal.salt(),
         Stage::ColtRound { round: 0, copy: 0 }.salt()
     );
+    // Any number of COLT copies and rounds, beside the other stages, gets
+    // salts of its own; copies 0 and 1 keep the salts their figures were
+    // made with (0x434F_4C54 ^ (round << 1 | copy)).
+    let mut many: Vec<Stage> = vec![Stage::Retrain, Stage::Gmp];
+    many.extend((0..8).map(Stage::ImpRound));
+    for round in 0..8 {
+        many.extend((0..5).map(|copy| Stage::ColtRound { round, copy }));
+    }
+    let salts: std::collections::BTreeSet<u64> = many.iter().map(|s| s.salt()).collect();
+    assert_eq!(salts.len(), many.len());
+    assert_eq!(Stage::ColtRound { round: 1, copy: 1 }.salt(), 0x434F_4C57);
+    assert_eq!(Stage::ColtRound { round: 2, copy: 0 }.salt(), 0x434F_4C50);
     assert_eq!(Stage::ImpRound(1).label(), "imp round 2");
     assert_eq!(
         Stage::ColtRound { round: 0, copy: 1 }.label(),
@@ -322,6 +365,25 @@ fn criteria_read_the_model_through_the_context() {
             .to_vec1()
             .unwrap();
         assert_eq!(a, b);
+        // … and that is 2·|θ ⊙ g| computed here from the context's own
+        // weight and gradient.
+        let mut fresh = Context {
+            model: &model,
+            asked: Vec::new(),
+        };
+        let g: Vec<f32> = fresh.gradient(Loss::Distillation(source), 0).unwrap()["a.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let w: Vec<f32> = model.weights().unwrap()["a.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let expected: Vec<f32> = w.iter().zip(&g).map(|(w, g)| 2.0 * (w * g).abs()).collect();
+        assert_eq!(a, expected, "{name}");
+        assert!(expected.iter().any(|v| *v > 0.0));
     }
     // Random draws from the context's seed: the same as `random(weights, 7)`.
     let r = Random.score(&mut ctx).unwrap();

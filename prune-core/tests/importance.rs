@@ -192,6 +192,7 @@ fn criterion_names_round_trip() {
         ("teacher-guided:kd", GradientSource::Kd),
         ("teacher-guided:ce", GradientSource::Ce),
         ("teacher-guided:mix", GradientSource::Mixture),
+        ("teacher-guided:mixture", GradientSource::Mixture),
     ] {
         let c = importance::by_name(name).unwrap();
         assert_eq!(format!("{c:?}"), format!("{:?}", TeacherGuided { source }));

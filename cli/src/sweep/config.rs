@@ -119,11 +119,11 @@ impl Method {
             "colt" => Method::Colt,
             _ => {
                 let criterion = importance::by_name(base).map_err(|e| match e {
-                    PruneError::UnknownCriterion(_) => anyhow::anyhow!(
-                        "unknown method `{name}` ({e}); expected a criterion \
-                         (magnitude, random, lamp, snip, grasp, synflow, self-distill, \
-                         teacher-guided[:kd|:ce]) or a scheme (gmp, imp, colt)"
-                    ),
+                    PruneError::UnknownCriterion(_) => {
+                        anyhow::anyhow!(
+                            "unknown method `{name}`: not a scheme (gmp, imp, colt); {e}"
+                        )
+                    }
                     other => anyhow::anyhow!("method `{name}`: {other}"),
                 })?;
                 let from_kd = at_kd || scheme == "teacher-guided";

@@ -163,8 +163,9 @@ pub const BUILTIN: [&str; 8] = [
 
 /// A built-in criterion from its name, with its default settings:
 /// `magnitude`, `random`, `snip`, `teacher-guided` (also
-/// `teacher-guided:kd`, `teacher-guided:ce`, `teacher-guided:mix` for the
-/// gradient of one term only, see [`GradientSource`]), `lamp`, `grasp`,
+/// `teacher-guided:kd` and `teacher-guided:ce` for the gradient of one term
+/// only, `teacher-guided:mix` or `:mixture` for the default, see
+/// [`GradientSource`]), `lamp`, `grasp`,
 /// `synflow` ([`DEFAULT_SYNFLOW_ROUNDS`] rounds) or `self-distill`.
 pub fn by_name(name: &str) -> Result<Box<dyn Importance>> {
     let (base, suffix) = match name.split_once(':') {
@@ -180,11 +181,10 @@ pub fn by_name(name: &str) -> Result<Box<dyn Importance>> {
         "synflow" => Box::new(SynFlow::default()),
         "self-distill" => Box::new(SelfDistill),
         "teacher-guided" => {
+            // `:mix` is the short spelling of `mixture` on the command line.
             let source = match suffix {
                 None | Some("mix") => GradientSource::Mixture,
-                Some("kd") => GradientSource::Kd,
-                Some("ce") => GradientSource::Ce,
-                Some(other) => return Err(PruneError::UnknownGradientSource(other.to_string())),
+                Some(s) => s.parse()?,
             };
             return Ok(Box::new(TeacherGuided { source }));
         }

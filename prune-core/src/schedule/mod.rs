@@ -70,7 +70,12 @@ impl Stage {
             Stage::Retrain => RETRAIN,
             Stage::Gmp => GMP,
             Stage::ImpRound(round) => IMP ^ round as u64,
-            Stage::ColtRound { round, copy } => COLT ^ ((round as u64) << 1 | copy as u64),
+            Stage::ColtRound { round, copy } => {
+                // Copies 0 and 1 (COLT's two halves) in the low bit, any
+                // further copy above bit 32, so that no two collide.
+                let copy = copy as u64;
+                COLT ^ ((round as u64) << 1 | (copy & 1)) ^ ((copy >> 1) << 32)
+            }
             Stage::ColtFinal => COLT,
         }
     }
