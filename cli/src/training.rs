@@ -7,10 +7,9 @@ use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::Var;
 use indicatif::{ProgressBar, ProgressStyle};
-use kd_core::train::EpochStats;
 use kd_core::{
-    FitOptions, KdError, Progress, Sgd, StepHook, StepInfo, TeacherCache, TrainConfig, TrainData,
-    TrainReport,
+    EpochStats, FitOptions, KdError, Progress, Sgd, StepHook, StepInfo, TeacherCache, TrainConfig,
+    TrainData, TrainReport,
 };
 use kdprune_models::Model;
 use prune_core::{NamedTensors, StepPruner};

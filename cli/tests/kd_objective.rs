@@ -1,8 +1,9 @@
 //! kd-core's training loop on general objectives with kdprune's models and
 //! the digits ([`kd_core::fit`]): feature terms train with the same seed to
-//! the same bits whatever the teacher cache, the FitNets regressors train
+//! the same bits (with feature terms the teacher runs on every batch, so the
+//! teacher-cache setting does not enter), the FitNets regressors train
 //! beside (not inside) the student, a logit objective parsed from its
-//! specification trains exactly like the `LossConfig` it names, feature names
+//! specification is the objective of the `LossConfig` it names, feature names
 //! are checked before the first step, and a diverging loss stops the run.
 
 use candle_core::{DType, Device, Tensor};
@@ -199,6 +200,9 @@ fn parsed_logit_objectives_train_like_their_loss_config() {
     let b = model("lenet-300-100", 1);
     let parsed = Objective::parse("ca-kld", &TermParams::default()).unwrap();
     assert_eq!(parsed.as_loss_config(), Some(loss));
+    // The same terms and weights: `ce:0.1 + ca-kld:0.9` (0.1 as `1.0 − 0.9`).
+    assert_eq!(parsed, Objective::from(loss));
+    assert_eq!(parsed.terms.len(), 2);
     let cfg = TrainConfig {
         objective: parsed,
         ..train

@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{linear, Linear, VarBuilder, VarMap};
-use kd_core::init::{pytorch_default_init, Init, ParamSpec};
+use kd_core::init::{seeded_varmap, Init, ParamSpec};
 use kd_core::{
     FitOptions, LossConfig, ModelOutput, Network, NoHook, Progress, SgdConfig, TeacherCache,
     TrainConfig, TrainData,
@@ -47,17 +47,7 @@ impl TwoLayer {
             spec("fc2.weight", vec![classes, hidden], hidden),
             spec("fc2.bias", vec![classes], hidden),
         ];
-        let values = pytorch_default_init(&specs, seed);
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().expect("variable map");
-            for s in &specs {
-                data.insert(
-                    s.name.clone(),
-                    Var::from_slice(&values[&s.name], s.shape.as_slice(), device)?,
-                );
-            }
-        }
+        let (varmap, _) = seeded_varmap(&specs, seed, device)?;
         // The layers find the variables above (same names and shapes).
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         Ok(Self {
@@ -138,7 +128,7 @@ fn task(
 struct Lines(&'static str);
 
 impl Progress for Lines {
-    fn end_epoch(&mut self, stats: &kd_core::train::EpochStats, epochs: usize) {
+    fn end_epoch(&mut self, stats: &kd_core::EpochStats, epochs: usize) {
         println!(
             "[{}] epoch {}/{epochs}: loss {:.4}, test accuracy {:.1} %",
             self.0,

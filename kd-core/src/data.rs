@@ -1,6 +1,6 @@
 //! Where the training loop takes its batches from: any labelled collection
 //! of samples behind the [`Samples`] trait, cut into seeded batches by a
-//! [`Batcher`].
+//! [`Batcher`](crate::Batcher).
 
 use candle_core::{Device, Tensor};
 

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use candle_core::{Device, Var};
+use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -79,6 +81,33 @@ pub fn pytorch_default_init(specs: &[ParamSpec], seed: u64) -> BTreeMap<String, 
             (spec.name.clone(), values)
         })
         .collect()
+}
+
+/// The values of [`pytorch_default_init`] as variables on `device`, in a
+/// [`VarMap`] (for candle-nn layers built from it through a `VarBuilder`,
+/// which then find every variable and run no initialiser of their own) and
+/// by name.
+pub fn seeded_varmap(
+    specs: &[ParamSpec],
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<(VarMap, BTreeMap<String, Var>)> {
+    let values = pytorch_default_init(specs, seed);
+    let varmap = VarMap::new();
+    let mut vars = BTreeMap::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+        for spec in specs {
+            // Every name of `specs` is a key of `values`.
+            let var = Var::from_slice(&values[&spec.name], spec.shape.as_slice(), device)?;
+            data.insert(spec.name.clone(), var.clone());
+            vars.insert(spec.name.clone(), var);
+        }
+    }
+    Ok((varmap, vars))
 }
 
 #[cfg(test)]

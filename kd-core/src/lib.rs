@@ -41,9 +41,10 @@ pub use losses::{LossConfig, SelfDistillConfig};
 pub use network::{feature_shapes, FeatureShapes, ModelOutput, Network};
 pub use objective::{FeaturePair, Objective, ObjectiveLoss, Term, TermParams, WeightedTerm};
 pub use optim::{Sgd, SgdConfig};
+pub use progress::{EpochStats, Progress, Quiet};
 pub use schedule::LrSchedule;
 pub use teacher_cache::TeacherCache;
 pub use train::{
-    evaluate, fit, gradients_of, loss_gradients, EpochStats, FitOptions, NoHook, Progress, Quiet,
-    StepHook, StepInfo, TrainConfig, TrainReport,
+    evaluate, fit, gradients_of, loss_gradients, FitOptions, NoHook, StepHook, StepInfo,
+    TrainConfig, TrainReport,
 };

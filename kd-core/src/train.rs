@@ -22,7 +22,7 @@ use crate::data::{Samples, TrainData};
 use crate::network::{ModelOutput, Network};
 use crate::objective::{Objective, ObjectiveLoss};
 use crate::optim::{Sgd, SgdConfig};
-pub use crate::progress::{EpochStats, Progress, Quiet};
+use crate::progress::{EpochStats, Progress};
 use crate::schedule::LrSchedule;
 use crate::teacher_cache::{build_table, teacher_output, TeacherCache};
 use crate::{KdError, LossConfig, Result};

@@ -280,7 +280,21 @@ fn dkd_rejects_bad_inputs_and_configs() -> TestResult {
         (cfg.alpha, cfg.beta, cfg.temperature, cfg.warmup_epochs),
         (1.0, 8.0, 4.0, 20)
     );
-    // The defaults are the paper's without the warm-up.
+    // The defaults are the paper's without the warm-up, and a `dkd` term
+    // of the objective grammar takes them.
+    let dkd = kd_core::Objective::parse("dkd", &kd_core::TermParams::default())?;
+    assert!(
+        dkd.terms.iter().any(|t| matches!(
+            t.term,
+            kd_core::Term::Dkd {
+                alpha,
+                beta,
+                temperature,
+                warmup_epochs: 0,
+            } if (alpha, beta, temperature) == (1.0, 8.0, 4.0)
+        )),
+        "{dkd:?}"
+    );
     assert_eq!(
         DkdConfig::default(),
         DkdConfig {

@@ -128,7 +128,7 @@ impl Progress for Counts {
     fn end_steps(&mut self) {
         self.ends += 1;
     }
-    fn end_epoch(&mut self, _stats: &kd_core::train::EpochStats, _epochs: usize) {
+    fn end_epoch(&mut self, _stats: &kd_core::EpochStats, _epochs: usize) {
         self.epochs_ended += 1;
     }
 }

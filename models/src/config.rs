@@ -18,7 +18,7 @@ use kd_core::init::ParamSpec;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "arch", rename_all = "kebab-case")]
 pub enum ModelConfig {
-    /// Fully connected ReLU network on the flattened input ([`crate::mlp::Mlp`]).
+    /// Fully connected ReLU network on the flattened input ([`crate::zoo::mlp::Mlp`]).
     Mlp {
         /// Inputs after flattening, `C·H·W`.
         input_dim: usize,
@@ -27,7 +27,7 @@ pub enum ModelConfig {
         /// Output classes.
         num_classes: usize,
     },
-    /// LeNet-5 on `C×H×W` images ([`crate::lenet5::LeNet5`]).
+    /// LeNet-5 on `C×H×W` images ([`crate::zoo::lenet5::LeNet5`]).
     #[serde(rename = "lenet5")]
     LeNet5 {
         /// Input channels.

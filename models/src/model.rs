@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use kd_core::init::pytorch_default_init;
+use kd_core::init::{pytorch_default_init, seeded_varmap};
 use kd_core::ModelOutput;
 
 use crate::config::ModelConfig;
@@ -42,7 +42,7 @@ impl Model {
     /// `kaiming_uniform_(a=√5)` gives for weights; `fan_in = in_features`, or
     /// `in_channels·kh·kw` for a convolution) from one
     /// `ChaCha8Rng::seed_from_u64(seed)` stream, parameters taken in sorted-name
-    /// order (see [`crate::init`]). The same seed gives bit-identical values.
+    /// order (see [`kd_core::init`]). The same seed gives bit-identical values.
     pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         config.validate()?;
         if let ModelConfig::Cnn {
@@ -62,24 +62,7 @@ impl Model {
                 device,
             );
         }
-        let specs = config.param_specs();
-        let values = pytorch_default_init(&specs, seed);
-        let varmap = VarMap::new();
-        let mut vars = BTreeMap::new();
-        {
-            let mut data = varmap
-                .data()
-                .lock()
-                .map_err(|_| ModelError::Config("variable map lock poisoned".to_string()))?;
-            for spec in &specs {
-                let init = values
-                    .get(&spec.name)
-                    .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))?;
-                let var = Var::from_slice(init, spec.shape.as_slice(), device)?;
-                data.insert(spec.name.clone(), var.clone());
-                vars.insert(spec.name.clone(), var);
-            }
-        }
+        let (varmap, vars) = seeded_varmap(&config.param_specs(), seed, device)?;
         // The layers find the variables inserted above (same names and shapes),
         // so candle's own initialisers never run.
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);

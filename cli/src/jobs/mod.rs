@@ -17,7 +17,7 @@ pub use crate::settings::Optim;
 pub use inspect::{evaluate_checkpoint, model_zoo, verify_checkpoint, ZooEntry};
 pub use prune::{prune_checkpoint, PruneJob, PruneOutcome};
 pub use train::{
-    distill_student, objective_for, retrain_checkpoint, teacher_for, train_model, DistillJob,
+    distill_student, retrain_checkpoint, teacher_for, train_model, with_feature_pairs, DistillJob,
     DistillReport, ModelInfo, ObjectiveSpec, RetrainJob, TrainJob, Trained,
 };
 

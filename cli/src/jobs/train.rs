@@ -8,8 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_core::objective::parse_feature_pairs;
-use kd_core::train::EpochStats;
-use kd_core::{feature_shapes, LossConfig, NoHook, Objective, TermParams, TrainConfig};
+use kd_core::{feature_shapes, EpochStats, LossConfig, NoHook, Objective, TermParams, TrainConfig};
 use kdprune_data::Augment;
 use kdprune_models::Model;
 use serde::Serialize;
@@ -41,7 +40,7 @@ impl ObjectiveSpec {
     pub fn parse(&self) -> Result<Objective> {
         let objective = Objective::parse(&self.loss, &self.params)
             .with_context(|| format!("invalid --loss `{}`", self.loss))?;
-        if self.feature_pairs.is_some() && objective.feature_terms().is_empty() {
+        if self.feature_pairs.is_some() && !objective.needs_features() {
             bail!(
                 "--feature-pairs is used only by the feature losses fitnet, at and rkd; --loss `{}` has none",
                 self.loss
@@ -49,11 +48,9 @@ impl ObjectiveSpec {
         }
         Ok(objective)
     }
-}
 
-impl ObjectiveSpec {
     /// The objective for `student` on `data` and the teacher it needs, loaded
-    /// from `teacher` ([`teacher_for`], [`objective_for`]).
+    /// from `teacher` ([`teacher_for`], [`with_feature_pairs`]).
     pub fn resolve(
         &self,
         teacher: Option<&Path>,
@@ -65,7 +62,13 @@ impl ObjectiveSpec {
     ) -> Result<(Objective, Option<Model>)> {
         let parsed = self.parse()?;
         let teacher = teacher_for(&parsed, &self.loss, teacher, data, seed, device, verbose)?;
-        let objective = objective_for(self, student, teacher.as_ref(), data)?;
+        let objective = with_feature_pairs(
+            parsed,
+            self.feature_pairs.as_deref(),
+            student,
+            teacher.as_ref(),
+            data,
+        )?;
         Ok((objective, teacher))
     }
 }
@@ -98,20 +101,19 @@ pub fn teacher_for(
     Ok(Some(load_teacher(path, data, seed, device)?))
 }
 
-/// The objective of `spec` for this student and teacher: its feature terms'
-/// pairs from `--feature-pairs` (checked against the models' features, found
-/// on a zero batch of two samples) or each term's defaults.
-pub fn objective_for(
-    spec: &ObjectiveSpec,
+/// `objective` for this student and teacher: its feature terms' pairs (those
+/// of weight 0 too, which validation checks) from `feature_pairs`, the text
+/// of `--feature-pairs` (checked against the models' features, found on a
+/// zero batch of two samples), or each term's defaults.
+pub fn with_feature_pairs(
+    mut objective: Objective,
+    feature_pairs: Option<&str>,
     student: &Model,
     teacher: Option<&Model>,
     data: &Data,
 ) -> Result<Objective> {
-    let mut objective = spec.parse()?;
     if objective.terms.iter().any(|t| t.term.is_feature_term()) {
-        let given = spec
-            .feature_pairs
-            .as_deref()
+        let given = feature_pairs
             .map(parse_feature_pairs)
             .transpose()
             .context("invalid --feature-pairs")?;

@@ -58,12 +58,9 @@ impl std::str::FromStr for Beta {
                 "beta must be `confidence` or a number in [0, 1], got `{s}`"
             ))
         })?;
-        if !(0.0..=1.0).contains(&v) {
-            return Err(KdError::InvalidConfig(format!(
-                "beta must be in [0, 1], got {v}"
-            )));
-        }
-        Ok(Beta::Fixed(v))
+        let beta = Beta::Fixed(v);
+        beta.check()?;
+        Ok(beta)
     }
 }
 

@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use super::{FeaturePair, Objective, Term, WeightedTerm};
-use crate::init::{default_bound, uniform_values};
+use crate::init::{seeded_varmap, Init, ParamSpec};
 use crate::losses::{
-    at_loss, ca_kld, cross_entropy, dkd_terms, fitnet_loss, hinton_kd, rkd_loss, DkdConfig,
+    at_loss, ca_kld, cross_entropy, dkd_loss, fitnet_loss, hinton_kd, rkd_loss, DkdConfig,
     FitNetConfig, FitNetRegressor, LossConfig, RkdConfig,
 };
 use crate::network::{ModelOutput, Network};
@@ -64,7 +62,7 @@ impl ObjectiveLoss {
     ) -> Result<Self> {
         objective.validate()?;
         let legacy = objective.as_loss_config();
-        let varmap = VarMap::new();
+        let mut varmap = VarMap::new();
         let mut regressors = Vec::new();
         if objective.needs_teacher() && teacher.is_none() {
             return Err(KdError::InvalidConfig(format!(
@@ -113,7 +111,7 @@ impl ObjectiveLoss {
                         ))
                     })
                     .collect::<Result<_>>()?;
-                seed_regressors(&varmap, &shapes, seed ^ REGRESSOR_SALT, student.device())?;
+                varmap = seeded_regressors(&shapes, seed ^ REGRESSOR_SALT, student.device())?;
                 let vb = VarBuilder::from_varmap(&varmap, DType::F32, student.device());
                 for (i, p) in pairs.iter().enumerate() {
                     let s = find_feature(&s_out, &p.student, "student")?;
@@ -213,9 +211,7 @@ impl ObjectiveLoss {
                         temperature: *temperature,
                         warmup_epochs: *warmup_epochs,
                     };
-                    let parts = dkd_terms(zs, &teacher_out()?.logits, labels, *temperature)?;
-                    let sum = ((parts.tckd * *alpha)? + (parts.nckd * *beta)?)?;
-                    (sum * cfg.warmup_factor(epoch))?
+                    dkd_loss(zs, &teacher_out()?.logits, labels, &cfg, epoch)?
                 }
                 Term::Fitnet { pairs, .. } => {
                     let t_out = teacher_out()?;
@@ -324,45 +320,57 @@ fn check_pair_shapes(term: &Term, pair: &FeaturePair, s: &Tensor, t: &Tensor) ->
     )))
 }
 
-/// Inserts seeded values for every regressor parameter into `varmap`: weights and
-/// biases from PyTorch's default `U(−1/√fan_in, 1/√fan_in)` (one
+/// Seeded variables of every regressor parameter: weights and biases from
+/// PyTorch's default `U(−1/√fan_in, 1/√fan_in)` (one
 /// `ChaCha8Rng::seed_from_u64(seed)` stream consumed in sorted-name order, as
 /// the models' own initialisation does), BatchNorm `γ = 1`, `β = 0`.
-fn seed_regressors(
-    varmap: &VarMap,
+fn seeded_regressors(
     shapes: &[(Vec<usize>, Vec<usize>)],
     seed: u64,
     device: &Device,
-) -> Result<()> {
-    // name → (shape, fan-in of a drawn parameter or the constant of γ / β)
-    let mut params: BTreeMap<String, (Vec<usize>, std::result::Result<usize, f32>)> =
-        BTreeMap::new();
+) -> Result<VarMap> {
+    let spec = |name: String, shape: Vec<usize>, fan_in: usize, init: Init| ParamSpec {
+        name,
+        shape,
+        fan_in,
+        init,
+    };
+    let mut specs = Vec::new();
     for (i, (s, t)) in shapes.iter().enumerate() {
         let (cs, ct) = (s[1], t[1]);
         if s.len() == 4 {
-            params.insert(
+            specs.push(spec(
                 format!("fitnet{i}.conv.weight"),
-                (vec![ct, cs, 1, 1], Ok(cs)),
-            );
-            params.insert(format!("fitnet{i}.bn.weight"), (vec![ct], Err(1.0)));
-            params.insert(format!("fitnet{i}.bn.bias"), (vec![ct], Err(0.0)));
+                vec![ct, cs, 1, 1],
+                cs,
+                Init::Uniform,
+            ));
+            specs.push(spec(
+                format!("fitnet{i}.bn.weight"),
+                vec![ct],
+                cs,
+                Init::Ones,
+            ));
+            specs.push(spec(
+                format!("fitnet{i}.bn.bias"),
+                vec![ct],
+                cs,
+                Init::Zeros,
+            ));
         } else {
-            params.insert(format!("fitnet{i}.linear.weight"), (vec![ct, cs], Ok(cs)));
-            params.insert(format!("fitnet{i}.linear.bias"), (vec![ct], Ok(cs)));
+            specs.push(spec(
+                format!("fitnet{i}.linear.weight"),
+                vec![ct, cs],
+                cs,
+                Init::Uniform,
+            ));
+            specs.push(spec(
+                format!("fitnet{i}.linear.bias"),
+                vec![ct],
+                cs,
+                Init::Uniform,
+            ));
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut data = varmap
-        .data()
-        .lock()
-        .map_err(|_| KdError::Other("regressor variable map lock poisoned".into()))?;
-    for (name, (shape, init)) in params {
-        let n: usize = shape.iter().product();
-        let values = match init {
-            Ok(fan_in) => uniform_values(&mut rng, n, default_bound(fan_in)),
-            Err(constant) => vec![constant; n],
-        };
-        data.insert(name, Var::from_vec(values, shape, device)?);
-    }
-    Ok(())
+    Ok(seeded_varmap(&specs, seed, device)?.0)
 }

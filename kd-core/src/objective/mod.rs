@@ -123,15 +123,15 @@ fn default_temperature() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Term {
-    /// `CE(z_s, y)`, see [`cross_entropy`].
+    /// `CE(z_s, y)`, see [`cross_entropy`](crate::losses::cross_entropy).
     Ce,
-    /// Hinton's `T² · KL(p_T ‖ p_S)`, see [`hinton_kd`].
+    /// Hinton's `T² · KL(p_T ‖ p_S)`, see [`hinton_kd`](crate::losses::hinton_kd).
     Kd {
         /// Softmax temperature `T > 0`.
         #[serde(default = "default_temperature")]
         temperature: f64,
     },
-    /// CA-KLD on standardised logits, see [`ca_kld()`].
+    /// CA-KLD on standardised logits, see [`ca_kld()`](crate::losses::ca_kld()).
     CaKld {
         /// Temperature `T > 0`.
         #[serde(default = "default_temperature")]
@@ -144,7 +144,7 @@ pub enum Term {
         eps: f64,
     },
     /// Decoupled KD, `min(epoch / warmup_epochs, 1) · (α·TCKD + β·NCKD)`, see
-    /// [`dkd_terms`]; `epoch` is 1-based and `warmup_epochs = 0` disables the warm-up.
+    /// [`dkd_terms`](crate::losses::dkd_terms); `epoch` is 1-based and `warmup_epochs = 0` disables the warm-up.
     Dkd {
         /// Weight `α ≥ 0` of TCKD (the paper's name, not the project-wide α).
         #[serde(default = "default_dkd_alpha")]
@@ -161,7 +161,7 @@ pub enum Term {
     },
     /// FitNets hints `Σ_pairs mean((r(f_s) − f_t)²)`, one trainable regressor `r` per
     /// pair (1×1 conv + BatchNorm + ReLU for maps, linear for vectors), see
-    /// [`FitNetRegressor`].
+    /// [`FitNetRegressor`](crate::losses::FitNetRegressor).
     Fitnet {
         /// Student/teacher features; maps need equal `H, W`.
         pairs: Vec<FeaturePair>,
@@ -173,7 +173,7 @@ pub enum Term {
         bn_eps: f64,
     },
     /// Attention transfer `Σ_pairs mean((A(f_s) − A(f_t))²)` on feature maps
-    /// `[N, C, H, W]`, see [`at_loss`].
+    /// `[N, C, H, W]`, see [`at_loss`](crate::losses::at_loss).
     At {
         /// Student/teacher feature maps.
         pairs: Vec<FeaturePair>,
@@ -182,7 +182,7 @@ pub enum Term {
         p: f64,
     },
     /// Relational KD `Σ_pairs w_D·Huber(ψ_D^S, ψ_D^T) + w_A·Huber(ψ_A^S, ψ_A^T)` on
-    /// the samples of the batch, see [`rkd_loss`].
+    /// the samples of the batch, see [`rkd_loss`](crate::losses::rkd_loss).
     Rkd {
         /// Student/teacher embeddings (any shape `[N, …]`, widths may differ).
         pairs: Vec<FeaturePair>,
@@ -384,8 +384,11 @@ impl Objective {
 
     /// The [`LossConfig`] this objective equals exactly, if any: `ce:1`,
     /// `ce:(1−α) + kd:α`, `ce:(1−α) + ca-kld:α` (the CE weight bit-equal to `1 − α`,
-    /// a missing CE term counting as weight 0). Training takes the
-    /// [`LossConfig`] path for these, so they reproduce [`crate::fit`] bit for bit.
+    /// a missing CE term counting as weight 0). [`ObjectiveLoss`] computes
+    /// these through [`LossConfig::loss`], whose fused sum differs from the
+    /// sum of terms in its last bits: kept so that results made before the
+    /// general objective existed are reproduced bit for bit (and so their
+    /// epochs report no per-term figures).
     pub fn as_loss_config(&self) -> Option<LossConfig> {
         let mut ce = 0.0;
         let mut distill = None;

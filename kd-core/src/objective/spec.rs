@@ -198,14 +198,6 @@ impl Objective {
         Ok(objective)
     }
 
-    /// The feature terms (fitnet, at, rkd) of non-zero weight, by name.
-    pub fn feature_terms(&self) -> Vec<&'static str> {
-        self.active()
-            .filter(|t| t.term.is_feature_term())
-            .map(|t| t.term.name())
-            .collect()
-    }
-
     /// Sets the feature pairs of every feature term: `given` (each name
     /// checked against the features of the student and of the teacher), or
     /// by default — at: every feature map the two share by name; fitnet: the
