@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use kd_core::{LossConfig, NoHook, SelfDistillConfig};
+use kd_core::{LossConfig, NoHook};
 use kdprune_models::{Model, ModelConfig};
 use prune_core::importance::{Magnitude, TeacherGuided};
 use prune_core::{Importance, MaskSet, Scope, Stage};
@@ -20,7 +20,7 @@ use crate::checkpoints::{
 };
 use crate::data::{load_data, Data, Views};
 use crate::files::write_atomic;
-use crate::scoring::{prune_masks, ScoringSettings};
+use crate::scoring::prune_masks;
 use crate::settings::{from_toml_file, Settings};
 use crate::training::{salt, train, PruneHook};
 
@@ -312,14 +312,7 @@ impl Runner<'_> {
         teacher: Option<&Model>,
         prunable: &[String],
     ) -> Result<MaskSet> {
-        let s = &self.cfg.settings;
-        let settings = ScoringSettings {
-            batches: s.score_batches,
-            batch_size: s.batch_size,
-            seed: self.cfg.seed,
-            kd_loss: s.kd_loss_config()?,
-            self_distill: SelfDistillConfig::default(),
-        };
+        let settings = self.cfg.settings.scoring(self.cfg.seed)?;
         prune_masks(
             criterion,
             model,

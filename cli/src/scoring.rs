@@ -110,6 +110,20 @@ impl<'a> ModelScoring<'a> {
         })
     }
 
+    /// [`ModelScoring::new`] for `criterion`, once [`check_inputs`] has
+    /// found what it needs.
+    pub fn checked(
+        criterion: &dyn Importance,
+        student: &Model,
+        teacher: Option<&'a Model>,
+        data: &'a Data,
+        prunable: &[String],
+        settings: ScoringSettings,
+    ) -> Result<Self> {
+        check_inputs(criterion, teacher.is_some(), &settings)?;
+        Self::new(student, teacher, data, prunable, settings)
+    }
+
     /// The copy of the student gradients are taken on.
     fn scratch(&mut self) -> Result<&Model> {
         if self.scratch.is_none() {
@@ -364,7 +378,7 @@ pub fn prune_masks(
     scope: Scope,
     kept: &MaskSet,
 ) -> Result<MaskSet> {
-    let mut ctx = context(criterion, student, teacher, data, prunable, settings)?;
+    let mut ctx = ModelScoring::checked(criterion, student, teacher, data, prunable, settings)?;
     Ok(criterion.prune(&mut ctx, sparsity, scope, kept)?)
 }
 
@@ -377,19 +391,6 @@ pub fn scores(
     prunable: &[String],
     settings: ScoringSettings,
 ) -> Result<Scores> {
-    let mut ctx = context(criterion, student, teacher, data, prunable, settings)?;
+    let mut ctx = ModelScoring::checked(criterion, student, teacher, data, prunable, settings)?;
     Ok(criterion.score(&mut ctx)?)
-}
-
-/// The context `criterion` scores `student` through, once its inputs are checked.
-fn context<'a>(
-    criterion: &dyn Importance,
-    student: &Model,
-    teacher: Option<&'a Model>,
-    data: &'a Data,
-    prunable: &[String],
-    settings: ScoringSettings,
-) -> Result<ModelScoring<'a>> {
-    check_inputs(criterion, teacher.is_some(), &settings)?;
-    ModelScoring::new(student, teacher, data, prunable, settings)
 }

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use kd_core::losses::Beta;
-use kd_core::{LossConfig, Objective, SgdConfig, TrainConfig};
+use kd_core::{LossConfig, Objective, SelfDistillConfig, SgdConfig, TrainConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{hub_options, AugmentChoice, Data, Source};
+use crate::scoring::ScoringSettings;
 
 /// What a run of the method and a sweep share. Field names are TOML keys,
 /// flat beside the keys of the embedding configuration.
@@ -174,6 +175,19 @@ impl Settings {
         seed: u64,
     ) -> TrainConfig {
         self.optim(epochs, lr).train_config(objective, seed)
+    }
+
+    /// How the method and the sweep score a model of the run seeded `seed`:
+    /// `score_batches` of `batch_size`, the distillation loss, and EPSD's own
+    /// self-distillation recipe (T = 3, α = 0.5), not the teacher's KD settings.
+    pub fn scoring(&self, seed: u64) -> Result<ScoringSettings> {
+        Ok(ScoringSettings {
+            batches: self.score_batches,
+            batch_size: self.batch_size,
+            seed,
+            kd_loss: self.kd_loss_config()?,
+            self_distill: SelfDistillConfig::default(),
+        })
     }
 
     /// The augmentation of training batches on `data`.

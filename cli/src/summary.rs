@@ -166,7 +166,7 @@ pub struct SummaryOptions {
     pub paired: Option<String>,
 }
 
-/// What was summarised: the kind of input and its Markdown tables.
+/// What was summarised, as Markdown tables.
 pub struct SummaryTables {
     /// Markdown: the means, then the per-seed and paired tables asked for.
     pub markdown: String,
@@ -290,11 +290,7 @@ fn read_sweep(dir: &Path, table: &mut Table) -> Result<()> {
     {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let cell: crate::sweep::CellResult = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a finished cell", path.display()))?;
-            cells.push(cell);
+            cells.extend(crate::sweep::read_cell(&path)?);
         }
     }
     // The sweep's order first, so that the table reads like its table.md.

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use kd_core::{LossConfig, NoHook, SelfDistillConfig, TrainData, TrainReport};
+use kd_core::{LossConfig, NoHook, TrainData, TrainReport};
 use kdprune_data::Dataset;
 use kdprune_models::Model;
 use prune_core::schedule::{colt, gmp, imp, one_shot, Learner, Stage, StepPruner};
@@ -46,7 +46,7 @@ use crate::checkpoints::{
 };
 use crate::data::{load_data, Data, DataView};
 use crate::files::write_atomic;
-use crate::scoring::{check_inputs, ModelScoring, ScoringSettings};
+use crate::scoring::ModelScoring;
 use crate::training::{salt, train, PruneHook, Snapshot};
 pub use config::{Method, ModelsRecipe, SweepConfig};
 pub use results::CellResult;
@@ -157,7 +157,7 @@ fn cell_file_name(method: &str, sparsity: f64, seed: u64) -> String {
 }
 
 /// A finished cell, if its file exists.
-fn read_cell(path: &Path) -> Result<Option<CellResult>> {
+pub(crate) fn read_cell(path: &Path) -> Result<Option<CellResult>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -203,6 +203,27 @@ struct Cost {
 }
 
 impl Cost {
+    /// Training for `epochs` epochs on `n` of the `full` training samples,
+    /// under the teacher when `teacher`: its forward passes run over all
+    /// `full` samples once when its logits are cached (no augmentation),
+    /// else every epoch.
+    fn training(n: usize, full: usize, epochs: usize, teacher: bool, augmented: bool) -> Cost {
+        let passes = (n * epochs) as u64;
+        let teacher_forwards = if !teacher || epochs == 0 {
+            0
+        } else if augmented {
+            (full * epochs) as u64
+        } else {
+            full as u64
+        };
+        Cost {
+            epochs: epochs as f64 * n as f64 / full as f64,
+            forward: passes + teacher_forwards,
+            backward: passes,
+            seconds: 0.0,
+        }
+    }
+
     fn add(self, o: Cost) -> Cost {
         Cost {
             epochs: self.epochs + o.epochs,
@@ -327,14 +348,9 @@ impl SeedModels {
             let s = &cfg.settings;
             let path = self.dir.join("kd_tuned.safetensors");
             let cost_path = self.dir.join("kd_tuned.json");
-            let n = data.split.train.len() as u64;
-            let epochs = s.kd_epochs as u64;
-            let mut cost = Cost {
-                epochs: s.kd_epochs as f64,
-                forward: n * epochs + teacher_forwards(cfg, data, s.kd_epochs),
-                backward: n * epochs,
-                seconds: 0.0,
-            };
+            let n = data.split.train.len();
+            let augmented = !s.augment_for(data).is_identity();
+            let mut cost = Cost::training(n, n, s.kd_epochs, true, augmented);
             let model = if path.exists() && cost_path.exists() {
                 let secs: f64 = std::fs::read_to_string(&cost_path)?.trim().parse()?;
                 cost.seconds = secs;
@@ -395,21 +411,13 @@ impl CellLearner<'_> {
     /// Cost of `epochs` epochs on this learner's samples, with or without
     /// the teacher.
     fn train_cost(&self, epochs: usize, teacher: bool) -> Cost {
-        let n = self.train.ds.len();
-        let passes = (n * epochs) as u64;
-        let teacher_forwards = if !teacher || epochs == 0 {
-            0
-        } else if self.train.augment.is_identity() {
-            self.full_len as u64
-        } else {
-            (self.full_len * epochs) as u64
-        };
-        Cost {
-            epochs: epochs as f64 * n as f64 / self.full_len as f64,
-            forward: passes + teacher_forwards,
-            backward: passes,
-            seconds: 0.0,
-        }
+        Cost::training(
+            self.train.ds.len(),
+            self.full_len,
+            epochs,
+            teacher,
+            !self.train.augment.is_identity(),
+        )
     }
 }
 
@@ -611,17 +619,14 @@ impl Cell<'_> {
         } else {
             (clone_model(&ctx.dense)?, Cost::default())
         };
-        let settings = ScoringSettings {
-            batches: s.score_batches,
-            batch_size: s.batch_size,
-            seed: self.seed,
-            kd_loss: s.kd_loss_config()?,
-            // EPSD's own recipe (T = 3, α = 0.5), not the teacher's KD settings.
-            self_distill: SelfDistillConfig::default(),
-        };
-        check_inputs(criterion, true, &settings)?;
-        let mut scoring =
-            ModelScoring::new(&base, Some(&ctx.teacher), self.data, prunable, settings)?;
+        let mut scoring = ModelScoring::checked(
+            criterion,
+            &base,
+            Some(&ctx.teacher),
+            self.data,
+            prunable,
+            s.scoring(self.seed)?,
+        )?;
         let (forward, backward) = criterion.passes((s.score_batches * s.batch_size) as u64);
         meter.set(cost.add(Cost {
             forward,
@@ -676,18 +681,5 @@ impl Cell<'_> {
         let mut ticket = self.learner(clone_model(&ctx.dense)?, prunable, ctx, None, meter);
         let o = colt(&mut copies, &mut ticket, self.cfg.colt_rate, sparsity)?;
         Ok((ticket.model, o.report, 0))
-    }
-}
-
-/// Teacher forward passes of a distillation run of `epochs` epochs: once per
-/// sample when its logits are cached (no augmentation), else every epoch.
-fn teacher_forwards(cfg: &SweepConfig, data: &Data, epochs: usize) -> u64 {
-    let n = data.split.train.len() as u64;
-    if epochs == 0 {
-        0
-    } else if cfg.settings.augment_for(data).is_identity() {
-        n
-    } else {
-        n * epochs as u64
     }
 }
