@@ -31,8 +31,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{inputs, output, with_data};
-use super::{assume_written, simd, unwritten};
+use super::cpu::{assume_written, inputs, output, simd, unwritten, with_data};
 
 /// Per-channel batch statistics `(mean, 1/√(σ² + ε), biased variance σ²)`.
 pub(crate) type BatchStats = Vec<(f64, f64, f64)>;

@@ -27,8 +27,7 @@ use super::batch_norm::{
     BatchStats, BnShape, Residual, ResidualGrad, Shortcut,
 };
 use super::conv::{self, ConvParams, ConvShape};
-use super::cpu::{inputs, output, with_data};
-use super::{assume_written, unwritten};
+use super::cpu::{assume_written, inputs, output, unwritten, with_data};
 
 /// A convolution of a block: its weight `[O, C, KH, KW]` and configuration
 /// (no bias).

@@ -15,8 +15,59 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{inputs, output};
-use super::{valid_range, Pool2dConfig};
+use serde::{Deserialize, Serialize};
+
+use super::cpu::{inputs, output, valid_range};
+
+/// Kernel, stride and padding of a 2-D pooling, as `(height, width)` pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool2dConfig {
+    /// Window size `(kh, kw)`, each ≥ 1.
+    pub kernel: (usize, usize),
+    /// Step between windows `(sh, sw)`, each ≥ 1.
+    pub stride: (usize, usize),
+    /// Implicit padding `(ph, pw)` on both sides, at most half the kernel.
+    pub padding: (usize, usize),
+}
+
+impl Pool2dConfig {
+    /// A `k×k` window with stride `k` and no padding (PyTorch's `MaxPool2d(k)`).
+    pub fn new(k: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (k, k),
+            padding: (0, 0),
+        }
+    }
+
+    /// The same configuration with stride `s` on both axes.
+    pub fn with_stride(self, s: usize) -> Self {
+        Self {
+            stride: (s, s),
+            ..self
+        }
+    }
+
+    /// The same configuration with padding `p` on both axes.
+    pub fn with_padding(self, p: usize) -> Self {
+        Self {
+            padding: (p, p),
+            ..self
+        }
+    }
+
+    /// Output size `(⌊(H + 2ph − kh)/sh⌋ + 1, ⌊(W + 2pw − kw)/sw⌋ + 1)` for an
+    /// `H×W` input, or `None` when the window does not fit.
+    pub fn output_size(&self, height: usize, width: usize) -> Option<(usize, usize)> {
+        let out = |len: usize, k: usize, s: usize, p: usize| {
+            (s > 0 && k > 0 && len + 2 * p >= k).then(|| (len + 2 * p - k) / s + 1)
+        };
+        Some((
+            out(height, self.kernel.0, self.stride.0, self.padding.0)?,
+            out(width, self.kernel.1, self.stride.1, self.padding.1)?,
+        ))
+    }
+}
 
 /// Planes per rayon task: the planes of a batch are small (often 8×8 to
 /// 32×32), so one task per plane would cost more in scheduling than in work.
@@ -489,6 +540,13 @@ impl CustomOp1 for AvgPool2dGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_output_size_is_floor_mode() {
+        let cfg = Pool2dConfig::new(3).with_stride(2).with_padding(1);
+        assert_eq!(cfg.output_size(7, 8), Some((4, 4)));
+        assert_eq!(Pool2dConfig::new(5).output_size(4, 9), None);
+    }
 
     #[test]
     fn windows_are_clipped_to_the_image() {

@@ -1,7 +1,14 @@
-//! The weight and bias gradients, and the one-pass backward that computes
-//! them with the input gradient while each chunk's `∂y` is in cache.
+//! The gradients: input (`∂col = Wᵀ·∂Y` scattered back by col2im), weight
+//! and bias, and the one-pass backward that computes them together while
+//! each chunk's `∂y` is in cache.
 
-use super::*;
+use rayon::prelude::*;
+
+use super::depthwise::{depthwise_input_grad, depthwise_weight_grad};
+use super::im2col::{col2im, im2col_ld};
+use super::scratch::with_scratch;
+use super::shape::ConvShape;
+use crate::ops::gemm::{matmul, MatMut, MatRef};
 
 /// The batch is cut into at most this many chunks for the weight and bias
 /// gradients, each with its own accumulator. A constant (not the thread
@@ -275,4 +282,56 @@ pub(super) fn lane_sum(v: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+/// `∂x` for the whole batch from `∂y` and `w` (the tests' reference for
+/// [`backward_into`]).
+#[cfg(test)]
+pub(crate) fn input_grad(shape: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f32; shape.batch * shape.in_sample()];
+    input_grad_into(shape, dy, w, &mut dx);
+    dx
+}
+
+/// `dx += ∂x` for the whole batch from `∂y` and `w` (`dx` holds `N·C·H·W`).
+pub(crate) fn input_grad_into(shape: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (xs, ys) = (shape.in_sample(), shape.out_sample());
+    dx.par_chunks_mut(xs)
+        .zip(dy.par_chunks(ys))
+        .for_each(|(dx, dy)| {
+            with_scratch(shape.col_len(), |col| {
+                input_grad_sample(shape, dy, w, dx, col)
+            })
+        });
+}
+
+/// `dx += ∂x` of one sample: `∂col = Wᵀ·∂Y` scattered back by col2im
+/// (`col` holds at least [`ConvShape::col_len`] floats). (Computing it
+/// instead as the convolution of `∂y` with the flipped kernel, which writes
+/// each `∂x` once, measured 6 % faster on ResNet-20's 16-channel 32×32 layers
+/// and 10–20 % slower on its 32- and 64-channel ones.)
+pub(super) fn input_grad_sample(
+    shape: &ConvShape,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    col: &mut [f32],
+) {
+    if shape.depthwise() {
+        return depthwise_input_grad(shape, dy, w, dx);
+    }
+    let (k, og, pos) = (shape.k(), shape.out_cg(), shape.positions());
+    let cg_len = shape.in_cg() * shape.in_h * shape.in_w;
+    for g in 0..shape.p.groups {
+        let wg = MatRef::row_major(&w[g * og * k..(g + 1) * og * k], og, k).t();
+        let dyg = MatRef::row_major(&dy[g * og * pos..(g + 1) * og * pos], og, pos);
+        let dxg = &mut dx[g * cg_len..(g + 1) * cg_len];
+        if shape.pointwise() {
+            matmul(MatMut::row_major(dxg, k, pos), wg, dyg, true);
+        } else {
+            let col = &mut col[..k * pos];
+            matmul(MatMut::row_major(col, k, pos), wg, dyg, false);
+            col2im(shape, col, dxg);
+        }
+    }
 }

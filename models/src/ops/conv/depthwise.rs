@@ -1,7 +1,8 @@
 //! Depthwise convolution (one input channel per group): a direct kernel,
 //! forward and both gradients, which beats GEMMs of one row.
 
-use super::*;
+use super::im2col::col_range;
+use super::shape::ConvShape;
 
 /// `dst[k] += alpha · src[k·s]`. Stride 1, the common case, gets a plain
 /// zip (which vectorises; `step_by` does not).

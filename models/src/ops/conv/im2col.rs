@@ -1,7 +1,8 @@
 //! im2col and col2im: a sample's receptive fields laid out as the columns
 //! of a matrix, and their gradients added back into the image.
 
-use super::*;
+use super::shape::ConvShape;
+use crate::ops::cpu::{simd, valid_range};
 
 /// Output positions `j ∈ [lo, hi)` of a row whose input column
 /// `j·s + shift` lies inside `[0, in_w)`.

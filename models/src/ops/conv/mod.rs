@@ -23,47 +23,13 @@ mod depthwise;
 mod forward;
 mod im2col;
 mod op;
+mod scratch;
 mod shape;
-
-use std::cell::RefCell;
-
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::cpu::{inputs, output, with_data};
-use super::gemm::{matmul, MatMut, MatRef};
-use super::{simd, valid_range};
-use backward::*;
-use depthwise::*;
-use forward::*;
-use im2col::*;
 
 pub(crate) use backward::backward_into;
 pub(crate) use forward::forward;
 pub(crate) use op::Conv2dOp;
 pub(crate) use shape::{ConvParams, ConvShape};
-
-thread_local! {
-    /// Per-thread scratch memory of the kernels (im2col matrices and the
-    /// like), kept between calls: a fresh zero-filled buffer per task cost a
-    /// `memset` of every im2col matrix.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on `len` floats of this thread's scratch memory, whose contents
-/// are left over from earlier calls: `f` must write what it reads. (A nested
-/// call gets a fresh buffer.)
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
-}
 
 #[cfg(test)]
 mod tests;

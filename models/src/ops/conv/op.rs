@@ -1,7 +1,12 @@
 //! The convolution as candle custom ops (`x, w → y`, `x, w, b → y`) with
 //! their backward passes.
 
-use super::*;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::backward::{backward_into, bias_grad, input_grad_into};
+use super::forward::forward;
+use super::shape::{ConvParams, ConvShape};
+use crate::ops::cpu::{inputs, output, with_data};
 
 /// Forward custom op: `(x, w) → y` or `(x, w, b) → y`.
 pub(crate) struct Conv2dOp {

@@ -1,7 +1,7 @@
 //! Shape planning: the hyper-parameters of a convolution and every size
 //! derived from them, validated once.
 
-use super::*;
+use candle_core::{bail, Result};
 
 /// Hyper-parameters of a convolution, as in `candle_nn::Conv2dConfig`
 /// (same value on both axes).

@@ -1,5 +1,7 @@
 //! Unit tests of the convolution kernels.
 
+use super::backward::{bias_grad, input_grad_into, weight_grad};
+use super::im2col::{col2im, im2col};
 use super::*;
 
 fn params(padding: usize, stride: usize, dilation: usize, groups: usize) -> ConvParams {

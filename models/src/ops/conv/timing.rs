@@ -1,6 +1,12 @@
 //! Timings of the convolution kernels (see the module declaration).
 
+use rayon::prelude::*;
+
+use super::backward::{input_grad, weight_grad};
+use super::im2col::{col2im, im2col};
+use super::scratch::with_scratch;
 use super::*;
+use crate::ops::gemm::{matmul, MatMut, MatRef};
 
 /// The fastest of `reps` runs of `f` (after one warm-up run), in ms.
 fn fastest_ms(reps: usize, f: &mut dyn FnMut()) -> f64 {
