@@ -8,6 +8,28 @@ use std::time::Instant;
 
 pub use small_cnn::SmallCnn;
 
+/// `--name value` from the command line, if given.
+pub fn text_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// `--name N` from the command line, a positive count, or `default` when
+/// the flag is absent; an error naming the flag for any other value.
+pub fn count_arg(name: &str, default: usize) -> Result<usize, String> {
+    match text_arg(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{name} takes a positive number, got `{v}`")),
+    }
+}
+
 /// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
 pub fn median_secs<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     f();

@@ -14,17 +14,13 @@
 
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::Conv2dConfig;
-use kdprune_benchmarks::{interleaved_median_secs, load_average, median_secs};
+use kdprune_benchmarks::{count_arg, interleaved_median_secs, load_average, median_secs};
 use kdprune_cli::runtime::tune_process;
 use kdprune_models::ops;
 
 fn main() -> Result<()> {
     tune_process();
-    let rounds = std::env::args()
-        .skip_while(|a| a != "--rounds")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
+    let rounds = count_arg("--rounds", 7).map_err(candle_core::Error::msg)?;
     eprintln!(
         "# rounds={rounds} load_1min={}",
         load_average().map_or("?".to_string(), |l| format!("{l:.2}"))

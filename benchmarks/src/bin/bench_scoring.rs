@@ -11,7 +11,7 @@
 use candle_core::{Device, Tensor};
 use kd_core::losses::Beta;
 use kd_core::{LossConfig, SelfDistillConfig};
-use kdprune_benchmarks::interleaved_median_secs;
+use kdprune_benchmarks::{count_arg, interleaved_median_secs};
 use kdprune_cli::checkpoints::{filter, prunable_names};
 use kdprune_cli::data::Data;
 use kdprune_cli::scoring::{scores, ScoringSettings};
@@ -23,15 +23,7 @@ use rand::{Rng, SeedableRng};
 fn main() -> anyhow::Result<()> {
     kdprune_cli::runtime::tune_process();
     let dev = Device::Cpu;
-    let args: Vec<String> = std::env::args().collect();
-    let batches = match args.iter().position(|a| a == "--batches") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .ok_or_else(|| anyhow::anyhow!("--batches takes a positive number"))?,
-        None => 20,
-    };
+    let batches = count_arg("--batches", 20).map_err(anyhow::Error::msg)?;
     let batch = 128usize;
     let data = synthetic(batches * batch);
     let student = Model::new(
@@ -139,6 +131,9 @@ fn synthetic(n: usize) -> Data {
     };
     let norm = Normalization::fit(&ds);
     Data {
+        // `Data` names a registry dataset; the teacher-guided score reads
+        // only the samples (the name picks EPSD's view and error messages),
+        // and Fashion-MNIST is the one of this shape.
         name: DatasetName::FashionMnist,
         split: Split {
             train: ds.clone(),

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use kd_core::{Sgd, SgdConfig};
 use kdprune_benchmarks::small_cnn::CnnKernels;
-use kdprune_benchmarks::{interleaved_median_secs, load_average, SmallCnn};
+use kdprune_benchmarks::{count_arg, interleaved_median_secs, load_average, text_arg, SmallCnn};
 use kdprune_cli::runtime::tune_process;
 use kdprune_models::zoo::lenet5::{Geometry, LeNet5};
 use kdprune_models::{Kernels, Model, ModelConfig};
@@ -156,26 +156,10 @@ impl Trainer {
     }
 }
 
-/// `--name value` from the command line, as a number, or `default`.
-fn arg(name: &str, default: usize) -> usize {
-    text_arg(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `--name value` from the command line.
-fn text_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn main() -> BenchResult<()> {
     tune_process();
-    let rounds = arg("--rounds", 5);
-    let steps = arg("--steps", 4);
+    let rounds = count_arg("--rounds", 5)?;
+    let steps = count_arg("--steps", 4)?;
     eprintln!(
         "# batch={BATCH} threads={} rounds={rounds} steps_per_round={steps} load_1min={}",
         rayon_threads(),
