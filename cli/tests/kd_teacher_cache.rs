@@ -5,7 +5,6 @@
 //! the cache (printed, not asserted).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use kd_core::losses::Beta;
 use kd_core::{
@@ -208,24 +207,14 @@ fn a_cache_file_of_another_run_is_not_used() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// With a teacher much larger than the student (the paper's setting), the
+/// cached logits train to the losses of a teacher run on every batch. What
+/// the cache saves is measured by `scripts/fashion_mnist_table.sh`'s reports
+/// (the README's KD-retraining time), not timed here.
 #[test]
-fn a_distillation_epoch_with_the_cache_costs_about_half() {
-    // A teacher much larger than the student, as in the paper's setting.
+fn a_large_teachers_cached_logits_train_to_the_same_losses() {
     let teacher = model("mlp-1200-1200", 3);
-    let time = |cache: TeacherCache| {
-        let start = Instant::now();
-        let (report, _) = train(&teacher, cache, 3);
-        (start.elapsed().as_secs_f64(), report)
-    };
-    let (off, off_report) = time(TeacherCache::Off);
-    let (cached, cached_report) = time(TeacherCache::Memory);
+    let (off_report, _) = train(&teacher, TeacherCache::Off, 3);
+    let (cached_report, _) = train(&teacher, TeacherCache::Memory, 3);
     assert_eq!(losses(&off_report), losses(&cached_report));
-    let epoch = |r: &TrainReport| r.epochs.iter().map(|e| e.seconds).sum::<f64>() / 3.0;
-    println!(
-        "3 KD epochs: teacher every batch {off:.3}s, cached {cached:.3}s (ratio {:.2}); \
-         mean epoch {:.3}s vs {:.3}s",
-        cached / off,
-        epoch(&off_report),
-        epoch(&cached_report)
-    );
 }

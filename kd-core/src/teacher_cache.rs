@@ -2,8 +2,9 @@
 //! (and optionally kept on disk between runs) instead of once per epoch.
 //!
 //! Without augmentation the teacher's logits of a sample are the same in
-//! every epoch; the table halves the cost of a distillation epoch when the
-//! teacher costs about what the student's forward and backward cost.
+//! every epoch: the table saves the teacher's forward pass of every epoch
+//! after the first (with it, KD retraining on Fashion-MNIST takes 1.27× the
+//! time of plain retraining; the README gives the command that measures it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
