@@ -40,6 +40,9 @@ enum Command {
     Eval(commands::inspect::EvalArgs),
     /// Per-layer sparsity of a checkpoint; fails if a masked weight is not 0.
     Verify(commands::inspect::VerifyArgs),
+    /// Write a checkpoint as dense safetensors for PyTorch or as
+    /// compressed-tensors' sparse-bitmask (size ∝ non-zeros).
+    Export(commands::export::ExportArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),
     /// Mean ± std over seeds of run reports, distillation reports or sweeps
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(a, &device),
         Command::Eval(a) => commands::inspect::eval(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
+        Command::Export(a) => commands::export::export(a, &device),
         Command::Models(a) => commands::inspect::models(a),
         Command::Summarize(a) => commands::inspect::summarize(a),
     };

@@ -42,7 +42,7 @@ pub struct VerifyArgs {
 /// any masked weight is not exactly zero.
 pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
     let rep = jobs::verify_checkpoint(&a.checkpoint, device)?;
-    print!("{}", rep.table());
+    println!("{}", rep.table().trim_end());
     if rep.violations() > 0 {
         bail!(
             "{}: {} masked weights are not zero",

@@ -1,6 +1,7 @@
 //! The arguments of each subcommand and the one library call each makes.
 
 pub mod args;
+pub mod export;
 pub mod inspect;
 pub mod prune;
 pub mod run;

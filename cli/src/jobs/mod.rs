@@ -2,6 +2,7 @@
 //! retrain, evaluate, verify, list the models. Each takes a job description
 //! (what the command line says) and returns what the command prints.
 
+mod export;
 mod inspect;
 mod prune;
 mod train;
@@ -14,6 +15,7 @@ use anyhow::Result;
 use crate::data::{load_data, Data, Source};
 pub use crate::settings::Optim;
 
+pub use export::{export_checkpoint, ExportReport};
 pub use inspect::{evaluate_checkpoint, model_zoo, verify_checkpoint, ZooEntry};
 pub use prune::{prune_checkpoint, PruneJob, PruneOutcome};
 pub use train::{

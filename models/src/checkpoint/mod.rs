@@ -1,4 +1,8 @@
-//! Checkpoints: weights, pruning masks and metadata in one safetensors file.
+//! Checkpoints: weights, pruning masks and metadata in one safetensors file,
+//! in one of four [`Encoding`]s that [`load`] tells apart by the file's
+//! `kdprune.encoding` metadata.
+//!
+//! The native encoding ([`save`]), the one training writes:
 //!
 //! | entry | content |
 //! |---|---|
@@ -7,6 +11,10 @@
 //! | metadata `kdprune.format` | `"1"` |
 //! | metadata `kdprune.model` | the [`ModelConfig`] as JSON |
 //! | other metadata | free-form strings from the caller (dataset, seed, stage, …) |
+//!
+//! The export encodings ([`save_as`]): `dense` (PyTorch `state_dict` tensors,
+//! no masks) and `sparse` (compressed-tensors' `sparse-bitmask`, see
+//! [`bitmask`] and [`encodings`]).
 //!
 //! Keys starting with `kdprune.` are reserved for the format.
 
@@ -22,6 +30,13 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::Model;
 
+pub mod bitmask;
+pub mod encodings;
+
+pub use encodings::Encoding;
+
+/// Metadata key of the [`Encoding`] (absent in native files).
+pub const ENCODING_KEY: &str = "kdprune.encoding";
 /// Metadata key of the format version.
 pub const FORMAT_KEY: &str = "kdprune.format";
 /// The format version written and accepted.
@@ -85,7 +100,7 @@ impl Checkpoint {
     }
 }
 
-fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
+pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Checkpoint {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -93,7 +108,7 @@ fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
 }
 
 /// Raw little-endian bytes of a tensor, as safetensors stores them.
-fn tensor_bytes(path: &Path, name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
+pub(crate) fn tensor_bytes(path: &Path, name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
     let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
     let bytes = match t.dtype() {
         DType::U8 => flat.to_vec1::<u8>()?,
@@ -128,7 +143,7 @@ fn tensor_bytes(path: &Path, name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>
 }
 
 /// Checks a mask against its tensor: u8, same shape, values in {0, 1}.
-fn check_mask(
+pub(crate) fn check_mask(
     path: &Path,
     name: &str,
     mask: &Tensor,
@@ -159,7 +174,7 @@ fn check_mask(
     Ok(())
 }
 
-fn check_mask_values(path: &Path, name: &str, values: &[u8]) -> Result<()> {
+pub(crate) fn check_mask_values(path: &Path, name: &str, values: &[u8]) -> Result<()> {
     match values.iter().find(|&&v| v > 1) {
         Some(v) => Err(invalid(
             path,
@@ -176,13 +191,23 @@ fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `ckpt` to `path` atomically: the file is written to `<path>.tmp`,
-/// synced, then renamed over `path`; missing parent directories are created.
+/// One tensor of a file being written: name, dtype, shape, little-endian bytes.
+pub(crate) type Entry = (String, StDtype, Vec<usize>, Vec<u8>);
+
+/// Writes `ckpt` to `path` atomically in the native encoding: the file is
+/// written to `<path>.tmp`, synced, then renamed over `path`; missing parent
+/// directories are created.
 ///
 /// Refuses (with [`ModelError::Checkpoint`]) metadata keys starting with
 /// `kdprune.`, tensor names starting with `mask.`, and masks that are not u8
 /// 0/1 tensors shaped like a tensor of the checkpoint.
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
+    save_as(path, ckpt, Encoding::Native)
+}
+
+/// Writes `ckpt` to `path` atomically in `encoding` (see [`save`] for what is
+/// refused; [`Encoding::Dense`] drops the masks).
+pub fn save_as(path: &Path, ckpt: &Checkpoint, encoding: Encoding) -> Result<()> {
     if let Some(key) = ckpt
         .metadata
         .keys()
@@ -193,22 +218,42 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
             format!("metadata key '{key}' uses the reserved prefix '{RESERVED_PREFIX}'"),
         ));
     }
+    if let Some(name) = ckpt.tensors.keys().find(|n| n.starts_with(MASK_PREFIX)) {
+        return Err(invalid(
+            path,
+            format!("tensor name '{name}' uses the mask prefix '{MASK_PREFIX}'"),
+        ));
+    }
+    for (name, mask) in &ckpt.masks {
+        check_mask(path, name, mask, &ckpt.tensors)?;
+    }
     let config_json = serde_json::to_string(&ckpt.config)
         .map_err(|e| invalid(path, format!("cannot serialise the model config: {e}")))?;
-
-    let mut entries: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in &ckpt.tensors {
-        if name.starts_with(MASK_PREFIX) {
-            return Err(invalid(
-                path,
-                format!("tensor name '{name}' uses the mask prefix '{MASK_PREFIX}'"),
-            ));
+    let mut metadata: HashMap<String, String> = ckpt
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.insert(FORMAT_KEY.to_string(), FORMAT_VERSION.to_string());
+    metadata.insert(MODEL_KEY.to_string(), config_json);
+    let entries = match encoding {
+        Encoding::Native => native_entries(path, ckpt)?,
+        other => {
+            metadata.insert(ENCODING_KEY.to_string(), other.to_string());
+            encodings::entries(path, ckpt, other, &mut metadata)?
         }
+    };
+    write_file(path, &entries, metadata)
+}
+
+/// The tensors of the native encoding: every tensor, then `mask.<name>`.
+fn native_entries(path: &Path, ckpt: &Checkpoint) -> Result<Vec<Entry>> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for (name, t) in &ckpt.tensors {
         let (dtype, bytes) = tensor_bytes(path, name, t)?;
         entries.push((name.clone(), dtype, t.dims().to_vec(), bytes));
     }
     for (name, mask) in &ckpt.masks {
-        check_mask(path, name, mask, &ckpt.tensors)?;
         let (dtype, bytes) = tensor_bytes(path, name, mask)?;
         check_mask_values(path, name, &bytes)?;
         entries.push((
@@ -218,6 +263,12 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
             bytes,
         ));
     }
+    Ok(entries)
+}
+
+/// Serialises `entries` with `metadata` (header keys sorted) and writes them
+/// to `path` through `<path>.tmp`, synced, then renamed.
+fn write_file(path: &Path, entries: &[Entry], metadata: HashMap<String, String>) -> Result<()> {
     let views = entries
         .iter()
         .map(|(name, dtype, shape, bytes)| {
@@ -226,14 +277,6 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
                 .map_err(|e| invalid(path, format!("tensor '{name}': {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-
-    let mut metadata: HashMap<String, String> = ckpt
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    metadata.insert(FORMAT_KEY.to_string(), FORMAT_VERSION.to_string());
-    metadata.insert(MODEL_KEY.to_string(), config_json);
     let buffer = safetensors::serialize(views, Some(metadata))
         .map_err(|e| invalid(path, format!("cannot serialise: {e}")))?;
     let buffer = canonical_header(buffer).map_err(|e| invalid(path, e))?;
@@ -265,13 +308,14 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
     Ok(())
 }
 
-/// Reads a checkpoint written by [`save`], placing the tensors on `device`;
-/// values come back bit-identical.
+/// Reads a checkpoint in any [`Encoding`], placing the tensors on `device`;
+/// values come back bit-identical (a sparse file's zeros as `+0.0`).
 ///
 /// Errors name the file: unreadable ([`ModelError::Io`]); not a safetensors
-/// file, truncated, without kdprune metadata, of another format version, with a
-/// malformed config JSON, with an unsupported dtype, or with a mask that is not a
-/// u8 0/1 tensor shaped like its tensor ([`ModelError::Checkpoint`]).
+/// file, truncated, without kdprune metadata, of another format version or
+/// encoding, with a malformed config JSON, with an unsupported dtype, with a
+/// mask that is not a u8 0/1 tensor shaped like its tensor, or with encoded
+/// parts that disagree (named tensor) ([`ModelError::Checkpoint`]).
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
@@ -302,6 +346,10 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
             format!("unsupported format version '{format}' (this build reads '{FORMAT_VERSION}')"),
         ));
     }
+    let encoding = match file_metadata.get(ENCODING_KEY) {
+        None => Encoding::Native,
+        Some(e) => e.parse::<Encoding>().map_err(|e| invalid(path, e))?,
+    };
     let config_json = file_metadata
         .get(MODEL_KEY)
         .ok_or_else(|| invalid(path, format!("no model config ('{MODEL_KEY}' missing)")))?;
@@ -309,10 +357,30 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         .map_err(|e| invalid(path, format!("bad model config JSON in '{MODEL_KEY}': {e}")))?;
     let metadata: BTreeMap<String, String> = file_metadata
         .iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .filter(|(k, _)| {
+            !k.starts_with(RESERVED_PREFIX)
+                && (encoding == Encoding::Native || !encodings::is_format_key(k))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
+    let (tensors, masks) = match encoding {
+        Encoding::Native => native_tensors(path, &st, device)?,
+        other => encodings::tensors(path, &st, other, file_metadata, device)?,
+    };
+    for (name, mask) in &masks {
+        check_mask(path, name, mask, &tensors)?;
+    }
+    Ok(Checkpoint {
+        config,
+        tensors,
+        masks,
+        metadata,
+    })
+}
+
+/// The tensors and masks of a native file.
+fn native_tensors(path: &Path, st: &SafeTensors<'_>, device: &Device) -> Result<TensorsAndMasks> {
     let mut tensors = BTreeMap::new();
     let mut masks = BTreeMap::new();
     for (name, view) in st.iter() {
@@ -339,16 +407,11 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
             }
         }
     }
-    for (name, mask) in &masks {
-        check_mask(path, name, mask, &tensors)?;
-    }
-    Ok(Checkpoint {
-        config,
-        tensors,
-        masks,
-        metadata,
-    })
+    Ok((tensors, masks))
 }
+
+/// Tensors by name and masks by the name of their tensor.
+pub(crate) type TensorsAndMasks = (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>);
 
 /// Rewrites the JSON header of a serialised safetensors buffer with sorted
 /// keys. `safetensors::serialize` takes the metadata as a `HashMap`, whose
