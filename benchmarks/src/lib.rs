@@ -68,6 +68,34 @@ pub fn interleaved_median_secs(rounds: usize, contenders: &mut [&mut dyn FnMut()
         .collect()
 }
 
+/// The SIMD features of this CPU that kdprune's kernels dispatch on, e.g.
+/// `avx512f avx2 fma` (benchmarks print them: the same binary runs other
+/// kernels on an AVX2-only machine).
+pub fn cpu_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut found = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            found.push("avx512f");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            found.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            found.push("fma");
+        }
+        if found.is_empty() {
+            "none of avx512f/avx2/fma".to_string()
+        } else {
+            found.join(" ")
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
 /// The 1-minute load average of the machine (Linux), to print beside timings.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")

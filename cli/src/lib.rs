@@ -32,6 +32,7 @@ pub mod checkpoints;
 pub mod data;
 pub mod device;
 pub mod files;
+pub mod infer;
 pub mod jobs;
 pub mod method;
 pub mod runtime;

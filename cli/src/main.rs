@@ -43,6 +43,9 @@ enum Command {
     /// Write a checkpoint as dense safetensors for PyTorch or as
     /// compressed-tensors' sparse-bitmask (size ∝ non-zeros).
     Export(commands::export::ExportArgs),
+    /// Predictions of an MLP or LeNet-5 checkpoint for IDX or PNG images, on
+    /// the inference runtime (each layer dense or sparse by its density), as JSON.
+    Infer(commands::infer::InferArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),
     /// Mean ± std over seeds of run reports, distillation reports or sweeps
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::inspect::eval(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
         Command::Export(a) => commands::export::export(a, &device),
+        Command::Infer(a) => commands::infer::infer(a),
         Command::Models(a) => commands::inspect::models(a),
         Command::Summarize(a) => commands::inspect::summarize(a),
     };

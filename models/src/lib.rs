@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod ops;
 pub mod zoo;

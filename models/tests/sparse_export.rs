@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use kdprune_models::checkpoint::bitmask::BitmaskTensor;
 use kdprune_models::checkpoint::{self, Checkpoint, Encoding};
-use kdprune_models::{Model, ModelConfig, ModelError};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use kdprune_models::ModelError;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 fn golden_path() -> PathBuf {
@@ -101,36 +99,6 @@ fn encoding_equals_the_reference_encoder_byte_for_byte() {
     assert_eq!(seen, 4, "the golden file holds four tensors");
 }
 
-/// LeNet-300-100 on 28×28 with every weight pruned to `sparsity` by random
-/// masks applied as training applies them (`w·m`, so negative pruned weights
-/// hold −0.0).
-fn pruned_checkpoint(name: &str, input: (usize, usize, usize), sparsity: f64) -> Checkpoint {
-    let config = ModelConfig::from_name(name, input, 10).unwrap();
-    let model = Model::new(config, 7, &Device::Cpu).unwrap();
-    let mut tensors = model.tensors().unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let mut masks = BTreeMap::new();
-    for (name, t) in tensors.iter_mut() {
-        if t.rank() < 2 {
-            continue;
-        }
-        let n = t.elem_count();
-        let m: Vec<u8> = (0..n)
-            .map(|_| u8::from(rng.random::<f64>() >= sparsity))
-            .collect();
-        let mask = Tensor::from_vec(m, t.dims(), &Device::Cpu).unwrap();
-        *t = t.mul(&mask.to_dtype(DType::F32).unwrap()).unwrap();
-        masks.insert(name.clone(), mask);
-    }
-    let metadata = BTreeMap::from([("stage".to_string(), "pruned".to_string())]);
-    Checkpoint {
-        config: model.config().clone(),
-        tensors,
-        masks,
-        metadata,
-    }
-}
-
 fn values(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
@@ -172,7 +140,7 @@ fn every_encoding_round_trips_and_a_sparse_file_rewrites_to_the_same_bytes() {
         ("lenet5", (1, 28, 28)),
         ("resnet20", (3, 32, 32)),
     ] {
-        let ckpt = pruned_checkpoint(name, input, 0.9);
+        let ckpt = common::pruned_checkpoint(name, input, 0.9);
         for encoding in [Encoding::Native, Encoding::Dense, Encoding::Sparse] {
             let path = dir.path().join(format!("{name}-{encoding}.safetensors"));
             checkpoint::save_as(&path, &ckpt, encoding).unwrap();
@@ -196,7 +164,7 @@ fn every_encoding_round_trips_and_a_sparse_file_rewrites_to_the_same_bytes() {
 #[test]
 fn a_dense_file_has_pytorch_state_dict_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = pruned_checkpoint("resnet20", (3, 32, 32), 0.5);
+    let ckpt = common::pruned_checkpoint("resnet20", (3, 32, 32), 0.5);
     let path = dir.path().join("dense.safetensors");
     checkpoint::save_as(&path, &ckpt, Encoding::Dense).unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -211,7 +179,7 @@ fn a_dense_file_has_pytorch_state_dict_entries() {
 #[test]
 fn a_mask_that_keeps_a_zero_weight_is_stored_beside_the_bitmask() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ckpt = pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.5);
+    let mut ckpt = common::pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.5);
     // a kept weight that is exactly zero: the mask is not the non-zero pattern
     let w = &ckpt.tensors["fc2.weight"];
     let m = values(&ckpt.masks["fc2.weight"].to_dtype(DType::F32).unwrap());
@@ -245,7 +213,7 @@ fn a_mask_that_keeps_a_zero_weight_is_stored_beside_the_bitmask() {
 #[test]
 fn a_sparse_lenet_300_100_at_95_percent_is_at_most_0_12_of_the_dense_file() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = pruned_checkpoint("lenet-300-100", (1, 28, 28), 0.95);
+    let ckpt = common::pruned_checkpoint("lenet-300-100", (1, 28, 28), 0.95);
     let size = |encoding: Encoding| {
         let path = dir.path().join(format!("{encoding}.safetensors"));
         checkpoint::save_as(&path, &ckpt, encoding).unwrap();
@@ -294,7 +262,7 @@ fn load_error(path: &Path) -> String {
 #[test]
 fn corrupt_sparse_files_are_errors_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.5);
+    let ckpt = common::pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.5);
     let fresh = || {
         let path = dir.path().join("s.safetensors");
         checkpoint::save_as(&path, &ckpt, Encoding::Sparse).unwrap();

@@ -219,3 +219,31 @@ impl ObjectiveArgs {
         })
     }
 }
+
+/// Where `kdprune eval` runs the network.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    /// kdprune's inference runtime with this layer choice.
+    Runtime(kdprune_models::infer::LayerChoice),
+    /// candle's training forward pass.
+    Candle,
+}
+
+/// `--layers`: `auto` (sparse at or below the runtime's crossover density),
+/// `dense`, `sparse`, a density such as `0.2` (sparse at or below it), or
+/// `candle` (the training forward pass instead of the runtime).
+pub fn parse_layers(s: &str) -> Result<Engine, String> {
+    use kdprune_models::infer::LayerChoice;
+    match s {
+        "auto" => Ok(Engine::Runtime(LayerChoice::default())),
+        "dense" => Ok(Engine::Runtime(LayerChoice::Dense)),
+        "sparse" => Ok(Engine::Runtime(LayerChoice::Sparse)),
+        "candle" => Ok(Engine::Candle),
+        other => match other.parse::<f64>() {
+            Ok(d) if (0.0..=1.0).contains(&d) => Ok(Engine::Runtime(LayerChoice::Auto(d))),
+            _ => Err(format!(
+                "'{other}': expected auto, dense, sparse, candle or a density in [0, 1]"
+            )),
+        },
+    }
+}

@@ -10,7 +10,7 @@ use kdprune_cli::jobs;
 use kdprune_cli::summary::{summarize as summarize_inputs, SummaryOptions};
 use kdprune_data::DatasetName;
 
-use super::args::DataArgs;
+use super::args::{DataArgs, Engine};
 
 /// Flags of `kdprune eval`.
 #[derive(Args, Debug)]
@@ -20,14 +20,44 @@ pub struct EvalArgs {
     /// Expected architecture: fail if the checkpoint holds another one.
     #[arg(long)]
     pub model: Option<String>,
+    /// Which layers the inference runtime runs sparse (MLPs and LeNet-5 on
+    /// the CPU): `auto` (by density), `dense`, `sparse`, or `candle` for
+    /// the training forward pass instead of the runtime.
+    #[arg(long, default_value = "auto", value_parser = super::args::parse_layers)]
+    pub layers: Engine,
     #[command(flatten)]
     pub data: DataArgs,
 }
 
-/// Prints `test accuracy: 0.9750`.
+/// Prints `test accuracy: 0.9750`, then which layers ran sparse.
 pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
-    let acc = jobs::evaluate_checkpoint(&a.checkpoint, a.model.as_deref(), &a.data.spec(), device)?;
-    println!("test accuracy: {acc:.4}");
+    let ev = match a.layers {
+        Engine::Runtime(choice) => jobs::evaluate_checkpoint(
+            &a.checkpoint,
+            a.model.as_deref(),
+            &a.data.spec(),
+            choice,
+            device,
+        )?,
+        Engine::Candle => jobs::evaluate_checkpoint_with_candle(
+            &a.checkpoint,
+            a.model.as_deref(),
+            &a.data.spec(),
+            device,
+        )?,
+    };
+    println!("test accuracy: {:.4}", ev.accuracy);
+    match ev.layers {
+        Some(layers) => println!(
+            "runtime: {}",
+            layers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => println!("runtime: candle (the training forward pass)"),
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod export;
+pub mod infer;
 pub mod inspect;
 pub mod prune;
 pub mod run;

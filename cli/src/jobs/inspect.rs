@@ -11,16 +11,43 @@ use prune_core::{ParamFilter, SparsityReport};
 
 use super::DataSpec;
 use crate::checkpoints::{check_fits, load_model, prunable_names};
+use crate::infer::{labels, runtime_net, runtime_predictions};
+use kdprune_models::infer::{LayerChoice, LayerInfo};
 
 /// Test accuracy of the checkpoint at `path` on `data` (defaults: the
 /// checkpoint's dataset and seed); with `expected`, fails unless the
 /// checkpoint holds that architecture.
+///
+/// On the CPU, networks the inference runtime covers (MLPs, LeNet-5) run on
+/// it, each layer dense or sparse by its density (`choice`); the others, and
+/// every network on a GPU, through candle. The report says which.
 pub fn evaluate_checkpoint(
     path: &Path,
     expected: Option<&str>,
     data: &DataSpec,
+    choice: LayerChoice,
     device: &Device,
-) -> Result<f64> {
+) -> Result<Evaluation> {
+    evaluate(path, expected, data, Some(choice), device)
+}
+
+/// [`evaluate_checkpoint`] through candle's forward pass, not the runtime.
+pub fn evaluate_checkpoint_with_candle(
+    path: &Path,
+    expected: Option<&str>,
+    data: &DataSpec,
+    device: &Device,
+) -> Result<Evaluation> {
+    evaluate(path, expected, data, None, device)
+}
+
+fn evaluate(
+    path: &Path,
+    expected: Option<&str>,
+    data: &DataSpec,
+    choice: Option<LayerChoice>,
+    device: &Device,
+) -> Result<Evaluation> {
     let (model, _, ckpt) = load_model(path, device)?;
     let (data, _) = data.load(Some(&ckpt.metadata))?;
     if let Some(name) = expected {
@@ -28,7 +55,31 @@ pub fn evaluate_checkpoint(
         ckpt.expect_config(&expected)?;
     }
     check_fits(&model, &data, "the checkpoint")?;
-    Ok(kd_core::evaluate(&model, &data.test_view(), 512)?)
+    let test = data.test_view();
+    if let (true, Some(choice)) = (device.is_cpu(), choice) {
+        if let Ok(net) = runtime_net(&ckpt, choice) {
+            let predicted = runtime_predictions(&net, &test, 512)?;
+            let truth = labels(&test)?;
+            let hits = predicted.iter().zip(&truth).filter(|(p, t)| p == t).count();
+            return Ok(Evaluation {
+                accuracy: hits as f64 / truth.len().max(1) as f64,
+                layers: Some(net.layers()),
+            });
+        }
+    }
+    Ok(Evaluation {
+        accuracy: kd_core::evaluate(&model, &test, 512)?,
+        layers: None,
+    })
+}
+
+/// What [`evaluate_checkpoint`] measured.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// The runtime's layers (dense or sparse), or `None` when candle ran it.
+    pub layers: Option<Vec<LayerInfo>>,
 }
 
 /// Per-layer sparsity of the checkpoint at `path`, checked against its masks

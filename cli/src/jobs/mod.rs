@@ -16,7 +16,10 @@ use crate::data::{load_data, Data, Source};
 pub use crate::settings::Optim;
 
 pub use export::{export_checkpoint, ExportReport};
-pub use inspect::{evaluate_checkpoint, model_zoo, verify_checkpoint, ZooEntry};
+pub use inspect::{
+    evaluate_checkpoint, evaluate_checkpoint_with_candle, model_zoo, verify_checkpoint, Evaluation,
+    ZooEntry,
+};
 pub use prune::{prune_checkpoint, PruneJob, PruneOutcome};
 pub use train::{
     distill_student, retrain_checkpoint, teacher_for, train_model, with_feature_pairs, DistillJob,

@@ -39,10 +39,11 @@
 
 mod batch_norm;
 mod block;
-mod conv;
-mod cpu;
-mod gemm;
+pub(crate) mod conv;
+pub(crate) mod cpu;
+pub(crate) mod gemm;
 mod pool;
+pub mod sparse;
 
 pub use batch_norm::{
     batch_norm_add_relu_train, batch_norm_add_relu_train_candle, batch_norm_train,

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use kdprune_models::checkpoint::Checkpoint;
+use kdprune_models::{Model, ModelConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,4 +48,34 @@ pub fn max_abs(t: &Tensor) -> f32 {
 /// `max |a − b|` of two f32 tensors of one shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     max_abs(&(a - b).unwrap())
+}
+
+/// A checkpoint of the named network with every weight of rank ≥ 2 pruned
+/// to `sparsity` by random masks applied as training applies them (`w·m`, so negative pruned weights
+/// hold −0.0).
+pub fn pruned_checkpoint(name: &str, input: (usize, usize, usize), sparsity: f64) -> Checkpoint {
+    let config = ModelConfig::from_name(name, input, 10).unwrap();
+    let model = Model::new(config, 7, &Device::Cpu).unwrap();
+    let mut tensors = model.tensors().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut masks = BTreeMap::new();
+    for (name, t) in tensors.iter_mut() {
+        if t.rank() < 2 {
+            continue;
+        }
+        let n = t.elem_count();
+        let m: Vec<u8> = (0..n)
+            .map(|_| u8::from(rng.random::<f64>() >= sparsity))
+            .collect();
+        let mask = Tensor::from_vec(m, t.dims(), &Device::Cpu).unwrap();
+        *t = t.mul(&mask.to_dtype(DType::F32).unwrap()).unwrap();
+        masks.insert(name.clone(), mask);
+    }
+    let metadata = BTreeMap::from([("stage".to_string(), "pruned".to_string())]);
+    Checkpoint {
+        config: model.config().clone(),
+        tensors,
+        masks,
+        metadata,
+    }
 }

@@ -11,7 +11,7 @@ pub(super) fn col_range(shape: &ConvShape, shift: isize) -> (usize, usize) {
 }
 
 /// im2col of one group of one sample: `col[(c, a, b), (i, j)] = x[c, i·s + a·d − p, j·s + b·d − p]`.
-pub(super) fn im2col(shape: &ConvShape, x: &[f32], col: &mut [f32]) {
+pub(crate) fn im2col(shape: &ConvShape, x: &[f32], col: &mut [f32]) {
     im2col_ld(shape, x, col, shape.positions());
 }
 

@@ -28,7 +28,9 @@ mod shape;
 
 pub(crate) use backward::backward_into;
 pub(crate) use forward::forward;
+pub(crate) use im2col::im2col;
 pub(crate) use op::Conv2dOp;
+pub(crate) use scratch::with_scratch;
 pub(crate) use shape::{ConvParams, ConvShape};
 
 #[cfg(test)]

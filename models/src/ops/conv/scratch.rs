@@ -12,7 +12,7 @@ thread_local! {
 /// Runs `f` on `len` floats of this thread's scratch memory, whose contents
 /// are left over from earlier calls: `f` must write what it reads. (A nested
 /// call gets a fresh buffer.)
-pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {

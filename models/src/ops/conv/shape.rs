@@ -105,20 +105,20 @@ impl ConvShape {
     }
 
     /// Rows of the im2col matrix of one group, `C/g·KH·KW`.
-    pub(super) fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.in_cg() * self.k_h * self.k_w
     }
 
     /// Output positions per channel, `OH·OW`.
-    pub(super) fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         self.out_h * self.out_w
     }
 
-    pub(super) fn in_sample(&self) -> usize {
+    pub(crate) fn in_sample(&self) -> usize {
         self.in_c * self.in_h * self.in_w
     }
 
-    pub(super) fn out_sample(&self) -> usize {
+    pub(crate) fn out_sample(&self) -> usize {
         self.out_c * self.positions()
     }
 
@@ -134,7 +134,7 @@ impl ConvShape {
     }
 
     /// Length of the im2col buffer (0 when none is needed).
-    pub(super) fn col_len(&self) -> usize {
+    pub(crate) fn col_len(&self) -> usize {
         if self.pointwise() || self.depthwise() {
             0
         } else {

@@ -1,0 +1,413 @@
+//! Inference without autograd, each layer dense or sparse by its density:
+//! the runtime of a pruned model.
+//!
+//! [`InferenceNet::new`] takes a checkpoint's tensors (masks already applied
+//! to them, as every kdprune checkpoint holds them) and stores each weight
+//! either dense or as a [`Csr`] matrix, by [`LayerChoice`]. The forward pass
+//! computes what [`crate::Model::forward_t`] computes in evaluation mode —
+//! the same layers on plain slices, with the non-zeros summed in another
+//! order (logits within 1e-5 relative; `tests/infer.rs`).
+//!
+//! | layer | dense | sparse |
+//! |---|---|---|
+//! | linear, batch 1 | GEMV (`gemm` crate) | [`Csr::matvec`] |
+//! | linear, batch > 1 | GEMM on `[features, batch]` activations | [`Csr::matmul`], a row of the batch per non-zero |
+//! | convolution (per sample, samples in parallel) | im2col + GEMM (the training kernel) | im2col + [`Csr::matmul`] over the output positions |
+//!
+//! Supported architectures: the MLPs (`lenet-300-100`, `mlp-…`) and LeNet-5
+//! (`lenet5`, `lenet5-xK`); the zoo CNNs run through candle.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::ops::conv::{self, im2col, with_scratch, ConvParams, ConvShape};
+use crate::ops::gemm::{matmul, MatMut, MatRef};
+use crate::ops::sparse::Csr;
+use crate::zoo::lenet5::Geometry;
+
+/// Which layers [`InferenceNet`] stores sparse.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerChoice {
+    /// Sparse where the weight's density (non-zeros / entries) is at most the
+    /// given value, dense elsewhere.
+    Auto(f64),
+    /// Every layer dense.
+    Dense,
+    /// Every layer sparse.
+    Sparse,
+}
+
+impl LayerChoice {
+    /// The density at or below which [`LayerChoice::default`] stores a layer
+    /// sparse: where `bench-infer` measured the sparse products overtaking
+    /// the dense ones (models/README.md, "Sparse inference").
+    pub const CROSSOVER: f64 = 0.1;
+
+    fn sparse(self, density: f64) -> bool {
+        match self {
+            LayerChoice::Auto(limit) => density <= limit,
+            LayerChoice::Dense => false,
+            LayerChoice::Sparse => true,
+        }
+    }
+}
+
+impl Default for LayerChoice {
+    fn default() -> Self {
+        LayerChoice::Auto(Self::CROSSOVER)
+    }
+}
+
+/// A weight as the forward pass reads it.
+#[derive(Clone, Debug)]
+enum Weights {
+    /// Row-major `[out, in]` (a convolution's `[out, in·kh·kw]`).
+    Dense(Vec<f32>),
+    Sparse(Csr),
+}
+
+/// One layer as [`InferenceNet::layers`] describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerInfo {
+    /// The weight's name, e.g. `fc1.weight`.
+    pub name: String,
+    /// Whether it is stored sparse.
+    pub sparse: bool,
+    /// Non-zeros / entries.
+    pub density: f64,
+}
+
+impl fmt::Display for LayerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} (density {:.3})",
+            self.name,
+            if self.sparse { "sparse" } else { "dense" },
+            self.density
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Linear {
+    info: LayerInfo,
+    inputs: usize,
+    outputs: usize,
+    weights: Weights,
+    bias: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+struct Conv {
+    info: LayerInfo,
+    /// The shape of one sample's convolution.
+    shape: ConvShape,
+    weights: Weights,
+    bias: Vec<f32>,
+}
+
+/// A network ready for inference (see the module docs).
+#[derive(Clone, Debug)]
+pub struct InferenceNet {
+    input: (usize, usize, usize),
+    /// Convolutions, each followed by ReLU and a 2×2 max-pool (LeNet-5).
+    convs: Vec<Conv>,
+    /// Linear layers, ReLU between them.
+    linears: Vec<Linear>,
+}
+
+/// The f32 values of tensor `name`, checked against `shape`.
+fn values(tensors: &BTreeMap<String, Tensor>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let t = tensors
+        .get(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if t.dims() != shape {
+        return Err(ModelError::ShapeMismatch {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            got: t.dims().to_vec(),
+        });
+    }
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_vec1::<f32>()?)
+}
+
+/// The weight `name` (`rows × cols`) stored as `choice` says, and its description.
+fn weights(
+    name: &str,
+    dense: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    choice: LayerChoice,
+) -> Result<(Weights, LayerInfo)> {
+    let nnz = dense.iter().filter(|v| **v != 0.0).count();
+    let density = nnz as f64 / dense.len().max(1) as f64;
+    let sparse = choice.sparse(density);
+    let weights = if sparse {
+        Weights::Sparse(Csr::from_dense(&dense, rows, cols).ok_or_else(|| {
+            ModelError::Config(format!("{name}: too many non-zeros for u32 indices"))
+        })?)
+    } else {
+        Weights::Dense(dense)
+    };
+    Ok((
+        weights,
+        LayerInfo {
+            name: name.to_string(),
+            sparse,
+            density,
+        },
+    ))
+}
+
+impl InferenceNet {
+    /// The network of `config` with `tensors` (a checkpoint's, masks applied),
+    /// each weight stored as `choice` says. Errors for the zoo CNNs, and
+    /// name a missing or mis-shaped tensor.
+    pub fn new(
+        config: &ModelConfig,
+        tensors: &BTreeMap<String, Tensor>,
+        choice: LayerChoice,
+    ) -> Result<Self> {
+        let mut widths: Vec<usize>;
+        let mut convs = Vec::new();
+        let input;
+        match config {
+            ModelConfig::Mlp {
+                input_dim,
+                hidden,
+                num_classes,
+            } => {
+                input = (1, 1, *input_dim);
+                widths = vec![*input_dim];
+                widths.extend(hidden);
+                widths.push(*num_classes);
+            }
+            ModelConfig::LeNet5 {
+                in_channels,
+                height,
+                width,
+                num_classes,
+                scale,
+            } => {
+                let g = Geometry::with_scale(*height, *width, *scale).ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "lenet5: input {height}x{width} is smaller than 4x4"
+                    ))
+                })?;
+                input = (*in_channels, *height, *width);
+                let (c1, c2) = (6 * scale, 16 * scale);
+                let plan = [
+                    (
+                        "conv1",
+                        [1, *in_channels, *height, *width],
+                        [c1, *in_channels, 5, 5],
+                        2,
+                    ),
+                    (
+                        "conv2",
+                        [1, c1, g.pool1.0, g.pool1.1],
+                        [c2, c1, 5, 5],
+                        g.conv2_padding,
+                    ),
+                ];
+                for (name, x, w, padding) in plan {
+                    let p = ConvParams {
+                        padding,
+                        stride: 1,
+                        dilation: 1,
+                        groups: 1,
+                    };
+                    let shape = ConvShape::new(&x, &w, p)?;
+                    let wname = format!("{name}.weight");
+                    let dense = values(tensors, &wname, &w)?;
+                    let (weights, info) = weights(&wname, dense, w[0], w[1] * 25, choice)?;
+                    let bias = values(tensors, &format!("{name}.bias"), &w[..1])?;
+                    convs.push(Conv {
+                        info,
+                        shape,
+                        weights,
+                        bias,
+                    });
+                }
+                widths = vec![g.flat_dim, 120 * scale, 84 * scale, *num_classes];
+            }
+            ModelConfig::Cnn { model, .. } => {
+                return Err(ModelError::Config(format!(
+                    "sparse inference covers the MLPs and LeNet-5, not {model}"
+                )))
+            }
+        }
+        let mut linears = Vec::new();
+        for (i, pair) in widths.windows(2).enumerate() {
+            let (inputs, outputs) = (pair[0], pair[1]);
+            let wname = format!("fc{}.weight", i + 1);
+            let dense = values(tensors, &wname, &[outputs, inputs])?;
+            let (weights, info) = weights(&wname, dense, outputs, inputs, choice)?;
+            let bias = values(tensors, &format!("fc{}.bias", i + 1), &[outputs])?;
+            linears.push(Linear {
+                info,
+                inputs,
+                outputs,
+                weights,
+                bias,
+            });
+        }
+        Ok(Self {
+            input,
+            convs,
+            linears,
+        })
+    }
+
+    /// Every weight in forward order: name, dense or sparse, density.
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        self.convs
+            .iter()
+            .map(|c| c.info.clone())
+            .chain(self.linears.iter().map(|l| l.info.clone()))
+            .collect()
+    }
+
+    /// Input `(C, H, W)` of one sample (an MLP's is `(1, 1, inputs)`; any
+    /// `[B, …]` layout with that many values per sample is taken).
+    pub fn input_size(&self) -> usize {
+        self.input.0 * self.input.1 * self.input.2
+    }
+
+    /// Output classes.
+    pub fn num_classes(&self) -> usize {
+        self.linears.last().map_or(0, |l| l.outputs)
+    }
+
+    /// The logits `[batch, classes]` (row-major) of `x`, `batch` samples of
+    /// [`InferenceNet::input_size`] values each.
+    pub fn forward(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
+        if x.len() != batch * self.input_size() {
+            return Err(ModelError::Config(format!(
+                "inference input holds {} values, {batch} samples of {:?} need {}",
+                x.len(),
+                self.input,
+                batch * self.input_size()
+            )));
+        }
+        let features = if self.convs.is_empty() {
+            std::borrow::Cow::Borrowed(x)
+        } else {
+            std::borrow::Cow::Owned(self.conv_features(x, batch))
+        };
+        // The linear layers run on [features, batch]: a sparse row then reads
+        // whole rows of the batch.
+        let mut act = transpose(&features, batch, features.len() / batch.max(1));
+        let last = self.linears.len() - 1;
+        for (i, layer) in self.linears.iter().enumerate() {
+            let mut out = vec![0f32; layer.outputs * batch];
+            match &layer.weights {
+                Weights::Sparse(csr) if batch == 1 => csr.matvec(&act, Some(&layer.bias), &mut out),
+                Weights::Sparse(csr) => csr.matmul(&act, batch, Some(&layer.bias), &mut out),
+                Weights::Dense(w) => {
+                    matmul(
+                        MatMut::row_major(&mut out, layer.outputs, batch),
+                        MatRef::row_major(w, layer.outputs, layer.inputs),
+                        MatRef::row_major(&act, layer.inputs, batch),
+                        false,
+                    );
+                    for (row, b) in out.chunks_exact_mut(batch).zip(&layer.bias) {
+                        row.iter_mut().for_each(|v| *v += b);
+                    }
+                }
+            }
+            if i != last {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            act = out;
+        }
+        Ok(transpose(&act, self.num_classes(), batch))
+    }
+
+    /// The flattened output of the convolution stages, `[batch, features]`.
+    fn conv_features(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        let per_in = self.input_size();
+        let samples: Vec<Vec<f32>> = x
+            .par_chunks(per_in)
+            .map(|sample| {
+                let mut act = sample.to_vec();
+                for layer in &self.convs {
+                    let s = &layer.shape;
+                    let y = match &layer.weights {
+                        Weights::Dense(w) => conv::forward(s, &act, w, Some(&layer.bias)),
+                        Weights::Sparse(csr) => {
+                            let mut y = vec![0f32; s.out_sample()];
+                            with_scratch(s.col_len(), |col| {
+                                im2col(s, &act, col);
+                                csr.matmul(
+                                    &col[..s.k() * s.positions()],
+                                    s.positions(),
+                                    Some(&layer.bias),
+                                    &mut y,
+                                );
+                            });
+                            y
+                        }
+                    };
+                    let [_, c, h, w] = s.out_dims();
+                    act = max_pool2_relu(&y, c, h, w);
+                }
+                act
+            })
+            .collect();
+        debug_assert_eq!(samples.len(), batch);
+        samples.concat()
+    }
+}
+
+/// `[rows, cols]` → `[cols, rows]`, in 16×16 tiles, each output row of a
+/// tile written as one slice (2.7× faster than element by element on a
+/// 64×784 input).
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    if rows <= 1 || cols <= 1 {
+        return x.to_vec();
+    }
+    const T: usize = 16;
+    let mut out = vec![0f32; x.len()];
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            for c in c0..(c0 + T).min(cols) {
+                let o = &mut out[c * rows + r0..c * rows + r1];
+                for (k, v) in o.iter_mut().enumerate() {
+                    *v = x[(r0 + k) * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `max(0, max-pool 2×2 stride 2)` of `[c, h, w]`, floor mode (odd sizes
+/// drop the last row/column), as LeNet-5's training forward.
+fn max_pool2_relu(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for plane in x.chunks_exact(h * w) {
+        for i in 0..oh {
+            let (r0, r1) = (&plane[2 * i * w..], &plane[(2 * i + 1) * w..]);
+            for j in 0..ow {
+                let m = r0[2 * j]
+                    .max(r0[2 * j + 1])
+                    .max(r1[2 * j])
+                    .max(r1[2 * j + 1]);
+                out.push(m.max(0.0));
+            }
+        }
+    }
+    out
+}
