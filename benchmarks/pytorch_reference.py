@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch (CPU) figures for the models and ops of `bench-train` and `bench-conv`.
+"""PyTorch (CPU) figures for the models and ops of `bench-train`, `bench-conv` and `bench-infer`.
 
 Same networks, batch (128), optimizer (SGD, Nesterov momentum 0.9, weight
 decay 5e-4 on weights only, lr 0.01), loss (cross-entropy) and thread count
@@ -15,6 +15,11 @@ Run it beside the Rust binaries (not part of CI; needs `pip install torch`):
 
 `--model NAME` runs that model only (as `bench-train --model NAME`);
 `--no-ops` skips the convolution and matmul lines of `bench-conv`.
+`--infer` prints instead PyTorch's dense inference (eval mode, no_grad) of
+`bench-infer`'s models at batch 1 and 64, each figure the median of
+`--rounds` (at least 21) samples of enough calls to last about 2 ms:
+
+    model=NAME batch=B pytorch_us=X
 """
 
 import argparse
@@ -43,6 +48,19 @@ class SmallCnn(nn.Module):
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.conv2(x), 2))
         return self.fc(x.flatten(1))
+
+
+class LeNet300100(nn.Module):
+    """LeNet-300-100 on 784 inputs, as `models/src/zoo/mlp.rs`."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 300)
+        self.fc2 = nn.Linear(300, 100)
+        self.fc3 = nn.Linear(100, CLASSES)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
 
 
 class LeNet5(nn.Module):
@@ -143,6 +161,33 @@ def train_step_fn(model, x, y, steps):
     return run
 
 
+def per_call_us(rounds, fn):
+    """Median microseconds per call of `fn`, a sample being enough calls for ~2 ms."""
+    start = time.perf_counter()
+    fn()
+    calls = max(1, min(10_000, int(2e-3 / max(time.perf_counter() - start, 1e-7))))
+
+    def sample():
+        for _ in range(calls):
+            fn()
+
+    (t,) = interleaved_medians(rounds, [sample])
+    return 1e6 * t / calls
+
+
+def infer(rounds):
+    for name, ctor in [("lenet-300-100", LeNet300100), ("lenet5", LeNet5)]:
+        model = ctor().eval()
+        for batch in (1, 64):
+            x = torch.randn(batch, 1, 28, 28)
+
+            def fwd():
+                with torch.no_grad():
+                    model(x)
+
+            print(f"model={name} batch={batch} pytorch_us={per_call_us(rounds, fwd):.1f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -150,9 +195,14 @@ def main():
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--model", choices=[m[0] for m in MODELS], help="run this model only")
     parser.add_argument("--no-ops", action="store_true", help="skip the bench-conv figures")
+    parser.add_argument("--infer", action="store_true", help="bench-infer's dense inference only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.infer:
+        print(f"# torch={torch.__version__} threads={torch.get_num_threads()}", flush=True)
+        infer(max(args.rounds, 21))
+        return
     print(f"# torch={torch.__version__} threads={torch.get_num_threads()} batch={BATCH}", flush=True)
 
     for name, (c, h, w), ctor in MODELS:
