@@ -29,6 +29,7 @@
 //! ```
 
 pub mod checkpoints;
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod files;

@@ -40,6 +40,9 @@ enum Command {
     Eval(commands::inspect::EvalArgs),
     /// Per-layer sparsity of a checkpoint; fails if a masked weight is not 0.
     Verify(commands::inspect::VerifyArgs),
+    /// Models side by side: parameters, non-zeros, file size, test accuracy,
+    /// latency at batch 1 and 64, and each against the first.
+    Compare(commands::compare::CompareArgs),
     /// Write a checkpoint as dense safetensors for PyTorch or as
     /// compressed-tensors' sparse-bitmask (size ∝ non-zeros).
     Export(commands::export::ExportArgs),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(a, &device),
         Command::Eval(a) => commands::inspect::eval(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
+        Command::Compare(a) => commands::compare::compare(a),
         Command::Export(a) => commands::export::export(a, &device),
         Command::Infer(a) => commands::infer::infer(a),
         Command::Models(a) => commands::inspect::models(a),

@@ -29,7 +29,7 @@ pub struct InferArgs {
     pub out: Option<PathBuf>,
 }
 
-fn parse_choice(s: &str) -> std::result::Result<LayerChoice, String> {
+pub fn parse_choice(s: &str) -> std::result::Result<LayerChoice, String> {
     match super::args::parse_layers(s)? {
         super::args::Engine::Runtime(choice) => Ok(choice),
         super::args::Engine::Candle => Err("`candle` is not a runtime layer choice".to_string()),

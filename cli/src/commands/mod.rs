@@ -1,6 +1,7 @@
 //! The arguments of each subcommand and the one library call each makes.
 
 pub mod args;
+pub mod compare;
 pub mod export;
 pub mod infer;
 pub mod inspect;

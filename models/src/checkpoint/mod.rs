@@ -379,6 +379,48 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     })
 }
 
+/// The [`Encoding`] of the checkpoint at `path`, from its header alone
+/// (the tensors are not read). Errors as [`load`] for a file that is not a
+/// kdprune checkpoint.
+pub fn file_encoding(path: &Path) -> Result<Encoding> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| invalid(path, format!("not a safetensors file (or truncated): {e}")))?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own bound on a header; no allocation sized by the file beyond it.
+    const MAX_HEADER: u64 = 100_000_000;
+    if n > MAX_HEADER {
+        return Err(invalid(
+            path,
+            format!("header of {n} bytes exceeds {MAX_HEADER}"),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| invalid(path, format!("not a safetensors file (or truncated): {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| invalid(path, format!("not a safetensors header: {e}")))?;
+    let meta = json.get("__metadata__");
+    if meta.and_then(|m| m.get(FORMAT_KEY)).is_none() {
+        return Err(invalid(
+            path,
+            format!("no kdprune metadata ('{FORMAT_KEY}' missing)"),
+        ));
+    }
+    match meta
+        .and_then(|m| m.get(ENCODING_KEY))
+        .and_then(|v| v.as_str())
+    {
+        None => Ok(Encoding::Native),
+        Some(e) => e.parse::<Encoding>().map_err(|e| invalid(path, e)),
+    }
+}
+
 /// The tensors and masks of a native file.
 fn native_tensors(path: &Path, st: &SafeTensors<'_>, device: &Device) -> Result<TensorsAndMasks> {
     let mut tensors = BTreeMap::new();
