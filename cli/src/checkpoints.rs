@@ -110,6 +110,7 @@ pub fn save_model(
             None => BTreeMap::new(),
         },
         metadata: meta,
+        quantized: BTreeMap::new(),
     };
     checkpoint::save(path, &ckpt)
         .with_context(|| format!("cannot write checkpoint {}", path.display()))

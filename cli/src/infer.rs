@@ -13,13 +13,13 @@ use kdprune_models::checkpoint::{self, Checkpoint};
 use kdprune_models::infer::{InferenceNet, LayerChoice, LayerInfo};
 use serde::Serialize;
 
-/// The runtime network of a checkpoint, or why it has none (the zoo CNNs run
-/// through candle).
+/// The runtime network of a checkpoint (INT8 linear layers for a quantised
+/// one), or why it has none (the zoo CNNs run through candle).
 pub fn runtime_net(
     ckpt: &Checkpoint,
     choice: LayerChoice,
 ) -> std::result::Result<InferenceNet, String> {
-    InferenceNet::new(&ckpt.config, &ckpt.tensors, choice).map_err(|e| e.to_string())
+    InferenceNet::from_checkpoint(ckpt, choice).map_err(|e| e.to_string())
 }
 
 /// The argmax class of every sample of `samples` under `net`, in batches of

@@ -110,6 +110,53 @@ fn every_command_reads_every_encoding() {
         p(&student),
     ]));
 
+    // INT8: weights per output channel, activations per batch or calibrated
+    let int8 = dir.path().join("pruned.int8.safetensors");
+    let line = export(&native, "int8", &int8);
+    assert!(line.contains("(int-quantized)"), "{line}");
+    let int8_static = dir.path().join("pruned.int8s.safetensors");
+    ok(&kdprune(&[
+        "export",
+        p(&native),
+        "--format",
+        "int8",
+        "--calibration-batches",
+        "2",
+        "--out",
+        p(&int8_static),
+    ]));
+    for f in [&int8, &int8_static] {
+        let out = ok(&kdprune(&["eval", p(f)]));
+        assert!(out.contains("sparse int8"), "{out}");
+        let acc = |s: &str| {
+            s.lines()
+                .next()
+                .unwrap()
+                .trim_start_matches("test accuracy: ")
+                .parse::<f64>()
+                .unwrap()
+        };
+        // 8-bit weights and activations cost at most a few points on digits
+        assert!(
+            (acc(&out) - acc(&expected)).abs() < 0.05,
+            "{out} vs {expected}"
+        );
+        // the other commands see the dequantised weights and the masks
+        let table = ok(&kdprune(&["verify", p(f)]));
+        assert!(table.contains("global sparsity: 0.95"), "{table}");
+    }
+    let retrained_int8 = dir.path().join("retrained-int8.safetensors");
+    ok(&kdprune(&[
+        "retrain",
+        "--checkpoint",
+        p(&int8),
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        p(&retrained_int8),
+    ]));
+
     // and a sparse file exported again is the same bytes
     let again = dir.path().join("again.safetensors");
     export(&sparse, "sparse", &again);

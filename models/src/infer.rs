@@ -23,11 +23,13 @@ use std::fmt;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
+use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::ops::conv::{self, im2col, with_scratch, ConvParams, ConvShape};
 use crate::ops::gemm::{matmul, MatMut, MatRef};
 use crate::ops::sparse::Csr;
+use crate::quant::{Int8Linear, QuantizedWeight};
 use crate::zoo::lenet5::Geometry;
 
 /// Which layers [`InferenceNet`] stores sparse.
@@ -69,6 +71,9 @@ enum Weights {
     /// Row-major `[out, in]` (a convolution's `[out, in·kh·kw]`).
     Dense(Vec<f32>),
     Sparse(Csr),
+    /// INT8 weights with integer products (linear layers of a quantised
+    /// checkpoint).
+    Int8(Int8Linear),
 }
 
 /// One layer as [`InferenceNet::layers`] describes it.
@@ -80,15 +85,18 @@ pub struct LayerInfo {
     pub sparse: bool,
     /// Non-zeros / entries.
     pub density: f64,
+    /// Whether it runs on INT8 weights.
+    pub int8: bool,
 }
 
 impl fmt::Display for LayerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} (density {:.3})",
+            "{} {}{} (density {:.3})",
             self.name,
             if self.sparse { "sparse" } else { "dense" },
+            if self.int8 { " int8" } else { "" },
             self.density
         )
     }
@@ -164,6 +172,7 @@ fn weights(
             name: name.to_string(),
             sparse,
             density,
+            int8: false,
         },
     ))
 }
@@ -268,6 +277,39 @@ impl InferenceNet {
         })
     }
 
+    /// [`InferenceNet::new`] on a checkpoint's tensors; the linear layers of
+    /// a quantised checkpoint ([`Checkpoint::quantized`]) run on their INT8
+    /// weights with integer products (dense or sparse rows by `choice`),
+    /// activations quantised with the calibrated input scale or per batch.
+    /// Convolutions keep f32 (the dequantised weights).
+    pub fn from_checkpoint(ckpt: &Checkpoint, choice: LayerChoice) -> Result<Self> {
+        let mut net = Self::new(&ckpt.config, &ckpt.tensors, choice)?;
+        for layer in &mut net.linears {
+            if let Some(q) = ckpt.quantized.get(&layer.info.name) {
+                let int8 = quantized_layer(
+                    &layer.info.name,
+                    q,
+                    layer.outputs,
+                    layer.inputs,
+                    layer.info.sparse,
+                )?;
+                layer.weights = Weights::Int8(int8);
+                layer.info.int8 = true;
+            }
+        }
+        Ok(net)
+    }
+
+    /// For calibration: the largest magnitude of each linear layer's input
+    /// over the `batch` samples of `x` (forward order).
+    pub fn linear_input_max(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let mut maxima = Vec::with_capacity(self.linears.len());
+        self.run(x, batch, |_, act| {
+            maxima.push(act.iter().fold(0f32, |m, v| m.max(v.abs())))
+        })?;
+        Ok(maxima)
+    }
+
     /// Every weight in forward order: name, dense or sparse, density.
     pub fn layers(&self) -> Vec<LayerInfo> {
         self.convs
@@ -291,6 +333,17 @@ impl InferenceNet {
     /// The logits `[batch, classes]` (row-major) of `x`, `batch` samples of
     /// [`InferenceNet::input_size`] values each.
     pub fn forward(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
+        self.run(x, batch, |_, _| {})
+    }
+
+    /// The forward pass, calling `seen(layer, input)` with each linear
+    /// layer's input (`[features, batch]`) before the layer runs.
+    fn run(
+        &self,
+        x: &[f32],
+        batch: usize,
+        mut seen: impl FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>> {
         if x.len() != batch * self.input_size() {
             return Err(ModelError::Config(format!(
                 "inference input holds {} values, {batch} samples of {:?} need {}",
@@ -309,8 +362,14 @@ impl InferenceNet {
         let mut act = transpose(&features, batch, features.len() / batch.max(1));
         let last = self.linears.len() - 1;
         for (i, layer) in self.linears.iter().enumerate() {
+            seen(i, &act);
             let mut out = vec![0f32; layer.outputs * batch];
             match &layer.weights {
+                Weights::Int8(q) => {
+                    // INT8 rows are dot products over a sample's features.
+                    let samples = transpose(&act, layer.inputs, batch);
+                    q.forward(&samples, batch, &layer.bias, &mut out);
+                }
                 Weights::Sparse(csr) if batch == 1 => csr.matvec(&act, Some(&layer.bias), &mut out),
                 Weights::Sparse(csr) => csr.matmul(&act, batch, Some(&layer.bias), &mut out),
                 Weights::Dense(w) => {
@@ -344,6 +403,7 @@ impl InferenceNet {
                     let s = &layer.shape;
                     let y = match &layer.weights {
                         Weights::Dense(w) => conv::forward(s, &act, w, Some(&layer.bias)),
+                        Weights::Int8(_) => unreachable!("convolutions keep f32 weights"),
                         Weights::Sparse(csr) => {
                             let mut y = vec![0f32; s.out_sample()];
                             with_scratch(s.col_len(), |col| {
@@ -367,6 +427,28 @@ impl InferenceNet {
         debug_assert_eq!(samples.len(), batch);
         samples.concat()
     }
+}
+
+/// The runtime layer of INT8 weight `name`, checked against the layer's
+/// `[rows, cols]`.
+fn quantized_layer(
+    name: &str,
+    q: &QuantizedWeight,
+    rows: usize,
+    cols: usize,
+    sparse: bool,
+) -> Result<Int8Linear> {
+    if q.shape != [rows, cols] {
+        return Err(ModelError::ShapeMismatch {
+            name: name.to_string(),
+            expected: vec![rows, cols],
+            got: q.shape.clone(),
+        });
+    }
+    q.check()
+        .map_err(|e| ModelError::Config(format!("INT8 weight '{name}': {e}")))?;
+    Int8Linear::new(q, sparse)
+        .ok_or_else(|| ModelError::Config(format!("{name}: too many non-zeros for u32 indices")))
 }
 
 /// `[rows, cols]` → `[cols, rows]`, in 16×16 tiles, each output row of a
@@ -410,4 +492,46 @@ fn max_pool2_relu(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Post-training INT8 quantisation of a checkpoint (see [`crate::quant`]):
+/// every f32 weight of rank ≥ 2 quantised per output channel, its tensor
+/// replaced by the dequantised values; with `calibration` batches (`(x,
+/// batch)`, inputs as [`InferenceNet::forward`] takes them), each linear
+/// layer's input scale is fixed at `max |input| / 127` over them (static
+/// activations), else left to each batch (dynamic). Masks and metadata are
+/// kept; a weight that rounds to zero under a kept mask stays kept.
+pub fn quantize_checkpoint(
+    ckpt: &Checkpoint,
+    calibration: &[(&[f32], usize)],
+) -> Result<Checkpoint> {
+    let mut out = ckpt.clone();
+    out.quantized.clear();
+    for (name, t) in &ckpt.tensors {
+        if t.rank() < 2 || t.dtype() != candle_core::DType::F32 {
+            continue;
+        }
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        let q = QuantizedWeight::quantize(&values, t.dims());
+        out.tensors.insert(
+            name.clone(),
+            Tensor::from_vec(q.dequantize(), t.dims(), t.device())?,
+        );
+        out.quantized.insert(name.clone(), q);
+    }
+    if !calibration.is_empty() {
+        let net = InferenceNet::new(&ckpt.config, &ckpt.tensors, LayerChoice::Dense)?;
+        let mut maxima = vec![0f32; net.linears.len()];
+        for (x, batch) in calibration {
+            for (m, v) in maxima.iter_mut().zip(net.linear_input_max(x, *batch)?) {
+                *m = m.max(v);
+            }
+        }
+        for (layer, m) in net.linears.iter().zip(maxima) {
+            if let Some(q) = out.quantized.get_mut(&layer.info.name) {
+                q.input_scale = Some(crate::quant::scale_of(m));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod infer;
 pub mod model;
 pub mod ops;
+pub mod quant;
 pub mod zoo;
 
 pub use checkpoint::Checkpoint;

@@ -1,12 +1,14 @@
 //! Inference of pruned models: the training forward pass (candle, what
 //! `kdprune eval` ran before the runtime) against kdprune's inference
 //! runtime with every layer dense and with each layer dense or sparse by its
-//! density (the default), at several sparsities and at batch 1 and 64; and
+//! density (the default), and with INT8 linear layers (dense or sparse by
+//! density, activations quantised per batch), at several sparsities and at
+//! batch 1 and 64; and
 //! one 300×784 layer at densities 0.02–0.6, dense against sparse, for the
 //! crossover the runtime's default uses.
 //!
 //! ```text
-//! model=lenet-300-100 sparsity=0.95 batch=1 candle_us=A dense_us=B sparse_us=C sparse_vs_dense=B/C sparse_vs_candle=A/C
+//! model=lenet-300-100 sparsity=0.95 batch=1 candle_us=A dense_us=B sparse_us=C sparse_int8_us=D sparse_vs_dense=B/C sparse_vs_candle=A/C int8_vs_sparse=C/D
 //! layer=300x784 density=0.05 batch=1 dense_us=X sparse_us=Y sparse_vs_dense=X/Y
 //! ```
 //!
@@ -26,7 +28,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use kdprune_benchmarks::{count_arg, cpu_features, interleaved_median_secs, load_average};
 use kdprune_cli::runtime::tune_process;
-use kdprune_models::infer::{InferenceNet, LayerChoice};
+use kdprune_models::checkpoint::Checkpoint;
+use kdprune_models::infer::{quantize_checkpoint, InferenceNet, LayerChoice};
 use kdprune_models::{Model, ModelConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,6 +101,18 @@ fn main() -> Result<()> {
             let tensors = pruned(&model, sparsity)?;
             let dense = InferenceNet::new(&config, &tensors, LayerChoice::Dense)?;
             let sparse = InferenceNet::new(&config, &tensors, LayerChoice::default())?;
+            // INT8 linear layers (dynamic activations), dense or sparse by density
+            let ckpt = Checkpoint {
+                config: config.clone(),
+                tensors: tensors.clone(),
+                masks: BTreeMap::new(),
+                metadata: BTreeMap::new(),
+                quantized: BTreeMap::new(),
+            };
+            let int8 = InferenceNet::from_checkpoint(
+                &quantize_checkpoint(&ckpt, &[])?,
+                LayerChoice::default(),
+            )?;
             for batch in [1usize, 64] {
                 let xs = Tensor::randn(0f32, 1.0, (batch, 1, 28, 28), &dev)?;
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
@@ -114,15 +129,20 @@ fn main() -> Result<()> {
                         &mut || {
                             std::hint::black_box(sparse.forward(&x, batch).expect("forward"));
                         },
+                        &mut || {
+                            std::hint::black_box(int8.forward(&x, batch).expect("forward"));
+                        },
                     ],
                 );
                 println!(
-                    "model={name} sparsity={sparsity} batch={batch} candle_us={:.1} dense_us={:.1} sparse_us={:.1} sparse_vs_dense={:.2} sparse_vs_candle={:.2}",
+                    "model={name} sparsity={sparsity} batch={batch} candle_us={:.1} dense_us={:.1} sparse_us={:.1} sparse_int8_us={:.1} sparse_vs_dense={:.2} sparse_vs_candle={:.2} int8_vs_sparse={:.2}",
                     1e6 * t[0],
                     1e6 * t[1],
                     1e6 * t[2],
+                    1e6 * t[3],
                     t[1] / t[2],
-                    t[0] / t[2]
+                    t[0] / t[2],
+                    t[2] / t[3]
                 );
             }
         }

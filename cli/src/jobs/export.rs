@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use candle_core::Device;
-use kdprune_models::checkpoint::{self, Encoding};
+use kd_core::Samples;
+use kdprune_models::checkpoint::{self, Checkpoint, Encoding};
+use kdprune_models::infer::quantize_checkpoint;
 
 use super::inspect::verify_checkpoint;
+use super::DataSpec;
 
 /// What [`export_checkpoint`] wrote.
 #[derive(Clone, Debug)]
@@ -42,6 +45,25 @@ impl ExportReport {
     }
 }
 
+/// [`quantize_checkpoint`] with the calibration batches of `calibration`.
+fn quantize(ckpt: &Checkpoint, calibration: &Calibration) -> Result<Checkpoint> {
+    if calibration.batches == 0 {
+        return Ok(quantize_checkpoint(ckpt, &[])?);
+    }
+    let (data, _) = calibration.data.load(Some(&ckpt.metadata))?;
+    let train = data.views(kdprune_data::Augment::NONE);
+    let n = train.train.len().min(64 * calibration.batches);
+    ensure!(n > 0, "the training set is empty: nothing to calibrate on");
+    let mut inputs = Vec::new();
+    for start in (0..n).step_by(64) {
+        let idx: Vec<usize> = (start..(start + 64).min(n)).collect();
+        let (xs, _) = train.train.batch(&idx, &Device::Cpu)?;
+        inputs.push((xs.flatten_all()?.to_vec1::<f32>()?, idx.len()));
+    }
+    let batches: Vec<(&[f32], usize)> = inputs.iter().map(|(x, b)| (x.as_slice(), *b)).collect();
+    Ok(quantize_checkpoint(ckpt, &batches)?)
+}
+
 /// `1234567` → `1,234,567`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -55,13 +77,27 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// How [`export_checkpoint`] calibrates an INT8 export.
+#[derive(Clone, Debug, Default)]
+pub struct Calibration {
+    /// Training batches of 64 (the first samples of the training set, no
+    /// augmentation) over which each linear layer's input scale is fixed;
+    /// 0 quantises activations per batch instead.
+    pub batches: usize,
+    /// Where the training data comes from (default: the checkpoint's).
+    pub data: DataSpec,
+}
+
 /// Reads the checkpoint at `input` (any encoding), checks that every masked
 /// weight is zero, and writes it to `out` in `encoding` (atomically: a failed
-/// export leaves no file). `out` may not be `input`.
+/// export leaves no file). `out` may not be `input`. [`Encoding::Int8`]
+/// quantises the weights per output channel and calibrates the activations
+/// as `calibration` says.
 pub fn export_checkpoint(
     input: &Path,
     encoding: Encoding,
     out: &Path,
+    calibration: &Calibration,
     device: &Device,
 ) -> Result<ExportReport> {
     let same = match (input.canonicalize(), out.canonicalize()) {
@@ -76,8 +112,11 @@ pub fn export_checkpoint(
         input.display(),
         report.violations()
     );
-    let ckpt = checkpoint::load(input, device)
+    let mut ckpt = checkpoint::load(input, device)
         .with_context(|| format!("cannot load checkpoint {}", input.display()))?;
+    if encoding == Encoding::Int8 && (ckpt.quantized.is_empty() || calibration.batches > 0) {
+        ckpt = quantize(&ckpt, calibration)?;
+    }
     checkpoint::save_as(out, &ckpt, encoding)
         .with_context(|| format!("cannot write {}", out.display()))?;
     let (mut nonzero, mut total) = (0usize, 0usize);

@@ -15,7 +15,7 @@ use anyhow::Result;
 use crate::data::{load_data, Data, Source};
 pub use crate::settings::Optim;
 
-pub use export::{export_checkpoint, ExportReport};
+pub use export::{export_checkpoint, Calibration, ExportReport};
 pub use inspect::{
     evaluate_checkpoint, evaluate_checkpoint_with_candle, model_zoo, verify_checkpoint, Evaluation,
     ZooEntry,

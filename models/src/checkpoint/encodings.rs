@@ -28,6 +28,7 @@ use super::{
     check_mask_values, invalid, tensor_bytes, Checkpoint, Entry, TensorsAndMasks, MASK_PREFIX,
 };
 use crate::error::Result;
+use crate::quant::QuantizedWeight;
 
 /// How a checkpoint file stores its tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,11 +40,14 @@ pub enum Encoding {
     Dense,
     /// compressed-tensors' `sparse-bitmask`: non-zeros and a bitmask per weight.
     Sparse,
+    /// compressed-tensors' `int-quantized`: INT8 weights with per-channel
+    /// scales (and calibrated input scales), see [`crate::quant`].
+    Int8,
 }
 
 impl Encoding {
     /// The names [`Encoding::from_str`] accepts, for help texts.
-    pub const NAMES: &'static str = "kdprune, dense, sparse";
+    pub const NAMES: &'static str = "kdprune, dense, sparse, int8";
 }
 
 impl fmt::Display for Encoding {
@@ -52,6 +56,7 @@ impl fmt::Display for Encoding {
             Encoding::Native => "kdprune",
             Encoding::Dense => "dense",
             Encoding::Sparse => SPARSE_BITMASK,
+            Encoding::Int8 => INT_QUANTIZED,
         })
     }
 }
@@ -64,6 +69,7 @@ impl FromStr for Encoding {
             "kdprune" | "native" => Ok(Encoding::Native),
             "dense" => Ok(Encoding::Dense),
             "sparse" | SPARSE_BITMASK => Ok(Encoding::Sparse),
+            "int8" | INT_QUANTIZED => Ok(Encoding::Int8),
             other => Err(format!(
                 "unknown checkpoint encoding '{other}' (known: {})",
                 Encoding::NAMES
@@ -77,7 +83,7 @@ const SPARSE_BITMASK: &str = "sparse-bitmask";
 /// Metadata key listing the masked tensors of a sparse file (JSON array).
 const MASKS_KEY: &str = "kdprune.masks";
 /// The keys an export adds for other tools; not the caller's metadata.
-const TOOL_KEYS: [&str; 2] = ["format", "sparsity_config"];
+const TOOL_KEYS: [&str; 3] = ["format", "sparsity_config", "quantization_config"];
 /// The suffix of the batch-norm step counter PyTorch keeps in a `state_dict`.
 const NUM_BATCHES_TRACKED: &str = ".num_batches_tracked";
 /// The suffixes of a bitmask-encoded tensor's parts.
@@ -114,6 +120,7 @@ pub(crate) fn entries(
         Encoding::Native => unreachable!("native files are written by checkpoint::save_as"),
         Encoding::Dense => dense_entries(path, ckpt),
         Encoding::Sparse => sparse_entries(path, ckpt, metadata),
+        Encoding::Int8 => int8_entries(path, ckpt, metadata),
     }
 }
 
@@ -187,34 +194,7 @@ fn sparse_entries(
         ));
         patterns.insert(name.as_str(), encoded.bitmask);
     }
-    for (name, mask) in &ckpt.masks {
-        let (_, bytes) = tensor_bytes(path, name, mask)?;
-        check_mask_values(path, name, &bytes)?;
-        let dims = mask.dims();
-        let (rows, row_len) = match dims.split_last() {
-            Some((&last, lead)) => (lead.iter().product::<usize>(), last),
-            None => (1, 1),
-        };
-        let packed = bitmask::pack_rows(|i| bytes[i] == 1, rows, row_len);
-        if patterns.get(name.as_str()) != Some(&packed) {
-            let shape = if dims.is_empty() {
-                vec![1]
-            } else {
-                bitmask::bitmask_shape(dims)
-            };
-            entries.push((
-                format!("{MASK_PREFIX}{name}.bitmask"),
-                StDtype::U8,
-                shape,
-                packed,
-            ));
-        }
-    }
-    let masked: Vec<&String> = ckpt.masks.keys().collect();
-    metadata.insert(
-        MASKS_KEY.to_string(),
-        serde_json::to_string(&masked).expect("a list of strings serialises"),
-    );
+    entries.extend(mask_entries(path, ckpt, &patterns, metadata)?);
     let sparsity = if total == 0 {
         0.0
     } else {
@@ -252,6 +232,7 @@ pub(crate) fn tensors(
             Ok((tensors, BTreeMap::new()))
         }
         Encoding::Sparse => sparse_tensors(path, st, metadata, device),
+        Encoding::Int8 => unreachable!("INT8 files are read by int8_tensors"),
     }
 }
 
@@ -373,6 +354,78 @@ fn sparse_tensors(
             .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
         tensors.insert(name.clone(), plain(path, name, &view, device)?);
     }
+    let masks = read_masks(path, st, metadata, &tensors, &patterns, device)?;
+    if let Some(stray) = names.iter().find(|n| {
+        n.starts_with(MASK_PREFIX)
+            && n.ends_with(".bitmask")
+            && !part_of_encoded(n)
+            && !masks.contains_key(&n[MASK_PREFIX.len()..n.len() - ".bitmask".len()])
+    }) {
+        return Err(invalid(
+            path,
+            format!("'{stray}' masks no tensor listed in '{MASKS_KEY}'"),
+        ));
+    }
+    Ok((tensors, masks))
+}
+
+/// `(rows, row_len)` of a shape packed along its last axis (a scalar is one
+/// row of one).
+fn rows_of(dims: &[usize]) -> (usize, usize) {
+    match dims.split_last() {
+        Some((&last, lead)) => (lead.iter().product::<usize>(), last),
+        None => (1, 1),
+    }
+}
+
+/// The masks of `ckpt` for a sparse or INT8 file: each packed like a
+/// bitmask as `mask.NAME.bitmask`, unless it equals `patterns[NAME]` (the
+/// tensor's own bitmask); the list of masked tensors goes to `metadata`.
+fn mask_entries(
+    path: &Path,
+    ckpt: &Checkpoint,
+    patterns: &BTreeMap<&str, Vec<u8>>,
+    metadata: &mut HashMap<String, String>,
+) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for (name, mask) in &ckpt.masks {
+        let (_, bytes) = tensor_bytes(path, name, mask)?;
+        check_mask_values(path, name, &bytes)?;
+        let dims = mask.dims();
+        let (rows, row_len) = rows_of(dims);
+        let packed = bitmask::pack_rows(|i| bytes[i] == 1, rows, row_len);
+        if patterns.get(name.as_str()) != Some(&packed) {
+            let shape = if dims.is_empty() {
+                vec![1]
+            } else {
+                bitmask::bitmask_shape(dims)
+            };
+            entries.push((
+                format!("{MASK_PREFIX}{name}.bitmask"),
+                StDtype::U8,
+                shape,
+                packed,
+            ));
+        }
+    }
+    let masked: Vec<&String> = ckpt.masks.keys().collect();
+    metadata.insert(
+        MASKS_KEY.to_string(),
+        serde_json::to_string(&masked).expect("a list of strings serialises"),
+    );
+    Ok(entries)
+}
+
+/// The masks listed in a sparse or INT8 file's metadata: `mask.NAME.bitmask`
+/// where stored, else the tensor's bitmask in `patterns`.
+fn read_masks(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    metadata: &HashMap<String, String>,
+    tensors: &BTreeMap<String, Tensor>,
+    patterns: &BTreeMap<&str, Vec<u8>>,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor>> {
     let masked: Vec<String> = match metadata.get(MASKS_KEY) {
         Some(json) => serde_json::from_str(json)
             .map_err(|e| invalid(path, format!("bad '{MASKS_KEY}' metadata: {e}")))?,
@@ -387,10 +440,7 @@ fn sparse_tensors(
             )
         })?;
         let dims = weight.dims().to_vec();
-        let (rows, row_len) = match dims.split_last() {
-            Some((&last, lead)) => (lead.iter().product::<usize>(), last),
-            None => (1, 1),
-        };
+        let (rows, row_len) = rows_of(&dims);
         let stored = format!("{MASK_PREFIX}{name}.bitmask");
         let packed = match st.tensor(&stored) {
             Ok(view) if view.dtype() == StDtype::U8 => view.data().to_vec(),
@@ -409,16 +459,200 @@ fn sparse_tensors(
         let values: Vec<u8> = bits.into_iter().map(u8::from).collect();
         masks.insert(name, Tensor::from_vec(values, dims, device)?);
     }
-    if let Some(stray) = names.iter().find(|n| {
-        n.starts_with(MASK_PREFIX)
-            && n.ends_with(".bitmask")
-            && !part_of_encoded(n)
-            && !masks.contains_key(&n[MASK_PREFIX.len()..n.len() - ".bitmask".len()])
-    }) {
+    Ok(masks)
+}
+
+/// compressed-tensors' name of the INT8 format.
+const INT_QUANTIZED: &str = "int-quantized";
+
+/// `NAME_scale`: the per-channel scales of weight `NAME` (`fc1.weight` →
+/// `fc1.weight_scale`, compressed-tensors' name).
+fn scale_name(name: &str) -> String {
+    format!("{name}_scale")
+}
+
+/// `MODULE.input_scale` for weight `MODULE.weight` (compressed-tensors' name
+/// of a static activation scale).
+fn input_scale_name(name: &str) -> String {
+    format!(
+        "{}.input_scale",
+        name.strip_suffix(".weight").unwrap_or(name)
+    )
+}
+
+/// The tensors of an INT8 file: every f32 weight of rank ≥ 2 as i8 values
+/// `NAME` with f32 scales `NAME_scale` `[out, 1]` (and `MODULE.input_scale`
+/// `[1]` when calibrated), taken from `ckpt.quantized` or quantised here
+/// (activations then per batch); the rest as in `dense`; masks as in a
+/// sparse file.
+fn int8_entries(
+    path: &Path,
+    ckpt: &Checkpoint,
+    metadata: &mut HashMap<String, String>,
+) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let mut static_inputs = false;
+    for (name, t) in &ckpt.tensors {
+        if !is_encoded(t) {
+            let (dtype, bytes) = tensor_bytes(path, name, t)?;
+            entries.push((name.clone(), dtype, t.dims().to_vec(), bytes));
+            continue;
+        }
+        let q = match ckpt.quantized.get(name) {
+            Some(q) => q.clone(),
+            None => QuantizedWeight::quantize(&f32_values(t)?, t.dims()),
+        };
+        if q.shape != t.dims() {
+            return Err(invalid(
+                path,
+                format!(
+                    "INT8 weight '{name}' has shape {:?}, its tensor {:?}",
+                    q.shape,
+                    t.dims()
+                ),
+            ));
+        }
+        q.check()
+            .map_err(|e| invalid(path, format!("INT8 weight '{name}': {e}")))?;
+        entries.push((
+            name.clone(),
+            StDtype::I8,
+            q.shape.clone(),
+            q.values.iter().map(|v| *v as u8).collect(),
+        ));
+        entries.push((
+            scale_name(name),
+            StDtype::F32,
+            vec![q.scales.len(), 1],
+            f32_bytes(&q.scales),
+        ));
+        if let Some(s) = q.input_scale {
+            static_inputs = true;
+            entries.push((
+                input_scale_name(name),
+                StDtype::F32,
+                vec![1],
+                f32_bytes(&[s]),
+            ));
+        }
+    }
+    entries.extend(mask_entries(path, ckpt, &BTreeMap::new(), metadata)?);
+    let config = serde_json::json!({
+        "quant_method": "compressed-tensors",
+        "format": INT_QUANTIZED,
+        "config_groups": {"group_0": {
+            "targets": ["Linear", "Conv2d"],
+            "weights": {"num_bits": 8, "type": "int", "symmetric": true, "strategy": "channel", "dynamic": false},
+            "input_activations": {"num_bits": 8, "type": "int", "symmetric": true, "strategy": "tensor", "dynamic": !static_inputs},
+        }},
+    });
+    metadata.insert("quantization_config".to_string(), config.to_string());
+    Ok(entries)
+}
+
+/// Tensors (weights dequantised), masks, and the INT8 weights by name.
+pub(crate) type Int8Parts = (
+    BTreeMap<String, Tensor>,
+    BTreeMap<String, Tensor>,
+    BTreeMap<String, QuantizedWeight>,
+);
+
+/// The tensors (weights dequantised), masks and INT8 weights of an INT8 file.
+pub(crate) fn int8_tensors(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    metadata: &HashMap<String, String>,
+    device: &Device,
+) -> Result<Int8Parts> {
+    let mut tensors = BTreeMap::new();
+    let mut quantized = BTreeMap::new();
+    let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    for name in &names {
+        let view = st
+            .tensor(name)
+            .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
+        if view.dtype() != StDtype::I8 {
+            continue;
+        }
+        let shape = view.shape().to_vec();
+        let rows = shape.first().copied().unwrap_or(1);
+        let scale_view = part_named(path, st, &scale_name(name), StDtype::F32)?;
+        if scale_view.shape() != [rows, 1] {
+            return Err(invalid(
+                path,
+                format!(
+                    "'{}' has shape {:?}, expected [{rows}, 1]",
+                    scale_name(name),
+                    scale_view.shape()
+                ),
+            ));
+        }
+        let input_scale = match st.tensor(&input_scale_name(name)) {
+            Ok(v) if v.dtype() == StDtype::F32 && v.data().len() == 4 => {
+                Some(f32_values_of(v.data())[0])
+            }
+            Ok(_) => {
+                return Err(invalid(
+                    path,
+                    format!("'{}' is not one f32", input_scale_name(name)),
+                ));
+            }
+            Err(_) => None,
+        };
+        let q = QuantizedWeight {
+            shape: shape.clone(),
+            values: view.data().iter().map(|b| *b as i8).collect(),
+            scales: f32_values_of(scale_view.data()),
+            input_scale,
+        };
+        q.check()
+            .map_err(|e| invalid(path, format!("INT8 weight '{name}': {e}")))?;
+        tensors.insert(
+            name.clone(),
+            Tensor::from_vec(q.dequantize(), shape, device)?,
+        );
+        quantized.insert(name.clone(), q);
+    }
+    let is_part = |n: &str| {
+        quantized
+            .keys()
+            .any(|w| n == scale_name(w) || n == input_scale_name(w))
+            || (n.starts_with(MASK_PREFIX) && n.ends_with(".bitmask"))
+    };
+    for name in &names {
+        if quantized.contains_key(name) || is_part(name) {
+            continue;
+        }
+        let view = st
+            .tensor(name)
+            .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
+        tensors.insert(name.clone(), plain(path, name, &view, device)?);
+    }
+    let masks = read_masks(path, st, metadata, &tensors, &BTreeMap::new(), device)?;
+    Ok((tensors, masks, quantized))
+}
+
+fn f32_values_of(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+/// The tensor `name`, checked for `dtype`.
+fn part_named<'a>(
+    path: &Path,
+    st: &'a SafeTensors<'_>,
+    name: &str,
+    dtype: StDtype,
+) -> Result<TensorView<'a>> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| invalid(path, format!("no '{name}' in the file")))?;
+    if view.dtype() != dtype {
         return Err(invalid(
             path,
-            format!("'{stray}' masks no tensor listed in '{MASKS_KEY}'"),
+            format!("'{name}' has dtype {:?}, expected {dtype:?}", view.dtype()),
         ));
     }
-    Ok((tensors, masks))
+    Ok(view)
 }

@@ -29,6 +29,7 @@ use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::Model;
+use crate::quant::QuantizedWeight;
 
 pub mod bitmask;
 pub mod encodings;
@@ -60,6 +61,10 @@ pub struct Checkpoint {
     pub masks: BTreeMap<String, Tensor>,
     /// Free-form metadata (dataset, seed, stage, …); no key may start with `kdprune.`.
     pub metadata: BTreeMap<String, String>,
+    /// The INT8 weights of a quantised checkpoint ([`Encoding::Int8`]) by
+    /// tensor name, exactly as stored; `tensors` holds their dequantised
+    /// values, so every command reads such a file. Empty otherwise.
+    pub quantized: BTreeMap<String, QuantizedWeight>,
 }
 
 impl Checkpoint {
@@ -74,6 +79,7 @@ impl Checkpoint {
             tensors: model.tensors()?,
             masks,
             metadata,
+            quantized: BTreeMap::new(),
         })
     }
 
@@ -364,9 +370,16 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
-    let (tensors, masks) = match encoding {
-        Encoding::Native => native_tensors(path, &st, device)?,
-        other => encodings::tensors(path, &st, other, file_metadata, device)?,
+    let (tensors, masks, quantized) = match encoding {
+        Encoding::Native => {
+            let (t, m) = native_tensors(path, &st, device)?;
+            (t, m, BTreeMap::new())
+        }
+        Encoding::Int8 => encodings::int8_tensors(path, &st, file_metadata, device)?,
+        other => {
+            let (t, m) = encodings::tensors(path, &st, other, file_metadata, device)?;
+            (t, m, BTreeMap::new())
+        }
     };
     for (name, mask) in &masks {
         check_mask(path, name, mask, &tensors)?;
@@ -376,6 +389,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         tensors,
         masks,
         metadata,
+        quantized,
     })
 }
 

@@ -77,5 +77,6 @@ pub fn pruned_checkpoint(name: &str, input: (usize, usize, usize), sparsity: f64
         tensors,
         masks,
         metadata,
+        quantized: BTreeMap::new(),
     }
 }
