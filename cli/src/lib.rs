@@ -30,6 +30,7 @@
 
 pub mod checkpoints;
 pub mod compare;
+pub mod compress;
 pub mod data;
 pub mod device;
 pub mod files;

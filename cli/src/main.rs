@@ -43,6 +43,10 @@ enum Command {
     /// Models side by side: parameters, non-zeros, file size, test accuracy,
     /// latency at batch 1 and 64, and each against the first.
     Compare(commands::compare::CompareArgs),
+    /// The whole pipeline: teacher, distilled student, one-shot pruning,
+    /// retraining under the mask, sparse and INT8 exports, and the comparison
+    /// (`--config compress.toml`; resumable).
+    Compress(commands::compress::CompressArgs),
     /// Write a checkpoint as dense safetensors for PyTorch or as
     /// compressed-tensors' sparse-bitmask (size ∝ non-zeros).
     Export(commands::export::ExportArgs),
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::inspect::eval(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
         Command::Compare(a) => commands::compare::compare(a),
+        Command::Compress(a) => commands::compress::compress(a, &device),
         Command::Export(a) => commands::export::export(a, &device),
         Command::Infer(a) => commands::infer::infer(a),
         Command::Models(a) => commands::inspect::models(a),

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod compare;
+pub mod compress;
 pub mod export;
 pub mod infer;
 pub mod inspect;

@@ -1,0 +1,133 @@
+//! `kdprune compress`: the pipeline end to end on digits, resumed, and its
+//! configuration checked before any work.
+
+mod common;
+
+use std::path::Path;
+
+use common::{fails_with, kdprune, ok, p};
+
+fn config(dir: &Path, retrain_epochs: usize, extra: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("compress-{retrain_epochs}.toml"));
+    let text = format!(
+        r#"
+dataset = "digits"
+out = "{}"
+{extra}
+[teacher]
+model = "mlp-256"
+epochs = 3
+[student]
+model = "lenet-300-100"
+loss = "kd"
+epochs = 2
+[prune]
+criterion = "teacher-guided"
+sparsity = 0.9
+score_batches = 2
+[retrain]
+epochs = {retrain_epochs}
+[export]
+calibration_batches = 2
+"#,
+        dir.join("run").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn compress_runs_every_stage_resumes_and_compares() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, "");
+    let out = ok(&kdprune(&["compress", "--config", p(&cfg), "--quiet"]));
+    for stage in [
+        "teacher",
+        "student",
+        "prune",
+        "retrain",
+        "export-sparse",
+        "export-int8",
+    ] {
+        assert!(out.contains(&format!("{stage}: done")), "{out}");
+    }
+    let run = dir.path().join("run");
+    for f in [
+        "teacher.safetensors",
+        "student/student.safetensors",
+        "pruned.safetensors",
+        "retrained.safetensors",
+        "retrained.sparse.safetensors",
+        "retrained.int8.safetensors",
+        "compare.md",
+        "stages.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("compare.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let encodings: Vec<&str> = rows
+        .iter()
+        .map(|r| r["encoding"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        encodings,
+        [
+            "kdprune",
+            "kdprune",
+            "kdprune",
+            "sparse-bitmask",
+            "int-quantized"
+        ]
+    );
+    // the retrained student keeps 10 % of its 50,200 weights (and its 410 biases)
+    assert!(
+        rows[2]["nonzero"].as_u64().unwrap() <= 5_020 + 410,
+        "{}",
+        rows[2]
+    );
+    assert_eq!(rows[2]["nonzero"], rows[3]["nonzero"]);
+    assert!(rows[3]["size_ratio"].as_f64().unwrap() < rows[1]["size_ratio"].as_f64().unwrap());
+
+    // a second run keeps every stage
+    let before = std::fs::read(run.join("retrained.safetensors")).unwrap();
+    let again = ok(&kdprune(&["compress", "--config", p(&cfg), "--quiet"]));
+    assert_eq!(
+        again.matches("kept from an earlier run").count(),
+        6,
+        "{again}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("retrained.safetensors")).unwrap(),
+        before
+    );
+
+    // a changed stage in the same folder is refused, not mixed in
+    let changed = config(dir.path(), 2, "");
+    fails_with(
+        &kdprune(&["compress", "--config", p(&changed), "--quiet"]),
+        "made with another configuration",
+    );
+    // unless the stage's file is gone: then it is made anew (an interrupted run resumes)
+    std::fs::remove_file(run.join("retrained.int8.safetensors")).unwrap();
+    let resumed = ok(&kdprune(&["compress", "--config", p(&cfg), "--quiet"]));
+    assert!(
+        resumed.contains("export-int8: done") && resumed.contains("retrain: kept"),
+        "{resumed}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_fails_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, "colour = 3");
+    fails_with(&kdprune(&["compress", "--config", p(&cfg)]), "colour");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("colour = 3", "")
+        .replace("sparsity = 0.9", "sparsity = 1.2");
+    std::fs::write(&cfg, text).unwrap();
+    fails_with(&kdprune(&["compress", "--config", p(&cfg)]), "1.2");
+    assert!(!dir.path().join("run").exists());
+}
