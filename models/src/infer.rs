@@ -365,11 +365,7 @@ impl InferenceNet {
             seen(i, &act);
             let mut out = vec![0f32; layer.outputs * batch];
             match &layer.weights {
-                Weights::Int8(q) => {
-                    // INT8 rows are dot products over a sample's features.
-                    let samples = transpose(&act, layer.inputs, batch);
-                    q.forward(&samples, batch, &layer.bias, &mut out);
-                }
+                Weights::Int8(q) => q.forward(&act, batch, &layer.bias, &mut out),
                 Weights::Sparse(csr) if batch == 1 => csr.matvec(&act, Some(&layer.bias), &mut out),
                 Weights::Sparse(csr) => csr.matmul(&act, batch, Some(&layer.bias), &mut out),
                 Weights::Dense(w) => {

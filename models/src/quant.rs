@@ -4,8 +4,8 @@
 //!
 //! A weight row `w_o` (output channel `o`; a convolution's `[in·kh·kw]`) gets
 //! the scale `s_o = max_k |w_ok| / 127` and the values
-//! `q_ok = round(w_ok / s_o)` in `[−127, 127]` (ties away from zero, as
-//! `f32::round`); a zero stays zero, so a pruned weight stays pruned. An
+//! `q_ok = round(w_ok / s_o)` in `[−127, 127]` (ties to even, as
+//! `torch.round`); a zero stays zero, so a pruned weight stays pruned. An
 //! all-zero row takes the scale 1. An activation tensor `x` gets
 //! `s_x = max |x| / 127` — calibrated once on training batches (static) or
 //! taken from each batch (dynamic) — and `q(x) = round(x / s_x)` clamped to
@@ -27,10 +27,33 @@ pub struct QuantizedWeight {
     pub input_scale: Option<f32>,
 }
 
-/// `value / scale` rounded and clamped to `[−127, 127]`.
-#[inline]
+/// `value / scale` rounded (ties to even, one vector instruction) and
+/// clamped to `[−127, 127]`.
+#[inline(always)]
 pub fn quantize_value(value: f32, inv_scale: f32) -> i8 {
-    (value * inv_scale).round().clamp(-127.0, 127.0) as i8
+    (value * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i8
+}
+
+/// `values` quantised with `1/inv_scale`, vectorised under the AVX-512/AVX2
+/// dispatch (a scalar `round` is a library call per value).
+pub(crate) fn quantize_all(values: &[f32], inv_scale: f32) -> Vec<i8> {
+    crate::ops::cpu::simd(
+        #[inline(always)]
+        || {
+            values
+                .iter()
+                .map(|v| quantize_value(*v, inv_scale))
+                .collect()
+        },
+    )
+}
+
+/// `max |x|` of `values`, vectorised under the AVX-512/AVX2 dispatch.
+pub(crate) fn max_abs(values: &[f32]) -> f32 {
+    crate::ops::cpu::simd(
+        #[inline(always)]
+        || values.iter().fold(0f32, |m, v| m.max(v.abs())),
+    )
 }
 
 /// The scale of a tensor whose largest magnitude is `max_abs`: `max_abs/127`,
@@ -148,7 +171,7 @@ mod tests {
         // torch: w = torch.tensor([[0.5, -1.0, 0.0, 0.25], [0.0, 0.0, 0.0, 0.0], [3.0, 1.5, -0.01, 0.0]])
         // s = w.abs().amax(1) / 127 → [0.007874, 0 (→ 1), 0.023622]
         // torch.round(w / s[:, None]).clamp(-127, 127) → [[64, -127, 0, 32], [0]*4, [127, 64, 0, 0]]
-        // (torch.round is half-to-even: 63.5 → 64, 31.75 → 32; 1.5/0.023622 = 63.5 → 64 both ways)
+        // (half to even, as torch.round: 31.75 → 32; 1.5/0.023622 = 63.5 → 64)
         let w = [
             0.5, -1.0, 0.0, 0.25, 0.0, 0.0, 0.0, 0.0, 3.0, 1.5, -0.01, 0.0,
         ];
@@ -169,6 +192,39 @@ mod tests {
         let mut bad = q;
         bad.input_scale = Some(0.0);
         assert!(bad.check().unwrap_err().contains("input scale is 0"));
+    }
+
+    #[test]
+    fn every_batched_sparse_kernel_equals_the_definition() {
+        // one row with 37 non-zeros over 50 columns, batches with every tail
+        let cols: Vec<u32> = (0..50).filter(|c| c % 4 != 1).collect();
+        let vals: Vec<i8> = cols
+            .iter()
+            .map(|c| ((*c as i32 * 53) % 255 - 127) as i8)
+            .collect();
+        for n in [16, 64, 70, 100] {
+            let qx: Vec<i8> = (0..50 * n).map(|i| ((i * 29) % 255) as i32 as i8).collect();
+            let want: Vec<f32> = (0..n)
+                .map(|j| {
+                    let acc: i64 = cols
+                        .iter()
+                        .zip(&vals)
+                        .map(|(c, v)| *v as i64 * qx[*c as usize * n + j] as i64)
+                        .sum();
+                    acc as f32 * 0.01 + 0.5
+                })
+                .collect();
+            for level in crate::ops::sparse::Level::available() {
+                let mut out = vec![f32::NAN; n];
+                sparse_batched(&cols, &vals, &qx, n, 0.01, 0.5, &mut out, level);
+                for (a, e) in out.iter().zip(&want) {
+                    assert!(
+                        (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+                        "{level:?} n={n}: {a} vs {e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -237,15 +293,54 @@ impl Int8Linear {
         })
     }
 
-    /// `y = W·x + b` for `batch` samples: `x` `[batch, cols]` row-major (f32,
-    /// quantised here with the static or the batch's scale), `y` written
-    /// `[rows, batch]` row-major (the runtime's layout of activations).
+    /// `y = W·x + b` for `batch` samples: `x` `[cols, batch]` row-major (the
+    /// runtime's layout of activations; f32, quantised here with the static
+    /// or the batch's scale), `y` written `[rows, batch]`.
+    ///
+    /// Sparse rows with more than one sample run [`sparse_batched`] on the
+    /// quantised `[cols, batch]` rows (every non-zero adds `v·q(X)[c, :]`
+    /// into i32 sums held in registers); everything else is a dot product per
+    /// sample over its quantised features.
     pub(crate) fn forward(&self, x: &[f32], batch: usize, bias: &[f32], y: &mut [f32]) {
-        let s_x = self
-            .input_scale
-            .unwrap_or_else(|| scale_of(x.iter().fold(0f32, |m, v| m.max(v.abs()))));
-        let inv = 1.0 / s_x;
-        let q: Vec<i8> = x.iter().map(|v| quantize_value(*v, inv)).collect();
+        let s_x = self.input_scale.unwrap_or_else(|| scale_of(max_abs(x)));
+        let q = quantize_all(x, 1.0 / s_x);
+        if let (
+            Int8Matrix::Sparse {
+                row_ptr,
+                cols,
+                values,
+            },
+            true,
+        ) = (&self.matrix, batch > 1)
+        {
+            for o in 0..self.rows {
+                let (a, e) = (row_ptr[o] as usize, row_ptr[o + 1] as usize);
+                let scale = self.scales[o] * s_x;
+                sparse_batched(
+                    &cols[a..e],
+                    &values[a..e],
+                    &q,
+                    batch,
+                    scale,
+                    bias[o],
+                    &mut y[o * batch..(o + 1) * batch],
+                    crate::ops::sparse::Level::best(),
+                );
+            }
+            return;
+        }
+        // [cols, batch] → one row of features per sample
+        let q = if batch > 1 {
+            let mut t = vec![0i8; q.len()];
+            for (c, row) in q.chunks_exact(batch).enumerate() {
+                for (b, v) in row.iter().enumerate() {
+                    t[b * self.cols + c] = *v;
+                }
+            }
+            t
+        } else {
+            q
+        };
         crate::ops::cpu::simd(
             #[inline(always)]
             || {
@@ -273,5 +368,131 @@ impl Int8Linear {
                 }
             },
         )
+    }
+}
+
+/// One output row of a sparse INT8 layer over a batch: `out[j] = scale ·
+/// Σ v·qx[c·n + j] + bias` over the row's non-zeros `(c, v)`, `qx` the
+/// quantised inputs `[cols, n]`. On AVX-512 and AVX2 the sums of 64 (32)
+/// samples stay in i32 registers across the non-zeros (each non-zero: the
+/// samples' bytes widened to i32, one multiply, one add); the rest of the
+/// batch one sample at a time.
+#[allow(clippy::too_many_arguments)] // one row's data, its scale and bias, and the kernel level
+fn sparse_batched(
+    cols: &[u32],
+    vals: &[i8],
+    qx: &[i8],
+    n: usize,
+    scale: f32,
+    bias: f32,
+    out: &mut [f32],
+    level: crate::ops::sparse::Level,
+) {
+    // Every column index is below the layer's `cols` (built from the dense
+    // weight) and `qx.len() == cols · n`: each row read lies inside `qx`.
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::ops::sparse::Level;
+        match level {
+            // SAFETY: a level is Avx512 only where the CPU has AVX-512F,
+            // Avx2 only with AVX2 (and FMA); the reads stay inside `qx` and
+            // the writes inside `out` (see above).
+            Level::Avx512 => {
+                j = unsafe { x86::sparse_batched_avx512(cols, vals, qx, n, scale, bias, out) }
+            }
+            Level::Avx2 => {
+                j = unsafe { x86::sparse_batched_avx2(cols, vals, qx, n, scale, bias, out) }
+            }
+            Level::Scalar => {}
+        }
+    }
+    for (jj, o) in out.iter_mut().enumerate().skip(j) {
+        let acc: i32 = cols
+            .iter()
+            .zip(vals)
+            .map(|(c, v)| i32::from(*v) * i32::from(qx[*c as usize * n + jj]))
+            .sum();
+        *o = acc as f32 * scale + bias;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Samples `0..j` of [`super::sparse_batched`] in blocks of 64 then 16;
+    /// returns `j`.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `c·n + n ≤ qx.len()` for every column `c`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sparse_batched_avx512(
+        cols: &[u32],
+        vals: &[i8],
+        qx: &[i8],
+        n: usize,
+        scale: f32,
+        bias: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let (xp, op) = (qx.as_ptr(), out.as_mut_ptr());
+        let (vs, vb) = (_mm512_set1_ps(scale), _mm512_set1_ps(bias));
+        let mut j = 0;
+        while j + 16 <= n {
+            let blocks = if j + 64 <= n { 4 } else { 1 };
+            let mut acc = [_mm512_setzero_si512(); 4];
+            for (c, v) in cols.iter().zip(vals) {
+                let p = xp.add(*c as usize * n + j);
+                let vv = _mm512_set1_epi32(i32::from(*v));
+                for (k, a) in acc.iter_mut().enumerate().take(blocks) {
+                    let x = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(16 * k) as *const __m128i));
+                    *a = _mm512_add_epi32(*a, _mm512_mullo_epi32(x, vv));
+                }
+            }
+            for (k, a) in acc.iter().enumerate().take(blocks) {
+                let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*a), vs, vb);
+                _mm512_storeu_ps(op.add(j + 16 * k), y);
+            }
+            j += 16 * blocks;
+        }
+        j
+    }
+
+    /// As [`sparse_batched_avx512`] with AVX2, in blocks of 32 then 8.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present; otherwise as above.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sparse_batched_avx2(
+        cols: &[u32],
+        vals: &[i8],
+        qx: &[i8],
+        n: usize,
+        scale: f32,
+        bias: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let (xp, op) = (qx.as_ptr(), out.as_mut_ptr());
+        let (vs, vb) = (_mm256_set1_ps(scale), _mm256_set1_ps(bias));
+        let mut j = 0;
+        while j + 8 <= n {
+            let blocks = if j + 32 <= n { 4 } else { 1 };
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for (c, v) in cols.iter().zip(vals) {
+                let p = xp.add(*c as usize * n + j);
+                let vv = _mm256_set1_epi32(i32::from(*v));
+                for (k, a) in acc.iter_mut().enumerate().take(blocks) {
+                    let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(8 * k) as *const __m128i));
+                    *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(x, vv));
+                }
+            }
+            for (k, a) in acc.iter().enumerate().take(blocks) {
+                let y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), vs, vb);
+                _mm256_storeu_ps(op.add(j + 8 * k), y);
+            }
+            j += 8 * blocks;
+        }
+        j
     }
 }

@@ -192,7 +192,7 @@ impl Level {
     }
 
     /// The widest level this CPU can run (detected once).
-    fn best() -> Level {
+    pub(crate) fn best() -> Level {
         static BEST: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| Level::available()[0])
     }
