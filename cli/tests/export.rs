@@ -126,8 +126,10 @@ fn every_command_reads_every_encoding() {
         p(&int8_static),
     ]));
     for f in [&int8, &int8_static] {
-        let out = ok(&kdprune(&["eval", p(f)]));
-        assert!(out.contains("sparse int8"), "{out}");
+        let run = kdprune(&["eval", p(f)]);
+        let out = ok(&run);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("sparse int8"), "{stderr}");
         let acc = |s: &str| {
             s.lines()
                 .next()

@@ -29,7 +29,8 @@ pub struct EvalArgs {
     pub data: DataArgs,
 }
 
-/// Prints `test accuracy: 0.9750`, then which layers ran sparse.
+/// Prints `test accuracy: 0.9750` (standard output, the one line scripts
+/// read), and on standard error which layers ran sparse.
 pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
     let ev = match a.layers {
         Engine::Runtime(choice) => jobs::evaluate_checkpoint(
@@ -48,7 +49,7 @@ pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
     };
     println!("test accuracy: {:.4}", ev.accuracy);
     match ev.layers {
-        Some(layers) => println!(
+        Some(layers) => eprintln!(
             "runtime: {}",
             layers
                 .iter()
@@ -56,7 +57,7 @@ pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        None => println!("runtime: candle (the training forward pass)"),
+        None => eprintln!("runtime: candle (the training forward pass)"),
     }
     Ok(())
 }
