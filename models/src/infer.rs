@@ -186,89 +186,89 @@ impl InferenceNet {
         tensors: &BTreeMap<String, Tensor>,
         choice: LayerChoice,
     ) -> Result<Self> {
-        let mut widths: Vec<usize>;
-        let mut convs = Vec::new();
-        let input;
-        match config {
-            ModelConfig::Mlp {
-                input_dim,
-                hidden,
-                num_classes,
-            } => {
-                input = (1, 1, *input_dim);
-                widths = vec![*input_dim];
-                widths.extend(hidden);
-                widths.push(*num_classes);
-            }
+        // The weights' shapes in forward order, as the architecture declares
+        // them: rank 4 are LeNet-5's convolutions, rank 2 the linear layers.
+        let input = match config {
+            ModelConfig::Mlp { input_dim, .. } => (1, 1, *input_dim),
             ModelConfig::LeNet5 {
                 in_channels,
                 height,
                 width,
-                num_classes,
-                scale,
-            } => {
-                let g = Geometry::with_scale(*height, *width, *scale).ok_or_else(|| {
-                    ModelError::Config(format!(
-                        "lenet5: input {height}x{width} is smaller than 4x4"
-                    ))
-                })?;
-                input = (*in_channels, *height, *width);
-                let (c1, c2) = (6 * scale, 16 * scale);
-                let plan = [
-                    (
-                        "conv1",
-                        [1, *in_channels, *height, *width],
-                        [c1, *in_channels, 5, 5],
-                        2,
-                    ),
-                    (
-                        "conv2",
-                        [1, c1, g.pool1.0, g.pool1.1],
-                        [c2, c1, 5, 5],
-                        g.conv2_padding,
-                    ),
-                ];
-                for (name, x, w, padding) in plan {
+                ..
+            } => (*in_channels, *height, *width),
+            ModelConfig::Cnn { model, .. } => {
+                return Err(ModelError::Config(format!(
+                    "sparse inference covers the MLPs and LeNet-5, not {model}"
+                )))
+            }
+        };
+        let weights_in_order: Vec<(String, Vec<usize>)> = config
+            .param_shapes()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".weight"))
+            .collect();
+        let mut convs = Vec::new();
+        let mut linears = Vec::new();
+        // The input of the next convolution: `[1, C, H, W]` of one sample.
+        let mut conv_input = [1, input.0, input.1, input.2];
+        for (wname, shape) in &weights_in_order {
+            let layer = wname.trim_end_matches(".weight");
+            let dense = values(tensors, wname, shape)?;
+            let bias = values(tensors, &format!("{layer}.bias"), &shape[..1])?;
+            match shape.as_slice() {
+                &[out, c, kh, kw] => {
+                    // LeNet-5: conv1 pads 2, conv2 as its geometry says; a
+                    // 2×2 max-pool follows each.
+                    let padding = match config {
+                        ModelConfig::LeNet5 {
+                            height,
+                            width,
+                            scale,
+                            ..
+                        } if convs.len() == 1 => {
+                            Geometry::with_scale(*height, *width, *scale)
+                                .ok_or_else(|| {
+                                    ModelError::Config(format!(
+                                        "lenet5: input {height}x{width} is smaller than 4x4"
+                                    ))
+                                })?
+                                .conv2_padding
+                        }
+                        _ => 2,
+                    };
                     let p = ConvParams {
                         padding,
                         stride: 1,
                         dilation: 1,
                         groups: 1,
                     };
-                    let shape = ConvShape::new(&x, &w, p)?;
-                    let wname = format!("{name}.weight");
-                    let dense = values(tensors, &wname, &w)?;
-                    let (weights, info) = weights(&wname, dense, w[0], w[1] * 25, choice)?;
-                    let bias = values(tensors, &format!("{name}.bias"), &w[..1])?;
+                    let conv = ConvShape::new(&conv_input, shape, p)?;
+                    let [_, _, oh, ow] = conv.out_dims();
+                    conv_input = [1, out, oh / 2, ow / 2];
+                    let (weights, info) = weights(wname, dense, out, c * kh * kw, choice)?;
                     convs.push(Conv {
                         info,
-                        shape,
+                        shape: conv,
                         weights,
                         bias,
                     });
                 }
-                widths = vec![g.flat_dim, 120 * scale, 84 * scale, *num_classes];
+                &[outputs, inputs] => {
+                    let (weights, info) = weights(wname, dense, outputs, inputs, choice)?;
+                    linears.push(Linear {
+                        info,
+                        inputs,
+                        outputs,
+                        weights,
+                        bias,
+                    });
+                }
+                other => {
+                    return Err(ModelError::Config(format!(
+                        "{wname}: a weight of shape {other:?} has no inference layer"
+                    )))
+                }
             }
-            ModelConfig::Cnn { model, .. } => {
-                return Err(ModelError::Config(format!(
-                    "sparse inference covers the MLPs and LeNet-5, not {model}"
-                )))
-            }
-        }
-        let mut linears = Vec::new();
-        for (i, pair) in widths.windows(2).enumerate() {
-            let (inputs, outputs) = (pair[0], pair[1]);
-            let wname = format!("fc{}.weight", i + 1);
-            let dense = values(tensors, &wname, &[outputs, inputs])?;
-            let (weights, info) = weights(&wname, dense, outputs, inputs, choice)?;
-            let bias = values(tensors, &format!("fc{}.bias", i + 1), &[outputs])?;
-            linears.push(Linear {
-                info,
-                inputs,
-                outputs,
-                weights,
-                bias,
-            });
         }
         Ok(Self {
             input,
@@ -448,8 +448,8 @@ fn quantized_layer(
 }
 
 /// `[rows, cols]` → `[cols, rows]`, in 16×16 tiles, each output row of a
-/// tile written as one slice (2.7× faster than element by element on a
-/// 64×784 input).
+/// tile written as one slice (element by element, the writes would stride
+/// through the whole output).
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     if rows <= 1 || cols <= 1 {
         return x.to_vec();

@@ -146,7 +146,7 @@ fn every_encoding_round_trips_and_a_sparse_file_rewrites_to_the_same_bytes() {
             checkpoint::save_as(&path, &ckpt, encoding).unwrap();
             let back = checkpoint::load(&path, &Device::Cpu).unwrap();
             assert_round_trip(&ckpt, &back, encoding != Encoding::Dense);
-            // the model it builds computes what the original computes
+            // and builds its architecture (names and shapes checked)
             back.to_model(&Device::Cpu).unwrap();
             let again = dir
                 .path()
