@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::checkpoints::{check_fits, check_same_split, load_model};
 use crate::data::Data;
-use crate::infer::{candle_predictions, labels, runtime_net, runtime_predictions};
+use crate::infer::{runtime_accuracy, runtime_net};
 use crate::jobs::DataSpec;
 
 /// What `kdprune compare` measures.
@@ -156,12 +156,9 @@ fn measure(
     let many: Vec<usize> = (0..64).map(|i| i % n).collect();
     let (x1, _) = test.batch(&one, &device)?;
     let (x64, _) = test.batch(&many, &device)?;
-    let truth = labels(&test)?;
-    let accuracy =
-        |pred: Vec<u32>| pred.iter().zip(&truth).filter(|(p, t)| p == t).count() as f64 / n as f64;
     match runtime_net(&ckpt, job.choice) {
         Ok(net) => {
-            let acc = accuracy(runtime_predictions(&net, &test, 512)?);
+            let acc = runtime_accuracy(&net, &test, 512)?;
             let run = |net: &InferenceNet, xs: &Tensor, b: usize| -> Result<f64> {
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
                 median_us(job.rounds, || {
@@ -173,7 +170,7 @@ fn measure(
             Ok((ckpt, acc, "runtime".to_string(), t1, t64))
         }
         Err(_) => {
-            let acc = accuracy(candle_predictions(&model, &test, 512)?);
+            let acc = kd_core::evaluate(&model, &test, 512)?;
             let run = |xs: &Tensor| -> Result<f64> {
                 median_us(job.rounds, || {
                     std::hint::black_box(model.forward_t(xs, false)?.logits.to_vec2::<f32>()?);
@@ -227,17 +224,8 @@ pub fn compare(job: &CompareJob) -> Result<CompareReport> {
     }
     Ok(CompareReport {
         dataset: data.name.to_string(),
-        threads: rayon_threads(),
+        threads: candle_core::utils::get_num_threads(),
         rounds: job.rounds,
         rows,
     })
-}
-
-/// Threads of candle's (rayon's) pool.
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

@@ -22,6 +22,27 @@ pub fn runtime_net(
     InferenceNet::from_checkpoint(ckpt, choice).map_err(|e| e.to_string())
 }
 
+/// Runs `net` over `samples` in batches of `batch_size`, handing `seen`
+/// each batch's predicted classes and its labels.
+fn each_batch(
+    net: &InferenceNet,
+    samples: &dyn Samples,
+    batch_size: usize,
+    mut seen: impl FnMut(Vec<u32>, Vec<u32>),
+) -> Result<()> {
+    let idx: Vec<usize> = (0..samples.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let (xs, ys) = samples.batch(chunk, &Device::Cpu)?;
+        let x = xs.flatten_all()?.to_vec1::<f32>()?;
+        let logits = net.forward(&x, chunk.len())?;
+        seen(
+            argmax_rows(&logits, net.num_classes()),
+            ys.to_vec1::<u32>()?,
+        );
+    }
+    Ok(())
+}
+
 /// The argmax class of every sample of `samples` under `net`, in batches of
 /// `batch_size`.
 pub fn runtime_predictions(
@@ -30,14 +51,23 @@ pub fn runtime_predictions(
     batch_size: usize,
 ) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity(samples.len());
-    let idx: Vec<usize> = (0..samples.len()).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let (xs, _) = samples.batch(chunk, &Device::Cpu)?;
-        let x = xs.flatten_all()?.to_vec1::<f32>()?;
-        let logits = net.forward(&x, chunk.len())?;
-        out.extend(argmax_rows(&logits, net.num_classes()));
-    }
+    each_batch(net, samples, batch_size, |pred, _| out.extend(pred))?;
     Ok(out)
+}
+
+/// The test accuracy of `net` on `samples` (what `kd_core::evaluate` is for
+/// a candle network), in batches of `batch_size`.
+pub fn runtime_accuracy(
+    net: &InferenceNet,
+    samples: &dyn Samples,
+    batch_size: usize,
+) -> Result<f64> {
+    ensure!(!samples.is_empty(), "cannot evaluate on an empty dataset");
+    let mut hits = 0usize;
+    each_batch(net, samples, batch_size, |pred, labels| {
+        hits += pred.iter().zip(&labels).filter(|(p, t)| p == t).count();
+    })?;
+    Ok(hits as f64 / samples.len() as f64)
 }
 
 /// The index of the largest value of each row (the first on ties, as
@@ -70,16 +100,6 @@ pub fn candle_predictions(
         let (xs, _) = samples.batch(chunk, model.device())?;
         let pred = model.forward_t(&xs, false)?.logits.argmax(D::Minus1)?;
         out.extend(pred.to_vec1::<u32>()?);
-    }
-    Ok(out)
-}
-
-/// The labels of every sample.
-pub fn labels(samples: &dyn Samples) -> Result<Vec<u32>> {
-    let idx: Vec<usize> = (0..samples.len()).collect();
-    let mut out = Vec::with_capacity(samples.len());
-    for chunk in idx.chunks(1024) {
-        out.extend(samples.batch(chunk, &Device::Cpu)?.1.to_vec1::<u32>()?);
     }
     Ok(out)
 }

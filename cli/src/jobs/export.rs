@@ -9,8 +9,9 @@ use kd_core::Samples;
 use kdprune_models::checkpoint::{self, Checkpoint, Encoding};
 use kdprune_models::infer::quantize_checkpoint;
 
-use super::inspect::verify_checkpoint;
+use super::inspect::mask_report;
 use super::DataSpec;
+use crate::checkpoints::load_model;
 
 /// What [`export_checkpoint`] wrote.
 #[derive(Clone, Debug)]
@@ -105,15 +106,14 @@ pub fn export_checkpoint(
         _ => false,
     };
     ensure!(!same, "--out {} is the input checkpoint", out.display());
-    let report = verify_checkpoint(input, device)?;
+    let (_, _, mut ckpt) = load_model(input, device)?;
+    let report = mask_report(&ckpt, device)?;
     ensure!(
         report.violations() == 0,
         "{}: {} masked weights are not zero; `kdprune verify` lists them",
         input.display(),
         report.violations()
     );
-    let mut ckpt = checkpoint::load(input, device)
-        .with_context(|| format!("cannot load checkpoint {}", input.display()))?;
     if encoding == Encoding::Int8 && (ckpt.quantized.is_empty() || calibration.batches > 0) {
         ckpt = quantize(&ckpt, calibration)?;
     }

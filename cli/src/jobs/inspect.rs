@@ -6,12 +6,13 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::Device;
 use kdprune_data::DatasetName;
+use kdprune_models::Checkpoint;
 use kdprune_models::{ModelConfig, ZooArch};
-use prune_core::{ParamFilter, SparsityReport};
+use prune_core::{MaskSet, ParamFilter, SparsityReport};
 
 use super::DataSpec;
 use crate::checkpoints::{check_fits, load_model, prunable_names};
-use crate::infer::{labels, runtime_net, runtime_predictions};
+use crate::infer::{runtime_accuracy, runtime_net};
 use kdprune_models::infer::{LayerChoice, LayerInfo};
 
 /// Test accuracy of the checkpoint at `path` on `data` (defaults: the
@@ -58,11 +59,8 @@ fn evaluate(
     let test = data.test_view();
     if let (true, Some(choice)) = (device.is_cpu(), choice) {
         if let Ok(net) = runtime_net(&ckpt, choice) {
-            let predicted = runtime_predictions(&net, &test, 512)?;
-            let truth = labels(&test)?;
-            let hits = predicted.iter().zip(&truth).filter(|(p, t)| p == t).count();
             return Ok(Evaluation {
-                accuracy: hits as f64 / truth.len().max(1) as f64,
+                accuracy: runtime_accuracy(&net, &test, 512)?,
                 layers: Some(net.layers()),
             });
         }
@@ -85,14 +83,20 @@ pub struct Evaluation {
 /// Per-layer sparsity of the checkpoint at `path`, checked against its masks
 /// (the masked weights, or the default prunable ones when it has none).
 pub fn verify_checkpoint(path: &Path, device: &Device) -> Result<SparsityReport> {
-    let (model, masks, _) = load_model(path, device)?;
+    let (_, _, ckpt) = load_model(path, device)?;
+    mask_report(&ckpt, device)
+}
+
+/// [`verify_checkpoint`] of a checkpoint already loaded.
+pub(super) fn mask_report(ckpt: &Checkpoint, device: &Device) -> Result<SparsityReport> {
+    let masks = MaskSet::from_u8(&ckpt.masks, device)?;
     let names: Vec<String> = if masks.is_empty() {
-        prunable_names(model.config(), &ParamFilter::default())
+        prunable_names(&ckpt.config, &ParamFilter::default())
     } else {
         masks.names().map(String::from).collect()
     };
     Ok(prune_core::report::sparsity_report(
-        &model.tensors()?,
+        &ckpt.tensors,
         &names,
         Some(&masks),
     )?)
