@@ -8,27 +8,7 @@ use common::{fails_with, kdprune, ok, p};
 #[test]
 fn compare_reports_sizes_accuracies_latencies_and_ratios() {
     let dir = tempfile::tempdir().unwrap();
-    let dense = dir.path().join("dense.safetensors");
-    ok(&kdprune(&[
-        "train",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        p(&dense),
-    ]));
-    let pruned = dir.path().join("pruned.safetensors");
-    ok(&kdprune(&[
-        "prune",
-        "--checkpoint",
-        p(&dense),
-        "--criterion",
-        "magnitude",
-        "--sparsity",
-        "0.95",
-        "--out",
-        p(&pruned),
-    ]));
+    let (dense, pruned) = common::train_and_prune(dir.path(), "lenet-300-100", "0.95");
     let sparse = dir.path().join("pruned.sparse.safetensors");
     ok(&kdprune(&[
         "export",

@@ -11,32 +11,6 @@ use candle_core::{Device, Tensor};
 use common::{fails_with, kdprune, ok, p};
 use kdprune_models::checkpoint;
 
-/// A LeNet-300-100 trained briefly on digits and pruned by magnitude to 95 %.
-fn pruned(dir: &Path) -> PathBuf {
-    let dense = dir.join("dense.safetensors");
-    ok(&kdprune(&[
-        "train",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        p(&dense),
-    ]));
-    let out = dir.join("pruned.safetensors");
-    ok(&kdprune(&[
-        "prune",
-        "--checkpoint",
-        p(&dense),
-        "--criterion",
-        "magnitude",
-        "--sparsity",
-        "0.95",
-        "--out",
-        p(&out),
-    ]));
-    out
-}
-
 fn export(input: &Path, format: &str, out: &Path) -> String {
     ok(&kdprune(&[
         "export",
@@ -51,7 +25,7 @@ fn export(input: &Path, format: &str, out: &Path) -> String {
 #[test]
 fn every_command_reads_every_encoding() {
     let dir = tempfile::tempdir().unwrap();
-    let native = pruned(dir.path());
+    let native = common::train_and_prune(dir.path(), "lenet-300-100", "0.95").1;
     let sparse = dir.path().join("pruned.sparse.safetensors");
     let dense = dir.path().join("pruned.dense.safetensors");
     let line = export(&native, "sparse", &sparse);
@@ -171,7 +145,7 @@ fn every_command_reads_every_encoding() {
 #[test]
 fn bad_exports_fail_and_leave_no_file() {
     let dir = tempfile::tempdir().unwrap();
-    let native = pruned(dir.path());
+    let native = common::train_and_prune(dir.path(), "lenet-300-100", "0.95").1;
     let out = dir.path().join("out.safetensors");
     let no_file = |out: &Path| {
         assert!(!out.exists(), "{} was left behind", out.display());
@@ -317,7 +291,7 @@ fn compressed_tensors_decodes_the_sparse_file() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let native = pruned(dir.path());
+    let native = common::train_and_prune(dir.path(), "lenet-300-100", "0.95").1;
     let sparse = dir.path().join("s.safetensors");
     let dense = dir.path().join("d.safetensors");
     export(&native, "sparse", &sparse);

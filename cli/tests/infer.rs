@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{Device, Tensor};
 use common::{fails_with, kdprune, ok, p};
 use kdprune_cli::data::{load_data, Source};
@@ -14,33 +12,6 @@ use kdprune_data::Normalization;
 use kdprune_models::checkpoint;
 use kdprune_models::infer::LayerChoice;
 
-fn pruned(dir: &Path, model: &str, sparsity: &str) -> PathBuf {
-    let dense = dir.join(format!("{model}.safetensors"));
-    ok(&kdprune(&[
-        "train",
-        "--model",
-        model,
-        "--epochs",
-        "2",
-        "--quiet",
-        "--out",
-        p(&dense),
-    ]));
-    let out = dir.join(format!("{model}-{sparsity}.safetensors"));
-    ok(&kdprune(&[
-        "prune",
-        "--checkpoint",
-        p(&dense),
-        "--criterion",
-        "magnitude",
-        "--sparsity",
-        sparsity,
-        "--out",
-        p(&out),
-    ]));
-    out
-}
-
 #[test]
 fn the_runtime_predicts_what_candle_predicts_on_the_whole_test_set() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +19,7 @@ fn the_runtime_predicts_what_candle_predicts_on_the_whole_test_set() {
     let test = data.test_view();
     for model in ["lenet-300-100", "lenet5"] {
         for sparsity in ["0.95"] {
-            let path = pruned(dir.path(), model, sparsity);
+            let path = common::train_and_prune(dir.path(), model, sparsity).1;
             let ckpt = checkpoint::load(&path, &Device::Cpu).unwrap();
             let candle =
                 candle_predictions(&ckpt.to_model(&Device::Cpu).unwrap(), &test, 97).unwrap();
@@ -92,7 +63,7 @@ fn idx_images(n: u32, h: u32, w: u32, pixels: &[u8]) -> Vec<u8> {
 #[test]
 fn infer_reads_idx_and_png_and_prints_the_logits_of_the_normalised_images() {
     let dir = tempfile::tempdir().unwrap();
-    let path = pruned(dir.path(), "lenet5", "0.9");
+    let path = common::train_and_prune(dir.path(), "lenet5", "0.9").1;
     // 5 images in an IDX file, one in a PNG: bytes of a fixed pattern
     let pixels: Vec<u8> = (0..6 * 64).map(|i| ((i * 37) % 256) as u8).collect();
     let idx = dir.path().join("images-idx3-ubyte");
@@ -154,7 +125,7 @@ fn infer_reads_idx_and_png_and_prints_the_logits_of_the_normalised_images() {
 #[test]
 fn bad_inference_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let path = pruned(dir.path(), "lenet-300-100", "0.9");
+    let path = common::train_and_prune(dir.path(), "lenet-300-100", "0.9").1;
     let big = dir.path().join("big.png");
     image::GrayImage::new(28, 28).save(&big).unwrap();
     fails_with(

@@ -3,15 +3,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-
 use candle_core::Device;
 use kdprune_models::checkpoint::{self, Checkpoint, Encoding};
 use kdprune_models::infer::{quantize_checkpoint, InferenceNet, LayerChoice};
 use kdprune_models::quant::QuantizedWeight;
 use kdprune_models::ModelError;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 fn calibration(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     common::random_tensor(&[n, dim], seed, &Device::Cpu)
@@ -152,32 +148,8 @@ fn int8_logits_stay_close_to_f32() {
     assert!(worst <= 0.05 * scale, "worst {worst} of {scale}");
 }
 
-/// A file's tensors by name: dtype, shape, bytes.
-type Parts = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
 /// An edit of a file's tensors.
-type Edit = Box<dyn Fn(&mut Parts)>;
-
-fn rewrite(path: &Path, edit: impl FnOnce(&mut Parts)) {
-    let bytes = std::fs::read(path).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let metadata: HashMap<String, String> = header.metadata().clone().unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                (v.dtype(), v.shape().to_vec(), v.data().to_vec()),
-            )
-        })
-        .collect();
-    edit(&mut tensors);
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
-}
+type Edit = Box<dyn Fn(&mut common::Parts)>;
 
 #[test]
 fn corrupt_int8_files_are_errors_naming_the_tensor() {
@@ -220,7 +192,7 @@ fn corrupt_int8_files_are_errors_naming_the_tensor() {
     ];
     for (needle, edit) in cases {
         checkpoint::save_as(&path, &q, Encoding::Int8).unwrap();
-        rewrite(&path, |t| edit(t));
+        common::rewrite(&path, |t| edit(t));
         match checkpoint::load(&path, &Device::Cpu) {
             Err(err @ ModelError::Checkpoint { .. }) => {
                 let msg = err.to_string();

@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use kdprune_models::checkpoint::bitmask::BitmaskTensor;
 use kdprune_models::checkpoint::{self, Checkpoint, Encoding};
 use kdprune_models::ModelError;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 fn golden_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sparse_bitmask/golden.safetensors")
@@ -228,30 +227,6 @@ fn a_sparse_lenet_300_100_at_95_percent_is_at_most_0_12_of_the_dense_file() {
     );
 }
 
-/// Rewrites the sparse file at `path` with `edit` applied to its tensors
-/// (name → (dtype, shape, bytes)), keeping the metadata.
-fn rewrite(path: &Path, edit: impl FnOnce(&mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
-    let bytes = std::fs::read(path).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let metadata: HashMap<String, String> = header.metadata().clone().unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                (v.dtype(), v.shape().to_vec(), v.data().to_vec()),
-            )
-        })
-        .collect();
-    edit(&mut tensors);
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
-}
-
 fn load_error(path: &Path) -> String {
     match checkpoint::load(path, &Device::Cpu) {
         Err(err @ ModelError::Checkpoint { .. }) => err.to_string(),
@@ -272,7 +247,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // one value too few for the bitmask
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         let c = t.get_mut("fc1.weight.compressed").unwrap();
         c.2.truncate(c.2.len() - 4);
         c.1[0] -= 1;
@@ -285,7 +260,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // a row offset past the value count
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         let r = t.get_mut("fc2.weight.row_offsets").unwrap();
         r.2[8..16].copy_from_slice(&i64::MAX.to_le_bytes());
     });
@@ -297,7 +272,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // row offsets that go down
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         let r = t.get_mut("fc2.weight.row_offsets").unwrap();
         let mut v = i64s(&r.2);
         v.swap(1, 2);
@@ -311,7 +286,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // a shape whose element count overflows
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         t.get_mut("fc3.weight.shape").unwrap().2 = i64_bytes(&[i64::MAX, i64::MAX]);
     });
     let msg = load_error(&path);
@@ -322,7 +297,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // a negative dimension
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         t.get_mut("fc3.weight.shape").unwrap().2 = i64_bytes(&[-10, 100]);
     });
     let msg = load_error(&path);
@@ -330,7 +305,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // a missing part
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         t.remove("fc1.weight.bitmask");
     });
     let msg = load_error(&path);
@@ -338,7 +313,7 @@ fn corrupt_sparse_files_are_errors_naming_the_tensor() {
 
     // a shape that does not match the model names the tensor when building it
     let path = fresh();
-    rewrite(&path, |t| {
+    common::rewrite(&path, |t| {
         let s = t.get_mut("fc3.weight.shape").unwrap();
         let mut v = i64s(&s.2);
         v.swap(0, 1);

@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `kdprune` binary.
 #![allow(dead_code)] // each test crate uses a subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs the binary with `args`. `HF_HUB_OFFLINE` is cleared so that a
@@ -42,4 +42,34 @@ pub fn fails_with(out: &Output, needle: &str) {
 /// A path as the `&str` an argument list takes.
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// `model` trained for 2 epochs on digits (`DIR/MODEL.safetensors`) and
+/// pruned by magnitude to `sparsity` (`DIR/MODEL-SPARSITY.safetensors`):
+/// `(dense, pruned)`.
+pub fn train_and_prune(dir: &Path, model: &str, sparsity: &str) -> (PathBuf, PathBuf) {
+    let dense = dir.join(format!("{model}.safetensors"));
+    ok(&kdprune(&[
+        "train",
+        "--model",
+        model,
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        p(&dense),
+    ]));
+    let pruned = dir.join(format!("{model}-{sparsity}.safetensors"));
+    ok(&kdprune(&[
+        "prune",
+        "--checkpoint",
+        p(&dense),
+        "--criterion",
+        "magnitude",
+        "--sparsity",
+        sparsity,
+        "--out",
+        p(&pruned),
+    ]));
+    (dense, pruned)
 }

@@ -80,3 +80,31 @@ pub fn pruned_checkpoint(name: &str, input: (usize, usize, usize), sparsity: f64
         quantized: BTreeMap::new(),
     }
 }
+
+/// A safetensors file's tensors by name: dtype, shape, bytes.
+pub type Parts = BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+/// Rewrites the safetensors file at `path` with `edit` applied to its
+/// tensors, keeping the metadata (to make corrupt files).
+pub fn rewrite(path: &std::path::Path, edit: impl FnOnce(&mut Parts)) {
+    use safetensors::tensor::{SafeTensors, TensorView};
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata: std::collections::HashMap<String, String> = header.metadata().clone().unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Parts = st
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                (v.dtype(), v.shape().to_vec(), v.data().to_vec()),
+            )
+        })
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+}
