@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::ops::Kernels;
 use kd_core::ModelOutput;
 pub use layers::{BufferSpec, Builder};
+pub use resnet_cifar::CifarLayout;
 
 /// A network of the zoo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -235,69 +236,6 @@ pub fn build(
     let (c, h, w) = input;
     let plan = InputPlan::new(h, w);
     Ok(match arch {
-        ZooArch::ResNet20 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            20,
-            [16, 16, 32, 64],
-            false,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet32 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            32,
-            [16, 16, 32, 64],
-            false,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet44 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            44,
-            [16, 16, 32, 64],
-            false,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet56 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            56,
-            [16, 16, 32, 64],
-            false,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet110 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            110,
-            [16, 16, 32, 64],
-            false,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet8x4 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            8,
-            [32, 64, 128, 256],
-            true,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet32x4 => Network::ResNetCifar(resnet_cifar::ResNetCifar::new(
-            32,
-            [32, 64, 128, 256],
-            true,
-            c,
-            plan,
-            classes,
-            b,
-        )?),
         ZooArch::ResNet18 => Network::ResNet(resnet::ResNet::new(
             resnet::Block::Basic,
             [2, 2, 2, 2],
@@ -330,6 +268,11 @@ pub fn build(
         ZooArch::Wrn40x2 => Network::Wrn(wrn::Wrn::new(40, 2, c, plan, classes, b)?),
         ZooArch::MobileNetV2 => {
             Network::MobileNetV2(mobilenetv2::MobileNetV2::new(c, plan, classes, b)?)
+        }
+        cifar => {
+            let l = CifarLayout::of(cifar)
+                .ok_or_else(|| candle_core::Error::Msg(format!("{cifar}: no network layout")))?;
+            Network::ResNetCifar(resnet_cifar::ResNetCifar::new(l, c, plan, classes, b)?)
         }
     })
 }

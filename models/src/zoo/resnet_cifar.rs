@@ -18,9 +18,60 @@
 use candle_core::{Result, Tensor};
 
 use super::layers::{BatchNorm2d, Builder, Conv, BN_EPS};
-use super::{feature, head, run_stages, InputPlan, StageBlock};
+use super::{feature, head, run_stages, InputPlan, StageBlock, ZooArch};
 use crate::ops::{self, Kernels};
 use kd_core::ModelOutput;
+
+/// What sets one CIFAR ResNet apart from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CifarLayout {
+    /// `6n + 2`: `n` basic blocks per stage.
+    pub depth: usize,
+    /// Channels of the stem and of the three stages.
+    pub widths: [usize; 4],
+    /// Shortcut B (projections) where the shape changes, else A.
+    pub option_b: bool,
+}
+
+impl CifarLayout {
+    /// The layout of `arch`, `None` for the networks that are not CIFAR ResNets.
+    pub fn of(arch: ZooArch) -> Option<Self> {
+        let (depth, option_b) = match arch {
+            ZooArch::ResNet20 => (20, false),
+            ZooArch::ResNet32 => (32, false),
+            ZooArch::ResNet44 => (44, false),
+            ZooArch::ResNet56 => (56, false),
+            ZooArch::ResNet110 => (110, false),
+            ZooArch::ResNet8x4 => (8, true),
+            ZooArch::ResNet32x4 => (32, true),
+            _ => return None,
+        };
+        let widths = if option_b {
+            [32, 64, 128, 256]
+        } else {
+            [16, 16, 32, 64]
+        };
+        Some(Self {
+            depth,
+            widths,
+            option_b,
+        })
+    }
+
+    /// Basic blocks per stage.
+    pub fn blocks_per_stage(&self) -> usize {
+        (self.depth - 2) / 6
+    }
+
+    /// The stride of block `i` of stage `s` (both from 0).
+    pub fn stride(stage: usize, block: usize) -> usize {
+        if stage > 0 && block == 0 {
+            2
+        } else {
+            1
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 enum Shortcut {
@@ -134,22 +185,23 @@ pub struct ResNetCifar {
 }
 
 impl ResNetCifar {
-    /// `depth = 6n + 2`; `widths` = stem and the three stages; `option_b`
-    /// picks projection shortcuts.
-    #[allow(clippy::too_many_arguments)]
+    /// The network of `layout` (`depth = 6n + 2`).
     pub fn new(
-        depth: usize,
-        widths: [usize; 4],
-        option_b: bool,
+        layout: CifarLayout,
         in_channels: usize,
         plan: InputPlan,
         classes: usize,
         b: &mut Builder,
     ) -> Result<Self> {
+        let CifarLayout {
+            depth,
+            widths,
+            option_b,
+        } = layout;
         if depth < 8 || !(depth - 2).is_multiple_of(6) {
             candle_core::bail!("CIFAR ResNet depth must be 6n+2, got {depth}")
         }
-        let n = (depth - 2) / 6;
+        let n = layout.blocks_per_stage();
         let (conv1, mut hw) = b.conv(
             "conv1",
             (in_channels, widths[0]),
@@ -167,7 +219,7 @@ impl ResNetCifar {
             let stage = b.scope(&format!("layer{}", s + 1), |b| {
                 let mut blocks = Vec::new();
                 for i in 0..n {
-                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                    let stride = CifarLayout::stride(s, i);
                     let (block, out) = b.scope(&i.to_string(), |b| {
                         BasicBlock::new(b, (cin, cout), stride, option_b, hw)
                     })?;
