@@ -9,14 +9,13 @@
 //! | product | layout | inner loop |
 //! |---|---|---|
 //! | [`Csr::matmul`] `Y = W·X + b` | `X` `[K, N]`, `Y` `[M, N]`, rows contiguous | for each non-zero `w[o,k]`: `Y[o,:] += w·X[k,:]`, a stream of `N` fused multiply-adds |
-//! | [`Csr::matvec`] `y = W·x + b` | `x` `[K]` | per row: a gathered dot product over the non-zeros, four partial sums |
+//! | [`Csr::matvec`] `y = W·x + b` | `x` `[K]` | per row: a dot product over the non-zeros, four partial sums |
+//! | [`Csr::matmul_shifted`] | row `c` of `X` is `x[c..c + N]` | as `matmul`: a convolution on its padded input, no im2col |
 //!
 //! A non-zero costs 8 bytes (f32 value, u32 column) against 4 bytes per
 //! weight dense: a layer gains from its sparse form below a density of
 //! roughly ½ in bytes moved, and lower in time, since the dense product
 //! streams its weights with no index (the crossover `bench-infer` measures).
-
-use crate::ops::cpu::simd;
 
 /// A matrix in compressed-sparse-row form: row `r`'s non-zeros are
 /// `values[row_ptr[r]..row_ptr[r+1]]` in columns `cols[…]`, ascending.
@@ -94,27 +93,17 @@ impl Csr {
         if let Some(b) = bias {
             assert_eq!(b.len(), self.rows, "bias");
         }
-        simd(
-            #[inline(always)]
-            || {
-                for (r, out) in y.iter_mut().enumerate() {
-                    let (cols, vals) = self.row(r);
-                    let mut acc = [0f32; 4];
-                    let mut chunks = cols.chunks_exact(4).zip(vals.chunks_exact(4));
-                    for (c, v) in &mut chunks {
-                        for i in 0..4 {
-                            acc[i] += v[i] * x[c[i] as usize];
-                        }
-                    }
-                    let tail = cols.len() - cols.len() % 4;
-                    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-                    for (c, v) in cols[tail..].iter().zip(&vals[tail..]) {
-                        sum += v * x[*c as usize];
-                    }
-                    *out = sum + bias.map_or(0.0, |b| b[r]);
-                }
-            },
-        )
+        // Scalar loads: each non-zero costs three loads (column, value,
+        // x[column]), about one cycle on a CPU with three load ports. Vector
+        // gathers of x (16 lanes AVX-512, 8 AVX2), over CSR rows or over a
+        // SELL-16 layout (16 rows per vector, no per-row horizontal sum),
+        // were tried on the project's AVX-512 AMD EPYC machine and ran no
+        // faster (about a non-zero per cycle either way), so the plain loop
+        // stays.
+        for (r, out) in y.iter_mut().enumerate() {
+            let (cols, vals) = self.row(r);
+            *out = dot(cols, vals, x) + bias.map_or(0.0, |b| b[r]);
+        }
     }
 
     /// `Y = W·X (+ b broadcast along rows)`: `X` row-major `[cols, n]`, `Y`
@@ -134,28 +123,76 @@ impl Csr {
         if n == 0 {
             return;
         }
-        self.matmul_rows(x, n, bias, y, Level::best())
+        // Every column index is below `self.cols` (from_dense) and
+        // `x.len() == self.cols * n`: row `c` of X, `x[c·n..c·n + n]`, lies
+        // inside `x`.
+        self.matmul_rows(x, n, n, bias, y, Level::best())
     }
 
-    /// The rows of [`Csr::matmul`] into `y` (whole rows of `n`) with the
-    /// kernels of `level`.
-    fn matmul_rows(&self, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32], level: Level) {
+    /// `Y = W·X (+ b)` where row `c` of `X` is `x[c..c + n]`: the matrix's
+    /// "columns" are offsets into `x`, and the rows of `X` overlap. This is
+    /// a convolution without im2col: with the input zero-padded and the
+    /// output computed on the padded width, the row of kernel tap `(c, a,
+    /// b)` is the padded input shifted by `c·Hp·Wp + a·Wp + b`
+    /// ([`Csr::with_columns`] makes such a matrix).
+    ///
+    /// # Panics
+    /// When `y` is not `rows · n` long or an offset plus `n` passes the end
+    /// of `x`.
+    pub fn matmul_shifted(&self, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+        assert_eq!(y.len(), self.rows * n, "Y");
+        if let Some(b) = bias {
+            assert_eq!(b.len(), self.rows, "bias");
+        }
+        if n == 0 {
+            return;
+        }
+        let last = self.col_idx.iter().max().map_or(0, |&c| c as usize);
+        assert!(last + n <= x.len(), "X: offset {last} + {n} > {}", x.len());
+        self.matmul_rows(x, 1, n, bias, y, Level::best())
+    }
+
+    /// This matrix with column `c` renamed `map(c)` (same non-zeros, same
+    /// order within each row): for [`Csr::matmul_shifted`]. `cols` is the
+    /// new column count; `None` when a new column is `cols` or more.
+    pub fn with_columns(&self, cols: usize, map: impl Fn(u32) -> u32) -> Option<Self> {
+        u32::try_from(cols).ok()?;
+        let col_idx: Vec<u32> = self.col_idx.iter().map(|&c| map(c)).collect();
+        if col_idx.iter().any(|&c| c as usize >= cols) {
+            return None;
+        }
+        Some(Self {
+            cols,
+            col_idx,
+            ..self.clone()
+        })
+    }
+
+    /// The rows of the products into `y` (whole rows of `n`) with the
+    /// kernels of `level`: row `c` of X is `x[c·step..c·step + n]`, inside
+    /// `x` for every stored column `c` (the callers check it).
+    fn matmul_rows(
+        &self,
+        x: &[f32],
+        step: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        level: Level,
+    ) {
         for (r, out) in y.chunks_exact_mut(n).enumerate() {
             let b = bias.map_or(0.0, |b| b[r]);
             let (cols, vals) = self.row(r);
-            // Every column index is below `self.cols` (from_dense) and
-            // `x.len() == self.cols * n` (checked by matmul): each row of X
-            // read below lies inside `x`.
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `level` is only Avx512 where the CPU has AVX-512F
-                // (Level::available); the reads stay inside `x` and the
-                // writes inside `out` (see above).
-                Level::Avx512 => unsafe { x86::row_avx512(cols, vals, x, n, b, out) },
+                // (Level::available); the reads stay inside `x` (the
+                // callers' checks above) and the writes inside `out`.
+                Level::Avx512 => unsafe { x86::row_avx512(cols, vals, x, step, b, out) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, with AVX2 and FMA.
-                Level::Avx2 => unsafe { x86::row_avx2(cols, vals, x, n, b, out) },
-                _ => row_scalar(cols, vals, x, n, 0, b, out),
+                Level::Avx2 => unsafe { x86::row_avx2(cols, vals, x, step, b, out) },
+                _ => row_scalar(cols, vals, x, step, 0, b, out),
             }
         }
     }
@@ -198,13 +235,38 @@ impl Level {
     }
 }
 
-/// Columns `j..n` of one output row of [`Csr::matmul`]:
-/// `out[j] = b + Σ v·X[c, j]` over the row's non-zeros `(c, v)`.
-fn row_scalar(cols: &[u32], vals: &[f32], x: &[f32], n: usize, j: usize, b: f32, out: &mut [f32]) {
+/// `Σ v·x[c]` over one row's non-zeros `(c, v)`, four partial sums.
+fn dot(cols: &[u32], vals: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 4];
+    let mut chunks = cols.chunks_exact(4).zip(vals.chunks_exact(4));
+    for (c, v) in &mut chunks {
+        for i in 0..4 {
+            acc[i] += v[i] * x[c[i] as usize];
+        }
+    }
+    let tail = cols.len() - cols.len() % 4;
+    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (c, v) in cols[tail..].iter().zip(&vals[tail..]) {
+        sum += v * x[*c as usize];
+    }
+    sum
+}
+
+/// Columns `j..` of one output row of the products:
+/// `out[j] = b + Σ v·x[c·step + j]` over the row's non-zeros `(c, v)`.
+fn row_scalar(
+    cols: &[u32],
+    vals: &[f32],
+    x: &[f32],
+    step: usize,
+    j: usize,
+    b: f32,
+    out: &mut [f32],
+) {
     for (jj, o) in out.iter_mut().enumerate().skip(j) {
         let mut acc = b;
         for (c, v) in cols.iter().zip(vals) {
-            acc += v * x[*c as usize * n + jj];
+            acc += v * x[*c as usize * step + jj];
         }
         *o = acc;
     }
@@ -220,24 +282,25 @@ mod x86 {
     use super::row_scalar;
 
     /// # Safety
-    /// AVX-512F must be present; every `c·n + n ≤ x.len()` for the columns
-    /// `c` of `cols`, and `out.len() == n`.
+    /// AVX-512F must be present; every `c·step + out.len() ≤ x.len()` for
+    /// the columns `c` of `cols`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn row_avx512(
         cols: &[u32],
         vals: &[f32],
         x: &[f32],
-        n: usize,
+        step: usize,
         b: f32,
         out: &mut [f32],
     ) {
+        let n = out.len();
         let xp = x.as_ptr();
         let op = out.as_mut_ptr();
         let mut j = 0;
         while j + 64 <= n {
             let mut acc = [_mm512_set1_ps(b); 4];
             for (c, v) in cols.iter().zip(vals) {
-                let p = xp.add(*c as usize * n + j);
+                let p = xp.add(*c as usize * step + j);
                 let vv = _mm512_set1_ps(*v);
                 for (k, a) in acc.iter_mut().enumerate() {
                     *a = _mm512_fmadd_ps(vv, _mm512_loadu_ps(p.add(16 * k)), *a);
@@ -251,13 +314,13 @@ mod x86 {
         while j + 16 <= n {
             let mut acc = _mm512_set1_ps(b);
             for (c, v) in cols.iter().zip(vals) {
-                let p = xp.add(*c as usize * n + j);
+                let p = xp.add(*c as usize * step + j);
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(*v), _mm512_loadu_ps(p), acc);
             }
             _mm512_storeu_ps(op.add(j), acc);
             j += 16;
         }
-        row_scalar(cols, vals, x, n, j, b, out);
+        row_scalar(cols, vals, x, step, j, b, out);
     }
 
     /// # Safety
@@ -267,17 +330,18 @@ mod x86 {
         cols: &[u32],
         vals: &[f32],
         x: &[f32],
-        n: usize,
+        step: usize,
         b: f32,
         out: &mut [f32],
     ) {
+        let n = out.len();
         let xp = x.as_ptr();
         let op = out.as_mut_ptr();
         let mut j = 0;
         while j + 32 <= n {
             let mut acc = [_mm256_set1_ps(b); 4];
             for (c, v) in cols.iter().zip(vals) {
-                let p = xp.add(*c as usize * n + j);
+                let p = xp.add(*c as usize * step + j);
                 let vv = _mm256_set1_ps(*v);
                 for (k, a) in acc.iter_mut().enumerate() {
                     *a = _mm256_fmadd_ps(vv, _mm256_loadu_ps(p.add(8 * k)), *a);
@@ -291,13 +355,13 @@ mod x86 {
         while j + 8 <= n {
             let mut acc = _mm256_set1_ps(b);
             for (c, v) in cols.iter().zip(vals) {
-                let p = xp.add(*c as usize * n + j);
+                let p = xp.add(*c as usize * step + j);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(*v), _mm256_loadu_ps(p), acc);
             }
             _mm256_storeu_ps(op.add(j), acc);
             j += 8;
         }
-        row_scalar(cols, vals, x, n, j, b, out);
+        row_scalar(cols, vals, x, step, j, b, out);
     }
 }
 
@@ -341,6 +405,17 @@ mod tests {
         for n in [1, 3, 64, 3000] {
             let x: Vec<f32> = (0..k * n).map(|i| pseudo(i + 5)).collect();
             let want = reference(&w, m, k, &x, n, &b);
+            // every kernel this CPU has, then the dispatching entry point
+            for level in Level::available() {
+                let mut y = vec![f32::NAN; m * n];
+                csr.matmul_rows(&x, n, n, Some(&b), &mut y, level);
+                for (a, e) in y.iter().zip(&want) {
+                    assert!(
+                        (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+                        "n={n} {level:?}: {a} vs {e}"
+                    );
+                }
+            }
             let mut y = vec![f32::NAN; m * n];
             csr.matmul(&x, n, Some(&b), &mut y);
             for (a, e) in y.iter().zip(&want) {
@@ -360,5 +435,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shifted_rows_compute_a_convolution() {
+        // A 3×3 convolution, padding 1, of a 2×5×7 input into 3 channels,
+        // against the definition: the input zero-padded to 7×9 (plus two
+        // floats for the last taps), the output on the padded width.
+        let (c, h, w, o) = (2usize, 5usize, 7usize, 3usize);
+        let (hp, wp) = (h + 2, w + 2);
+        let weight: Vec<f32> = (0..o * c * 9)
+            .map(|i| if i % 3 == 1 { 0.0 } else { pseudo(i) })
+            .collect();
+        let x: Vec<f32> = (0..c * h * w).map(|i| pseudo(i + 77)).collect();
+        let mut padded = vec![0f32; c * hp * wp + 2];
+        for ch in 0..c {
+            for i in 0..h {
+                for j in 0..w {
+                    padded[ch * hp * wp + (i + 1) * wp + j + 1] = x[(ch * h + i) * w + j];
+                }
+            }
+        }
+        let csr = Csr::from_dense(&weight, o, c * 9)
+            .unwrap()
+            .with_columns(padded.len(), |k| {
+                let (ch, a, b) = (k / 9, (k % 9) / 3, k % 3);
+                ch * (hp * wp) as u32 + a * wp as u32 + b
+            })
+            .unwrap();
+        let n = h * wp;
+        let mut y = vec![f32::NAN; o * n];
+        csr.matmul_shifted(&padded, n, None, &mut y);
+        for oc in 0..o {
+            for i in 0..h {
+                for j in 0..w {
+                    let mut want = 0f64;
+                    for ch in 0..c {
+                        for a in 0..3 {
+                            for b in 0..3 {
+                                let (r, q) = (i + a, j + b);
+                                if r < 1 || r > h || q < 1 || q > w {
+                                    continue;
+                                }
+                                want += weight[((oc * c + ch) * 3 + a) * 3 + b] as f64
+                                    * x[(ch * h + r - 1) * w + q - 1] as f64;
+                            }
+                        }
+                    }
+                    let got = y[oc * n + i * wp + j];
+                    assert!(
+                        (got as f64 - want).abs() < 1e-5,
+                        "{oc},{i},{j}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        // an offset past the end is refused
+        assert!(csr.with_columns(10, |k| k).is_none());
     }
 }

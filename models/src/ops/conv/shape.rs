@@ -88,6 +88,11 @@ impl ConvShape {
         [self.batch, self.out_c, self.out_h, self.out_w]
     }
 
+    /// Padding, stride, dilation and groups.
+    pub(crate) fn params(&self) -> ConvParams {
+        self.p
+    }
+
     pub(crate) fn in_dims(&self) -> [usize; 4] {
         [self.batch, self.in_c, self.in_h, self.in_w]
     }
