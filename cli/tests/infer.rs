@@ -148,14 +148,14 @@ fn bad_inference_inputs_are_clear_errors() {
         "junk.bin",
     );
     assert!(!out.exists());
-    let zoo = dir.path().join("r20.safetensors");
-    let config = kdprune_models::ModelConfig::from_name("resnet20", (1, 8, 8), 10).unwrap();
+    let zoo = dir.path().join("vgg11.safetensors");
+    let config = kdprune_models::ModelConfig::from_name("vgg11", (1, 8, 8), 10).unwrap();
     let model = kdprune_models::Model::new(config, 0, &Device::Cpu).unwrap();
     let ckpt =
         checkpoint::Checkpoint::from_model(&model, Default::default(), Default::default()).unwrap();
     checkpoint::save(&zoo, &ckpt).unwrap();
     fails_with(
         &kdprune(&["infer", p(&zoo), "--input", p(&big)]),
-        "covers the MLPs and LeNet-5",
+        "covers the MLPs, LeNet-5 and the CIFAR ResNets, not vgg11",
     );
 }

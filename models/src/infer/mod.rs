@@ -12,10 +12,13 @@
 //! |---|---|---|
 //! | linear, batch 1 | GEMV (`gemm` crate) | [`Csr::matvec`] |
 //! | linear, batch > 1 | GEMM on `[features, batch]` activations | [`Csr::matmul`], a row of the batch per non-zero |
-//! | convolution (per sample, samples in parallel) | im2col + GEMM (the training kernel) | im2col + [`Csr::matmul`] over the output positions |
+//! | convolution, stride 1 (per sample, samples in parallel) | im2col + GEMM (the training kernel) | [`Csr::matmul_shifted`] on the zero-padded input, no im2col |
+//! | convolution, stride 2 | im2col + GEMM | im2col + [`Csr::matmul`] over the output positions |
 //!
-//! Supported architectures: the MLPs (`lenet-300-100`, `mlp-…`) and LeNet-5
-//! (`lenet5`, `lenet5-xK`); the zoo CNNs run through candle.
+//! Supported architectures: the MLPs (`lenet-300-100`, `mlp-…`), LeNet-5
+//! (`lenet5`, `lenet5-xK`) and the CIFAR ResNets (`resnet20` … `resnet110`,
+//! `resnet8x4`, `resnet32x4`; batch norms folded, see `residual.rs`); the
+//! other zoo CNNs run through candle.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,12 +34,22 @@ use crate::ops::gemm::{matmul, MatMut, MatRef};
 use crate::ops::sparse::Csr;
 use crate::quant::{Int8Linear, QuantizedWeight};
 use crate::zoo::lenet5::Geometry;
+use crate::zoo::CifarLayout;
+use residual::ResidualBody;
+
+mod residual;
 
 /// Which layers [`InferenceNet`] stores sparse.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum LayerChoice {
-    /// Sparse where the weight's density (non-zeros / entries) is at most the
-    /// given value, dense elsewhere.
+    /// Sparse where the weight's density (non-zeros / entries) is at most
+    /// the crossover `bench-infer` measured for the layer's kind
+    /// ([`LayerChoice::LINEAR_CROSSOVER`], [`LayerChoice::CONV_CROSSOVER`]),
+    /// dense elsewhere. The default.
+    #[default]
+    Measured,
+    /// Sparse where the weight's density is at most the given value, for
+    /// every kind of layer.
     Auto(f64),
     /// Every layer dense.
     Dense,
@@ -45,13 +58,23 @@ pub enum LayerChoice {
 }
 
 impl LayerChoice {
-    /// The density at or below which [`LayerChoice::default`] stores a layer
-    /// sparse: where `bench-infer` measured the sparse products overtaking
-    /// the dense ones (models/README.md, "Sparse inference").
-    pub const CROSSOVER: f64 = 0.1;
+    /// The density at or below which [`LayerChoice::Measured`] stores a
+    /// linear layer sparse: where `bench-infer` measured the sparse product
+    /// overtaking the dense one at batch 1 (at batch 64 it wins up to about
+    /// 0.3; models/README.md, "Sparse inference").
+    pub const LINEAR_CROSSOVER: f64 = 0.1;
 
-    fn sparse(self, density: f64) -> bool {
+    /// The same for convolutions: the sparse convolution reads no im2col
+    /// matrix and overtakes the dense one at about 0.4 (ResNet-20,
+    /// `bench-infer`'s `convs=` lines); 0.3 keeps a margin.
+    pub const CONV_CROSSOVER: f64 = 0.3;
+
+    /// Whether a weight of `density` is stored sparse; `conv` for a
+    /// convolution's.
+    fn sparse(self, density: f64, conv: bool) -> bool {
         match self {
+            LayerChoice::Measured if conv => density <= Self::CONV_CROSSOVER,
+            LayerChoice::Measured => density <= Self::LINEAR_CROSSOVER,
             LayerChoice::Auto(limit) => density <= limit,
             LayerChoice::Dense => false,
             LayerChoice::Sparse => true,
@@ -59,19 +82,19 @@ impl LayerChoice {
     }
 }
 
-impl Default for LayerChoice {
-    fn default() -> Self {
-        LayerChoice::Auto(Self::CROSSOVER)
-    }
-}
-
-/// A weight as the forward pass reads it.
+/// An f32 weight as the forward pass reads it.
 #[derive(Clone, Debug)]
 enum Weights {
     /// Row-major `[out, in]` (a convolution's `[out, in·kh·kw]`).
     Dense(Vec<f32>),
     Sparse(Csr),
-    /// INT8 weights with integer products (linear layers of a quantised
+}
+
+/// What a linear layer multiplies with.
+#[derive(Clone, Debug)]
+enum LinearKernel {
+    F32(Weights),
+    /// INT8 weights with integer products (the linear layers of a quantised
     /// checkpoint).
     Int8(Int8Linear),
 }
@@ -107,25 +130,155 @@ struct Linear {
     info: LayerInfo,
     inputs: usize,
     outputs: usize,
-    weights: Weights,
+    kernel: LinearKernel,
     bias: Vec<f32>,
 }
 
+/// A convolution's weights as the forward pass reads them.
+#[derive(Clone, Debug)]
+enum ConvWeights {
+    /// `[out, in·kh·kw]`, im2col + GEMM.
+    Dense(Vec<f32>),
+    /// im2col + [`Csr::matmul`] (strided convolutions).
+    Im2col(Csr),
+    /// Stride 1: [`Csr::matmul_shifted`] on the zero-padded input, the
+    /// columns being each tap's offset into it; no im2col.
+    Direct {
+        csr: Csr,
+        /// Padded input rows and columns.
+        hp: usize,
+        wp: usize,
+    },
+}
+
+/// A convolution of one sample, bias added (a folded batch norm's shift in
+/// the ResNets).
 #[derive(Clone, Debug)]
 struct Conv {
     info: LayerInfo,
     /// The shape of one sample's convolution.
     shape: ConvShape,
-    weights: Weights,
+    weights: ConvWeights,
     bias: Vec<f32>,
+}
+
+impl Conv {
+    /// The convolution of shape `shape` with `weights` (`[out, in·kh·kw]`,
+    /// stored as [`weights`] chose).
+    fn new(shape: ConvShape, weights: Weights, info: LayerInfo, bias: Vec<f32>) -> Result<Self> {
+        let weights = match weights {
+            Weights::Dense(w) => ConvWeights::Dense(w),
+            Weights::Sparse(csr)
+                if shape.params().stride == 1
+                    && shape.params().dilation == 1
+                    && shape.params().groups == 1 =>
+            {
+                let [_, _, kh, kw] = shape.weight_dims();
+                let [_, in_c, in_h, in_w] = shape.in_dims();
+                let pad = shape.params().padding;
+                let (hp, wp) = (in_h + 2 * pad, in_w + 2 * pad);
+                // The taps of the last output row reach kw − 1 floats past
+                // the padded input (junk columns): the buffer holds them.
+                let len = in_c * hp * wp + kw - 1;
+                let offset = |k: u32| {
+                    let k = k as usize;
+                    let (c, a, b) = (k / (kh * kw), (k / kw) % kh, k % kw);
+                    (c * hp * wp + a * wp + b) as u32
+                };
+                let too_big = || {
+                    ModelError::Config(format!("{}: too many inputs for u32 offsets", info.name))
+                };
+                u32::try_from(len).map_err(|_| too_big())?;
+                ConvWeights::Direct {
+                    csr: csr.with_columns(len, offset).ok_or_else(too_big)?,
+                    hp,
+                    wp,
+                }
+            }
+            Weights::Sparse(csr) => ConvWeights::Im2col(csr),
+        };
+        Ok(Self {
+            info,
+            shape,
+            weights,
+            bias,
+        })
+    }
+
+    /// The convolution of `x` (one sample, `[C, H, W]`), `[O, OH, OW]`.
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let s = &self.shape;
+        match &self.weights {
+            ConvWeights::Dense(w) => conv::forward(s, x, w, Some(&self.bias)),
+            ConvWeights::Im2col(csr) => {
+                let mut y = vec![0f32; s.out_sample()];
+                with_scratch(s.col_len(), |col| {
+                    im2col(s, x, col);
+                    csr.matmul(
+                        &col[..s.k() * s.positions()],
+                        s.positions(),
+                        Some(&self.bias),
+                        &mut y,
+                    );
+                });
+                y
+            }
+            &ConvWeights::Direct { ref csr, hp, wp } => {
+                let pad = s.params().padding;
+                let [_, in_c, in_h, in_w] = s.in_dims();
+                let [_, o, oh, ow] = s.out_dims();
+                if pad == 0 {
+                    // 1×1 or unpadded: the input already is the padded input
+                    // (and, 1×1, the output rows have no junk columns).
+                    if wp == ow && x.len() >= csr.cols() {
+                        let mut y = vec![0f32; s.out_sample()];
+                        csr.matmul_shifted(x, oh * wp, Some(&self.bias), &mut y);
+                        return y;
+                    }
+                }
+                let mut padded = vec![0f32; csr.cols()];
+                for (src, dst) in x
+                    .chunks_exact(in_h * in_w)
+                    .zip(padded.chunks_exact_mut(hp * wp))
+                    .take(in_c)
+                {
+                    for (r, row) in src.chunks_exact(in_w).enumerate() {
+                        let at = (r + pad) * wp + pad;
+                        dst[at..at + in_w].copy_from_slice(row);
+                    }
+                }
+                // The output on the padded width, then its first `ow`
+                // columns of each row.
+                let mut wide = vec![0f32; o * oh * wp];
+                csr.matmul_shifted(&padded, oh * wp, Some(&self.bias), &mut wide);
+                if wp == ow {
+                    return wide;
+                }
+                let mut y = Vec::with_capacity(s.out_sample());
+                for row in wide.chunks_exact(wp) {
+                    y.extend_from_slice(&row[..ow]);
+                }
+                y
+            }
+        }
+    }
+}
+
+/// The layers before the linear ones.
+#[derive(Clone, Debug)]
+enum Body {
+    /// Convolutions, each followed by ReLU and a 2×2 max-pool (LeNet-5;
+    /// none in an MLP).
+    Pooled(Vec<Conv>),
+    /// A CIFAR ResNet up to its global average pool.
+    Residual(Box<ResidualBody>),
 }
 
 /// A network ready for inference (see the module docs).
 #[derive(Clone, Debug)]
 pub struct InferenceNet {
     input: (usize, usize, usize),
-    /// Convolutions, each followed by ReLU and a 2×2 max-pool (LeNet-5).
-    convs: Vec<Conv>,
+    body: Body,
     /// Linear layers, ReLU between them.
     linears: Vec<Linear>,
 }
@@ -148,17 +301,19 @@ fn values(tensors: &BTreeMap<String, Tensor>, name: &str, shape: &[usize]) -> Re
         .to_vec1::<f32>()?)
 }
 
-/// The weight `name` (`rows × cols`) stored as `choice` says, and its description.
+/// The weight `name` (`rows × cols`; a convolution's when `conv`) stored as
+/// `choice` says, and its description.
 fn weights(
     name: &str,
     dense: Vec<f32>,
     rows: usize,
     cols: usize,
     choice: LayerChoice,
+    conv: bool,
 ) -> Result<(Weights, LayerInfo)> {
     let nnz = dense.iter().filter(|v| **v != 0.0).count();
     let density = nnz as f64 / dense.len().max(1) as f64;
-    let sparse = choice.sparse(density);
+    let sparse = choice.sparse(density, conv);
     let weights = if sparse {
         Weights::Sparse(Csr::from_dense(&dense, rows, cols).ok_or_else(|| {
             ModelError::Config(format!("{name}: too many non-zeros for u32 indices"))
@@ -177,102 +332,135 @@ fn weights(
     ))
 }
 
+/// LeNet-5's convolutions (rank-4 weights of `shapes`, forward order):
+/// conv1 pads 2, conv2 as its geometry says; a 2×2 max-pool follows each.
+fn pooled_convs(
+    config: &ModelConfig,
+    shapes: &[(String, Vec<usize>)],
+    input: (usize, usize, usize),
+    tensors: &BTreeMap<String, Tensor>,
+    choice: LayerChoice,
+) -> Result<Vec<Conv>> {
+    let mut convs = Vec::new();
+    // The input of the next convolution: `[1, C, H, W]` of one sample.
+    let mut conv_input = [1, input.0, input.1, input.2];
+    for (wname, shape) in shapes {
+        let &[out, c, kh, kw] = shape.as_slice() else {
+            continue;
+        };
+        let padding = match config {
+            ModelConfig::LeNet5 {
+                height,
+                width,
+                scale,
+                ..
+            } if convs.len() == 1 => {
+                Geometry::with_scale(*height, *width, *scale)
+                    .ok_or_else(|| {
+                        ModelError::Config(format!(
+                            "lenet5: input {height}x{width} is smaller than 4x4"
+                        ))
+                    })?
+                    .conv2_padding
+            }
+            _ => 2,
+        };
+        let p = ConvParams {
+            padding,
+            stride: 1,
+            dilation: 1,
+            groups: 1,
+        };
+        let conv = ConvShape::new(&conv_input, shape, p)?;
+        let [_, _, oh, ow] = conv.out_dims();
+        conv_input = [1, out, oh / 2, ow / 2];
+        let dense = values(tensors, wname, shape)?;
+        let bias = values(
+            tensors,
+            &format!("{}.bias", bias_prefix(wname)),
+            &shape[..1],
+        )?;
+        let (weights, info) = weights(wname, dense, out, c * kh * kw, choice, true)?;
+        convs.push(Conv::new(conv, weights, info, bias)?);
+    }
+    Ok(convs)
+}
+
+/// `fc1` of `fc1.weight`.
+fn bias_prefix(weight: &str) -> &str {
+    weight.trim_end_matches(".weight")
+}
+
 impl InferenceNet {
     /// The network of `config` with `tensors` (a checkpoint's, masks applied),
-    /// each weight stored as `choice` says. Errors for the zoo CNNs, and
-    /// name a missing or mis-shaped tensor.
+    /// each weight stored as `choice` says. Errors for the zoo CNNs other
+    /// than the CIFAR ResNets, and name a missing or mis-shaped tensor.
     pub fn new(
         config: &ModelConfig,
         tensors: &BTreeMap<String, Tensor>,
         choice: LayerChoice,
     ) -> Result<Self> {
         // The weights' shapes in forward order, as the architecture declares
-        // them: rank 4 are LeNet-5's convolutions, rank 2 the linear layers.
-        let input = match config {
-            ModelConfig::Mlp { input_dim, .. } => (1, 1, *input_dim),
+        // them: rank 4 are convolutions, rank 2 the linear layers.
+        let shapes: Vec<(String, Vec<usize>)> = config
+            .param_shapes()
+            .into_iter()
+            .filter(|(name, shape)| name.ends_with(".weight") && shape.len() != 1)
+            .collect();
+        let (input, body) = match config {
+            ModelConfig::Mlp { input_dim, .. } => ((1, 1, *input_dim), Body::Pooled(Vec::new())),
             ModelConfig::LeNet5 {
                 in_channels,
                 height,
                 width,
                 ..
-            } => (*in_channels, *height, *width),
-            ModelConfig::Cnn { model, .. } => {
-                return Err(ModelError::Config(format!(
-                    "sparse inference covers the MLPs and LeNet-5, not {model}"
-                )))
+            } => {
+                let input = (*in_channels, *height, *width);
+                let convs = pooled_convs(config, &shapes, input, tensors, choice)?;
+                (input, Body::Pooled(convs))
+            }
+            ModelConfig::Cnn {
+                model,
+                in_channels,
+                height,
+                width,
+                ..
+            } => {
+                let input = (*in_channels, *height, *width);
+                let layout = CifarLayout::of(*model).ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "the inference runtime covers the MLPs, LeNet-5 and the CIFAR \
+                         ResNets, not {model}"
+                    ))
+                })?;
+                let body = ResidualBody::new(layout, input, tensors, choice)?;
+                (input, Body::Residual(Box::new(body)))
             }
         };
-        let weights_in_order: Vec<(String, Vec<usize>)> = config
-            .param_shapes()
-            .into_iter()
-            .filter(|(name, _)| name.ends_with(".weight"))
-            .collect();
-        let mut convs = Vec::new();
         let mut linears = Vec::new();
-        // The input of the next convolution: `[1, C, H, W]` of one sample.
-        let mut conv_input = [1, input.0, input.1, input.2];
-        for (wname, shape) in &weights_in_order {
-            let layer = wname.trim_end_matches(".weight");
+        for (wname, shape) in &shapes {
+            let &[outputs, inputs] = shape.as_slice() else {
+                if shape.len() == 4 {
+                    continue;
+                }
+                return Err(ModelError::Config(format!(
+                    "{wname}: a weight of shape {shape:?} has no inference layer"
+                )));
+            };
             let dense = values(tensors, wname, shape)?;
-            let bias = values(tensors, &format!("{layer}.bias"), &shape[..1])?;
-            match shape.as_slice() {
-                &[out, c, kh, kw] => {
-                    // LeNet-5: conv1 pads 2, conv2 as its geometry says; a
-                    // 2×2 max-pool follows each.
-                    let padding = match config {
-                        ModelConfig::LeNet5 {
-                            height,
-                            width,
-                            scale,
-                            ..
-                        } if convs.len() == 1 => {
-                            Geometry::with_scale(*height, *width, *scale)
-                                .ok_or_else(|| {
-                                    ModelError::Config(format!(
-                                        "lenet5: input {height}x{width} is smaller than 4x4"
-                                    ))
-                                })?
-                                .conv2_padding
-                        }
-                        _ => 2,
-                    };
-                    let p = ConvParams {
-                        padding,
-                        stride: 1,
-                        dilation: 1,
-                        groups: 1,
-                    };
-                    let conv = ConvShape::new(&conv_input, shape, p)?;
-                    let [_, _, oh, ow] = conv.out_dims();
-                    conv_input = [1, out, oh / 2, ow / 2];
-                    let (weights, info) = weights(wname, dense, out, c * kh * kw, choice)?;
-                    convs.push(Conv {
-                        info,
-                        shape: conv,
-                        weights,
-                        bias,
-                    });
-                }
-                &[outputs, inputs] => {
-                    let (weights, info) = weights(wname, dense, outputs, inputs, choice)?;
-                    linears.push(Linear {
-                        info,
-                        inputs,
-                        outputs,
-                        weights,
-                        bias,
-                    });
-                }
-                other => {
-                    return Err(ModelError::Config(format!(
-                        "{wname}: a weight of shape {other:?} has no inference layer"
-                    )))
-                }
-            }
+            let bias = values(tensors, &format!("{}.bias", bias_prefix(wname)), &[outputs])?;
+            let (weights, info) = weights(wname, dense, outputs, inputs, choice, false)?;
+            linears.push(Linear {
+                info,
+                inputs,
+                outputs,
+                kernel: LinearKernel::F32(weights),
+                bias,
+            });
         }
         Ok(Self {
             input,
-            convs,
+            body,
             linears,
         })
     }
@@ -293,7 +481,7 @@ impl InferenceNet {
                     layer.inputs,
                     layer.info.sparse,
                 )?;
-                layer.weights = Weights::Int8(int8);
+                layer.kernel = LinearKernel::Int8(int8);
                 layer.info.int8 = true;
             }
         }
@@ -312,8 +500,12 @@ impl InferenceNet {
 
     /// Every weight in forward order: name, dense or sparse, density.
     pub fn layers(&self) -> Vec<LayerInfo> {
-        self.convs
-            .iter()
+        let convs: Vec<&Conv> = match &self.body {
+            Body::Pooled(convs) => convs.iter().collect(),
+            Body::Residual(body) => body.convs(),
+        };
+        convs
+            .into_iter()
             .map(|c| c.info.clone())
             .chain(self.linears.iter().map(|l| l.info.clone()))
             .collect()
@@ -352,10 +544,9 @@ impl InferenceNet {
                 batch * self.input_size()
             )));
         }
-        let features = if self.convs.is_empty() {
-            std::borrow::Cow::Borrowed(x)
-        } else {
-            std::borrow::Cow::Owned(self.conv_features(x, batch))
+        let features = match &self.body {
+            Body::Pooled(convs) if convs.is_empty() => std::borrow::Cow::Borrowed(x),
+            _ => std::borrow::Cow::Owned(self.conv_features(x, batch)),
         };
         // The linear layers run on [features, batch]: a sparse row then reads
         // whole rows of the batch.
@@ -364,11 +555,15 @@ impl InferenceNet {
         for (i, layer) in self.linears.iter().enumerate() {
             seen(i, &act);
             let mut out = vec![0f32; layer.outputs * batch];
-            match &layer.weights {
-                Weights::Int8(q) => q.forward(&act, batch, &layer.bias, &mut out),
-                Weights::Sparse(csr) if batch == 1 => csr.matvec(&act, Some(&layer.bias), &mut out),
-                Weights::Sparse(csr) => csr.matmul(&act, batch, Some(&layer.bias), &mut out),
-                Weights::Dense(w) => {
+            match &layer.kernel {
+                LinearKernel::Int8(q) => q.forward(&act, batch, &layer.bias, &mut out),
+                LinearKernel::F32(Weights::Sparse(csr)) if batch == 1 => {
+                    csr.matvec(&act, Some(&layer.bias), &mut out)
+                }
+                LinearKernel::F32(Weights::Sparse(csr)) => {
+                    csr.matmul(&act, batch, Some(&layer.bias), &mut out)
+                }
+                LinearKernel::F32(Weights::Dense(w)) => {
                     matmul(
                         MatMut::row_major(&mut out, layer.outputs, batch),
                         MatRef::row_major(w, layer.outputs, layer.inputs),
@@ -388,36 +583,22 @@ impl InferenceNet {
         Ok(transpose(&act, self.num_classes(), batch))
     }
 
-    /// The flattened output of the convolution stages, `[batch, features]`.
+    /// The flattened output of the layers before the linear ones,
+    /// `[batch, features]`; samples in parallel.
     fn conv_features(&self, x: &[f32], batch: usize) -> Vec<f32> {
-        let per_in = self.input_size();
         let samples: Vec<Vec<f32>> = x
-            .par_chunks(per_in)
-            .map(|sample| {
-                let mut act = sample.to_vec();
-                for layer in &self.convs {
-                    let s = &layer.shape;
-                    let y = match &layer.weights {
-                        Weights::Dense(w) => conv::forward(s, &act, w, Some(&layer.bias)),
-                        Weights::Int8(_) => unreachable!("convolutions keep f32 weights"),
-                        Weights::Sparse(csr) => {
-                            let mut y = vec![0f32; s.out_sample()];
-                            with_scratch(s.col_len(), |col| {
-                                im2col(s, &act, col);
-                                csr.matmul(
-                                    &col[..s.k() * s.positions()],
-                                    s.positions(),
-                                    Some(&layer.bias),
-                                    &mut y,
-                                );
-                            });
-                            y
-                        }
-                    };
-                    let [_, c, h, w] = s.out_dims();
-                    act = max_pool2_relu(&y, c, h, w);
+            .par_chunks(self.input_size())
+            .map(|sample| match &self.body {
+                Body::Pooled(convs) => {
+                    let mut act = sample.to_vec();
+                    for layer in convs {
+                        let y = layer.apply(&act);
+                        let [_, c, h, w] = layer.shape.out_dims();
+                        act = max_pool2_relu(&y, c, h, w);
+                    }
+                    act
                 }
-                act
+                Body::Residual(body) => body.features(sample),
             })
             .collect();
         debug_assert_eq!(samples.len(), batch);
