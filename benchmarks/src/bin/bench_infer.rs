@@ -4,11 +4,13 @@
 //! density (the default), and with INT8 linear layers (dense or sparse by
 //! density, activations quantised per batch), at several sparsities and at
 //! batch 1 and 64; and
-//! one 300×784 layer at densities 0.02–0.6, dense against sparse, for the
-//! crossover the runtime's default uses.
+//! one 300×784 layer at densities 0.02–0.6, and ResNet-20's convolutions at
+//! densities 0.05–0.4, dense against sparse, for the crossover the runtime's
+//! default uses.
 //!
 //! ```text
 //! model=lenet-300-100 sparsity=0.95 batch=1 candle_us=A dense_us=B sparse_us=C sparse_int8_us=D sparse_vs_dense=B/C sparse_vs_candle=A/C int8_vs_sparse=C/D
+//! convs=resnet20 density=0.1 batch=64 dense_us=X sparse_us=Y sparse_vs_dense=X/Y
 //! layer=300x784 density=0.05 batch=1 dense_us=X sparse_us=Y sparse_vs_dense=X/Y
 //! ```
 //!
@@ -94,7 +96,7 @@ fn main() -> Result<()> {
         load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
     );
     let dev = Device::Cpu;
-    for name in ["lenet-300-100", "lenet5"] {
+    for name in ["lenet-300-100", "lenet5", "resnet20"] {
         let config = ModelConfig::from_name(name, (1, 28, 28), 10)?;
         for sparsity in [0.0, 0.9, 0.95, 0.99] {
             let model = Model::new(config.clone(), 0, &dev)?;
@@ -147,7 +149,36 @@ fn main() -> Result<()> {
             }
         }
     }
-    println!("# model=resnet20: not measured, the inference runtime covers the MLPs and LeNet-5");
+
+    // The crossover of the convolutions: ResNet-20 with every layer dense
+    // against every layer sparse, at several densities.
+    let config = ModelConfig::from_name("resnet20", (1, 28, 28), 10)?;
+    for density in [0.05, 0.1, 0.2, 0.3, 0.4] {
+        let model = Model::new(config.clone(), 0, &dev)?;
+        let tensors = pruned(&model, 1.0 - density)?;
+        let dense = InferenceNet::new(&config, &tensors, LayerChoice::Dense)?;
+        let sparse = InferenceNet::new(&config, &tensors, LayerChoice::Sparse)?;
+        for batch in [1usize, 64] {
+            let x: Vec<f32> = (0..batch * 784).map(|i| (i as f32 * 0.37).sin()).collect();
+            let t = per_call(
+                rounds,
+                &mut [
+                    &mut || {
+                        std::hint::black_box(dense.forward(&x, batch).expect("forward"));
+                    },
+                    &mut || {
+                        std::hint::black_box(sparse.forward(&x, batch).expect("forward"));
+                    },
+                ],
+            );
+            println!(
+                "convs=resnet20 density={density} batch={batch} dense_us={:.1} sparse_us={:.1} sparse_vs_dense={:.2}",
+                1e6 * t[0],
+                1e6 * t[1],
+                t[0] / t[1]
+            );
+        }
+    }
 
     // The crossover: one fc1 of LeNet-300-100 at several densities.
     let (rows, cols) = (300, 784);
