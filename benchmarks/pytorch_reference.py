@@ -104,9 +104,9 @@ class BasicBlockA(nn.Module):
 class ResNet20(nn.Module):
     """ResNet-20 (He et al. 2016, shortcut A), training mode, as the zoo's `resnet20`."""
 
-    def __init__(self):
+    def __init__(self, in_channels=3):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         blocks, cin = [], 16
         for stage, cout in enumerate([16, 32, 64]):
@@ -117,6 +117,10 @@ class ResNet20(nn.Module):
         self.fc = nn.Linear(64, CLASSES)
 
     def forward(self, x):
+        # inputs under 32 pixels are zero-padded to 32, as the zoo's InputPlan
+        grow_h, grow_w = max(0, 32 - x.shape[2]), max(0, 32 - x.shape[3])
+        if grow_h or grow_w:
+            x = F.pad(x, (grow_w // 2, grow_w - grow_w // 2, grow_h // 2, grow_h - grow_h // 2))
         x = self.blocks(F.relu(self.bn1(self.conv1(x))))
         return self.fc(x.mean((2, 3)))
 
@@ -176,7 +180,12 @@ def per_call_us(rounds, fn):
 
 
 def infer(rounds):
-    for name, ctor in [("lenet-300-100", LeNet300100), ("lenet5", LeNet5)]:
+    models = [
+        ("lenet-300-100", LeNet300100),
+        ("lenet5", LeNet5),
+        ("resnet20", lambda: ResNet20(in_channels=1)),
+    ]
+    for name, ctor in models:
         model = ctor().eval()
         for batch in (1, 64):
             x = torch.randn(batch, 1, 28, 28)
