@@ -115,11 +115,14 @@ impl Default for StudentStage {
     }
 }
 
-/// `[prune]`: one shot to a target sparsity.
+/// `[prune]`: one shot to a target sparsity, or gradually while fine-tuning
+/// (`criterion = "gmp"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PruneStage {
-    /// Any `kdprune prune` criterion (`teacher-guided`, `magnitude`, `snip`, …).
+    /// Any `kdprune prune` criterion (`teacher-guided`, `magnitude`, `snip`,
+    /// …), or `gmp`: gradual magnitude pruning while fine-tuning under
+    /// `loss` ([`GmpStage`]).
     pub criterion: String,
     /// Target sparsity of the prunable weights.
     pub sparsity: f64,
@@ -127,9 +130,50 @@ pub struct PruneStage {
     pub scope: String,
     /// Calibration batches of the gradient criteria.
     pub score_batches: usize,
-    /// The distillation loss of the teacher-guided score (`ca-kld`, `kd`).
+    /// The distillation loss of the teacher-guided score (`ca-kld`, `kd`);
+    /// with `gmp`, the objective of the fine-tuning (any `distill` loss).
     pub loss: String,
+    /// `[prune.gmp]`: the fine-tuning of `criterion = "gmp"` (defaults when
+    /// absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gmp: Option<GmpStage>,
 }
+
+/// `[prune.gmp]`: gradual magnitude pruning (Zhu & Gupta 2017) while
+/// fine-tuning the distilled student (see [`jobs::GmpJob`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GmpStage {
+    /// Epochs of fine-tuning.
+    pub epochs: usize,
+    /// Learning rate (cosine decay).
+    pub lr: f64,
+    /// Fraction of the steps over which the sparsity rises.
+    pub ramp_fraction: f64,
+    /// Steps between two mask updates.
+    pub frequency: u64,
+}
+
+impl Default for GmpStage {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            lr: 0.01,
+            ramp_fraction: 0.75,
+            frequency: 10,
+        }
+    }
+}
+
+impl PruneStage {
+    /// The GMP settings when the criterion is `gmp`.
+    fn gradual(&self) -> Option<GmpStage> {
+        (self.criterion == GMP).then(|| self.gmp.clone().unwrap_or_default())
+    }
+}
+
+/// The criterion name of gradual magnitude pruning.
+const GMP: &str = "gmp";
 
 impl Default for PruneStage {
     fn default() -> Self {
@@ -139,6 +183,7 @@ impl Default for PruneStage {
             scope: "global".to_string(),
             score_batches: 8,
             loss: "ca-kld".to_string(),
+            gmp: None,
         }
     }
 }
@@ -274,14 +319,38 @@ fn validate(cfg: &CompressConfig) -> Result<()> {
     );
     objective(&cfg.student.loss).parse()?;
     objective(&cfg.retrain.loss).parse()?;
-    importance::by_name(&cfg.prune.criterion)?;
-    parse_scope(&cfg.prune.scope)?;
-    LossConfig::named(
-        &cfg.prune.loss,
-        DEFAULT_TEMPERATURE,
-        DEFAULT_ALPHA,
-        Beta::default(),
-    )?;
+    match cfg.prune.gradual() {
+        Some(gmp) => {
+            objective(&cfg.prune.loss).parse()?;
+            ensure!(gmp.epochs > 0, "prune.gmp.epochs must be at least 1");
+            ensure!(
+                gmp.ramp_fraction > 0.0 && gmp.ramp_fraction <= 1.0,
+                "prune.gmp.ramp_fraction must be in (0, 1], got {}",
+                gmp.ramp_fraction
+            );
+            ensure!(gmp.frequency > 0, "prune.gmp.frequency must be at least 1");
+            ensure!(
+                gmp.lr.is_finite() && gmp.lr > 0.0,
+                "prune.gmp.lr must be positive, got {}",
+                gmp.lr
+            );
+        }
+        None => {
+            ensure!(
+                cfg.prune.gmp.is_none(),
+                "[prune.gmp] applies to criterion = \"gmp\" only, not \"{}\"",
+                cfg.prune.criterion
+            );
+            importance::by_name(&cfg.prune.criterion)?;
+            parse_scope(&cfg.prune.scope)?;
+            LossConfig::named(
+                &cfg.prune.loss,
+                DEFAULT_TEMPERATURE,
+                DEFAULT_ALPHA,
+                Beta::default(),
+            )?;
+        }
+    }
     if let Some(t) = &cfg.teacher.checkpoint {
         ensure!(
             t.exists(),
@@ -362,35 +431,62 @@ pub fn run_compress(
     })?;
     stages.push(("student".to_string(), ran));
 
-    // pruned
+    // pruned: in one shot, or gradually while fine-tuning
+    let prune_cfg = PruneStage {
+        gmp: cfg.prune.gradual(),
+        ..cfg.prune.clone()
+    };
     let prune_recipe = format!(
         "{student_recipe}|prune:{}",
-        serde_json::to_string(&cfg.prune)?
+        serde_json::to_string(&prune_cfg)?
     );
     let pruned = dir.join("pruned.safetensors");
-    let job = PruneJob {
-        checkpoint: student.clone(),
-        criterion: importance::by_name(&cfg.prune.criterion)?,
-        sparsity: cfg.prune.sparsity,
-        scope: parse_scope(&cfg.prune.scope)?,
-        teacher: Some(teacher.clone()),
-        score_batches: cfg.prune.score_batches,
-        batch_size: 64,
-        kd_loss: LossConfig::named(
-            &cfg.prune.loss,
-            DEFAULT_TEMPERATURE,
-            DEFAULT_ALPHA,
-            Beta::default(),
-        )?,
-        self_distill: SelfDistillConfig::default(),
-        keep_first: false,
-        keep_last: false,
-        data: data.clone(),
-        out: pruned.clone(),
+    let ran = match &prune_cfg.gmp {
+        Some(gmp) => {
+            let job = jobs::GmpJob {
+                tune: RetrainJob {
+                    checkpoint: student.clone(),
+                    teacher: Some(teacher.clone()),
+                    data: data.clone(),
+                    optim: optim(gmp.epochs, gmp.lr),
+                    objective: objective(&cfg.prune.loss),
+                    out: pruned.clone(),
+                    verbose,
+                },
+                sparsity: cfg.prune.sparsity,
+                ramp_fraction: gmp.ramp_fraction,
+                frequency: gmp.frequency,
+            };
+            ledger.stage("prune", &prune_recipe, &pruned, || {
+                jobs::gmp_checkpoint(&job, device).map(drop)
+            })?
+        }
+        None => {
+            let job = PruneJob {
+                checkpoint: student.clone(),
+                criterion: importance::by_name(&cfg.prune.criterion)?,
+                sparsity: cfg.prune.sparsity,
+                scope: parse_scope(&cfg.prune.scope)?,
+                teacher: Some(teacher.clone()),
+                score_batches: cfg.prune.score_batches,
+                batch_size: 64,
+                kd_loss: LossConfig::named(
+                    &cfg.prune.loss,
+                    DEFAULT_TEMPERATURE,
+                    DEFAULT_ALPHA,
+                    Beta::default(),
+                )?,
+                self_distill: SelfDistillConfig::default(),
+                keep_first: false,
+                keep_last: false,
+                data: data.clone(),
+                out: pruned.clone(),
+            };
+            ledger.stage("prune", &prune_recipe, &pruned, || {
+                prune_checkpoint(&job, device).map(drop)
+            })?
+        }
     };
-    let ran = ledger.stage("prune", &prune_recipe, &pruned, || {
-        prune_checkpoint(&job, device).map(drop)
-    })?;
     stages.push(("prune".to_string(), ran));
 
     // retrained under the mask

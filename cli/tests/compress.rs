@@ -5,6 +5,8 @@ mod common;
 
 use std::path::Path;
 
+use candle_core::Device;
+
 use common::{fails_with, kdprune, ok, p};
 
 fn config(dir: &Path, retrain_epochs: usize, extra: &str) -> std::path::PathBuf {
@@ -130,4 +132,83 @@ fn a_bad_configuration_fails_before_any_work() {
     std::fs::write(&cfg, text).unwrap();
     fails_with(&kdprune(&["compress", "--config", p(&cfg)]), "1.2");
     assert!(!dir.path().join("run").exists());
+}
+
+#[test]
+fn gmp_prunes_while_fine_tuning_and_the_retraining_keeps_its_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(r#"criterion = "teacher-guided""#, r#"criterion = "gmp""#)
+        + "[prune.gmp]\nepochs = 2\nfrequency = 5\n";
+    std::fs::write(&cfg, text).unwrap();
+    let out = ok(&kdprune(&["compress", "--config", p(&cfg), "--quiet"]));
+    assert!(out.contains("prune: done"), "{out}");
+    let run = dir.path().join("run");
+    let pruned =
+        kdprune_models::checkpoint::load(&run.join("pruned.safetensors"), &Device::Cpu).unwrap();
+    let retrained =
+        kdprune_models::checkpoint::load(&run.join("retrained.safetensors"), &Device::Cpu).unwrap();
+    // lenet-300-100's three weight matrices, 50,200 entries, 90 % of them pruned
+    let bits = |c: &kdprune_models::Checkpoint| -> Vec<(String, Vec<u8>)> {
+        c.masks
+            .iter()
+            .map(|(n, m)| (n.clone(), m.flatten_all().unwrap().to_vec1::<u8>().unwrap()))
+            .collect()
+    };
+    let zeros = |c: &kdprune_models::Checkpoint| -> usize {
+        c.masks
+            .values()
+            .map(|m| {
+                m.flatten_all()
+                    .unwrap()
+                    .to_vec1::<u8>()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| **v == 0)
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!(pruned.masks.len(), 3);
+    assert!(
+        (zeros(&pruned) as i64 - 45_180).abs() <= 1,
+        "{}",
+        zeros(&pruned)
+    );
+    assert_eq!(
+        pruned.metadata.get("stage").map(String::as_str),
+        Some("gmp")
+    );
+    // retraining keeps GMP's mask, and every pruned weight is zero
+    assert_eq!(bits(&retrained), bits(&pruned));
+    for (name, mask) in &retrained.masks {
+        let w = retrained.tensors[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let m = mask.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        assert!(
+            w.iter().zip(&m).all(|(w, m)| *m == 1 || *w == 0.0),
+            "{name}"
+        );
+    }
+
+    // [prune.gmp] under another criterion is refused before any work
+    let other = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(r#"criterion = "gmp""#, r#"criterion = "magnitude""#)
+        .replace(
+            &run.display().to_string(),
+            &dir.path().join("other").display().to_string(),
+        );
+    std::fs::write(&other, text).unwrap();
+    fails_with(
+        &kdprune(&["compress", "--config", p(&other)]),
+        "applies to criterion = \"gmp\" only",
+    );
+    assert!(!dir.path().join("other").exists());
 }

@@ -22,8 +22,9 @@ pub use inspect::{
 };
 pub use prune::{prune_checkpoint, PruneJob, PruneOutcome};
 pub use train::{
-    distill_student, retrain_checkpoint, teacher_for, train_model, with_feature_pairs, DistillJob,
-    DistillReport, ModelInfo, ObjectiveSpec, RetrainJob, TrainJob, Trained,
+    distill_student, gmp_checkpoint, retrain_checkpoint, teacher_for, train_model,
+    with_feature_pairs, DistillJob, DistillReport, GmpJob, ModelInfo, ObjectiveSpec, RetrainJob,
+    TrainJob, Trained,
 };
 
 /// Which data a job reads: a dataset name and seed (each defaulting to the

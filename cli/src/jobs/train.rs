@@ -1,6 +1,7 @@
 //! Training jobs: a model from scratch (`train`), a student under a teacher
 //! with any objective (`distill`), a pruned checkpoint under its fixed mask
-//! (`retrain`).
+//! (`retrain`), gradual magnitude pruning while fine-tuning (`compress`'s
+//! `criterion = "gmp"`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,15 +9,19 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_core::objective::parse_feature_pairs;
-use kd_core::{feature_shapes, EpochStats, LossConfig, NoHook, Objective, TermParams, TrainConfig};
+use kd_core::{
+    feature_shapes, EpochStats, LossConfig, NoHook, Objective, Samples, TermParams, TrainConfig,
+};
 use kdprune_data::Augment;
 use kdprune_models::Model;
+use prune_core::schedule::{GmpPruner, GmpSchedule};
+use prune_core::ParamFilter;
 use serde::Serialize;
 
 use super::{shown, DataSpec, Optim};
 use crate::checkpoints::metadata;
 use crate::checkpoints::{
-    apply_masks, check_fits, load_model, load_teacher, new_model, save_model,
+    apply_masks, check_fits, load_model, load_teacher, new_model, prunable_names, save_model,
 };
 use crate::data::Data;
 use crate::files::write_atomic;
@@ -253,6 +258,63 @@ pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> 
     Ok(Trained {
         accuracy: report.final_accuracy(),
         out: job.out.clone(),
+    })
+}
+
+/// Gradual magnitude pruning (Zhu & Gupta 2017) while fine-tuning a
+/// checkpoint under any objective — with a teacher, the guide's GMP under
+/// distillation. The sparsity rises from 0 to `sparsity` on
+/// [`GmpSchedule::ramp`]'s cubic schedule over `ramp_fraction` of the
+/// steps, the masks updated every `frequency` steps by one global magnitude
+/// threshold among the weights still kept; the remaining steps train under
+/// the final mask. The prunable weights are those of `kdprune prune`.
+#[derive(Clone, Debug)]
+pub struct GmpJob {
+    /// The checkpoint to fine-tune (masks it holds are replaced), teacher,
+    /// data, optimisation, objective and output, as for retraining.
+    pub tune: RetrainJob,
+    /// Final sparsity of the prunable weights, in [0, 1).
+    pub sparsity: f64,
+    /// Fraction of the steps over which the sparsity rises, in (0, 1].
+    pub ramp_fraction: f64,
+    /// Steps between two mask updates, ≥ 1.
+    pub frequency: u64,
+}
+
+/// Runs a [`GmpJob`] and saves the fine-tuned model with its final masks.
+pub fn gmp_checkpoint(job: &GmpJob, device: &Device) -> Result<Trained> {
+    prune_core::check_sparsity(job.sparsity)?;
+    let j = &job.tune;
+    let (model, _, ckpt) = load_model(&j.checkpoint, device)?;
+    let (data, seed) = j.data.load(Some(&ckpt.metadata))?;
+    check_fits(&model, &data, "the checkpoint")?;
+    let (objective, teacher) =
+        j.objective
+            .resolve(j.teacher.as_deref(), &model, &data, seed, device, j.verbose)?;
+    let cfg = j.optim.train_config(objective, seed);
+    let views = data.views(j.optim.augment.resolve(data.name));
+    let steps = views.train.len().div_ceil(cfg.batch_size) * cfg.epochs;
+    let schedule = GmpSchedule::ramp(job.sparsity, steps as u64, job.ramp_fraction, job.frequency)?;
+    let prunable = prunable_names(model.config(), &ParamFilter::default());
+    anyhow::ensure!(!prunable.is_empty(), "the model has no prunable weights");
+    let mut pruner = GmpPruner::new(schedule, prunable);
+    let report = train(
+        &model,
+        teacher.as_ref(),
+        &views.train_data(),
+        &cfg,
+        &mut PruneHook(&mut pruner),
+        "gmp",
+        j.verbose,
+    )?;
+    let masks = pruner.into_masks();
+    let mut meta = metadata(data.name, seed, "gmp", &data.norm);
+    meta.insert("loss".into(), cfg.objective.to_string());
+    meta.insert("sparsity".into(), job.sparsity.to_string());
+    save_model(&j.out, &model, Some(&masks), meta)?;
+    Ok(Trained {
+        accuracy: report.final_accuracy(),
+        out: j.out.clone(),
     })
 }
 
