@@ -1,6 +1,7 @@
 //! `kdprune compress`: the whole pipeline of the guide in one command —
 //! teacher (trained or loaded), a student distilled under it, pruned in one
-//! shot, retrained under its mask, exported sparse and INT8, and compared.
+//! shot (or gradually while fine-tuning), retrained under its mask, exported
+//! sparse, INT8 and both, and compared.
 //!
 //! Every stage writes its checkpoint into the output folder and records its
 //! recipe (the configuration it ran with and its inputs' recipes) in
@@ -234,7 +235,8 @@ impl Default for ExportStage {
 pub struct CompressOutcome {
     /// Each stage and whether it ran (`false`: kept from an earlier run).
     pub stages: Vec<(String, bool)>,
-    /// The comparison of teacher, student, retrained student, sparse and INT8 files.
+    /// The comparison of teacher, student, retrained student, sparse, INT8
+    /// and sparse INT8 files.
     pub compare: CompressCompare,
 }
 
@@ -530,10 +532,22 @@ pub fn run_compress(
         jobs::export_checkpoint(&retrained, Encoding::Int8, &int8, &calibration, device).map(drop)
     })?;
     stages.push(("export-int8".to_string(), ran));
+    let sparse_int8 = dir.join("retrained.sparse-int8.safetensors");
+    let ran = ledger.stage("export-sparse-int8", &int8_recipe, &sparse_int8, || {
+        jobs::export_checkpoint(
+            &retrained,
+            Encoding::SparseInt8,
+            &sparse_int8,
+            &calibration,
+            device,
+        )
+        .map(drop)
+    })?;
+    stages.push(("export-sparse-int8".to_string(), ran));
 
     // the comparison (always measured anew: latencies belong to this run)
     let report = compare(&CompareJob {
-        checkpoints: vec![teacher, student, retrained, sparse, int8],
+        checkpoints: vec![teacher, student, retrained, sparse, int8, sparse_int8],
         data,
         rounds: cfg.export.compare_rounds,
         choice: LayerChoice::default(),

@@ -50,6 +50,7 @@ fn compress_runs_every_stage_resumes_and_compares() {
         "retrain",
         "export-sparse",
         "export-int8",
+        "export-sparse-int8",
     ] {
         assert!(out.contains(&format!("{stage}: done")), "{out}");
     }
@@ -61,6 +62,7 @@ fn compress_runs_every_stage_resumes_and_compares() {
         "retrained.safetensors",
         "retrained.sparse.safetensors",
         "retrained.int8.safetensors",
+        "retrained.sparse-int8.safetensors",
         "compare.md",
         "stages.json",
     ] {
@@ -80,7 +82,8 @@ fn compress_runs_every_stage_resumes_and_compares() {
             "kdprune",
             "kdprune",
             "sparse-bitmask",
-            "int-quantized"
+            "int-quantized",
+            "sparse-int8"
         ]
     );
     // the retrained student keeps 10 % of its 50,200 weights (and its 410 biases)
@@ -91,13 +94,19 @@ fn compress_runs_every_stage_resumes_and_compares() {
     );
     assert_eq!(rows[2]["nonzero"], rows[3]["nonzero"]);
     assert!(rows[3]["size_ratio"].as_f64().unwrap() < rows[1]["size_ratio"].as_f64().unwrap());
+    // the sparse INT8 file is the smallest
+    let size = |r: &serde_json::Value| r["file_bytes"].as_u64().unwrap();
+    assert!(
+        rows[..5].iter().all(|r| size(&rows[5]) < size(r)),
+        "{rows:?}"
+    );
 
     // a second run keeps every stage
     let before = std::fs::read(run.join("retrained.safetensors")).unwrap();
     let again = ok(&kdprune(&["compress", "--config", p(&cfg), "--quiet"]));
     assert_eq!(
         again.matches("kept from an earlier run").count(),
-        6,
+        7,
         "{again}"
     );
     assert_eq!(

@@ -22,7 +22,12 @@ fn an_int8_file_round_trips_and_rewrites_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = common::pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.9);
     let x = calibration(32, 64, 5);
-    for calib in [vec![], vec![(&x[..], 32)]] {
+    for (encoding, calib) in [
+        (Encoding::Int8, vec![]),
+        (Encoding::Int8, vec![(&x[..], 32)]),
+        (Encoding::SparseInt8, vec![]),
+        (Encoding::SparseInt8, vec![(&x[..], 32)]),
+    ] {
         let q = quantize_checkpoint(&ckpt, &calib).unwrap();
         assert_eq!(q.quantized.len(), 3);
         assert_eq!(
@@ -30,7 +35,8 @@ fn an_int8_file_round_trips_and_rewrites_to_the_same_bytes() {
             !calib.is_empty()
         );
         let path = dir.path().join("q.safetensors");
-        checkpoint::save_as(&path, &q, Encoding::Int8).unwrap();
+        checkpoint::save_as(&path, &q, encoding).unwrap();
+        assert_eq!(checkpoint::file_encoding(&path).unwrap(), encoding);
         let back = checkpoint::load(&path, &Device::Cpu).unwrap();
         assert_eq!(back.quantized, q.quantized);
         assert_eq!(
@@ -45,18 +51,38 @@ fn an_int8_file_round_trips_and_rewrites_to_the_same_bytes() {
             assert_eq!(u8s(m), u8s(&back.masks[name]), "{name}");
         }
         let again = dir.path().join("again.safetensors");
-        checkpoint::save_as(&again, &back, Encoding::Int8).unwrap();
+        checkpoint::save_as(&again, &back, encoding).unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             std::fs::read(&again).unwrap()
         );
-        // quarter the f32 bytes, plus scales and packed masks
         let dense = dir.path().join("d.safetensors");
         checkpoint::save_as(&dense, &ckpt, Encoding::Dense).unwrap();
         let ratio = std::fs::metadata(&path).unwrap().len() as f64
             / std::fs::metadata(&dense).unwrap().len() as f64;
-        assert!((0.25..0.33).contains(&ratio), "int8/dense = {ratio:.3}");
+        if encoding == Encoding::Int8 {
+            // quarter the f32 bytes, plus scales and packed masks
+            assert!((0.25..0.33).contains(&ratio), "int8/dense = {ratio:.3}");
+        } else {
+            // per weight: a bit of bitmask and, for 10 % of them, a byte of
+            // value, (1/8 + 0.1)/4 ≈ 0.056 of the f32 bytes; plus, in this
+            // small network (64 inputs), row offsets, biases and scales,
+            // and the packed masks of the weights where a kept value
+            // rounded to 0 (≈ 0.13 in all)
+            assert!(ratio < 0.15, "sparse-int8/dense = {ratio:.3}");
+            let meta = safetensors_metadata(&path);
+            assert!(
+                meta.contains_key("sparsity_config") && meta.contains_key("quantization_config")
+            );
+        }
     }
+}
+
+/// The `__metadata__` of a safetensors file.
+fn safetensors_metadata(path: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    header.metadata().clone().unwrap()
 }
 
 /// The MLP forward pass of the INT8 scheme, computed in f64 from the
@@ -157,6 +183,45 @@ fn corrupt_int8_files_are_errors_naming_the_tensor() {
     let ckpt = common::pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.5);
     let q = quantize_checkpoint(&ckpt, &[]).unwrap();
     let path = dir.path().join("q.safetensors");
+    let sparse_cases: Vec<(&str, Edit)> = vec![
+        (
+            "'fc2.weight': bitmask marks",
+            Box::new(|t| {
+                t.get_mut("fc2.weight.compressed").unwrap().2.pop();
+                t.get_mut("fc2.weight.compressed").unwrap().1[0] -= 1;
+            }),
+        ),
+        (
+            "scale of output channel 3 is 0",
+            Box::new(|t| {
+                t.get_mut("fc2.weight_scale").unwrap().2[12..16]
+                    .copy_from_slice(&0f32.to_le_bytes())
+            }),
+        ),
+        (
+            "'fc1.weight.compressed' has dtype F32",
+            Box::new(|t| {
+                let c = t.get_mut("fc1.weight.compressed").unwrap();
+                c.0 = safetensors::Dtype::F32;
+                c.2.truncate(c.2.len() / 4 * 4);
+                c.1[0] = c.2.len() / 4;
+            }),
+        ),
+    ];
+    for (needle, edit) in sparse_cases {
+        checkpoint::save_as(&path, &q, Encoding::SparseInt8).unwrap();
+        common::rewrite(&path, |t| edit(t));
+        match checkpoint::load(&path, &Device::Cpu) {
+            Err(err @ ModelError::Checkpoint { .. }) => {
+                let msg = err.to_string();
+                assert!(msg.contains(needle), "{msg}");
+            }
+            other => panic!(
+                "{needle}: expected a checkpoint error, got {:?}",
+                other.map(|c| c.config)
+            ),
+        }
+    }
     let cases: Vec<(&str, Edit)> = vec![
         (
             "scale of output channel 3 is 0",

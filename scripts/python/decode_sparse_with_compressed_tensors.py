@@ -2,9 +2,12 @@
 file with compressed-tensors' own decoder (`bitmask_decompress`, shipped up to
 compressed-tensors 0.12.2) and compares it with the same checkpoint exported
 dense — the check cli/tests/export.rs makes where compressed-tensors is
-installed.
+installed. A `--format sparse-int8` file decodes, the same way, to the i8
+weights of the `--format int8` export (every other tensor, scales included,
+equal too).
 
     python scripts/python/decode_sparse_with_compressed_tensors.py SPARSE.safetensors DENSE.safetensors
+    python scripts/python/decode_sparse_with_compressed_tensors.py SPARSE_INT8.safetensors INT8.safetensors
 
 Prints `decoded N tensors, all equal` and exits 0, or names the first tensor
 that differs and exits 1.

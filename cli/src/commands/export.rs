@@ -17,13 +17,15 @@ pub struct ExportArgs {
     pub checkpoint: PathBuf,
     /// `dense`: PyTorch state_dict names, no masks; `sparse`: compressed-tensors'
     /// sparse-bitmask (size ∝ non-zeros, masks kept); `int8`: compressed-tensors'
-    /// int-quantized (INT8 weights per output channel); `kdprune`: the native file.
+    /// int-quantized (INT8 weights per output channel); `sparse-int8`: both, the
+    /// INT8 weights' non-zeros bitmask-encoded (the smallest file); `kdprune`:
+    /// the native file.
     #[arg(long, value_parser = parse_encoding)]
     pub format: Encoding,
     /// File to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// `int8`: training batches of 64 over which each linear layer's input
+    /// `int8`, `sparse-int8`: training batches of 64 over which each linear layer's input
     /// scale is calibrated (static activations); 0 quantises activations
     /// per batch (dynamic).
     #[arg(long, default_value_t = 0)]

@@ -92,8 +92,8 @@ pub struct Calibration {
 /// Reads the checkpoint at `input` (any encoding), checks that every masked
 /// weight is zero, and writes it to `out` in `encoding` (atomically: a failed
 /// export leaves no file). `out` may not be `input`. [`Encoding::Int8`]
-/// quantises the weights per output channel and calibrates the activations
-/// as `calibration` says.
+/// and [`Encoding::SparseInt8`] quantise the weights per output channel and
+/// calibrate the activations as `calibration` says.
 pub fn export_checkpoint(
     input: &Path,
     encoding: Encoding,
@@ -114,7 +114,8 @@ pub fn export_checkpoint(
         input.display(),
         report.violations()
     );
-    if encoding == Encoding::Int8 && (ckpt.quantized.is_empty() || calibration.batches > 0) {
+    let int8 = matches!(encoding, Encoding::Int8 | Encoding::SparseInt8);
+    if int8 && (ckpt.quantized.is_empty() || calibration.batches > 0) {
         ckpt = quantize(&ckpt, calibration)?;
     }
     checkpoint::save_as(out, &ckpt, encoding)

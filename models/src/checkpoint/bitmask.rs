@@ -6,7 +6,7 @@
 //! | tensor | dtype | shape | content |
 //! |---|---|---|---|
 //! | `NAME.shape` | i64 | `[n]` | the dense shape |
-//! | `NAME.compressed` | the tensor's (f32) | `[nnz]` | the non-zero values in row-major order |
+//! | `NAME.compressed` | the tensor's (f32, or i8 for an INT8 weight) | `[nnz]` | the non-zero values in row-major order |
 //! | `NAME.bitmask` | u8 | `[d0, …, d(n−2), ⌈d(n−1)/8⌉]` | `x != 0` packed along the last axis, element `8k+j` of a row in bit `j` of byte `k` (numpy's `packbits(…, axis=-1, bitorder="little")`), padding bits 0 |
 //! | `NAME.row_offsets` | i64 | `[d0, …, d(n−2)]` | `cumsum(c, 0) − c` of the per-row counts `c = (x != 0).sum(-1)` |
 //!
@@ -22,13 +22,29 @@
 //! A zero is stored as a cleared bit whatever its sign: a `−0.0` comes back as
 //! `+0.0`, which computes the same.
 
+/// A value type of `NAME.compressed`: f32 weights, or the i8 values of an
+/// INT8 weight (compressed-tensors compresses the quantised integers when a
+/// model is both sparse and quantised).
+pub trait Element: Copy + PartialEq + std::fmt::Debug {
+    /// The value whose bit is cleared (`−0.0` equals it for f32).
+    const ZERO: Self;
+}
+
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+}
+
+impl Element for i8 {
+    const ZERO: Self = 0;
+}
+
 /// One tensor in the `sparse-bitmask` encoding (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
-pub struct BitmaskTensor {
+pub struct BitmaskTensor<T = f32> {
     /// The dense shape.
     pub shape: Vec<usize>,
     /// The non-zero values, row-major.
-    pub compressed: Vec<f32>,
+    pub compressed: Vec<T>,
     /// The packed non-zero pattern, shape [`bitmask_shape`].
     pub bitmask: Vec<u8>,
     /// The per-row offsets, shape [`row_offsets_shape`].
@@ -121,13 +137,13 @@ fn row_offsets(counts: &[usize], first: usize) -> Vec<i64> {
     out
 }
 
-impl BitmaskTensor {
+impl<T: Element> BitmaskTensor<T> {
     /// Encodes `values` of `shape` (rank ≥ 1, `values.len()` = the product of
     /// `shape`), as the reference `bitmask_compress` does.
     ///
     /// # Panics
     /// When `shape` is empty or does not describe `values`: a caller's bug.
-    pub fn compress(values: &[f32], shape: &[usize]) -> Self {
+    pub fn compress(values: &[T], shape: &[usize]) -> Self {
         let (rows, row_len, first) = geometry(shape).expect("a shape of rank ≥ 1 without overflow");
         assert_eq!(
             rows * row_len,
@@ -135,12 +151,12 @@ impl BitmaskTensor {
             "shape {shape:?} vs {} values",
             values.len()
         );
-        let bitmask = pack_rows(|i| values[i] != 0.0, rows, row_len);
-        let compressed: Vec<f32> = values.iter().copied().filter(|v| *v != 0.0).collect();
+        let bitmask = pack_rows(|i| values[i] != T::ZERO, rows, row_len);
+        let compressed: Vec<T> = values.iter().copied().filter(|v| *v != T::ZERO).collect();
         let counts: Vec<usize> = values
             .chunks(row_len.max(1))
             .take(rows)
-            .map(|row| row.iter().filter(|v| **v != 0.0).count())
+            .map(|row| row.iter().filter(|v| **v != T::ZERO).count())
             .collect();
         let counts = if row_len == 0 { vec![0; rows] } else { counts };
         Self {
@@ -156,7 +172,7 @@ impl BitmaskTensor {
     /// value count against the set bits, and the row offsets (in range,
     /// increasing along the first axis, equal to the bitmask's counts). The
     /// error says which check failed.
-    pub fn decompress(&self) -> Result<Vec<f32>, String> {
+    pub fn decompress(&self) -> Result<Vec<T>, String> {
         let (rows, row_len, first) = geometry(&self.shape).ok_or_else(|| {
             format!(
                 "shape {:?} is empty or its element count overflows",
@@ -217,9 +233,9 @@ impl BitmaskTensor {
             .iter()
             .map(|&b| {
                 if b {
-                    *values.next().unwrap_or(&0.0)
+                    *values.next().unwrap_or(&T::ZERO)
                 } else {
-                    0.0
+                    T::ZERO
                 }
             })
             .collect())
@@ -240,6 +256,12 @@ mod tests {
         assert_eq!(t.compressed, vec![1.0, -2.0, 0.5, 7.0]);
         assert_eq!(t.row_offsets, vec![0]);
         assert_eq!(t.decompress().unwrap(), row.to_vec());
+        // the i8 values of an INT8 weight pack the same way
+        let q: Vec<i8> = vec![1, 0, 0, -2, 0, 0, 0, 0, 5, 127];
+        let t = BitmaskTensor::compress(&q, &[1, 10]);
+        assert_eq!(t.bitmask, vec![9, 3]);
+        assert_eq!(t.compressed, vec![1, -2, 5, 127]);
+        assert_eq!(t.decompress().unwrap(), q);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The export encodings of a checkpoint: `dense` (what PyTorch loads) and
-//! `sparse` (compressed-tensors' `sparse-bitmask`, size ∝ non-zeros).
+//! The export encodings of a checkpoint: `dense` (what PyTorch loads),
+//! `sparse` (compressed-tensors' `sparse-bitmask`, size ∝ non-zeros),
+//! `int8` (compressed-tensors' `int-quantized`) and `sparse-int8` (both: the
+//! i8 values bitmask-encoded).
 //!
 //! Both keep kdprune's metadata (`kdprune.format`, `kdprune.encoding`,
 //! `kdprune.model` and the caller's keys) in the safetensors `__metadata__`,
@@ -10,6 +12,8 @@
 //! |---|---|---|
 //! | `dense` | every tensor under its PyTorch `state_dict` name, plus `<bn>.num_batches_tracked` (i64 scalar 0) beside each batch norm's running statistics, as `load_state_dict(strict=True)` wants | dropped |
 //! | `sparse` | every f32 tensor of rank ≥ 2 (linear and convolution weights) as `NAME.shape`, `NAME.compressed`, `NAME.bitmask`, `NAME.row_offsets` ([`super::bitmask`]); the rest (biases, batch norms) as in `dense` without `num_batches_tracked` | metadata `kdprune.masks` lists the masked tensors; a mask equal to its tensor's non-zero pattern is that bitmask, any other is stored packed the same way as `mask.NAME.bitmask` |
+//! | `int8` | every f32 tensor of rank ≥ 2 as i8 `NAME`, f32 `NAME_scale` `[out, 1]`, `MODULE.input_scale` `[1]` when calibrated; the rest as in `sparse` | `mask.NAME.bitmask` for every mask |
+//! | `sparse-int8` | as `int8`, the i8 values bitmask-encoded as in `sparse` (`NAME.compressed` i8) | as in `sparse` |
 //!
 //! A sparse file also carries `sparsity_config` (JSON: `format`,
 //! `global_sparsity`, `sparsity_structure`, `targets`), the block
@@ -43,11 +47,16 @@ pub enum Encoding {
     /// compressed-tensors' `int-quantized`: INT8 weights with per-channel
     /// scales (and calibrated input scales), see [`crate::quant`].
     Int8,
+    /// Both: the INT8 weights' non-zero integers in the `sparse-bitmask`
+    /// layout (`NAME.compressed` i8), their scales as in [`Encoding::Int8`]
+    /// — compressed-tensors' layout of a model that is both sparse and
+    /// quantised, with both configs in the metadata.
+    SparseInt8,
 }
 
 impl Encoding {
     /// The names [`Encoding::from_str`] accepts, for help texts.
-    pub const NAMES: &'static str = "kdprune, dense, sparse, int8";
+    pub const NAMES: &'static str = "kdprune, dense, sparse, int8, sparse-int8";
 }
 
 impl fmt::Display for Encoding {
@@ -57,6 +66,7 @@ impl fmt::Display for Encoding {
             Encoding::Dense => "dense",
             Encoding::Sparse => SPARSE_BITMASK,
             Encoding::Int8 => INT_QUANTIZED,
+            Encoding::SparseInt8 => SPARSE_INT8,
         })
     }
 }
@@ -70,6 +80,7 @@ impl FromStr for Encoding {
             "dense" => Ok(Encoding::Dense),
             "sparse" | SPARSE_BITMASK => Ok(Encoding::Sparse),
             "int8" | INT_QUANTIZED => Ok(Encoding::Int8),
+            SPARSE_INT8 => Ok(Encoding::SparseInt8),
             other => Err(format!(
                 "unknown checkpoint encoding '{other}' (known: {})",
                 Encoding::NAMES
@@ -80,6 +91,8 @@ impl FromStr for Encoding {
 
 /// compressed-tensors' name of the encoding.
 const SPARSE_BITMASK: &str = "sparse-bitmask";
+/// kdprune's name of the sparse and INT8 encoding.
+const SPARSE_INT8: &str = "sparse-int8";
 /// Metadata key listing the masked tensors of a sparse file (JSON array).
 const MASKS_KEY: &str = "kdprune.masks";
 /// The keys an export adds for other tools; not the caller's metadata.
@@ -120,7 +133,8 @@ pub(crate) fn entries(
         Encoding::Native => unreachable!("native files are written by checkpoint::save_as"),
         Encoding::Dense => dense_entries(path, ckpt),
         Encoding::Sparse => sparse_entries(path, ckpt, metadata),
-        Encoding::Int8 => int8_entries(path, ckpt, metadata),
+        Encoding::Int8 => int8_entries(path, ckpt, metadata, false),
+        Encoding::SparseInt8 => int8_entries(path, ckpt, metadata, true),
     }
 }
 
@@ -152,8 +166,7 @@ fn sparse_entries(
     metadata: &mut HashMap<String, String>,
 ) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    let (mut zeros, mut total) = (0usize, 0usize);
-    let mut targets = Vec::new();
+    let mut stats = SparsityStats::default();
     let mut patterns: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
     for (name, t) in &ckpt.tensors {
         if !is_encoded(t) {
@@ -161,54 +174,91 @@ fn sparse_entries(
             entries.push((name.clone(), dtype, t.dims().to_vec(), bytes));
             continue;
         }
-        let values = f32_values(t)?;
-        let encoded = BitmaskTensor::compress(&values, t.dims());
-        total += values.len();
-        zeros += values.len() - encoded.compressed.len();
-        targets.push(name.clone());
-        let shape: Vec<i64> = t.dims().iter().map(|&d| d as i64).collect();
-        entries.push((
-            format!("{name}.shape"),
-            StDtype::I64,
-            vec![shape.len()],
-            i64_bytes(&shape),
-        ));
-        entries.push((
-            format!("{name}.compressed"),
+        let encoded = BitmaskTensor::compress(&f32_values(t)?, t.dims());
+        stats.add(name, &encoded);
+        entries.extend(bitmask_entries(
+            name,
+            &encoded,
             StDtype::F32,
-            vec![encoded.compressed.len()],
             f32_bytes(&encoded.compressed),
-        ));
-        let bitmask_shape = bitmask::bitmask_shape(t.dims());
-        entries.push((
-            format!("{name}.bitmask"),
-            StDtype::U8,
-            bitmask_shape,
-            encoded.bitmask.clone(),
-        ));
-        entries.push((
-            format!("{name}.row_offsets"),
-            StDtype::I64,
-            bitmask::row_offsets_shape(t.dims()),
-            i64_bytes(&encoded.row_offsets),
         ));
         patterns.insert(name.as_str(), encoded.bitmask);
     }
     entries.extend(mask_entries(path, ckpt, &patterns, metadata)?);
-    let sparsity = if total == 0 {
-        0.0
-    } else {
-        zeros as f64 / total as f64
-    };
-    let config = serde_json::json!({
-        "format": SPARSE_BITMASK,
-        "global_sparsity": sparsity,
-        "sparsity_structure": "unstructured",
-        "targets": targets,
-        "ignore": [],
-    });
-    metadata.insert("sparsity_config".to_string(), config.to_string());
+    metadata.insert("sparsity_config".to_string(), stats.config());
     Ok(entries)
+}
+
+/// The zeros and targets of the bitmask-encoded tensors of a file, for its
+/// `sparsity_config`.
+#[derive(Default)]
+struct SparsityStats {
+    zeros: usize,
+    total: usize,
+    targets: Vec<String>,
+}
+
+impl SparsityStats {
+    fn add<T: bitmask::Element>(&mut self, name: &str, encoded: &BitmaskTensor<T>) {
+        let n: usize = encoded.shape.iter().product();
+        self.total += n;
+        self.zeros += n - encoded.compressed.len();
+        self.targets.push(name.to_string());
+    }
+
+    /// The `sparsity_config` JSON (`format`, `global_sparsity`,
+    /// `sparsity_structure`, `targets`, `ignore`).
+    fn config(&self) -> String {
+        let sparsity = if self.total == 0 {
+            0.0
+        } else {
+            self.zeros as f64 / self.total as f64
+        };
+        serde_json::json!({
+            "format": SPARSE_BITMASK,
+            "global_sparsity": sparsity,
+            "sparsity_structure": "unstructured",
+            "targets": self.targets,
+            "ignore": [],
+        })
+        .to_string()
+    }
+}
+
+/// The four tensors of `encoded` under `name` (values as `dtype` `values`).
+fn bitmask_entries<T: bitmask::Element>(
+    name: &str,
+    encoded: &BitmaskTensor<T>,
+    dtype: StDtype,
+    values: Vec<u8>,
+) -> [Entry; 4] {
+    let shape: Vec<i64> = encoded.shape.iter().map(|&d| d as i64).collect();
+    [
+        (
+            format!("{name}.shape"),
+            StDtype::I64,
+            vec![shape.len()],
+            i64_bytes(&shape),
+        ),
+        (
+            format!("{name}.compressed"),
+            dtype,
+            vec![encoded.compressed.len()],
+            values,
+        ),
+        (
+            format!("{name}.bitmask"),
+            StDtype::U8,
+            bitmask::bitmask_shape(&encoded.shape),
+            encoded.bitmask.clone(),
+        ),
+        (
+            format!("{name}.row_offsets"),
+            StDtype::I64,
+            bitmask::row_offsets_shape(&encoded.shape),
+            i64_bytes(&encoded.row_offsets),
+        ),
+    ]
 }
 
 /// The tensors and masks of a file in `encoding` (not [`Encoding::Native`]).
@@ -232,7 +282,9 @@ pub(crate) fn tensors(
             Ok((tensors, BTreeMap::new()))
         }
         Encoding::Sparse => sparse_tensors(path, st, metadata, device),
-        Encoding::Int8 => unreachable!("INT8 files are read by int8_tensors"),
+        Encoding::Int8 | Encoding::SparseInt8 => {
+            unreachable!("INT8 files are read by int8_tensors")
+        }
     }
 }
 
@@ -281,84 +333,81 @@ fn i64_values(data: &[u8]) -> Vec<i64> {
         .collect()
 }
 
-fn sparse_tensors(
-    path: &Path,
-    st: &SafeTensors<'_>,
-    metadata: &HashMap<String, String>,
-    device: &Device,
-) -> Result<TensorsAndMasks> {
+/// The names `NAME` of a file's bitmask-encoded tensors (those with both
+/// `NAME.shape` and `NAME.compressed`).
+fn encoded_names(st: &SafeTensors<'_>) -> BTreeSet<String> {
     let names: BTreeSet<String> = st.names().into_iter().map(str::to_string).collect();
-    let encoded: BTreeSet<&str> = names
+    names
         .iter()
         .filter_map(|n| n.strip_suffix(".shape"))
         .filter(|base| names.contains(&format!("{base}.compressed")))
-        .collect();
-    let part_of_encoded = |n: &str| {
-        PARTS.iter().any(|p| {
-            n.strip_suffix(p)
-                .and_then(|b| b.strip_suffix('.'))
-                .is_some_and(|b| encoded.contains(b))
-        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `n` is a part (`NAME.shape`, …) of one of the `encoded` tensors.
+fn is_part_of(encoded: &BTreeSet<String>, n: &str) -> bool {
+    PARTS.iter().any(|p| {
+        n.strip_suffix(p)
+            .and_then(|b| b.strip_suffix('.'))
+            .is_some_and(|b| encoded.contains(b))
+    })
+}
+
+/// The dense values of the bitmask-encoded tensor `name` (`NAME.compressed`
+/// of `dtype`, decoded by `decode`), its shape and its bitmask, every part
+/// checked against the others.
+fn read_bitmask<T: bitmask::Element>(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    name: &str,
+    dtype: StDtype,
+    decode: impl Fn(&[u8]) -> Vec<T>,
+) -> Result<(Vec<usize>, Vec<T>, Vec<u8>)> {
+    let shape_view = part(path, st, name, "shape", StDtype::I64)?;
+    if shape_view.shape().len() != 1 {
+        return Err(invalid(path, format!("'{name}.shape' is not a vector")));
+    }
+    let shape = i64_values(shape_view.data())
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| invalid(path, format!("'{name}.shape' holds {d}"))))
+        .collect::<Result<Vec<usize>>>()?;
+    let compressed = decode(part(path, st, name, "compressed", dtype)?.data());
+    let bitmask_view = part(path, st, name, "bitmask", StDtype::U8)?;
+    let row_offsets = i64_values(part(path, st, name, "row_offsets", StDtype::I64)?.data());
+    let t = BitmaskTensor {
+        shape: shape.clone(),
+        compressed,
+        bitmask: bitmask_view.data().to_vec(),
+        row_offsets,
     };
-    let mut tensors = BTreeMap::new();
-    let mut patterns: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
-    for &name in &encoded {
-        let shape_view = part(path, st, name, "shape", StDtype::I64)?;
-        if shape_view.shape().len() != 1 {
-            return Err(invalid(path, format!("'{name}.shape' is not a vector")));
-        }
-        let shape = i64_values(shape_view.data())
-            .into_iter()
-            .map(|d| {
-                usize::try_from(d).map_err(|_| invalid(path, format!("'{name}.shape' holds {d}")))
-            })
-            .collect::<Result<Vec<usize>>>()?;
-        let compressed: Vec<f32> = part(path, st, name, "compressed", StDtype::F32)?
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        let bitmask_view = part(path, st, name, "bitmask", StDtype::U8)?;
-        let row_offsets = i64_values(part(path, st, name, "row_offsets", StDtype::I64)?.data());
-        let t = BitmaskTensor {
-            shape: shape.clone(),
-            compressed,
-            bitmask: bitmask_view.data().to_vec(),
-            row_offsets,
-        };
-        let values = t
-            .decompress()
-            .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
-        if !shape.is_empty() && bitmask_view.shape() != bitmask::bitmask_shape(&shape).as_slice() {
-            return Err(invalid(
-                path,
-                format!(
-                    "'{name}.bitmask' has shape {:?}, a tensor of shape {shape:?} needs {:?}",
-                    bitmask_view.shape(),
-                    bitmask::bitmask_shape(&shape)
-                ),
-            ));
-        }
-        tensors.insert(name.to_string(), Tensor::from_vec(values, shape, device)?);
-        patterns.insert(name, t.bitmask);
+    let values = t
+        .decompress()
+        .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
+    if !shape.is_empty() && bitmask_view.shape() != bitmask::bitmask_shape(&shape).as_slice() {
+        return Err(invalid(
+            path,
+            format!(
+                "'{name}.bitmask' has shape {:?}, a tensor of shape {shape:?} needs {:?}",
+                bitmask_view.shape(),
+                bitmask::bitmask_shape(&shape)
+            ),
+        ));
     }
-    for name in &names {
-        if part_of_encoded(name) {
-            continue;
-        }
-        if name.starts_with(MASK_PREFIX) && name.ends_with(".bitmask") {
-            continue;
-        }
-        let view = st
-            .tensor(name)
-            .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
-        tensors.insert(name.clone(), plain(path, name, &view, device)?);
-    }
-    let masks = read_masks(path, st, metadata, &tensors, &patterns, device)?;
-    if let Some(stray) = names.iter().find(|n| {
+    Ok((shape, values, t.bitmask))
+}
+
+/// Fails on a `mask.NAME.bitmask` whose tensor has no listed mask.
+fn check_stray_masks(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    encoded: &BTreeSet<String>,
+    masks: &BTreeMap<String, Tensor>,
+) -> Result<()> {
+    if let Some(stray) = st.names().into_iter().find(|n| {
         n.starts_with(MASK_PREFIX)
             && n.ends_with(".bitmask")
-            && !part_of_encoded(n)
+            && !is_part_of(encoded, n)
             && !masks.contains_key(&n[MASK_PREFIX.len()..n.len() - ".bitmask".len()])
     }) {
         return Err(invalid(
@@ -366,6 +415,39 @@ fn sparse_tensors(
             format!("'{stray}' masks no tensor listed in '{MASKS_KEY}'"),
         ));
     }
+    Ok(())
+}
+
+/// Whether `n` is a stored mask (`mask.NAME.bitmask`).
+fn is_packed_mask(n: &str) -> bool {
+    n.starts_with(MASK_PREFIX) && n.ends_with(".bitmask")
+}
+
+fn sparse_tensors(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    metadata: &HashMap<String, String>,
+    device: &Device,
+) -> Result<TensorsAndMasks> {
+    let encoded = encoded_names(st);
+    let mut tensors = BTreeMap::new();
+    let mut patterns: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for name in &encoded {
+        let (shape, values, bits) = read_bitmask(path, st, name, StDtype::F32, f32_values_of)?;
+        tensors.insert(name.clone(), Tensor::from_vec(values, shape, device)?);
+        patterns.insert(name, bits);
+    }
+    for name in st.names() {
+        if is_part_of(&encoded, name) || is_packed_mask(name) {
+            continue;
+        }
+        let view = st
+            .tensor(name)
+            .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
+        tensors.insert(name.to_string(), plain(path, name, &view, device)?);
+    }
+    let masks = read_masks(path, st, metadata, &tensors, &patterns, device)?;
+    check_stray_masks(path, st, &encoded, &masks)?;
     Ok((tensors, masks))
 }
 
@@ -484,14 +566,18 @@ fn input_scale_name(name: &str) -> String {
 /// `NAME` with f32 scales `NAME_scale` `[out, 1]` (and `MODULE.input_scale`
 /// `[1]` when calibrated), taken from `ckpt.quantized` or quantised here
 /// (activations then per batch); the rest as in `dense`; masks as in a
-/// sparse file.
+/// sparse file. With `sparse`, the i8 values are bitmask-encoded
+/// ([`Encoding::SparseInt8`]).
 fn int8_entries(
     path: &Path,
     ckpt: &Checkpoint,
     metadata: &mut HashMap<String, String>,
+    sparse: bool,
 ) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     let mut static_inputs = false;
+    let mut stats = SparsityStats::default();
+    let mut patterns: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
     for (name, t) in &ckpt.tensors {
         if !is_encoded(t) {
             let (dtype, bytes) = tensor_bytes(path, name, t)?;
@@ -514,12 +600,20 @@ fn int8_entries(
         }
         q.check()
             .map_err(|e| invalid(path, format!("INT8 weight '{name}': {e}")))?;
-        entries.push((
-            name.clone(),
-            StDtype::I8,
-            q.shape.clone(),
-            q.values.iter().map(|v| *v as u8).collect(),
-        ));
+        if sparse {
+            let encoded = BitmaskTensor::compress(&q.values, &q.shape);
+            stats.add(name, &encoded);
+            let bytes = encoded.compressed.iter().map(|v| *v as u8).collect();
+            entries.extend(bitmask_entries(name, &encoded, StDtype::I8, bytes));
+            patterns.insert(name.as_str(), encoded.bitmask);
+        } else {
+            entries.push((
+                name.clone(),
+                StDtype::I8,
+                q.shape.clone(),
+                q.values.iter().map(|v| *v as u8).collect(),
+            ));
+        }
         entries.push((
             scale_name(name),
             StDtype::F32,
@@ -536,7 +630,7 @@ fn int8_entries(
             ));
         }
     }
-    entries.extend(mask_entries(path, ckpt, &BTreeMap::new(), metadata)?);
+    entries.extend(mask_entries(path, ckpt, &patterns, metadata)?);
     let config = serde_json::json!({
         "quant_method": "compressed-tensors",
         "format": INT_QUANTIZED,
@@ -547,6 +641,9 @@ fn int8_entries(
         }},
     });
     metadata.insert("quantization_config".to_string(), config.to_string());
+    if sparse {
+        metadata.insert("sparsity_config".to_string(), stats.config());
+    }
     Ok(entries)
 }
 
@@ -557,52 +654,86 @@ pub(crate) type Int8Parts = (
     BTreeMap<String, QuantizedWeight>,
 );
 
-/// The tensors (weights dequantised), masks and INT8 weights of an INT8 file.
+/// The scales of INT8 weight `name` with `rows` output channels:
+/// `NAME_scale` `[rows, 1]` and the optional `MODULE.input_scale`.
+fn read_scales(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    name: &str,
+    rows: usize,
+) -> Result<(Vec<f32>, Option<f32>)> {
+    let scale_view = part_named(path, st, &scale_name(name), StDtype::F32)?;
+    if scale_view.shape() != [rows, 1] {
+        return Err(invalid(
+            path,
+            format!(
+                "'{}' has shape {:?}, expected [{rows}, 1]",
+                scale_name(name),
+                scale_view.shape()
+            ),
+        ));
+    }
+    let input_scale = match st.tensor(&input_scale_name(name)) {
+        Ok(v) if v.dtype() == StDtype::F32 && v.data().len() == 4 => {
+            Some(f32_values_of(v.data())[0])
+        }
+        Ok(_) => {
+            return Err(invalid(
+                path,
+                format!("'{}' is not one f32", input_scale_name(name)),
+            ));
+        }
+        Err(_) => None,
+    };
+    Ok((f32_values_of(scale_view.data()), input_scale))
+}
+
+/// The tensors (weights dequantised), masks and INT8 weights of an INT8
+/// file; with `sparse`, of a [`Encoding::SparseInt8`] file.
 pub(crate) fn int8_tensors(
     path: &Path,
     st: &SafeTensors<'_>,
     metadata: &HashMap<String, String>,
+    sparse: bool,
     device: &Device,
 ) -> Result<Int8Parts> {
     let mut tensors = BTreeMap::new();
     let mut quantized = BTreeMap::new();
+    let mut patterns: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    let encoded = if sparse {
+        encoded_names(st)
+    } else {
+        BTreeSet::new()
+    };
+    // The INT8 weights: bitmask-encoded i8 values, or plain i8 tensors.
+    let mut weights: Vec<(String, Vec<usize>, Vec<i8>)> = Vec::new();
+    for name in &encoded {
+        let (shape, values, bits) = read_bitmask(path, st, name, StDtype::I8, |b: &[u8]| {
+            b.iter().map(|v| *v as i8).collect()
+        })?;
+        weights.push((name.clone(), shape, values));
+        patterns.insert(name, bits);
+    }
     let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     for name in &names {
+        if sparse {
+            break;
+        }
         let view = st
             .tensor(name)
             .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
-        if view.dtype() != StDtype::I8 {
-            continue;
+        if view.dtype() == StDtype::I8 {
+            let values = view.data().iter().map(|b| *b as i8).collect();
+            weights.push((name.clone(), view.shape().to_vec(), values));
         }
-        let shape = view.shape().to_vec();
+    }
+    for (name, shape, values) in weights {
         let rows = shape.first().copied().unwrap_or(1);
-        let scale_view = part_named(path, st, &scale_name(name), StDtype::F32)?;
-        if scale_view.shape() != [rows, 1] {
-            return Err(invalid(
-                path,
-                format!(
-                    "'{}' has shape {:?}, expected [{rows}, 1]",
-                    scale_name(name),
-                    scale_view.shape()
-                ),
-            ));
-        }
-        let input_scale = match st.tensor(&input_scale_name(name)) {
-            Ok(v) if v.dtype() == StDtype::F32 && v.data().len() == 4 => {
-                Some(f32_values_of(v.data())[0])
-            }
-            Ok(_) => {
-                return Err(invalid(
-                    path,
-                    format!("'{}' is not one f32", input_scale_name(name)),
-                ));
-            }
-            Err(_) => None,
-        };
+        let (scales, input_scale) = read_scales(path, st, &name, rows)?;
         let q = QuantizedWeight {
             shape: shape.clone(),
-            values: view.data().iter().map(|b| *b as i8).collect(),
-            scales: f32_values_of(scale_view.data()),
+            values,
+            scales,
             input_scale,
         };
         q.check()
@@ -611,13 +742,14 @@ pub(crate) fn int8_tensors(
             name.clone(),
             Tensor::from_vec(q.dequantize(), shape, device)?,
         );
-        quantized.insert(name.clone(), q);
+        quantized.insert(name, q);
     }
     let is_part = |n: &str| {
         quantized
             .keys()
             .any(|w| n == scale_name(w) || n == input_scale_name(w))
-            || (n.starts_with(MASK_PREFIX) && n.ends_with(".bitmask"))
+            || is_packed_mask(n)
+            || is_part_of(&encoded, n)
     };
     for name in &names {
         if quantized.contains_key(name) || is_part(name) {
@@ -628,7 +760,10 @@ pub(crate) fn int8_tensors(
             .map_err(|e| invalid(path, format!("'{name}': {e}")))?;
         tensors.insert(name.clone(), plain(path, name, &view, device)?);
     }
-    let masks = read_masks(path, st, metadata, &tensors, &BTreeMap::new(), device)?;
+    let masks = read_masks(path, st, metadata, &tensors, &patterns, device)?;
+    if sparse {
+        check_stray_masks(path, st, &encoded, &masks)?;
+    }
     Ok((tensors, masks, quantized))
 }
 

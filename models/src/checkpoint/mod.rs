@@ -375,7 +375,8 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
             let (t, m) = native_tensors(path, &st, device)?;
             (t, m, BTreeMap::new())
         }
-        Encoding::Int8 => encodings::int8_tensors(path, &st, file_metadata, device)?,
+        Encoding::Int8 => encodings::int8_tensors(path, &st, file_metadata, false, device)?,
+        Encoding::SparseInt8 => encodings::int8_tensors(path, &st, file_metadata, true, device)?,
         other => {
             let (t, m) = encodings::tensors(path, &st, other, file_metadata, device)?;
             (t, m, BTreeMap::new())
