@@ -14,7 +14,8 @@ use kdprune_models::infer::{InferenceNet, LayerChoice, LayerInfo};
 use serde::Serialize;
 
 /// The runtime network of a checkpoint (INT8 linear layers for a quantised
-/// one), or why it has none (the zoo CNNs run through candle).
+/// one), or why it has none (the zoo CNNs other than the CIFAR ResNets run
+/// through candle).
 pub fn runtime_net(
     ckpt: &Checkpoint,
     choice: LayerChoice,

@@ -229,7 +229,8 @@ pub enum Engine {
     Candle,
 }
 
-/// `--layers`: `auto` (sparse at or below the runtime's crossover density),
+/// `--layers`: `auto` (sparse at or below the runtime's crossover density
+/// for the layer's kind),
 /// `dense`, `sparse`, a density such as `0.2` (sparse at or below it), or
 /// `candle` (the training forward pass instead of the runtime).
 pub fn parse_layers(s: &str) -> Result<Engine, String> {

@@ -20,9 +20,10 @@ pub struct EvalArgs {
     /// Expected architecture: fail if the checkpoint holds another one.
     #[arg(long)]
     pub model: Option<String>,
-    /// Which layers the inference runtime runs sparse (MLPs and LeNet-5 on
-    /// the CPU): `auto` (by density), `dense`, `sparse`, or `candle` for
-    /// the training forward pass instead of the runtime.
+    /// Which layers the inference runtime runs sparse (MLPs, LeNet-5 and
+    /// the CIFAR ResNets on the CPU): `auto` (by density: convolutions up
+    /// to 0.3, linear layers up to 0.1), `dense`, `sparse`, a density, or
+    /// `candle` for the training forward pass instead of the runtime.
     #[arg(long, default_value = "auto", value_parser = super::args::parse_layers)]
     pub layers: Engine,
     #[command(flatten)]

@@ -19,7 +19,8 @@ use kdprune_models::infer::{LayerChoice, LayerInfo};
 /// checkpoint's dataset and seed); with `expected`, fails unless the
 /// checkpoint holds that architecture.
 ///
-/// On the CPU, networks the inference runtime covers (MLPs, LeNet-5) run on
+/// On the CPU, networks the inference runtime covers (MLPs, LeNet-5, the
+/// CIFAR ResNets) run on
 /// it, each layer dense or sparse by its density (`choice`); the others, and
 /// every network on a GPU, through candle. The report says which.
 pub fn evaluate_checkpoint(
