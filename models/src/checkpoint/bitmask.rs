@@ -167,6 +167,49 @@ impl<T: Element> BitmaskTensor<T> {
         }
     }
 
+    /// As [`BitmaskTensor::compress`], but with the bits set where `kept`
+    /// is (a mask), storing the kept values that are zero as explicit
+    /// zeros; `None` when a value outside `kept` is not zero. compressed-
+    /// tensors' decoder (`values` placed at the set bits) reads such a
+    /// tensor to the same dense values. For INT8 weights: a kept weight that
+    /// rounds to 0 costs one byte here instead of the whole mask stored
+    /// beside.
+    ///
+    /// # Panics
+    /// As [`BitmaskTensor::compress`], or when `kept` does not describe `values`.
+    pub fn compress_kept(values: &[T], shape: &[usize], kept: &[bool]) -> Option<Self> {
+        assert_eq!(kept.len(), values.len(), "one kept flag per value");
+        if values.iter().zip(kept).any(|(v, k)| !k && *v != T::ZERO) {
+            return None;
+        }
+        let (rows, row_len, first) = geometry(shape).expect("a shape of rank ≥ 1 without overflow");
+        assert_eq!(
+            rows * row_len,
+            values.len(),
+            "shape {shape:?} vs {} values",
+            values.len()
+        );
+        let bitmask = pack_rows(|i| kept[i], rows, row_len);
+        let compressed: Vec<T> = values
+            .iter()
+            .zip(kept)
+            .filter(|(_, k)| **k)
+            .map(|(v, _)| *v)
+            .collect();
+        let counts: Vec<usize> = kept
+            .chunks(row_len.max(1))
+            .take(rows)
+            .map(|row| row.iter().filter(|k| **k).count())
+            .collect();
+        let counts = if row_len == 0 { vec![0; rows] } else { counts };
+        Some(Self {
+            shape: shape.to_vec(),
+            compressed,
+            bitmask,
+            row_offsets: row_offsets(&counts, first),
+        })
+    }
+
     /// The dense values, after checking every part against the others: the
     /// shape (rank ≥ 1, no overflow), the bitmask's length and padding, the
     /// value count against the set bits, and the row offsets (in range,
@@ -262,6 +305,18 @@ mod tests {
         assert_eq!(t.bitmask, vec![9, 3]);
         assert_eq!(t.compressed, vec![1, -2, 5, 127]);
         assert_eq!(t.decompress().unwrap(), q);
+        // with a mask: a kept zero is stored, a pruned one is not
+        let kept = [
+            true, true, false, true, false, false, false, false, true, true,
+        ];
+        let t = BitmaskTensor::compress_kept(&q, &[1, 10], &kept).unwrap();
+        assert_eq!(t.bitmask, vec![11, 3]);
+        assert_eq!(t.compressed, vec![1, 0, -2, 5, 127]);
+        assert_eq!(t.decompress().unwrap(), q);
+        // a value outside the mask has no place
+        let mut outside = kept;
+        outside[0] = false;
+        assert!(BitmaskTensor::compress_kept(&q, &[1, 10], &outside).is_none());
     }
 
     #[test]

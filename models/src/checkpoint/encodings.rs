@@ -13,7 +13,7 @@
 //! | `dense` | every tensor under its PyTorch `state_dict` name, plus `<bn>.num_batches_tracked` (i64 scalar 0) beside each batch norm's running statistics, as `load_state_dict(strict=True)` wants | dropped |
 //! | `sparse` | every f32 tensor of rank ≥ 2 (linear and convolution weights) as `NAME.shape`, `NAME.compressed`, `NAME.bitmask`, `NAME.row_offsets` ([`super::bitmask`]); the rest (biases, batch norms) as in `dense` without `num_batches_tracked` | metadata `kdprune.masks` lists the masked tensors; a mask equal to its tensor's non-zero pattern is that bitmask, any other is stored packed the same way as `mask.NAME.bitmask` |
 //! | `int8` | every f32 tensor of rank ≥ 2 as i8 `NAME`, f32 `NAME_scale` `[out, 1]`, `MODULE.input_scale` `[1]` when calibrated; the rest as in `sparse` | `mask.NAME.bitmask` for every mask |
-//! | `sparse-int8` | as `int8`, the i8 values bitmask-encoded as in `sparse` (`NAME.compressed` i8) | as in `sparse` |
+//! | `sparse-int8` | as `int8`, the i8 values bitmask-encoded as in `sparse` (`NAME.compressed` i8); a masked weight's bitmask is its mask (kept values that rounded to 0 stored as zeros) | as in `sparse` |
 //!
 //! A sparse file also carries `sparsity_config` (JSON: `format`,
 //! `global_sparsity`, `sparsity_structure`, `targets`), the block
@@ -601,7 +601,21 @@ fn int8_entries(
         q.check()
             .map_err(|e| invalid(path, format!("INT8 weight '{name}': {e}")))?;
         if sparse {
-            let encoded = BitmaskTensor::compress(&q.values, &q.shape);
+            // The mask as the bitmask where it covers every non-zero: a kept
+            // weight that rounded to 0 is then a stored 0, not a reason to
+            // store the whole mask beside.
+            let kept = match ckpt.masks.get(name) {
+                Some(m) => {
+                    let (_, bytes) = tensor_bytes(path, name, m)?;
+                    check_mask_values(path, name, &bytes)?;
+                    let kept: Vec<bool> = bytes.iter().map(|b| *b == 1).collect();
+                    (kept.len() == q.values.len()).then_some(kept)
+                }
+                None => None,
+            };
+            let encoded = kept
+                .and_then(|k| BitmaskTensor::compress_kept(&q.values, &q.shape, &k))
+                .unwrap_or_else(|| BitmaskTensor::compress(&q.values, &q.shape));
             stats.add(name, &encoded);
             let bytes = encoded.compressed.iter().map(|v| *v as u8).collect();
             entries.extend(bitmask_entries(name, &encoded, StDtype::I8, bytes));
