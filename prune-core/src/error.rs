@@ -111,6 +111,24 @@ pub enum PruneError {
         /// Sparsity at the end step.
         final_: f64,
     },
+    /// A `torch_prune` amount that is not a fraction in `[0, 1]` or asks for
+    /// more units than are left.
+    #[error("invalid pruning amount: {0}")]
+    InvalidAmount(String),
+    /// A structured method along an axis the tensor does not have (or on a
+    /// tensor of rank < 2).
+    #[error("`{name}`: cannot prune along dim {dim} of a tensor of rank {rank} (structured pruning needs rank ≥ 2)")]
+    InvalidDim {
+        /// Parameter name.
+        name: String,
+        /// The axis asked for.
+        dim: usize,
+        /// The tensor's rank.
+        rank: usize,
+    },
+    /// `torch_prune::remove` on a parameter that carries no mask.
+    #[error("`{0}` has to be pruned before its pruning can be removed")]
+    NotPruned(String),
     /// `SaliencyAccumulator::finish` before any `add_batch`.
     #[error("saliency accumulator has no batches")]
     NoBatches,

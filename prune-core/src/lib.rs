@@ -5,7 +5,8 @@
 //! global / per-layer selection ([`select`]), binary masks applied to weights
 //! and gradients, pruning schedules and their drivers ([`schedule`]: one-shot,
 //! GMP, IMP with rewinding, COLT, over the caller's training through
-//! [`Learner`]) and sparsity reports.
+//! [`Learner`]), sparsity reports, and the `torch.nn.utils.prune` API
+//! ([`torch_prune`]).
 //!
 //! Conventions: a mask is an `f32` tensor of the weight's shape with 1 = kept,
 //! 0 = pruned; selection at sparsity `s` over `n` weights prunes exactly
@@ -25,6 +26,7 @@ pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod select;
+pub mod torch_prune;
 
 use std::collections::BTreeMap;
 
