@@ -126,6 +126,9 @@ pub enum PruneError {
         /// The tensor's rank.
         rank: usize,
     },
+    /// A group criterion that reads gradients, given none.
+    #[error("the {0} group criterion needs the gradients of the loss")]
+    NeedsGradients(String),
     /// `torch_prune::remove` on a parameter that carries no mask.
     #[error("`{0}` has to be pruned before its pruning can be removed")]
     NotPruned(String),

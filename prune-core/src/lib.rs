@@ -5,8 +5,9 @@
 //! global / per-layer selection ([`select`]), binary masks applied to weights
 //! and gradients, pruning schedules and their drivers ([`schedule`]: one-shot,
 //! GMP, IMP with rewinding, COLT, over the caller's training through
-//! [`Learner`]), sparsity reports, and the `torch.nn.utils.prune` API
-//! ([`torch_prune`]).
+//! [`Learner`]), sparsity reports, channel groups with their importance and
+//! selection for structured pruning ([`group`]), and the
+//! `torch.nn.utils.prune` API ([`torch_prune`]).
 //!
 //! Conventions: a mask is an `f32` tensor of the weight's shape with 1 = kept,
 //! 0 = pruned; selection at sparsity `s` over `n` weights prunes exactly
@@ -20,6 +21,7 @@
 
 mod error;
 mod filter;
+pub mod group;
 pub mod importance;
 mod mask;
 pub mod report;

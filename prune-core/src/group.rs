@@ -1,0 +1,436 @@
+//! Structured pruning's arithmetic over named tensors: channel groups, their
+//! importance, and which channels each group keeps. No model: a group is a
+//! list of named slices, its scores come from tensors (and gradients) by
+//! name, and the result is the kept channels of each group — what a model
+//! crate then removes physically.
+//!
+//! A [`ChannelGroup`] lists the `(tensor, axis)` slices that must go
+//! together: channel `c` of the group is index `c` along the axis of every
+//! member — a convolution's output channels (axis 0 of its weight), its
+//! batch norm's four vectors, the next layers' input channels (axis 1), and,
+//! in a residual network, every member of the sum.
+//!
+//! | [`GroupCriterion`] | score of channel `c` | source |
+//! |---|---|---|
+//! | `L1` | `Σ |w|` over the group's parameter slices | Li et al., ICLR 2017 (filter pruning) |
+//! | `L2` | `√(Σ w²)` over the same | — |
+//! | `Fpgm` | `Σ_j ‖v_c − v_j‖₂` over the other channels `j` of the group, `v` the channel's parameter slices concatenated: the channels nearest the geometric median score lowest | He et al., CVPR 2019 |
+//! | `BnScale` | `Σ |γ_c|` over the group's batch-norm scales | Liu et al., ICCV 2017 (network slimming) |
+//! | `Taylor` | `|Σ w·g|` over the parameter slices, `g = ∂L/∂w` | Molchanov et al., CVPR 2019 (first order) |
+//! | `TeacherGuided` | `Σ |w ⊙ g|` over the parameter slices, `g` the gradient of the distillation objective under the teacher | arXiv 2511.16653, per group |
+//!
+//! The slices scored are the parameters ([`Role::Weight`], [`Role::Bias`],
+//! [`Role::BnWeight`], [`Role::BnBias`]); running statistics
+//! ([`Role::BnStat`]) are removed with their channel but never scored. The
+//! lowest scores are pruned; among equal scores, the lower channel first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{PruneError, Result};
+use crate::NamedTensors;
+
+/// What a slice of a group is, for scoring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Role {
+    /// A convolution's or linear layer's weight (either axis).
+    Weight,
+    /// A bias.
+    Bias,
+    /// A batch norm's scale `γ`.
+    BnWeight,
+    /// A batch norm's shift `β`.
+    BnBias,
+    /// A batch norm's running mean or variance: removed, not scored.
+    BnStat,
+}
+
+/// One member of a group: tensor `tensor` along `axis`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Slice {
+    /// The tensor's name.
+    pub tensor: String,
+    /// The axis whose index is the group's channel.
+    pub axis: usize,
+    /// What the tensor is.
+    pub role: Role,
+}
+
+impl Slice {
+    /// A member `tensor` along `axis` in `role`.
+    pub fn new(tensor: impl Into<String>, axis: usize, role: Role) -> Self {
+        Self {
+            tensor: tensor.into(),
+            axis,
+            role,
+        }
+    }
+}
+
+/// Channels that are removed together (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ChannelGroup {
+    /// The group's name (usually its first convolution's, e.g. `layer1.0.conv1`).
+    pub name: String,
+    /// Channels in the group: the length of every member's axis.
+    pub channels: usize,
+    /// The members.
+    pub members: Vec<Slice>,
+}
+
+/// How a group's channels are scored (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum GroupCriterion {
+    /// `Σ |w|`.
+    L1,
+    /// `√(Σ w²)`.
+    L2,
+    /// Summed distance to the other channels.
+    Fpgm,
+    /// `Σ |γ|` of the batch norms.
+    BnScale,
+    /// `|Σ w·g|`.
+    Taylor,
+    /// `Σ |w ⊙ g|`, `g` of the distillation objective.
+    TeacherGuided,
+}
+
+impl GroupCriterion {
+    /// Every criterion, with its name.
+    pub const ALL: [(&'static str, GroupCriterion); 6] = [
+        ("l1", GroupCriterion::L1),
+        ("l2", GroupCriterion::L2),
+        ("fpgm", GroupCriterion::Fpgm),
+        ("bn-scale", GroupCriterion::BnScale),
+        ("taylor", GroupCriterion::Taylor),
+        ("teacher-guided", GroupCriterion::TeacherGuided),
+    ];
+
+    /// Whether the criterion reads gradients.
+    pub fn needs_gradients(self) -> bool {
+        matches!(self, GroupCriterion::Taylor | GroupCriterion::TeacherGuided)
+    }
+}
+
+impl std::str::FromStr for GroupCriterion {
+    type Err = PruneError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| PruneError::UnknownCriterion(s.to_string()))
+    }
+}
+
+/// The `f32` values of `t`, flattened, and its dims.
+fn values(t: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
+    Ok((
+        t.flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .to_vec1::<f32>()?,
+        t.dims().to_vec(),
+    ))
+}
+
+/// The entries of each channel of `slice` in `t` (values `v`, dims `dims`):
+/// `out[c]` = the flat positions with index `c` along the axis.
+fn channel_positions(dims: &[usize], axis: usize) -> Vec<Vec<usize>> {
+    let channels = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let total: usize = dims.iter().product();
+    let mut out = vec![Vec::with_capacity(total / channels.max(1)); channels];
+    for i in 0..total {
+        out[(i / inner) % channels].push(i);
+    }
+    out
+}
+
+impl ChannelGroup {
+    /// Checks every member against `tensors`: present, the axis inside the
+    /// tensor, of length `channels`.
+    pub fn check(&self, tensors: &NamedTensors) -> Result<()> {
+        for m in &self.members {
+            let t = tensors
+                .get(&m.tensor)
+                .ok_or_else(|| PruneError::MissingTensor(m.tensor.clone()))?;
+            let dims = t.dims();
+            if m.axis >= dims.len() {
+                return Err(PruneError::InvalidDim {
+                    name: m.tensor.clone(),
+                    dim: m.axis,
+                    rank: dims.len(),
+                });
+            }
+            if dims[m.axis] != self.channels {
+                let mut expected = dims.to_vec();
+                expected[m.axis] = self.channels;
+                return Err(PruneError::ShapeMismatch {
+                    name: m.tensor.clone(),
+                    expected,
+                    got: dims.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each channel's score under `criterion`: from `tensors`, and from
+    /// `grads` (same names) for the gradient criteria.
+    pub fn scores(
+        &self,
+        criterion: GroupCriterion,
+        tensors: &NamedTensors,
+        grads: Option<&NamedTensors>,
+    ) -> Result<Vec<f64>> {
+        self.check(tensors)?;
+        let scored = |r: Role| {
+            if criterion == GroupCriterion::BnScale {
+                r == Role::BnWeight
+            } else {
+                r != Role::BnStat
+            }
+        };
+        // per channel: the scored entries (w, g) of every member, in order
+        let mut entries: Vec<Vec<(f64, f64)>> = vec![Vec::new(); self.channels];
+        for m in self.members.iter().filter(|m| scored(m.role)) {
+            let (w, dims) = values(&tensors[&m.tensor])?;
+            let g = if criterion.needs_gradients() {
+                let grads =
+                    grads.ok_or_else(|| PruneError::NeedsGradients(format!("{criterion:?}")))?;
+                let g = grads.get(&m.tensor).ok_or_else(|| {
+                    PruneError::MissingTensor(format!("gradient of {}", m.tensor))
+                })?;
+                if g.dims() != dims.as_slice() {
+                    return Err(PruneError::ShapeMismatch {
+                        name: m.tensor.clone(),
+                        expected: dims.clone(),
+                        got: g.dims().to_vec(),
+                    });
+                }
+                Some(values(g)?.0)
+            } else {
+                None
+            };
+            for (c, positions) in channel_positions(&dims, m.axis).into_iter().enumerate() {
+                for i in positions {
+                    let gi = g.as_ref().map_or(0.0, |g| g[i] as f64);
+                    entries[c].push((w[i] as f64, gi));
+                }
+            }
+        }
+        if let Some((c, _)) = entries
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.iter().any(|(w, g)| !w.is_finite() || !g.is_finite()))
+        {
+            return Err(PruneError::NonFinite {
+                name: format!("{} (channel {c})", self.name),
+            });
+        }
+        Ok(match criterion {
+            GroupCriterion::L1 | GroupCriterion::BnScale => entries
+                .iter()
+                .map(|e| e.iter().map(|(w, _)| w.abs()).sum())
+                .collect(),
+            GroupCriterion::L2 => entries
+                .iter()
+                .map(|e| e.iter().map(|(w, _)| w * w).sum::<f64>().sqrt())
+                .collect(),
+            GroupCriterion::Taylor => entries
+                .iter()
+                .map(|e| e.iter().map(|(w, g)| w * g).sum::<f64>().abs())
+                .collect(),
+            GroupCriterion::TeacherGuided => entries
+                .iter()
+                .map(|e| e.iter().map(|(w, g)| (w * g).abs()).sum())
+                .collect(),
+            GroupCriterion::Fpgm => (0..self.channels)
+                .map(|c| {
+                    (0..self.channels)
+                        .filter(|&j| j != c)
+                        .map(|j| {
+                            entries[c]
+                                .iter()
+                                .zip(&entries[j])
+                                .map(|((a, _), (b, _))| (a - b) * (a - b))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
+                        .sum()
+                })
+                .collect(),
+        })
+    }
+}
+
+/// How many channels each group loses (see [`select_channels`]).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupRatios {
+    /// Fraction of the channels to remove, in `[0, 1)`.
+    pub ratio: f64,
+    /// One threshold over every group's scores (`true`), or `ratio` inside
+    /// each group.
+    pub global: bool,
+    /// Per-group ratios that replace `ratio` for those groups (per-group
+    /// selection only).
+    pub per_group: BTreeMap<String, f64>,
+    /// The most any group may lose, in `[0, 1)`.
+    pub max_ratio: f64,
+    /// Groups left whole.
+    pub ignore: Vec<String>,
+    /// Kept channel counts are rounded up to a multiple of this (1: none).
+    pub round_to: usize,
+}
+
+impl Default for GroupRatios {
+    fn default() -> Self {
+        Self {
+            ratio: 0.0,
+            global: false,
+            per_group: BTreeMap::new(),
+            max_ratio: 0.95,
+            ignore: Vec::new(),
+            round_to: 1,
+        }
+    }
+}
+
+fn check_ratio(what: &str, r: f64) -> Result<()> {
+    if r.is_finite() && (0.0..1.0).contains(&r) {
+        Ok(())
+    } else {
+        Err(PruneError::InvalidAmount(format!(
+            "{what} must be in [0, 1), got {r}"
+        )))
+    }
+}
+
+/// The channels each group keeps (ascending), given each group's channel
+/// scores (`scores[group.name]`, as [`ChannelGroup::scores`] gives them).
+///
+/// Per group, `round(ratio · channels)` of the lowest-scored channels go
+/// (its `per_group` ratio if set); globally, the `round(ratio · N)`
+/// lowest scores over the `N` channels of all groups not ignored. Then
+/// every group is held to at most `max_ratio` of its channels removed and
+/// at least one channel (or `round_to`) kept, and its kept count rounded up
+/// to a multiple of `round_to` (capped at its channel count) — so the total
+/// removed may fall short of the global target. Ignored groups keep every
+/// channel.
+pub fn select_channels(
+    groups: &[ChannelGroup],
+    scores: &BTreeMap<String, Vec<f64>>,
+    ratios: &GroupRatios,
+) -> Result<BTreeMap<String, Vec<usize>>> {
+    check_ratio("the ratio", ratios.ratio)?;
+    check_ratio("the maximum ratio per group", ratios.max_ratio)?;
+    if ratios.round_to == 0 {
+        return Err(PruneError::InvalidAmount(
+            "round_to must be at least 1".into(),
+        ));
+    }
+    let names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    for name in ratios.ignore.iter().chain(ratios.per_group.keys()) {
+        if !names.contains(name.as_str()) {
+            return Err(PruneError::MissingTensor(format!(
+                "group `{name}` (known: {})",
+                names.iter().copied().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    for (name, r) in &ratios.per_group {
+        check_ratio(&format!("the ratio of `{name}`"), *r)?;
+    }
+    if ratios.global && !ratios.per_group.is_empty() {
+        return Err(PruneError::InvalidAmount(
+            "per-group ratios apply to per-group selection, not to a global threshold".into(),
+        ));
+    }
+    let active: Vec<&ChannelGroup> = groups
+        .iter()
+        .filter(|g| !ratios.ignore.contains(&g.name))
+        .collect();
+    let score_of = |g: &ChannelGroup| -> Result<&Vec<f64>> {
+        let s = scores
+            .get(&g.name)
+            .ok_or_else(|| PruneError::MissingTensor(format!("scores of group `{}`", g.name)))?;
+        if s.len() != g.channels {
+            return Err(PruneError::ShapeMismatch {
+                name: g.name.clone(),
+                expected: vec![g.channels],
+                got: vec![s.len()],
+            });
+        }
+        if s.iter().any(|v| !v.is_finite()) {
+            return Err(PruneError::NonFinite {
+                name: g.name.clone(),
+            });
+        }
+        Ok(s)
+    };
+    // channels to remove per group, before the limits
+    let mut remove: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    if ratios.global {
+        let mut all: Vec<(f64, usize, usize)> = Vec::new();
+        for (gi, g) in active.iter().enumerate() {
+            all.extend(score_of(g)?.iter().enumerate().map(|(c, s)| (*s, gi, c)));
+        }
+        let k = (ratios.ratio * all.len() as f64).round() as usize;
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, gi, c) in all.into_iter().take(k) {
+            remove.entry(active[gi].name.as_str()).or_default().push(c);
+        }
+    } else {
+        for g in &active {
+            let s = score_of(g)?;
+            let r = ratios
+                .per_group
+                .get(&g.name)
+                .copied()
+                .unwrap_or(ratios.ratio);
+            let k = (r * g.channels as f64).round() as usize;
+            let mut order: Vec<usize> = (0..g.channels).collect();
+            order.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+            order.truncate(k);
+            remove.insert(g.name.as_str(), order);
+        }
+    }
+    let mut kept = BTreeMap::new();
+    for g in groups {
+        let mut gone = remove.remove(g.name.as_str()).unwrap_or_default();
+        // the limits: at most max_ratio removed, at least one (or round_to) kept
+        let floor = ratios.round_to.min(g.channels);
+        let most =
+            ((ratios.max_ratio * g.channels as f64).floor() as usize).min(g.channels - floor);
+        if gone.len() > most {
+            // keep the best-scored of those chosen: drop the last ones
+            let s = scores.get(&g.name).map(Vec::as_slice).unwrap_or(&[]);
+            gone.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+            gone.truncate(most);
+        }
+        // round the kept count up to a multiple of round_to
+        let keep_n = (g.channels - gone.len()).div_ceil(ratios.round_to) * ratios.round_to;
+        let keep_n = keep_n.min(g.channels);
+        if keep_n > g.channels - gone.len() {
+            let s = scores.get(&g.name).map(Vec::as_slice).unwrap_or(&[]);
+            gone.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+            gone.truncate(g.channels - keep_n);
+        }
+        let gone: BTreeSet<usize> = gone.into_iter().collect();
+        kept.insert(
+            g.name.clone(),
+            (0..g.channels).filter(|c| !gone.contains(c)).collect(),
+        );
+    }
+    Ok(kept)
+}

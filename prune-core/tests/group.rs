@@ -1,0 +1,248 @@
+//! Channel groups: each criterion's scores against values computed
+//! independently with numpy, and the selection's ratios, limits and errors.
+//!
+//! The expected scores come from:
+//!
+//! ```python
+//! import numpy as np, math
+//! def f(n, a, b, s): return np.array([math.sin(a*i+b)*s for i in range(n)], dtype=np.float32)
+//! conv1 = f(72, 0.7, 0.1, 1.0).reshape(4,2,3,3)
+//! gamma = f(4, 1.9, 0.4, 1.0); beta = f(4, 2.3, 0.2, 0.5)
+//! conv2 = f(108, 1.1, 0.5, 0.8).reshape(3,4,3,3)
+//! g1 = f(72, 0.37, 0.9, 0.1).reshape(4,2,3,3); gg = f(4, 0.8, 0.3, 0.1); gb = f(4, 1.4, 0.6, 0.1)
+//! g2 = f(108, 0.23, 0.2, 0.1).reshape(3,4,3,3)
+//! def vec(c, W):
+//!     c1, ga, be, c2 = W
+//!     return np.concatenate([c1[c].ravel(), [ga[c]], [be[c]], c2[:, c].ravel()]).astype(np.float64)
+//! W = (conv1, gamma, beta, conv2); G = (g1, gg, gb, g2)
+//! l1 = [np.abs(vec(c, W)).sum() for c in range(4)]
+//! l2 = [np.sqrt((vec(c, W)**2).sum()) for c in range(4)]
+//! fpgm = [sum(np.linalg.norm(vec(c, W) - vec(j, W)) for j in range(4) if j != c) for c in range(4)]
+//! bn = [abs(float(gamma[c])) for c in range(4)]
+//! taylor = [abs((vec(c, W) * vec(c, G)).sum()) for c in range(4)]
+//! tg = [np.abs(vec(c, W) * vec(c, G)).sum() for c in range(4)]
+//! ```
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use prune_core::group::{select_channels, ChannelGroup, GroupCriterion, GroupRatios, Role, Slice};
+use prune_core::{NamedTensors, PruneError};
+
+fn f(shape: &[usize], a: f64, b: f64, s: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((a * i as f64 + b).sin() * s) as f32)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// conv1 (4 filters) · bn1 · conv2, and the gradients of the parameters.
+fn net() -> (NamedTensors, NamedTensors) {
+    let var = f(&[4], 0.5, 1.0, 1.0)
+        .abs()
+        .unwrap()
+        .affine(1.0, 0.5)
+        .unwrap();
+    let tensors = NamedTensors::from([
+        ("conv1.weight".to_string(), f(&[4, 2, 3, 3], 0.7, 0.1, 1.0)),
+        ("bn1.weight".to_string(), f(&[4], 1.9, 0.4, 1.0)),
+        ("bn1.bias".to_string(), f(&[4], 2.3, 0.2, 0.5)),
+        ("bn1.running_mean".to_string(), f(&[4], 0.3, 0.0, 1.0)),
+        ("bn1.running_var".to_string(), var),
+        ("conv2.weight".to_string(), f(&[3, 4, 3, 3], 1.1, 0.5, 0.8)),
+    ]);
+    let grads = NamedTensors::from([
+        ("conv1.weight".to_string(), f(&[4, 2, 3, 3], 0.37, 0.9, 0.1)),
+        ("bn1.weight".to_string(), f(&[4], 0.8, 0.3, 0.1)),
+        ("bn1.bias".to_string(), f(&[4], 1.4, 0.6, 0.1)),
+        ("conv2.weight".to_string(), f(&[3, 4, 3, 3], 0.23, 0.2, 0.1)),
+    ]);
+    (tensors, grads)
+}
+
+fn group() -> ChannelGroup {
+    ChannelGroup {
+        name: "conv1".to_string(),
+        channels: 4,
+        members: vec![
+            Slice::new("conv1.weight", 0, Role::Weight),
+            Slice::new("bn1.weight", 0, Role::BnWeight),
+            Slice::new("bn1.bias", 0, Role::BnBias),
+            Slice::new("bn1.running_mean", 0, Role::BnStat),
+            Slice::new("bn1.running_var", 0, Role::BnStat),
+            Slice::new("conv2.weight", 1, Role::Weight),
+        ],
+    }
+}
+
+#[test]
+fn every_criterion_scores_as_computed_with_numpy() {
+    let (tensors, grads) = net();
+    let expected: [(&str, [f64; 4]); 6] = [
+        ("l1", [26.0347331, 26.1034335, 26.8894605, 25.6462637]),
+        ("l2", [4.21065471, 4.27784761, 4.32623429, 4.22502648]),
+        ("fpgm", [13.2795235, 14.582193, 14.8970098, 13.210173]),
+        (
+            "bn-scale",
+            [0.389418334, 0.745705187, 0.871575773, 0.182162508],
+        ),
+        (
+            "taylor",
+            [0.157065869, 0.0101265945, 0.226299569, 0.0838051178],
+        ),
+        (
+            "teacher-guided",
+            [1.67919159, 1.68721682, 1.78012023, 1.67093977],
+        ),
+    ];
+    for (name, want) in expected {
+        let criterion: GroupCriterion = name.parse().unwrap();
+        let got = group().scores(criterion, &tensors, Some(&grads)).unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{name}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    // the gradient criteria need gradients
+    let err = group()
+        .scores(GroupCriterion::Taylor, &tensors, None)
+        .unwrap_err();
+    assert!(matches!(err, PruneError::NeedsGradients(_)), "{err}");
+    assert!("l3".parse::<GroupCriterion>().is_err());
+}
+
+#[test]
+fn a_member_that_does_not_fit_is_named() {
+    let (mut tensors, _) = net();
+    tensors.insert("bn1.bias".to_string(), f(&[5], 1.0, 0.0, 1.0));
+    let err = group()
+        .scores(GroupCriterion::L1, &tensors, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bn1.bias"), "{err}");
+    let mut g = group();
+    g.members.push(Slice::new("conv2.weight", 4, Role::Weight));
+    let err = g
+        .scores(GroupCriterion::L1, &net().0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dim 4"), "{err}");
+    let mut g = group();
+    g.members.push(Slice::new("fc.weight", 1, Role::Weight));
+    let err = g
+        .scores(GroupCriterion::L1, &net().0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fc.weight"), "{err}");
+}
+
+fn named(name: &str, channels: usize) -> ChannelGroup {
+    ChannelGroup {
+        name: name.to_string(),
+        channels,
+        members: Vec::new(),
+    }
+}
+
+#[test]
+fn selection_per_group_global_and_limits() {
+    let groups = [named("a", 8), named("b", 4), named("c", 16)];
+    let scores = BTreeMap::from([
+        ("a".to_string(), (0..8).map(|i| 10.0 - i as f64).collect()),
+        ("b".to_string(), vec![0.5, 0.1, 0.3, 0.2]),
+        ("c".to_string(), (0..16).map(|i| 1.0 + i as f64).collect()),
+    ]);
+    // per group: half of each, the lowest scores
+    let ratios = GroupRatios {
+        ratio: 0.5,
+        ..GroupRatios::default()
+    };
+    let kept = select_channels(&groups, &scores, &ratios).unwrap();
+    assert_eq!(kept["a"], [0, 1, 2, 3]);
+    assert_eq!(kept["b"], [0, 2]);
+    assert_eq!(kept["c"], (8..16).collect::<Vec<_>>());
+    // global: the 14 lowest of 28 scores — b's four (≤ 0.5), a's 3..7 (≤ 7),
+    // c's 1..=5 (≤ 5)… with at most 0.75 of a group removed and one kept
+    let ratios = GroupRatios {
+        ratio: 0.5,
+        global: true,
+        max_ratio: 0.75,
+        ..GroupRatios::default()
+    };
+    let kept = select_channels(&groups, &scores, &ratios).unwrap();
+    // b would lose all four: held to 3, keeping its best (0.5 at channel 0)
+    assert_eq!(kept["b"], [0]);
+    // the 14 lowest: b ×4, c's 1,2,3,4,5,6 (scores 1–6) and a's 7,6,5,4 (scores 3–6):
+    // ties at 3, 4, 5, 6 go by group order (a before c)
+    assert_eq!(kept["a"], [0, 1, 2, 3]);
+    assert_eq!(kept["c"], (6..16).collect::<Vec<_>>());
+    // round_to 4: c keeps 10 → 12; ignore leaves a whole; a per-group ratio for b
+    let ratios = GroupRatios {
+        ratio: 0.375,
+        round_to: 4,
+        ignore: vec!["a".to_string()],
+        per_group: BTreeMap::from([("b".to_string(), 0.25)]),
+        ..GroupRatios::default()
+    };
+    let kept = select_channels(&groups, &scores, &ratios).unwrap();
+    assert_eq!(kept["a"].len(), 8);
+    assert_eq!(kept["b"], [0, 1, 2, 3], "b keeps 3 → rounded up to 4");
+    assert_eq!(
+        kept["c"],
+        (4..16).collect::<Vec<_>>(),
+        "c loses 6 → 4 to keep 12"
+    );
+}
+
+#[test]
+fn bad_ratios_and_names_are_errors() {
+    let groups = [named("a", 4)];
+    let scores = BTreeMap::from([("a".to_string(), vec![1.0, 2.0, 3.0, 4.0])]);
+    let err = |r: GroupRatios| {
+        select_channels(&groups, &scores, &r)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(GroupRatios {
+        ratio: 1.2,
+        ..GroupRatios::default()
+    })
+    .contains("1.2"));
+    assert!(err(GroupRatios {
+        ratio: 1.0,
+        ..GroupRatios::default()
+    })
+    .contains("[0, 1)"));
+    assert!(err(GroupRatios {
+        ignore: vec!["zz".into()],
+        ..GroupRatios::default()
+    })
+    .contains("zz"));
+    assert!(err(GroupRatios {
+        round_to: 0,
+        ..GroupRatios::default()
+    })
+    .contains("round_to"));
+    let nan = BTreeMap::from([("a".to_string(), vec![1.0, f64::NAN, 3.0, 4.0])]);
+    let r = GroupRatios {
+        ratio: 0.5,
+        ..GroupRatios::default()
+    };
+    assert!(select_channels(&groups, &nan, &r).is_err());
+    // a ratio that would empty the group keeps one channel
+    let r = GroupRatios {
+        ratio: 0.9,
+        max_ratio: 0.99,
+        ..GroupRatios::default()
+    };
+    let kept = select_channels(
+        &[named("a", 2)],
+        &BTreeMap::from([("a".to_string(), vec![2.0, 1.0])]),
+        &r,
+    )
+    .unwrap();
+    assert_eq!(kept["a"], [0]);
+}
