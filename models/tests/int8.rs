@@ -209,20 +209,25 @@ fn corrupt_int8_files_are_errors_naming_the_tensor() {
             }),
         ),
     ];
-    for (needle, edit) in sparse_cases {
-        checkpoint::save_as(&path, &q, Encoding::SparseInt8).unwrap();
-        common::rewrite(&path, |t| edit(t));
-        match checkpoint::load(&path, &Device::Cpu) {
-            Err(err @ ModelError::Checkpoint { .. }) => {
-                let msg = err.to_string();
-                assert!(msg.contains(needle), "{msg}");
+    // Each case: the file written in `encoding`, edited, then refused on
+    // loading with a message containing the case's text.
+    let check = |encoding: Encoding, cases: Vec<(&str, Edit)>| {
+        for (needle, edit) in cases {
+            checkpoint::save_as(&path, &q, encoding).unwrap();
+            common::rewrite(&path, |t| edit(t));
+            match checkpoint::load(&path, &Device::Cpu) {
+                Err(err @ ModelError::Checkpoint { .. }) => {
+                    let msg = err.to_string();
+                    assert!(msg.contains(needle), "{msg}");
+                }
+                other => panic!(
+                    "{needle}: expected a checkpoint error, got {:?}",
+                    other.map(|c| c.config)
+                ),
             }
-            other => panic!(
-                "{needle}: expected a checkpoint error, got {:?}",
-                other.map(|c| c.config)
-            ),
         }
-    }
+    };
+    check(Encoding::SparseInt8, sparse_cases);
     let cases: Vec<(&str, Edit)> = vec![
         (
             "scale of output channel 3 is 0",
@@ -256,20 +261,7 @@ fn corrupt_int8_files_are_errors_naming_the_tensor() {
             Box::new(|t| t.get_mut("fc1.weight").unwrap().2[0] = 0x80),
         ),
     ];
-    for (needle, edit) in cases {
-        checkpoint::save_as(&path, &q, Encoding::Int8).unwrap();
-        common::rewrite(&path, |t| edit(t));
-        match checkpoint::load(&path, &Device::Cpu) {
-            Err(err @ ModelError::Checkpoint { .. }) => {
-                let msg = err.to_string();
-                assert!(msg.contains(needle), "{msg}");
-            }
-            other => panic!(
-                "{needle}: expected a checkpoint error, got {:?}",
-                other.map(|c| c.config)
-            ),
-        }
-    }
+    check(Encoding::Int8, cases);
     // a scale of zero is refused on writing too
     let mut bad = q.clone();
     bad.quantized.get_mut("fc1.weight").unwrap().scales[0] = 0.0;

@@ -86,6 +86,39 @@ fn pruned(model: &Model, sparsity: f64) -> Result<BTreeMap<String, Tensor>> {
     Ok(tensors)
 }
 
+/// One line per batch size (1, 64): `label`, the two networks' times on the
+/// same input (`inputs` values per sample) and their ratio.
+fn dense_against_sparse(
+    rounds: usize,
+    label: &str,
+    dense: &InferenceNet,
+    sparse: &InferenceNet,
+    inputs: usize,
+) {
+    for batch in [1usize, 64] {
+        let x: Vec<f32> = (0..batch * inputs)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let t = per_call(
+            rounds,
+            &mut [
+                &mut || {
+                    std::hint::black_box(dense.forward(&x, batch).expect("forward"));
+                },
+                &mut || {
+                    std::hint::black_box(sparse.forward(&x, batch).expect("forward"));
+                },
+            ],
+        );
+        println!(
+            "{label} batch={batch} dense_us={:.1} sparse_us={:.1} sparse_vs_dense={:.2}",
+            1e6 * t[0],
+            1e6 * t[1],
+            t[0] / t[1]
+        );
+    }
+}
+
 fn main() -> Result<()> {
     tune_process();
     let rounds = count_arg("--rounds", 21).map_err(anyhow::Error::msg)?;
@@ -158,26 +191,13 @@ fn main() -> Result<()> {
         let tensors = pruned(&model, 1.0 - density)?;
         let dense = InferenceNet::new(&config, &tensors, LayerChoice::Dense)?;
         let sparse = InferenceNet::new(&config, &tensors, LayerChoice::Sparse)?;
-        for batch in [1usize, 64] {
-            let x: Vec<f32> = (0..batch * 784).map(|i| (i as f32 * 0.37).sin()).collect();
-            let t = per_call(
-                rounds,
-                &mut [
-                    &mut || {
-                        std::hint::black_box(dense.forward(&x, batch).expect("forward"));
-                    },
-                    &mut || {
-                        std::hint::black_box(sparse.forward(&x, batch).expect("forward"));
-                    },
-                ],
-            );
-            println!(
-                "convs=resnet20 density={density} batch={batch} dense_us={:.1} sparse_us={:.1} sparse_vs_dense={:.2}",
-                1e6 * t[0],
-                1e6 * t[1],
-                t[0] / t[1]
-            );
-        }
+        dense_against_sparse(
+            rounds,
+            &format!("convs=resnet20 density={density}"),
+            &dense,
+            &sparse,
+            784,
+        );
     }
 
     // The crossover: one fc1 of LeNet-300-100 at several densities.
@@ -210,26 +230,13 @@ fn main() -> Result<()> {
         };
         let dense = InferenceNet::new(&config, &tensors, LayerChoice::Dense)?;
         let sparse = InferenceNet::new(&config, &tensors, LayerChoice::Sparse)?;
-        for batch in [1usize, 64] {
-            let x: Vec<f32> = (0..batch * cols).map(|i| (i as f32 * 0.37).sin()).collect();
-            let t = per_call(
-                rounds,
-                &mut [
-                    &mut || {
-                        std::hint::black_box(dense.forward(&x, batch).expect("forward"));
-                    },
-                    &mut || {
-                        std::hint::black_box(sparse.forward(&x, batch).expect("forward"));
-                    },
-                ],
-            );
-            println!(
-                "layer={rows}x{cols} density={density} batch={batch} dense_us={:.1} sparse_us={:.1} sparse_vs_dense={:.2}",
-                1e6 * t[0],
-                1e6 * t[1],
-                t[0] / t[1]
-            );
-        }
+        dense_against_sparse(
+            rounds,
+            &format!("layer={rows}x{cols} density={density}"),
+            &dense,
+            &sparse,
+            cols,
+        );
     }
     Ok(())
 }

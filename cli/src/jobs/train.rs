@@ -218,47 +218,102 @@ pub struct RetrainJob {
     pub verbose: bool,
 }
 
+/// What fine-tuning a checkpoint (retraining, GMP) works on.
+struct Tuning {
+    model: Model,
+    masks: prune_core::MaskSet,
+    data: Data,
+    seed: u64,
+    cfg: TrainConfig,
+    teacher: Option<Model>,
+}
+
+impl Tuning {
+    /// The checkpoint of `job` (its masks checked by `check` before the
+    /// data is read), its data, objective and teacher.
+    fn start(
+        job: &RetrainJob,
+        device: &Device,
+        check: impl FnOnce(&prune_core::MaskSet) -> Result<()>,
+    ) -> Result<Self> {
+        let (model, masks, ckpt) = load_model(&job.checkpoint, device)?;
+        check(&masks)?;
+        let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
+        check_fits(&model, &data, "the checkpoint")?;
+        let (objective, teacher) = job.objective.resolve(
+            job.teacher.as_deref(),
+            &model,
+            &data,
+            seed,
+            device,
+            job.verbose,
+        )?;
+        // `ce`, `kd` and `ca-kld` give the objective of their `LossConfig`, so
+        // they retrain exactly as the fixed-form losses do.
+        let cfg = job.optim.train_config(objective, seed);
+        Ok(Self {
+            model,
+            masks,
+            data,
+            seed,
+            cfg,
+            teacher,
+        })
+    }
+
+    /// Trains with `pruner` around every step (label `stage`), then saves
+    /// the model with `masks(pruner)` and the stage's metadata.
+    fn run<P: prune_core::StepPruner>(
+        self,
+        job: &RetrainJob,
+        stage: &str,
+        mut pruner: P,
+        masks: impl FnOnce(P) -> prune_core::MaskSet,
+        extra: &[(&str, String)],
+    ) -> Result<Trained> {
+        let views = self.data.views(job.optim.augment.resolve(self.data.name));
+        let report = train(
+            &self.model,
+            self.teacher.as_ref(),
+            &views.train_data(),
+            &self.cfg,
+            &mut PruneHook(&mut pruner),
+            stage,
+            job.verbose,
+        )?;
+        let mut meta = metadata(self.data.name, self.seed, stage, &self.data.norm);
+        meta.insert("loss".into(), self.cfg.objective.to_string());
+        for (k, v) in extra {
+            meta.insert((*k).into(), v.clone());
+        }
+        save_model(&job.out, &self.model, Some(&masks(pruner)), meta)?;
+        Ok(Trained {
+            accuracy: report.final_accuracy(),
+            out: job.out.clone(),
+        })
+    }
+
+    /// Optimizer steps of the whole run.
+    fn steps(&self, job: &RetrainJob) -> usize {
+        let views = self.data.views(job.optim.augment.resolve(self.data.name));
+        views.train.len().div_ceil(self.cfg.batch_size) * self.cfg.epochs
+    }
+}
+
 /// Retrains with the mask enforced around every step and saves the result
 /// with its masks.
 pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> {
-    let (model, masks, ckpt) = load_model(&job.checkpoint, device)?;
-    anyhow::ensure!(
-        !masks.is_empty(),
-        "{} has no masks: prune it first (kdprune prune)",
-        job.checkpoint.display()
-    );
-    let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
-    check_fits(&model, &data, "the checkpoint")?;
-    let (objective, teacher) = job.objective.resolve(
-        job.teacher.as_deref(),
-        &model,
-        &data,
-        seed,
-        device,
-        job.verbose,
-    )?;
-    apply_masks(&model, &masks)?;
-    // `ce`, `kd` and `ca-kld` give the objective of their `LossConfig`, so
-    // they retrain exactly as the fixed-form losses do.
-    let cfg = job.optim.train_config(objective, seed);
-    let views = data.views(job.optim.augment.resolve(data.name));
-    let mut fixed = masks.clone();
-    let report = train(
-        &model,
-        teacher.as_ref(),
-        &views.train_data(),
-        &cfg,
-        &mut PruneHook(&mut fixed),
-        "retrained",
-        job.verbose,
-    )?;
-    let mut meta = metadata(data.name, seed, "retrained", &data.norm);
-    meta.insert("loss".into(), cfg.objective.to_string());
-    save_model(&job.out, &model, Some(&masks), meta)?;
-    Ok(Trained {
-        accuracy: report.final_accuracy(),
-        out: job.out.clone(),
-    })
+    let t = Tuning::start(job, device, |masks| {
+        anyhow::ensure!(
+            !masks.is_empty(),
+            "{} has no masks: prune it first (kdprune prune)",
+            job.checkpoint.display()
+        );
+        Ok(())
+    })?;
+    apply_masks(&t.model, &t.masks)?;
+    let fixed = t.masks.clone();
+    t.run(job, "retrained", fixed, |m| m, &[])
 }
 
 /// Gradual magnitude pruning (Zhu & Gupta 2017) while fine-tuning a
@@ -285,37 +340,14 @@ pub struct GmpJob {
 pub fn gmp_checkpoint(job: &GmpJob, device: &Device) -> Result<Trained> {
     prune_core::check_sparsity(job.sparsity)?;
     let j = &job.tune;
-    let (model, _, ckpt) = load_model(&j.checkpoint, device)?;
-    let (data, seed) = j.data.load(Some(&ckpt.metadata))?;
-    check_fits(&model, &data, "the checkpoint")?;
-    let (objective, teacher) =
-        j.objective
-            .resolve(j.teacher.as_deref(), &model, &data, seed, device, j.verbose)?;
-    let cfg = j.optim.train_config(objective, seed);
-    let views = data.views(j.optim.augment.resolve(data.name));
-    let steps = views.train.len().div_ceil(cfg.batch_size) * cfg.epochs;
-    let schedule = GmpSchedule::ramp(job.sparsity, steps as u64, job.ramp_fraction, job.frequency)?;
-    let prunable = prunable_names(model.config(), &ParamFilter::default());
+    let t = Tuning::start(j, device, |_| Ok(()))?;
+    let steps = t.steps(j) as u64;
+    let schedule = GmpSchedule::ramp(job.sparsity, steps, job.ramp_fraction, job.frequency)?;
+    let prunable = prunable_names(t.model.config(), &ParamFilter::default());
     anyhow::ensure!(!prunable.is_empty(), "the model has no prunable weights");
-    let mut pruner = GmpPruner::new(schedule, prunable);
-    let report = train(
-        &model,
-        teacher.as_ref(),
-        &views.train_data(),
-        &cfg,
-        &mut PruneHook(&mut pruner),
-        "gmp",
-        j.verbose,
-    )?;
-    let masks = pruner.into_masks();
-    let mut meta = metadata(data.name, seed, "gmp", &data.norm);
-    meta.insert("loss".into(), cfg.objective.to_string());
-    meta.insert("sparsity".into(), job.sparsity.to_string());
-    save_model(&j.out, &model, Some(&masks), meta)?;
-    Ok(Trained {
-        accuracy: report.final_accuracy(),
-        out: j.out.clone(),
-    })
+    let pruner = GmpPruner::new(schedule, prunable);
+    let extra = [("sparsity", job.sparsity.to_string())];
+    t.run(j, "gmp", pruner, GmpPruner::into_masks, &extra)
 }
 
 /// `kdprune distill`: a fresh student trained under a frozen teacher.

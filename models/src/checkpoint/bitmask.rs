@@ -144,6 +144,12 @@ impl<T: Element> BitmaskTensor<T> {
     /// # Panics
     /// When `shape` is empty or does not describe `values`: a caller's bug.
     pub fn compress(values: &[T], shape: &[usize]) -> Self {
+        let kept: Vec<bool> = values.iter().map(|v| *v != T::ZERO).collect();
+        Self::encode(values, shape, &kept)
+    }
+
+    /// The encoding with bits `kept` (every value outside them zero).
+    fn encode(values: &[T], shape: &[usize], kept: &[bool]) -> Self {
         let (rows, row_len, first) = geometry(shape).expect("a shape of rank ≥ 1 without overflow");
         assert_eq!(
             rows * row_len,
@@ -151,12 +157,17 @@ impl<T: Element> BitmaskTensor<T> {
             "shape {shape:?} vs {} values",
             values.len()
         );
-        let bitmask = pack_rows(|i| values[i] != T::ZERO, rows, row_len);
-        let compressed: Vec<T> = values.iter().copied().filter(|v| *v != T::ZERO).collect();
-        let counts: Vec<usize> = values
+        let bitmask = pack_rows(|i| kept[i], rows, row_len);
+        let compressed: Vec<T> = values
+            .iter()
+            .zip(kept)
+            .filter(|(_, k)| **k)
+            .map(|(v, _)| *v)
+            .collect();
+        let counts: Vec<usize> = kept
             .chunks(row_len.max(1))
             .take(rows)
-            .map(|row| row.iter().filter(|v| **v != T::ZERO).count())
+            .map(|row| row.iter().filter(|k| **k).count())
             .collect();
         let counts = if row_len == 0 { vec![0; rows] } else { counts };
         Self {
@@ -182,32 +193,7 @@ impl<T: Element> BitmaskTensor<T> {
         if values.iter().zip(kept).any(|(v, k)| !k && *v != T::ZERO) {
             return None;
         }
-        let (rows, row_len, first) = geometry(shape).expect("a shape of rank ≥ 1 without overflow");
-        assert_eq!(
-            rows * row_len,
-            values.len(),
-            "shape {shape:?} vs {} values",
-            values.len()
-        );
-        let bitmask = pack_rows(|i| kept[i], rows, row_len);
-        let compressed: Vec<T> = values
-            .iter()
-            .zip(kept)
-            .filter(|(_, k)| **k)
-            .map(|(v, _)| *v)
-            .collect();
-        let counts: Vec<usize> = kept
-            .chunks(row_len.max(1))
-            .take(rows)
-            .map(|row| row.iter().filter(|k| **k).count())
-            .collect();
-        let counts = if row_len == 0 { vec![0; rows] } else { counts };
-        Some(Self {
-            shape: shape.to_vec(),
-            compressed,
-            bitmask,
-            row_offsets: row_offsets(&counts, first),
-        })
+        Some(Self::encode(values, shape, kept))
     }
 
     /// The dense values, after checking every part against the others: the
