@@ -1,5 +1,6 @@
 //! Serialisable model configurations and the model-name registry.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,13 @@ pub enum ModelConfig {
         width: usize,
         /// Output classes.
         num_classes: usize,
+        /// Channel counts that differ from the network's defaults, by the
+        /// layer that produces them (`layer1.0.conv1`): a structurally pruned
+        /// network. Empty (and left out of the serialised form) for the
+        /// network as published; [`ModelConfig::width_groups`] lists the
+        /// layers that take one.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        widths: BTreeMap<String, usize>,
     },
 }
 
@@ -158,6 +166,7 @@ impl ModelConfig {
                         height: h,
                         width: w,
                         num_classes,
+                        widths: BTreeMap::new(),
                     }
                 } else {
                     return Err(ModelError::UnknownModel {
@@ -224,20 +233,25 @@ impl ModelConfig {
                 height,
                 width,
                 num_classes,
+                widths,
             } => {
                 if *in_channels == 0 || *height == 0 || *width == 0 || *num_classes == 0 {
                     return bad(format!(
                         "{model}: input {in_channels}x{height}x{width} and {num_classes} classes must all be positive"
                     ));
                 }
-                // A dry build checks that every layer fits the input.
+                // A dry build checks that every layer fits the input, and
+                // every width names a layer that takes one.
+                let mut b = Builder::dry().with_widths(widths.clone());
                 crate::zoo::build(
                     *model,
                     (*in_channels, *height, *width),
                     *num_classes,
-                    &mut Builder::dry(),
+                    &mut b,
                 )
                 .map_err(|e| ModelError::Config(format!("{model}: {e}")))?;
+                b.check_widths()
+                    .map_err(|e| ModelError::Config(format!("{model}: {e}")))?;
             }
         }
         Ok(())
@@ -361,6 +375,13 @@ impl ModelConfig {
         }
     }
 
+    /// The layers whose output channels a structured pruning may change,
+    /// with their current widths (zoo networks that declare them; empty
+    /// otherwise).
+    pub fn width_groups(&self) -> Vec<(String, usize)> {
+        self.dry_build().map(|b| b.width_groups).unwrap_or_default()
+    }
+
     fn dry_build(&self) -> Option<Builder> {
         let ModelConfig::Cnn {
             model,
@@ -368,11 +389,12 @@ impl ModelConfig {
             height,
             width,
             num_classes,
+            widths,
         } = self
         else {
             return None;
         };
-        let mut b = Builder::dry();
+        let mut b = Builder::dry().with_widths(widths.clone());
         crate::zoo::build(
             *model,
             (*in_channels, *height, *width),

@@ -25,6 +25,7 @@ pub mod infer;
 pub mod model;
 pub mod ops;
 pub mod quant;
+pub mod structured;
 pub mod zoo;
 
 pub use checkpoint::Checkpoint;

@@ -51,12 +51,15 @@ impl Model {
             height,
             width,
             num_classes,
+            widths,
         } = &config
         {
+            let builder = Builder::new(device).with_widths(widths.clone());
             return Self::new_zoo(
                 *model,
                 (*in_channels, *height, *width),
                 *num_classes,
+                builder,
                 config.clone(),
                 seed,
                 device,
@@ -117,11 +120,11 @@ impl Model {
         arch: ZooArch,
         input: (usize, usize, usize),
         classes: usize,
+        mut builder: Builder,
         config: ModelConfig,
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let mut builder = Builder::new(device);
         let network = zoo::build(arch, input, classes, &mut builder)?;
         let values = pytorch_default_init(&builder.specs, seed);
         for spec in &builder.specs {

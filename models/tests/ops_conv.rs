@@ -489,6 +489,8 @@ fn batch_norm_add_relu_refuses_a_residual_of_the_wrong_shape() {
 struct BlockCase {
     x: [usize; 4],
     stride: usize,
+    /// conv1's outputs (a structurally pruned block has fewer than `out_c`).
+    mid_c: usize,
     out_c: usize,
     shortcut: ops::Shortcut,
 }
@@ -504,17 +506,17 @@ impl BlockCase {
     /// As [`run`](Self::run), with `passes` backward passes through the same
     /// output: one result list per pass.
     fn run_backwards(&self, dtype: DType, how: u8, passes: usize) -> Vec<Vec<Tensor>> {
-        let (c, o) = (self.x[1], self.out_c);
+        let (c, m, o) = (self.x[1], self.mid_c, self.out_c);
         let (oh, ow) = (
             (self.x[2] - 1) / self.stride + 1,
             (self.x[3] - 1) / self.stride + 1,
         );
         let shapes: [&[usize]; 8] = [
             &self.x,
-            &[o, c, 3, 3],
-            &[o],
-            &[o],
-            &[o, o, 3, 3],
+            &[m, c, 3, 3],
+            &[m],
+            &[m],
+            &[o, m, 3, 3],
             &[o],
             &[o],
             &[self.x[0], o, oh, ow],
@@ -589,19 +591,29 @@ impl BlockCase {
     }
 }
 
-fn block_cases() -> [BlockCase; 2] {
+fn block_cases() -> [BlockCase; 3] {
     [
         BlockCase {
             x: [3, 4, 6, 6],
             stride: 1,
+            mid_c: 4,
             out_c: 4,
             shortcut: ops::Shortcut::Identity,
         },
         BlockCase {
             x: [3, 4, 8, 8],
             stride: 2,
+            mid_c: 8,
             out_c: 8,
             shortcut: ops::Shortcut::ZeroPad { stride: 2, pad: 2 },
+        },
+        // a block whose inner width was pruned
+        BlockCase {
+            x: [3, 4, 6, 6],
+            stride: 1,
+            mid_c: 3,
+            out_c: 4,
+            shortcut: ops::Shortcut::Identity,
         },
     ]
 }

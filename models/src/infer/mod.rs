@@ -424,6 +424,7 @@ impl InferenceNet {
                 in_channels,
                 height,
                 width,
+                widths,
                 ..
             } => {
                 let input = (*in_channels, *height, *width);
@@ -433,7 +434,7 @@ impl InferenceNet {
                          ResNets, not {model}"
                     ))
                 })?;
-                let body = ResidualBody::new(layout, input, tensors, choice)?;
+                let body = ResidualBody::new(layout, input, widths, tensors, choice)?;
                 (input, Body::Residual(Box::new(body)))
             }
         };

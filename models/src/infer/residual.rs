@@ -99,30 +99,33 @@ impl ResidualBody {
     pub(super) fn new(
         layout: CifarLayout,
         input: (usize, usize, usize),
+        widths: &BTreeMap<String, usize>,
         tensors: &BTreeMap<String, Tensor>,
         choice: LayerChoice,
     ) -> Result<Self> {
         let plan = InputPlan::new(input.1, input.2);
-        let widths = layout.widths;
+        let stage_widths = layout.widths;
         let stem = conv_bn(
             tensors,
             ("conv1", "bn1"),
             [1, input.0, plan.size.0, plan.size.1],
-            (widths[0], 3, plan.stem_stride),
+            (stage_widths[0], 3, plan.stem_stride),
             choice,
         )?;
         let mut dims = out_of(&stem);
         let mut blocks = Vec::new();
-        for (s, &cout) in widths[1..].iter().enumerate() {
+        for (s, &cout) in stage_widths[1..].iter().enumerate() {
             for i in 0..layout.blocks_per_stage() {
                 let p = format!("layer{}.{i}.", s + 1);
                 let stride = CifarLayout::stride(s, i);
                 let at = |name: &str| format!("{p}{name}");
+                // the block's inner width, as the config says (structured pruning)
+                let mid = widths.get(&at("conv1")).copied().unwrap_or(cout);
                 let conv1 = conv_bn(
                     tensors,
                     (&at("conv1"), &at("bn1")),
                     dims,
-                    (cout, 3, stride),
+                    (mid, 3, stride),
                     choice,
                 )?;
                 let conv2 = conv_bn(

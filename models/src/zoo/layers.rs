@@ -40,6 +40,11 @@ pub struct Builder {
     /// Multiply–accumulates of one forward pass on one sample (convolutions
     /// and linear layers).
     pub macs: u64,
+    /// Widths that replace the network's defaults, by layer name.
+    widths: BTreeMap<String, usize>,
+    /// The layers that asked for a width ([`Builder::width`]), with the
+    /// width they got, in creation order.
+    pub width_groups: Vec<(String, usize)>,
 }
 
 impl Builder {
@@ -54,7 +59,46 @@ impl Builder {
             vars: BTreeMap::new(),
             buffer_vars: BTreeMap::new(),
             macs: 0,
+            widths: BTreeMap::new(),
+            width_groups: Vec::new(),
         }
+    }
+
+    /// This builder with `widths` replacing the default output channels of
+    /// the layers named in it ([`Builder::width`]).
+    pub fn with_widths(mut self, widths: BTreeMap<String, usize>) -> Self {
+        self.widths = widths;
+        self
+    }
+
+    /// The output channels of layer `prefix.name`: its entry in the widths,
+    /// else `default`. Records the layer as one whose width may change.
+    pub fn width(&mut self, name: &str, default: usize) -> Result<usize> {
+        let full = self.full_name(name);
+        let w = self.widths.get(&full).copied().unwrap_or(default);
+        if w == 0 || w > default {
+            candle_core::bail!("width of {full} must be in 1..={default}, got {w}")
+        }
+        self.width_groups.push((full, w));
+        Ok(w)
+    }
+
+    /// Fails when a width names a layer that took none.
+    pub fn check_widths(&self) -> Result<()> {
+        for name in self.widths.keys() {
+            if !self.width_groups.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = self.width_groups.iter().map(|(n, _)| n.as_str()).collect();
+                candle_core::bail!(
+                    "no layer `{name}` takes a width (those that do: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+            }
+        }
+        Ok(())
     }
 
     /// A builder that records shapes and MACs without allocating.

@@ -99,9 +99,11 @@ impl BasicBlock {
         option_b: bool,
         hw: (usize, usize),
     ) -> Result<(Self, (usize, usize))> {
-        let (conv1, hw1) = b.conv("conv1", (cin, cout), 3, stride, 1, 1, false, hw)?;
-        let bn1 = b.bn("bn1", cout)?;
-        let (conv2, hw2) = b.conv("conv2", (cout, cout), 3, 1, 1, 1, false, hw1)?;
+        // The block's inner width (conv1's outputs) may be pruned.
+        let mid = b.width("conv1", cout)?;
+        let (conv1, hw1) = b.conv("conv1", (cin, mid), 3, stride, 1, 1, false, hw)?;
+        let bn1 = b.bn("bn1", mid)?;
+        let (conv2, hw2) = b.conv("conv2", (mid, cout), 3, 1, 1, 1, false, hw1)?;
         let bn2 = b.bn("bn2", cout)?;
         let shortcut = if stride == 1 && cin == cout {
             Shortcut::Fixed(ops::Shortcut::Identity)
