@@ -17,7 +17,7 @@
 //! | `Fpgm` | `Σ_j ‖v_c − v_j‖₂` over the other channels `j` of the group, `v` the channel's parameter slices concatenated: the channels nearest the geometric median score lowest | He et al., CVPR 2019 |
 //! | `BnScale` | `Σ |γ_c|` over the group's batch-norm scales | Liu et al., ICCV 2017 (network slimming) |
 //! | `Taylor` | `|Σ w·g|` over the parameter slices, `g = ∂L/∂w` | Molchanov et al., CVPR 2019 (first order) |
-//! | `TeacherGuided` | `Σ |w ⊙ g|` over the parameter slices, `g` the gradient of the distillation objective under the teacher | arXiv 2511.16653, per group |
+//! | `TeacherGuided` | `Σ |w ⊙ g|` over the parameter slices, `g` the gradient of the distillation objective under the teacher (or, with [`ChannelGroup::sum_scores`], the paper's per-weight `Σ_batches |θ ⊙ ∂L/∂θ|` summed over the group) | arXiv 2511.16653, per group |
 //!
 //! The slices scored are the parameters ([`Role::Weight`], [`Role::Bias`],
 //! [`Role::BnWeight`], [`Role::BnBias`]); running statistics
@@ -207,9 +207,18 @@ impl ChannelGroup {
             let g = if criterion.needs_gradients() {
                 let grads =
                     grads.ok_or_else(|| PruneError::NeedsGradients(format!("{criterion:?}")))?;
-                let g = grads.get(&m.tensor).ok_or_else(|| {
-                    PruneError::MissingTensor(format!("gradient of {}", m.tensor))
-                })?;
+                // A weight needs its gradient; a bias or batch norm without
+                // one is left out of the gradient score (the callers score
+                // the prunable weights' gradients).
+                let Some(g) = grads.get(&m.tensor) else {
+                    if m.role == Role::Weight {
+                        return Err(PruneError::MissingTensor(format!(
+                            "gradient of {}",
+                            m.tensor
+                        )));
+                    }
+                    continue;
+                };
                 if g.dims() != dims.as_slice() {
                     return Err(PruneError::ShapeMismatch {
                         name: m.tensor.clone(),
@@ -270,6 +279,40 @@ impl ChannelGroup {
                 })
                 .collect(),
         })
+    }
+}
+
+impl ChannelGroup {
+    /// Each channel's sum of per-entry `scores` (e.g. an unstructured
+    /// criterion's, such as the teacher-guided `Σ_batches |θ ⊙ ∂L/∂θ|`)
+    /// over the members `scores` holds; every weight member must be there.
+    pub fn sum_scores(&self, scores: &NamedTensors) -> Result<Vec<f64>> {
+        let mut out = vec![0f64; self.channels];
+        for m in &self.members {
+            let Some(s) = scores.get(&m.tensor) else {
+                if m.role == Role::Weight {
+                    return Err(PruneError::MissingTensor(format!("scores of {}", m.tensor)));
+                }
+                continue;
+            };
+            let (v, dims) = values(s)?;
+            if dims.get(m.axis) != Some(&self.channels) {
+                return Err(PruneError::ShapeMismatch {
+                    name: m.tensor.clone(),
+                    expected: vec![self.channels],
+                    got: dims,
+                });
+            }
+            for (c, positions) in channel_positions(&dims, m.axis).into_iter().enumerate() {
+                out[c] += positions.iter().map(|&i| v[i] as f64).sum::<f64>();
+            }
+        }
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(PruneError::NonFinite {
+                name: self.name.clone(),
+            });
+        }
+        Ok(out)
     }
 }
 

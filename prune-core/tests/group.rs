@@ -246,3 +246,54 @@ fn bad_ratios_and_names_are_errors() {
     .unwrap();
     assert_eq!(kept["a"], [0]);
 }
+
+#[test]
+fn summed_entry_scores_and_partial_gradients() {
+    let (tensors, grads) = net();
+    // |w| of the two convolutions summed per channel: the L1 score without
+    // the batch norm's |γ| + |β| (β_c = 0.5·sin(2.3c + 0.2), γ from numpy above)
+    let abs = |n: &str| tensors[n].abs().unwrap();
+    let scores = NamedTensors::from([
+        ("conv1.weight".to_string(), abs("conv1.weight")),
+        ("conv2.weight".to_string(), abs("conv2.weight")),
+    ]);
+    let got = group().sum_scores(&scores).unwrap();
+    let l1 = [26.0347331, 26.1034335, 26.8894605, 25.6462637];
+    let gamma = [0.389418334, 0.745705187, 0.871575773, 0.182162508];
+    for c in 0..4 {
+        let beta = (0.5 * (2.3 * c as f64 + 0.2).sin()).abs();
+        let want = l1[c] - gamma[c] - beta;
+        assert!((got[c] - want).abs() < 1e-5, "{c}: {} vs {want}", got[c]);
+    }
+    // a weight's scores are required
+    let only_one = NamedTensors::from([("conv1.weight".to_string(), abs("conv1.weight"))]);
+    assert!(group()
+        .sum_scores(&only_one)
+        .unwrap_err()
+        .to_string()
+        .contains("conv2.weight"));
+    // gradient criteria: batch-norm gradients may be absent, a weight's may not
+    let weights_only: NamedTensors = grads
+        .iter()
+        .filter(|(n, _)| n.starts_with("conv"))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    let partial = group()
+        .scores(GroupCriterion::TeacherGuided, &tensors, Some(&weights_only))
+        .unwrap();
+    let full = group()
+        .scores(GroupCriterion::TeacherGuided, &tensors, Some(&grads))
+        .unwrap();
+    assert!(partial.iter().zip(&full).all(|(p, f)| p < f));
+    let no_conv2: NamedTensors = weights_only
+        .into_iter()
+        .filter(|(n, _)| n != "conv2.weight")
+        .collect();
+    let err = group()
+        .scores(GroupCriterion::Taylor, &tensors, Some(&no_conv2))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("gradient of conv2.weight"),
+        "{err}"
+    );
+}
