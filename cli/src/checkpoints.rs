@@ -148,12 +148,13 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Model, MaskSet, Check
     Ok((model, masks, ckpt))
 }
 
-/// Fails with a clear message when `model` was not built for `data`'s inputs.
+/// Fails with a clear message when `model` was not built for `data`'s inputs
+/// (a structurally pruned network fits where its unpruned one does).
 pub fn check_fits(model: &Model, data: &Data, what: &str) -> Result<()> {
     let cfg = model.config();
     let expected = ModelConfig::from_name(&cfg.name(), data.input_shape(), data.num_classes())?;
     anyhow::ensure!(
-        &expected == cfg,
+        expected == cfg.with_default_widths(),
         "{what} ({}) was built for other inputs than dataset `{}` ({:?}, {} classes)",
         cfg.name(),
         data.name,

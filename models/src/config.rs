@@ -375,6 +375,16 @@ impl ModelConfig {
         }
     }
 
+    /// This config with the network's default widths (a structurally pruned
+    /// network's architecture as published).
+    pub fn with_default_widths(&self) -> ModelConfig {
+        let mut c = self.clone();
+        if let ModelConfig::Cnn { widths, .. } = &mut c {
+            widths.clear();
+        }
+        c
+    }
+
     /// The layers whose output channels a structured pruning may change,
     /// with their current widths (zoo networks that declare them; empty
     /// otherwise).

@@ -126,6 +126,14 @@ pub enum PruneError {
         /// The tensor's rank.
         rank: usize,
     },
+    /// A channel group name that the network does not declare.
+    #[error("no channel group `{name}` (the groups: {known})")]
+    UnknownGroup {
+        /// The name given.
+        name: String,
+        /// The groups there are, comma-separated.
+        known: String,
+    },
     /// A group criterion that reads gradients, given none.
     #[error("the {0} group criterion needs the gradients of the loss")]
     NeedsGradients(String),

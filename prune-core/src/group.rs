@@ -349,6 +349,38 @@ impl Default for GroupRatios {
     }
 }
 
+impl GroupRatios {
+    /// Checks the ratios (in `[0, 1)`), `round_to` (≥ 1) and the group names
+    /// against `groups`, before any scoring.
+    pub fn validate(&self, groups: &[ChannelGroup]) -> Result<()> {
+        check_ratio("the ratio", self.ratio)?;
+        check_ratio("the maximum ratio per group", self.max_ratio)?;
+        if self.round_to == 0 {
+            return Err(PruneError::InvalidAmount(
+                "round_to must be at least 1".into(),
+            ));
+        }
+        let names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        for name in self.ignore.iter().chain(self.per_group.keys()) {
+            if !names.contains(name.as_str()) {
+                return Err(PruneError::UnknownGroup {
+                    name: name.clone(),
+                    known: names.iter().copied().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        for (name, r) in &self.per_group {
+            check_ratio(&format!("the ratio of `{name}`"), *r)?;
+        }
+        if self.global && !self.per_group.is_empty() {
+            return Err(PruneError::InvalidAmount(
+                "per-group ratios apply to per-group selection, not to a global threshold".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn check_ratio(what: &str, r: f64) -> Result<()> {
     if r.is_finite() && (0.0..1.0).contains(&r) {
         Ok(())
@@ -375,30 +407,7 @@ pub fn select_channels(
     scores: &BTreeMap<String, Vec<f64>>,
     ratios: &GroupRatios,
 ) -> Result<BTreeMap<String, Vec<usize>>> {
-    check_ratio("the ratio", ratios.ratio)?;
-    check_ratio("the maximum ratio per group", ratios.max_ratio)?;
-    if ratios.round_to == 0 {
-        return Err(PruneError::InvalidAmount(
-            "round_to must be at least 1".into(),
-        ));
-    }
-    let names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-    for name in ratios.ignore.iter().chain(ratios.per_group.keys()) {
-        if !names.contains(name.as_str()) {
-            return Err(PruneError::MissingTensor(format!(
-                "group `{name}` (known: {})",
-                names.iter().copied().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
-    for (name, r) in &ratios.per_group {
-        check_ratio(&format!("the ratio of `{name}`"), *r)?;
-    }
-    if ratios.global && !ratios.per_group.is_empty() {
-        return Err(PruneError::InvalidAmount(
-            "per-group ratios apply to per-group selection, not to a global threshold".into(),
-        ));
-    }
+    ratios.validate(groups)?;
     let active: Vec<&ChannelGroup> = groups
         .iter()
         .filter(|g| !ratios.ignore.contains(&g.name))

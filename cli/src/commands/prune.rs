@@ -69,9 +69,30 @@ pub struct PruneArgs {
     /// Loss whose gradient the teacher-guided score uses.
     #[command(flatten)]
     pub loss: LossArgs,
-    /// Output checkpoint with masks.
+    /// Output checkpoint with masks (with --structured: the smaller model).
     #[arg(long)]
     pub out: PathBuf,
+    /// Structured pruning: `channels` removes whole channels of the groups
+    /// the network declares (CIFAR ResNets: each block's inner channels),
+    /// leaving a smaller dense model; --criterion is then a group criterion
+    /// (l1, l2, fpgm, bn-scale, taylor, teacher-guided) and --ratio the
+    /// fraction of channels removed (--scope global: one threshold over all
+    /// groups; layer: the ratio in each group).
+    #[arg(long, value_parser = ["channels"])]
+    pub structured: Option<String>,
+    /// With --structured: fraction of the channels to remove, in [0, 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub ratio: f64,
+    /// With --structured: the most any group may lose, in [0, 1).
+    #[arg(long, default_value_t = 0.95)]
+    pub max_ratio: f64,
+    /// With --structured: kept channel counts rounded up to a multiple of this.
+    #[arg(long, default_value_t = 1)]
+    pub round_to: usize,
+    /// With --structured: channel groups left whole (comma-separated names,
+    /// e.g. layer1.0.conv1).
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
 }
 
 /// `global`, `layer` (or `per-layer`).
@@ -86,6 +107,9 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 
 /// Scores, selects, applies and saves.
 pub fn run(a: PruneArgs, device: &Device) -> Result<()> {
+    if a.structured.is_some() {
+        return run_structured(a, device);
+    }
     let criterion: Box<dyn Importance> = match a.criterion.as_str() {
         "synflow" => Box::new(SynFlow {
             rounds: a.synflow_rounds,
@@ -126,5 +150,55 @@ pub fn run(a: PruneArgs, device: &Device) -> Result<()> {
     println!("{}", outcome.report.table());
     println!("test accuracy: {:.4}", outcome.accuracy);
     println!("saved {}", outcome.out.display());
+    Ok(())
+}
+
+/// `--structured channels`: scores the channel groups, removes channels,
+/// saves the smaller model and prints the widths before and after.
+fn run_structured(a: PruneArgs, device: &Device) -> Result<()> {
+    use prune_core::group::{GroupCriterion, GroupRatios};
+    let criterion: GroupCriterion = a.criterion.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--criterion {} is not a group criterion (with --structured: {})",
+            a.criterion,
+            GroupCriterion::ALL.map(|(n, _)| n).join(", ")
+        )
+    })?;
+    let job = jobs::StructuredPruneJob {
+        checkpoint: a.checkpoint,
+        criterion,
+        ratios: GroupRatios {
+            ratio: a.ratio,
+            global: a.scope == Scope::Global,
+            max_ratio: a.max_ratio,
+            ignore: a.ignore,
+            round_to: a.round_to,
+            ..GroupRatios::default()
+        },
+        teacher: a.teacher,
+        score_batches: a.score_batches,
+        batch_size: a.batch_size,
+        // `--loss ce` would make the teacher-guided score SNIP's
+        kd_loss: a.loss.config((a.loss.loss == "ce").then_some("ca-kld"))?,
+        data: a.data.spec(),
+        out: a.out,
+    };
+    let o = jobs::prune_structured(&job, device)?;
+    println!("| group | channels | kept |");
+    println!("|---|---|---|");
+    for (name, before, after) in &o.widths {
+        println!("| {name} | {before} | {after} |");
+    }
+    println!(
+        "parameters: {} → {} ({:.3}×); MACs per sample: {} → {} ({:.2}× fewer)",
+        o.params.0,
+        o.params.1,
+        o.params.1 as f64 / o.params.0.max(1) as f64,
+        o.macs.0,
+        o.macs.1,
+        o.macs.0 as f64 / o.macs.1.max(1) as f64
+    );
+    println!("test accuracy: {:.4}", o.accuracy);
+    println!("saved {}", o.out.display());
     Ok(())
 }

@@ -20,7 +20,10 @@ pub use inspect::{
     evaluate_checkpoint, evaluate_checkpoint_with_candle, model_zoo, verify_checkpoint, Evaluation,
     ZooEntry,
 };
-pub use prune::{prune_checkpoint, PruneJob, PruneOutcome};
+pub use prune::{
+    prune_checkpoint, prune_structured, PruneJob, PruneOutcome, StructuredOutcome,
+    StructuredPruneJob,
+};
 pub use train::{
     distill_student, gmp_checkpoint, retrain_checkpoint, teacher_for, train_model,
     with_feature_pairs, DistillJob, DistillReport, GmpJob, ModelInfo, ObjectiveSpec, RetrainJob,

@@ -1,11 +1,15 @@
 //! `kdprune prune`: a checkpoint scored by any criterion and pruned in one
 //! shot to an exact sparsity.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 use kd_core::{LossConfig, SelfDistillConfig};
+use kdprune_models::structured::{channel_groups, remove_channels};
+use prune_core::group::{GroupCriterion, GroupRatios};
+use prune_core::importance::{self, Loss};
 use prune_core::{Importance, Scope, SparsityReport};
 
 use super::DataSpec;
@@ -13,7 +17,7 @@ use crate::checkpoints::{
     apply_masks, check_fits, filter, load_model, load_teacher, metadata, prunable_names,
     save_model, select,
 };
-use crate::scoring::{check_inputs, prune_masks, ScoringSettings};
+use crate::scoring::{check_inputs, prune_masks, ModelScoring, ScoringSettings};
 
 /// What to prune and how.
 #[derive(Debug)]
@@ -122,6 +126,157 @@ pub fn prune_checkpoint(job: &PruneJob, device: &Device) -> Result<PruneOutcome>
     )?;
     Ok(PruneOutcome {
         report,
+        accuracy,
+        out: job.out.clone(),
+    })
+}
+
+/// `kdprune prune --structured channels`: whole channels of the declared
+/// groups removed (the network becomes smaller and dense).
+#[derive(Debug)]
+pub struct StructuredPruneJob {
+    /// The checkpoint to prune.
+    pub checkpoint: PathBuf,
+    /// How channels are scored.
+    pub criterion: GroupCriterion,
+    /// How many each group loses.
+    pub ratios: GroupRatios,
+    /// The teacher's checkpoint (teacher-guided).
+    pub teacher: Option<PathBuf>,
+    /// Calibration batches of the gradient criteria.
+    pub score_batches: usize,
+    /// Samples per calibration batch.
+    pub batch_size: usize,
+    /// The distillation loss of the teacher-guided score.
+    pub kd_loss: LossConfig,
+    /// The data (defaults: the checkpoint's).
+    pub data: DataSpec,
+    /// The output checkpoint.
+    pub out: PathBuf,
+}
+
+/// What a structured pruning job leaves.
+#[derive(Clone, Debug)]
+pub struct StructuredOutcome {
+    /// Per group: name, channels before, channels after.
+    pub widths: Vec<(String, usize, usize)>,
+    /// Parameters before and after.
+    pub params: (usize, usize),
+    /// Multiply–accumulates of one sample's forward pass, before and after.
+    pub macs: (u64, u64),
+    /// Test accuracy of the smaller model (before any retraining).
+    pub accuracy: f64,
+    /// The checkpoint written.
+    pub out: PathBuf,
+}
+
+/// Scores the declared channel groups, keeps the channels `ratios` say,
+/// removes the others and saves the smaller model.
+pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<StructuredOutcome> {
+    let (model, _, ckpt) = load_model(&job.checkpoint, device)?;
+    let groups = channel_groups(&ckpt.config)?;
+    // the ratios and names are checked before any data is read
+    job.ratios.validate(&groups)?;
+    let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
+    check_fits(&model, &data, "the checkpoint")?;
+    let teacher = match (&job.teacher, job.criterion) {
+        (Some(p), _) => Some(load_teacher(p, &data, seed, device)?),
+        (None, GroupCriterion::TeacherGuided) => {
+            anyhow::bail!("--criterion teacher-guided needs --teacher")
+        }
+        (None, _) => None,
+    };
+    let tensors = model.tensors()?;
+    let settings = ScoringSettings {
+        batches: job.score_batches,
+        batch_size: job.batch_size,
+        seed,
+        kd_loss: job.kd_loss,
+        self_distill: SelfDistillConfig::default(),
+    };
+    let weights: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .filter(|m| m.role == prune_core::group::Role::Weight)
+        .map(|m| m.tensor.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut scores = BTreeMap::new();
+    match job.criterion {
+        GroupCriterion::TeacherGuided => {
+            // the paper's per-weight score, summed over each group
+            let tg = importance::by_name("teacher-guided")?;
+            let per_weight = crate::scoring::scores(
+                tg.as_ref(),
+                &model,
+                teacher.as_ref(),
+                &data,
+                &weights,
+                settings,
+            )?;
+            for g in &groups {
+                scores.insert(g.name.clone(), g.sum_scores(&per_weight)?);
+            }
+        }
+        GroupCriterion::Taylor => {
+            anyhow::ensure!(
+                job.score_batches > 0,
+                "--score-batches must be ≥ 1 for taylor"
+            );
+            let mut ctx = ModelScoring::new(&model, None, &data, &weights, settings)?;
+            let mut sum: Option<prune_core::NamedTensors> = None;
+            for b in 0..job.score_batches {
+                let g = prune_core::ScoringContext::gradient(&mut ctx, Loss::CrossEntropy, b)?;
+                sum = Some(match sum {
+                    None => g,
+                    Some(s) => s
+                        .into_iter()
+                        .map(|(n, t)| {
+                            let add = (&t + &g[&n])?;
+                            Ok((n, add))
+                        })
+                        .collect::<Result<_>>()?,
+                });
+            }
+            let grads = sum.unwrap_or_default();
+            for g in &groups {
+                scores.insert(
+                    g.name.clone(),
+                    g.scores(job.criterion, &tensors, Some(&grads))?,
+                );
+            }
+        }
+        criterion => {
+            for g in &groups {
+                scores.insert(g.name.clone(), g.scores(criterion, &tensors, None)?);
+            }
+        }
+    }
+    let kept = prune_core::group::select_channels(&groups, &scores, &job.ratios)?;
+    let small = remove_channels(&ckpt, &kept)?;
+    let smaller = small.to_model(device)?;
+    let accuracy = kd_core::evaluate(&smaller, &data.test_view(), 512)?;
+    let count = |c: &kdprune_models::ModelConfig| -> usize {
+        c.param_specs()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    };
+    let widths = groups
+        .iter()
+        .map(|g| (g.name.clone(), g.channels, kept[&g.name].len()))
+        .collect();
+    let mut meta = metadata(data.name, seed, "structured", &data.norm);
+    meta.insert(
+        "structured_criterion".into(),
+        format!("{:?}", job.criterion),
+    );
+    save_model(&job.out, &smaller, None, meta)?;
+    Ok(StructuredOutcome {
+        widths,
+        params: (count(&ckpt.config), count(&small.config)),
+        macs: (ckpt.config.macs(), small.config.macs()),
         accuracy,
         out: job.out.clone(),
     })

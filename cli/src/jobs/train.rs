@@ -229,15 +229,15 @@ struct Tuning {
 }
 
 impl Tuning {
-    /// The checkpoint of `job` (its masks checked by `check` before the
-    /// data is read), its data, objective and teacher.
+    /// The checkpoint of `job` (its masks and config checked by `check`
+    /// before the data is read), its data, objective and teacher.
     fn start(
         job: &RetrainJob,
         device: &Device,
-        check: impl FnOnce(&prune_core::MaskSet) -> Result<()>,
+        check: impl FnOnce(&prune_core::MaskSet, &kdprune_models::ModelConfig) -> Result<()>,
     ) -> Result<Self> {
         let (model, masks, ckpt) = load_model(&job.checkpoint, device)?;
-        check(&masks)?;
+        check(&masks, &ckpt.config)?;
         let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
         check_fits(&model, &data, "the checkpoint")?;
         let (objective, teacher) = job.objective.resolve(
@@ -301,11 +301,13 @@ impl Tuning {
 }
 
 /// Retrains with the mask enforced around every step and saves the result
-/// with its masks.
+/// with its masks. A structurally pruned checkpoint (channels removed, no
+/// masks) is fine-tuned as it is.
 pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> {
-    let t = Tuning::start(job, device, |masks| {
+    let t = Tuning::start(job, device, |masks, config| {
+        let structured = *config != config.with_default_widths();
         anyhow::ensure!(
-            !masks.is_empty(),
+            !masks.is_empty() || structured,
             "{} has no masks: prune it first (kdprune prune)",
             job.checkpoint.display()
         );
@@ -340,7 +342,7 @@ pub struct GmpJob {
 pub fn gmp_checkpoint(job: &GmpJob, device: &Device) -> Result<Trained> {
     prune_core::check_sparsity(job.sparsity)?;
     let j = &job.tune;
-    let t = Tuning::start(j, device, |_| Ok(()))?;
+    let t = Tuning::start(j, device, |_, _| Ok(()))?;
     let steps = t.steps(j) as u64;
     let schedule = GmpSchedule::ramp(job.sparsity, steps, job.ramp_fraction, job.frequency)?;
     let prunable = prunable_names(t.model.config(), &ParamFilter::default());
