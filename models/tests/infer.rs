@@ -3,20 +3,8 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use kdprune_models::infer::{InferenceNet, LayerChoice};
-
-fn logits_of_model(ckpt: &kdprune_models::Checkpoint, xs: &Tensor) -> Vec<f32> {
-    let model = ckpt.to_model(&Device::Cpu).unwrap();
-    model
-        .forward_t(xs, false)
-        .unwrap()
-        .logits
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn every_layer_choice_computes_the_models_logits() {
@@ -32,7 +20,7 @@ fn every_layer_choice_computes_the_models_logits() {
             let (c, h, w) = input;
             for batch in [1, 5, 64] {
                 let xs = common::random_tensor(&[batch, c, h, w], 11, &Device::Cpu);
-                let want = logits_of_model(&ckpt, &xs);
+                let want = common::logits(&ckpt, &xs);
                 let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 for choice in [
                     LayerChoice::Dense,
@@ -88,7 +76,7 @@ fn the_cifar_resnets_compute_the_models_logits() {
             let (c, h, w) = input;
             let batch = 2;
             let xs = common::random_tensor(&[batch, c, h, w], 11, &Device::Cpu);
-            let want = logits_of_model(&ckpt, &xs);
+            let want = common::logits(&ckpt, &xs);
             let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for choice in [LayerChoice::Dense, LayerChoice::Sparse] {
                 let net = InferenceNet::new(&ckpt.config, &ckpt.tensors, choice).unwrap();

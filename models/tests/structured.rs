@@ -15,18 +15,6 @@ use kdprune_models::ModelConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn logits(ckpt: &Checkpoint, xs: &Tensor) -> Vec<f32> {
-    ckpt.to_model(&Device::Cpu)
-        .unwrap()
-        .forward_t(xs, false)
-        .unwrap()
-        .logits
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-}
-
 /// Every batch norm's vectors at random (a fresh network's would hide a
 /// wrong cut of γ, β or the statistics).
 fn random_batch_norms(ckpt: &mut Checkpoint) {
@@ -118,8 +106,8 @@ fn removing_channels_equals_masking_them() {
         // the same logits as the masked original, on candle and on the runtime
         let (c, h, w) = input;
         let xs = common::random_tensor(&[2, c, h, w], 9, &Device::Cpu);
-        let want = logits(&masked, &xs);
-        assert_close(&logits(&small, &xs), &want, name);
+        let want = common::logits(&masked, &xs);
+        assert_close(&common::logits(&small, &xs), &want, name);
         let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for choice in [LayerChoice::Dense, LayerChoice::Sparse] {
             let net = InferenceNet::new(&small.config, &small.tensors, choice).unwrap();
@@ -135,7 +123,11 @@ fn removing_channels_equals_masking_them() {
         checkpoint::save(&path, &small).unwrap();
         let back = checkpoint::load(&path, &Device::Cpu).unwrap();
         assert_eq!(back.config, small.config);
-        assert_close(&logits(&back, &xs), &want, &format!("{name} reloaded"));
+        assert_close(
+            &common::logits(&back, &xs),
+            &want,
+            &format!("{name} reloaded"),
+        );
         let ModelConfig::Cnn { widths, .. } = &back.config else {
             panic!("a zoo config")
         };

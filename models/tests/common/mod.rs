@@ -108,3 +108,16 @@ pub fn rewrite(path: &std::path::Path, edit: impl FnOnce(&mut Parts)) {
         .collect();
     std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
 }
+
+/// The evaluation-mode logits of `ckpt`'s network on `xs`, flattened.
+pub fn logits(ckpt: &Checkpoint, xs: &Tensor) -> Vec<f32> {
+    ckpt.to_model(&Device::Cpu)
+        .unwrap()
+        .forward_t(xs, false)
+        .unwrap()
+        .logits
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
