@@ -92,12 +92,12 @@ fn bad_structured_arguments_fail_and_write_nothing() {
         "round_to must be at least 1",
     );
     assert!(!out.exists());
-    let vgg = network(dir.path(), "vgg11");
+    let wrn = network(dir.path(), "wrn-16-4");
     fails_with(
         &kdprune(&[
             "prune",
             "--checkpoint",
-            p(&vgg),
+            p(&wrn),
             "--structured",
             "channels",
             "--criterion",
@@ -105,7 +105,7 @@ fn bad_structured_arguments_fail_and_write_nothing() {
             "--out",
             p(&out),
         ]),
-        "covers the CIFAR ResNets so far, not vgg11",
+        "covers the CIFAR ResNets and VGG so far, not wrn-16-4",
     );
     assert!(!out.exists());
 }

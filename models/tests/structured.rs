@@ -43,11 +43,20 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 
 #[test]
 fn removing_channels_equals_masking_them() {
-    for (name, input) in [("resnet20", (1, 12, 12)), ("resnet8x4", (3, 8, 8))] {
+    for (name, input) in [
+        ("resnet20", (1, 12, 12)),
+        ("resnet8x4", (3, 8, 8)),
+        ("vgg11", (3, 8, 8)),
+    ] {
         let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
         random_batch_norms(&mut ckpt);
         let groups = channel_groups(&ckpt.config).unwrap();
-        assert_eq!(groups.len(), if name == "resnet20" { 9 } else { 3 });
+        let expected_groups = match name {
+            "resnet20" => 9,
+            "resnet8x4" => 3,
+            _ => 8,
+        };
+        assert_eq!(groups.len(), expected_groups);
         // a random non-empty subset of every group's channels
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut kept = BTreeMap::new();
@@ -59,17 +68,22 @@ fn removing_channels_equals_masking_them() {
             if keep.is_empty() {
                 keep.push(g.channels / 2);
             }
-            // the masked original: conv2's inputs from the removed channels are zero
-            let conv2 = &g.members[5].tensor;
-            let t = &masked.tensors[conv2];
+            // the masked original: the next layer's inputs from the removed
+            // channels are zero (the group's last member, along axis 1)
+            let next = g.members.last().unwrap();
+            assert_eq!(next.axis, 1);
+            let t = &masked.tensors[&next.tensor];
+            let inner: usize = t.dims()[2..].iter().product();
             let m: Vec<f32> = (0..t.elem_count())
                 .map(|i| {
-                    let c = (i / 9) % g.channels;
+                    let c = (i / inner) % g.channels;
                     f32::from(u8::from(keep.contains(&c)))
                 })
                 .collect();
             let m = Tensor::from_vec(m, t.dims(), &Device::Cpu).unwrap();
-            masked.tensors.insert(conv2.clone(), t.mul(&m).unwrap());
+            masked
+                .tensors
+                .insert(next.tensor.clone(), t.mul(&m).unwrap());
             kept.insert(g.name.clone(), keep);
         }
         let small = remove_channels(&ckpt, &kept).unwrap();
@@ -93,23 +107,45 @@ fn removing_channels_equals_masking_them() {
             .iter()
             .map(|s| s.shape.iter().product::<usize>())
             .sum();
-        let removed: usize = groups
-            .iter()
-            .map(|g| {
-                let cut = g.channels - kept[&g.name].len();
-                let cin = ckpt.tensors[&g.members[0].tensor].dims()[1];
-                let cout = ckpt.tensors[&g.members[5].tensor].dims()[0];
-                cut * (cin * 9 + 2 + cout * 9)
-            })
-            .sum();
-        assert_eq!(params, full - removed, "{name}");
+        if name.starts_with("resnet") {
+            // per channel cut: conv1's 9·cin weights, bn1's two, conv2's 9·cout inputs
+            let removed: usize = groups
+                .iter()
+                .map(|g| {
+                    let cut = g.channels - kept[&g.name].len();
+                    let cin = ckpt.tensors[&g.members[0].tensor].dims()[1];
+                    let cout = ckpt.tensors[&g.members[5].tensor].dims()[0];
+                    cut * (cin * 9 + 2 + cout * 9)
+                })
+                .sum();
+            assert_eq!(params, full - removed, "{name}");
+        } else {
+            // VGG: each convolution [kept_k, kept_(k−1), 3, 3], fc [10, kept_last]
+            let k: Vec<usize> = groups.iter().map(|g| kept[&g.name].len()).collect();
+            assert_eq!(
+                small.tensors["features.0.conv.weight"].dims(),
+                [k[0], 3, 3, 3]
+            );
+            assert_eq!(
+                small.tensors["features.1.conv.weight"].dims(),
+                [k[1], k[0], 3, 3]
+            );
+            assert_eq!(small.tensors["fc.weight"].dims(), [10, k[7]]);
+            assert!(params < full);
+        }
         // the same logits as the masked original, on candle and on the runtime
         let (c, h, w) = input;
         let xs = common::random_tensor(&[2, c, h, w], 9, &Device::Cpu);
         let want = common::logits(&masked, &xs);
         assert_close(&common::logits(&small, &xs), &want, name);
         let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for choice in [LayerChoice::Dense, LayerChoice::Sparse] {
+        // (the runtime covers the ResNets, not VGG)
+        let choices: &[LayerChoice] = if name.starts_with("resnet") {
+            &[LayerChoice::Dense, LayerChoice::Sparse]
+        } else {
+            &[]
+        };
+        for &choice in choices {
             let net = InferenceNet::new(&small.config, &small.tensors, choice).unwrap();
             assert_close(
                 &net.forward(&x, 2).unwrap(),
@@ -174,9 +210,9 @@ fn bad_removals_and_widths_are_errors() {
     };
     assert!(bad.to_model(&Device::Cpu).is_err());
     // networks without declared groups say so
-    let vgg = common::pruned_checkpoint("vgg11", (3, 32, 32), 0.0);
-    assert!(channel_groups(&vgg.config)
+    let wrn = common::pruned_checkpoint("wrn-16-4", (3, 8, 8), 0.0);
+    assert!(channel_groups(&wrn.config)
         .unwrap_err()
         .to_string()
-        .contains("not vgg11"));
+        .contains("not wrn-16-4"));
 }

@@ -73,7 +73,8 @@ pub struct PruneArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Structured pruning: `channels` removes whole channels of the groups
-    /// the network declares (CIFAR ResNets: each block's inner channels),
+    /// the network declares (CIFAR ResNets: each block's inner channels;
+    /// VGG-BN: every convolution's outputs),
     /// leaving a smaller dense model; --criterion is then a group criterion
     /// (l1, l2, fpgm, bn-scale, taylor, teacher-guided) and --ratio the
     /// fraction of channels removed (--scope global: one threshold over all

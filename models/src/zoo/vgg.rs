@@ -62,11 +62,13 @@ impl Vgg {
                 continue;
             }
             let stride = if index == 0 { plan.stem_stride } else { 1 };
-            let layer = b.scope("features", |b| {
+            let (layer, c) = b.scope("features", |b| {
                 b.scope(&index.to_string(), |b| {
+                    // every convolution's outputs may be pruned
+                    let c = b.width("conv", c)?;
                     let (conv, out) = b.conv("conv", (cin, c), 3, stride, 1, 1, true, hw)?;
                     hw = out;
-                    Ok(Layer::ConvBn(conv, b.bn("bn", c)?))
+                    Ok((Layer::ConvBn(conv, b.bn("bn", c)?), c))
                 })
             })?;
             layers.push(layer);
