@@ -50,6 +50,17 @@ fn channels_are_removed_and_the_smaller_model_evaluates() {
     };
     assert_eq!(widths["layer2.1.conv1"], 16);
     assert_eq!(ckpt.tensors["layer2.1.conv2.weight"].dims(), [32, 16, 3, 3]);
+    // `models --checkpoint` shows the widths and the counts before and after
+    let widths = ok(&kdprune(&["models", "--checkpoint", p(&small)]));
+    assert!(widths.contains("| layer1.0.conv1 | 16 | 8 |"), "{widths}");
+    assert!(
+        widths.contains("parameters: 269434 unpruned, 135466 here"),
+        "{widths}"
+    );
+    assert!(
+        widths.contains("MACs per sample: 40256128 unpruned, 20202112 here"),
+        "{widths}"
+    );
     // eval runs it on the runtime and through candle alike
     let runtime = ok(&kdprune(&["eval", p(&small)]));
     let candle = ok(&kdprune(&["eval", p(&small), "--layers", "candle"]));
@@ -92,6 +103,10 @@ fn bad_structured_arguments_fail_and_write_nothing() {
         "round_to must be at least 1",
     );
     assert!(!out.exists());
+    fails_with(
+        &kdprune(&["models", "--checkpoint", p(&out)]),
+        "never.safetensors",
+    );
     let wrn = network(dir.path(), "wrn-16-4");
     fails_with(
         &kdprune(&[

@@ -91,6 +91,11 @@ pub struct ModelsArgs {
     /// Count for this dataset's input shape and class count.
     #[arg(long, default_value = "cifar10")]
     pub dataset: String,
+    /// Instead of the zoo: this checkpoint's architecture — each channel
+    /// group's width against the unpruned network's, and the parameters and
+    /// MACs of both (a structurally pruned model's before and after).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// Millions with two decimals, e.g. `0.27 M`.
@@ -98,8 +103,32 @@ fn millions(n: f64) -> String {
     format!("{:.2} M", n / 1e6)
 }
 
-/// Prints the zoo with parameter and MAC counts.
+/// Prints the zoo with parameter and MAC counts, or one checkpoint's widths.
 pub fn models(a: ModelsArgs) -> Result<()> {
+    if let Some(path) = &a.checkpoint {
+        let r = jobs::checkpoint_widths(path)?;
+        println!("{}", r.model);
+        if !r.groups.is_empty() {
+            println!("| channel group | unpruned | here |");
+            println!("|---|---|---|");
+            for (name, full, now) in &r.groups {
+                println!("| {name} | {full} | {now} |");
+            }
+        }
+        println!(
+            "parameters: {} unpruned, {} here ({:.3}×)",
+            r.params.0,
+            r.params.1,
+            r.params.1 as f64 / r.params.0.max(1) as f64
+        );
+        println!(
+            "MACs per sample: {} unpruned, {} here ({:.2}× fewer)",
+            r.macs.0,
+            r.macs.1,
+            r.macs.0 as f64 / r.macs.1.max(1) as f64
+        );
+        return Ok(());
+    }
     let dataset: DatasetName = a.dataset.parse()?;
     let (c, h, w) = dataset.image_shape();
     println!(

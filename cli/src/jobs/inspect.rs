@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Device;
 use kdprune_data::DatasetName;
 use kdprune_models::Checkpoint;
@@ -101,6 +101,44 @@ pub(super) fn mask_report(ckpt: &Checkpoint, device: &Device) -> Result<Sparsity
         &names,
         Some(&masks),
     )?)
+}
+
+/// A checkpoint's architecture against the same network unpruned: each
+/// declared channel group's width, and the parameters and MACs of both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WidthReport {
+    /// The architecture, e.g. `resnet20 (input 1x8x8, 10 classes)`.
+    pub model: String,
+    /// Per channel group: name, the network's width, the checkpoint's.
+    pub groups: Vec<(String, usize, usize)>,
+    /// Parameters: the unpruned network's, the checkpoint's.
+    pub params: (usize, usize),
+    /// Multiply–accumulates of one sample's forward pass, likewise.
+    pub macs: (u64, u64),
+}
+
+/// The [`WidthReport`] of the checkpoint at `path` (`kdprune models
+/// --checkpoint`).
+pub fn checkpoint_widths(path: &Path) -> Result<WidthReport> {
+    let ckpt = kdprune_models::checkpoint::load(path, &Device::Cpu)
+        .with_context(|| format!("cannot load checkpoint {}", path.display()))?;
+    let now = &ckpt.config;
+    let full = now.with_default_widths();
+    let defaults = full.width_groups();
+    let current: std::collections::BTreeMap<String, usize> =
+        now.width_groups().into_iter().collect();
+    Ok(WidthReport {
+        model: now.to_string(),
+        groups: defaults
+            .into_iter()
+            .map(|(name, d)| {
+                let w = current.get(&name).copied().unwrap_or(d);
+                (name, d, w)
+            })
+            .collect(),
+        params: (full.num_params(), now.num_params()),
+        macs: (full.macs(), now.macs()),
+    })
 }
 
 /// One architecture of the zoo, sized for a dataset.

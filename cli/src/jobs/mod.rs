@@ -17,8 +17,8 @@ pub use crate::settings::Optim;
 
 pub use export::{export_checkpoint, Calibration, ExportReport};
 pub use inspect::{
-    evaluate_checkpoint, evaluate_checkpoint_with_candle, model_zoo, verify_checkpoint, Evaluation,
-    ZooEntry,
+    checkpoint_widths, evaluate_checkpoint, evaluate_checkpoint_with_candle, model_zoo,
+    verify_checkpoint, Evaluation, WidthReport, ZooEntry,
 };
 pub use prune::{
     prune_checkpoint, prune_structured, PruneJob, PruneOutcome, StructuredOutcome,
