@@ -61,6 +61,32 @@ fn channels_are_removed_and_the_smaller_model_evaluates() {
         widths.contains("MACs per sample: 40256128 unpruned, 20202112 here"),
         "{widths}"
     );
+    // or in rounds, rescored each time, to a MAC target
+    let target = dir.path().join("target.safetensors");
+    let out = ok(&kdprune(&[
+        "prune",
+        "--checkpoint",
+        p(&r20),
+        "--structured",
+        "channels",
+        "--criterion",
+        "l1",
+        "--target-macs",
+        "0.6",
+        "--scope",
+        "layer",
+        "--out",
+        p(&target),
+    ]));
+    assert!(out.contains("rounds of scoring and removal"), "{out}");
+    let macs = checkpoint::load(&target, &Device::Cpu)
+        .unwrap()
+        .config
+        .macs();
+    assert!(
+        macs as f64 <= 0.6 * 40_256_128.0 && macs as f64 > 0.5 * 40_256_128.0,
+        "{macs}"
+    );
     // eval runs it on the runtime and through candle alike
     let runtime = ok(&kdprune(&["eval", p(&small)]));
     let candle = ok(&kdprune(&["eval", p(&small), "--layers", "candle"]));
@@ -101,6 +127,22 @@ fn bad_structured_arguments_fail_and_write_nothing() {
     fails_with(
         &prune(&["--criterion", "l1", "--round-to", "0"]),
         "round_to must be at least 1",
+    );
+    fails_with(
+        &prune(&["--criterion", "l1", "--target-macs", "1.5"]),
+        "(0, 1)",
+    );
+    // the inner channels alone, at most halved, cannot bring ResNet-20 to 30 %
+    fails_with(
+        &prune(&[
+            "--criterion",
+            "l1",
+            "--target-macs",
+            "0.3",
+            "--max-ratio",
+            "0.5",
+        ]),
+        "every group is at its floor",
     );
     assert!(!out.exists());
     fails_with(

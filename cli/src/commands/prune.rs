@@ -94,6 +94,15 @@ pub struct PruneArgs {
     /// e.g. layer1.0.conv1).
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
+    /// With --structured: instead of --ratio, prune in rounds of --step,
+    /// rescoring the smaller model each round, until the MACs fall to this
+    /// fraction of the network's (e.g. 0.5).
+    #[arg(long)]
+    pub target_macs: Option<f64>,
+    /// With --target-macs: the fraction of the channels left that each
+    /// round removes.
+    #[arg(long, default_value_t = 0.1)]
+    pub step: f64,
 }
 
 /// `global`, `layer` (or `per-layer`).
@@ -176,6 +185,8 @@ fn run_structured(a: PruneArgs, device: &Device) -> Result<()> {
             round_to: a.round_to,
             ..GroupRatios::default()
         },
+        target_macs: a.target_macs,
+        step: a.step,
         teacher: a.teacher,
         score_batches: a.score_batches,
         batch_size: a.batch_size,
@@ -199,6 +210,9 @@ fn run_structured(a: PruneArgs, device: &Device) -> Result<()> {
         o.macs.1,
         o.macs.0 as f64 / o.macs.1.max(1) as f64
     );
+    if o.rounds > 1 {
+        println!("rounds of scoring and removal: {}", o.rounds);
+    }
     println!("test accuracy: {:.4}", o.accuracy);
     println!("saved {}", o.out.display());
     Ok(())

@@ -141,6 +141,12 @@ pub struct StructuredPruneJob {
     pub criterion: GroupCriterion,
     /// How many each group loses.
     pub ratios: GroupRatios,
+    /// Prune in rounds of `step` (a fraction of the channels left, scored
+    /// anew each round) until the MACs fall to this fraction of the
+    /// network's; `ratios.ratio` is then unused.
+    pub target_macs: Option<f64>,
+    /// The fraction of each round with `target_macs`.
+    pub step: f64,
     /// The teacher's checkpoint (teacher-guided).
     pub teacher: Option<PathBuf>,
     /// Calibration batches of the gradient criteria.
@@ -164,6 +170,8 @@ pub struct StructuredOutcome {
     pub params: (usize, usize),
     /// Multiply–accumulates of one sample's forward pass, before and after.
     pub macs: (u64, u64),
+    /// Scoring-and-removal rounds (1 without a MAC target).
+    pub rounds: usize,
     /// Test accuracy of the smaller model (before any retraining).
     pub accuracy: f64,
     /// The checkpoint written.
@@ -175,8 +183,19 @@ pub struct StructuredOutcome {
 pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<StructuredOutcome> {
     let (model, _, ckpt) = load_model(&job.checkpoint, device)?;
     let groups = channel_groups(&ckpt.config)?;
-    // the ratios and names are checked before any data is read
+    // the ratios, names and target are checked before any data is read
     job.ratios.validate(&groups)?;
+    if let Some(t) = job.target_macs {
+        anyhow::ensure!(
+            t.is_finite() && t > 0.0 && t < 1.0,
+            "--target-macs must be a fraction in (0, 1) of the network's MACs, got {t}"
+        );
+        anyhow::ensure!(
+            job.step.is_finite() && job.step > 0.0 && job.step < 1.0,
+            "--step must be in (0, 1), got {}",
+            job.step
+        );
+    }
     let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
     check_fits(&model, &data, "the checkpoint")?;
     let teacher = match (&job.teacher, job.criterion) {
@@ -186,6 +205,107 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
         }
         (None, _) => None,
     };
+    let full_macs = ckpt.config.macs();
+    // the fewest channels each group may keep over all rounds
+    let floor: BTreeMap<String, usize> = groups
+        .iter()
+        .map(|g| {
+            let most = (job.ratios.max_ratio * g.channels as f64).floor() as usize;
+            (
+                g.name.clone(),
+                (g.channels - most.min(g.channels - 1)).max(1),
+            )
+        })
+        .collect();
+    let (mut current, mut current_model) = (ckpt.clone(), model);
+    let mut rounds = 0;
+    loop {
+        let groups_now = channel_groups(&current.config)?;
+        let scores = group_scores(
+            job,
+            &groups_now,
+            &current_model,
+            teacher.as_ref(),
+            &data,
+            seed,
+        )?;
+        let ratios = match job.target_macs {
+            // small steps, each a fraction of the channels left
+            Some(_) => GroupRatios {
+                ratio: job.step,
+                max_ratio: job.step,
+                ..job.ratios.clone()
+            },
+            None => job.ratios.clone(),
+        };
+        let mut kept = prune_core::group::select_channels(&groups_now, &scores, &ratios)?;
+        for g in &groups_now {
+            // never below the floor of the group's original width
+            let k = kept
+                .get_mut(&g.name)
+                .expect("select_channels keeps every group");
+            if k.len() < floor[&g.name] {
+                let s = &scores[&g.name];
+                let mut best: Vec<usize> = (0..g.channels).collect();
+                best.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+                best.truncate(floor[&g.name].min(g.channels));
+                best.sort_unstable();
+                *k = best;
+            }
+        }
+        let next = remove_channels(&current, &kept)?;
+        let progressed = next.config.macs() < current.config.macs();
+        current = next;
+        current_model = current.to_model(device)?;
+        rounds += 1;
+        let Some(target) = job.target_macs else { break };
+        let reached = current.config.macs() as f64 / full_macs as f64;
+        if reached <= target {
+            break;
+        }
+        anyhow::ensure!(
+            progressed && rounds < 200,
+            "--target-macs {target}: stopped at {reached:.3} of the MACs after {rounds} rounds; \
+             every group is at its floor (--max-ratio, --round-to, at least one channel kept)"
+        );
+    }
+    let accuracy = kd_core::evaluate(&current_model, &data.test_view(), 512)?;
+    let count = |c: &kdprune_models::ModelConfig| -> usize {
+        c.param_specs()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    };
+    let now: BTreeMap<String, usize> = current.config.width_groups().into_iter().collect();
+    let widths = groups
+        .iter()
+        .map(|g| (g.name.clone(), g.channels, now[&g.name]))
+        .collect();
+    let mut meta = metadata(data.name, seed, "structured", &data.norm);
+    meta.insert(
+        "structured_criterion".into(),
+        format!("{:?}", job.criterion),
+    );
+    save_model(&job.out, &current_model, None, meta)?;
+    Ok(StructuredOutcome {
+        widths,
+        params: (count(&ckpt.config), count(&current.config)),
+        macs: (full_macs, current.config.macs()),
+        rounds,
+        accuracy,
+        out: job.out.clone(),
+    })
+}
+
+/// Each group's channel scores for `model` under the job's criterion.
+fn group_scores(
+    job: &StructuredPruneJob,
+    groups: &[prune_core::group::ChannelGroup],
+    model: &kdprune_models::Model,
+    teacher: Option<&kdprune_models::Model>,
+    data: &crate::data::Data,
+    seed: u64,
+) -> Result<BTreeMap<String, Vec<f64>>> {
     let tensors = model.tensors()?;
     let settings = ScoringSettings {
         batches: job.score_batches,
@@ -207,15 +327,9 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
         GroupCriterion::TeacherGuided => {
             // the paper's per-weight score, summed over each group
             let tg = importance::by_name("teacher-guided")?;
-            let per_weight = crate::scoring::scores(
-                tg.as_ref(),
-                &model,
-                teacher.as_ref(),
-                &data,
-                &weights,
-                settings,
-            )?;
-            for g in &groups {
+            let per_weight =
+                crate::scoring::scores(tg.as_ref(), model, teacher, data, &weights, settings)?;
+            for g in groups {
                 scores.insert(g.name.clone(), g.sum_scores(&per_weight)?);
             }
         }
@@ -224,7 +338,7 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
                 job.score_batches > 0,
                 "--score-batches must be ≥ 1 for taylor"
             );
-            let mut ctx = ModelScoring::new(&model, None, &data, &weights, settings)?;
+            let mut ctx = ModelScoring::new(model, None, data, &weights, settings)?;
             let mut sum: Option<prune_core::NamedTensors> = None;
             for b in 0..job.score_batches {
                 let g = prune_core::ScoringContext::gradient(&mut ctx, Loss::CrossEntropy, b)?;
@@ -240,7 +354,7 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
                 });
             }
             let grads = sum.unwrap_or_default();
-            for g in &groups {
+            for g in groups {
                 scores.insert(
                     g.name.clone(),
                     g.scores(job.criterion, &tensors, Some(&grads))?,
@@ -248,36 +362,10 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
             }
         }
         criterion => {
-            for g in &groups {
+            for g in groups {
                 scores.insert(g.name.clone(), g.scores(criterion, &tensors, None)?);
             }
         }
     }
-    let kept = prune_core::group::select_channels(&groups, &scores, &job.ratios)?;
-    let small = remove_channels(&ckpt, &kept)?;
-    let smaller = small.to_model(device)?;
-    let accuracy = kd_core::evaluate(&smaller, &data.test_view(), 512)?;
-    let count = |c: &kdprune_models::ModelConfig| -> usize {
-        c.param_specs()
-            .iter()
-            .map(|s| s.shape.iter().product::<usize>())
-            .sum()
-    };
-    let widths = groups
-        .iter()
-        .map(|g| (g.name.clone(), g.channels, kept[&g.name].len()))
-        .collect();
-    let mut meta = metadata(data.name, seed, "structured", &data.norm);
-    meta.insert(
-        "structured_criterion".into(),
-        format!("{:?}", job.criterion),
-    );
-    save_model(&job.out, &smaller, None, meta)?;
-    Ok(StructuredOutcome {
-        widths,
-        params: (count(&ckpt.config), count(&small.config)),
-        macs: (ckpt.config.macs(), small.config.macs()),
-        accuracy,
-        out: job.out.clone(),
-    })
+    Ok(scores)
 }
