@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use candle_core::Device;
 use common::{fails_with, kdprune, ok, p};
 use kdprune_models::checkpoint::{self, Checkpoint};
@@ -19,26 +22,32 @@ fn network(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// `kdprune prune --checkpoint CKPT --structured channels --out OUT` and `extra`.
+fn prune_structured(ckpt: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "prune",
+        "--checkpoint",
+        p(ckpt),
+        "--structured",
+        "channels",
+        "--out",
+        p(out),
+    ];
+    args.extend_from_slice(extra);
+    kdprune(&args)
+}
+
 #[test]
 fn channels_are_removed_and_the_smaller_model_evaluates() {
     let dir = tempfile::tempdir().unwrap();
     let r20 = network(dir.path(), "resnet20");
     let small = dir.path().join("small.safetensors");
-    let out = ok(&kdprune(&[
-        "prune",
-        "--checkpoint",
-        p(&r20),
-        "--structured",
-        "channels",
-        "--criterion",
-        "l1",
-        "--ratio",
-        "0.5",
-        "--scope",
-        "layer",
-        "--out",
-        p(&small),
-    ]));
+    let layer = ["--criterion", "l1", "--scope", "layer"];
+    let out = ok(&prune_structured(
+        &r20,
+        &small,
+        &[&layer[..], &["--ratio", "0.5"]].concat(),
+    ));
     assert!(out.contains("| layer1.0.conv1 | 16 | 8 |"), "{out}");
     assert!(out.contains("| layer3.2.conv1 | 64 | 32 |"), "{out}");
     // half of every block's inner channels: conv1, bn1 and conv2's inputs
@@ -63,21 +72,11 @@ fn channels_are_removed_and_the_smaller_model_evaluates() {
     );
     // or in rounds, rescored each time, to a MAC target
     let target = dir.path().join("target.safetensors");
-    let out = ok(&kdprune(&[
-        "prune",
-        "--checkpoint",
-        p(&r20),
-        "--structured",
-        "channels",
-        "--criterion",
-        "l1",
-        "--target-macs",
-        "0.6",
-        "--scope",
-        "layer",
-        "--out",
-        p(&target),
-    ]));
+    let out = ok(&prune_structured(
+        &r20,
+        &target,
+        &[&layer[..], &["--target-macs", "0.6"]].concat(),
+    ));
     assert!(out.contains("rounds of scoring and removal"), "{out}");
     let macs = checkpoint::load(&target, &Device::Cpu)
         .unwrap()
@@ -98,19 +97,7 @@ fn bad_structured_arguments_fail_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let r20 = network(dir.path(), "resnet20");
     let out = dir.path().join("never.safetensors");
-    let prune = |extra: &[&str]| {
-        let mut args = vec![
-            "prune",
-            "--checkpoint",
-            p(&r20),
-            "--structured",
-            "channels",
-            "--out",
-            p(&out),
-        ];
-        args.extend_from_slice(extra);
-        kdprune(&args)
-    };
+    let prune = |extra: &[&str]| prune_structured(&r20, &out, extra);
     fails_with(&prune(&["--criterion", "l1", "--ratio", "1.2"]), "1.2");
     fails_with(
         &prune(&["--criterion", "l1", "--ignore", "layer9.0.conv1"]),
@@ -151,17 +138,7 @@ fn bad_structured_arguments_fail_and_write_nothing() {
     );
     let wrn = network(dir.path(), "wrn-16-4");
     fails_with(
-        &kdprune(&[
-            "prune",
-            "--checkpoint",
-            p(&wrn),
-            "--structured",
-            "channels",
-            "--criterion",
-            "l1",
-            "--out",
-            p(&out),
-        ]),
+        &prune_structured(&wrn, &out, &["--criterion", "l1"]),
         "covers the CIFAR ResNets and VGG so far, not wrn-16-4",
     );
     assert!(!out.exists());
