@@ -9,9 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_core::objective::parse_feature_pairs;
-use kd_core::{
-    feature_shapes, EpochStats, LossConfig, NoHook, Objective, Samples, TermParams, TrainConfig,
-};
+use kd_core::{feature_shapes, EpochStats, LossConfig, NoHook, Objective, TermParams, TrainConfig};
 use kdprune_data::Augment;
 use kdprune_models::Model;
 use prune_core::schedule::{GmpPruner, GmpSchedule};
@@ -294,9 +292,8 @@ impl Tuning {
     }
 
     /// Optimizer steps of the whole run.
-    fn steps(&self, job: &RetrainJob) -> usize {
-        let views = self.data.views(job.optim.augment.resolve(self.data.name));
-        views.train.len().div_ceil(self.cfg.batch_size) * self.cfg.epochs
+    fn steps(&self) -> usize {
+        self.data.split.train.len().div_ceil(self.cfg.batch_size) * self.cfg.epochs
     }
 }
 
@@ -343,7 +340,7 @@ pub fn gmp_checkpoint(job: &GmpJob, device: &Device) -> Result<Trained> {
     prune_core::check_sparsity(job.sparsity)?;
     let j = &job.tune;
     let t = Tuning::start(j, device, |_, _| Ok(()))?;
-    let steps = t.steps(j) as u64;
+    let steps = t.steps() as u64;
     let schedule = GmpSchedule::ramp(job.sparsity, steps, job.ramp_fraction, job.frequency)?;
     let prunable = prunable_names(t.model.config(), &ParamFilter::default());
     anyhow::ensure!(!prunable.is_empty(), "the model has no prunable weights");

@@ -227,14 +227,12 @@ impl Conv {
                 let pad = s.params().padding;
                 let [_, in_c, in_h, in_w] = s.in_dims();
                 let [_, o, oh, ow] = s.out_dims();
-                if pad == 0 {
-                    // 1×1 or unpadded: the input already is the padded input
-                    // (and, 1×1, the output rows have no junk columns).
-                    if wp == ow && x.len() >= csr.cols() {
-                        let mut y = vec![0f32; s.out_sample()];
-                        csr.matmul_shifted(x, oh * wp, Some(&self.bias), &mut y);
-                        return y;
-                    }
+                if pad == 0 && wp == ow {
+                    // 1×1, unpadded: the input is its own padded input, and
+                    // the output rows have no junk columns.
+                    let mut y = vec![0f32; s.out_sample()];
+                    csr.matmul_shifted(x, oh * wp, Some(&self.bias), &mut y);
+                    return y;
                 }
                 let mut padded = vec![0f32; csr.cols()];
                 for (src, dst) in x
