@@ -70,6 +70,25 @@ fn channels_are_removed_and_the_smaller_model_evaluates() {
         widths.contains("MACs per sample: 40256128 unpruned, 20202112 here"),
         "{widths}"
     );
+    // a per-group ratio table overrides --ratio for the groups it names
+    let table = dir.path().join("table.safetensors");
+    let out = ok(&prune_structured(
+        &r20,
+        &table,
+        &[
+            &layer[..],
+            &[
+                "--ratio",
+                "0.5",
+                "--layer-ratio",
+                "layer1.0.conv1=0.25,layer3.2.conv1=0.75",
+            ],
+        ]
+        .concat(),
+    ));
+    assert!(out.contains("| layer1.0.conv1 | 16 | 12 |"), "{out}");
+    assert!(out.contains("| layer1.1.conv1 | 16 | 8 |"), "{out}");
+    assert!(out.contains("| layer3.2.conv1 | 64 | 16 |"), "{out}");
     // or in rounds, rescored each time, to a MAC target
     let target = dir.path().join("target.safetensors");
     let out = ok(&prune_structured(
@@ -102,6 +121,28 @@ fn bad_structured_arguments_fail_and_write_nothing() {
     fails_with(
         &prune(&["--criterion", "l1", "--ignore", "layer9.0.conv1"]),
         "no channel group `layer9.0.conv1`",
+    );
+    let layer = |table: &str| {
+        let args = [
+            "--criterion",
+            "l1",
+            "--scope",
+            "layer",
+            "--layer-ratio",
+            table,
+        ];
+        prune(&args)
+    };
+    fails_with(
+        &layer("layer9.0.conv1=0.5"),
+        "no channel group `layer9.0.conv1`",
+    );
+    fails_with(&layer("layer1.0.conv1"), "expected NAME=RATIO");
+    fails_with(&layer("layer1.0.conv1=half"), "is not a number");
+    fails_with(&layer("layer1.0.conv1=1.5"), "1.5");
+    fails_with(
+        &prune(&["--criterion", "l1", "--layer-ratio", "layer1.0.conv1=0.5"]),
+        "per-group ratios apply to per-group selection",
     );
     fails_with(
         &prune(&["--criterion", "magnitude"]),

@@ -94,6 +94,11 @@ pub struct PruneArgs {
     /// e.g. layer1.0.conv1).
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
+    /// With --structured and --scope layer: per-group ratios replacing
+    /// --ratio for the groups named (comma-separated NAME=RATIO, e.g.
+    /// layer1.0.conv1=0.25,layer3.2.conv1=0.75).
+    #[arg(long, value_delimiter = ',', value_parser = parse_layer_ratio, conflicts_with = "target_macs")]
+    pub layer_ratio: Vec<(String, f64)>,
     /// With --structured: instead of --ratio, prune in rounds of --step,
     /// rescoring the smaller model each round, until the MACs fall to this
     /// fraction of the network's (e.g. 0.5).
@@ -103,6 +108,17 @@ pub struct PruneArgs {
     /// round removes.
     #[arg(long, default_value_t = 0.1)]
     pub step: f64,
+}
+
+/// `NAME=RATIO`, e.g. `layer1.0.conv1=0.25`.
+fn parse_layer_ratio(s: &str) -> Result<(String, f64), String> {
+    let (name, ratio) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=RATIO, e.g. layer1.0.conv1=0.25"))?;
+    let ratio: f64 = ratio
+        .parse()
+        .map_err(|_| format!("`{s}`: the ratio `{ratio}` is not a number"))?;
+    Ok((name.to_string(), ratio))
 }
 
 /// `global`, `layer` (or `per-layer`).
@@ -183,7 +199,7 @@ fn run_structured(a: PruneArgs, device: &Device) -> Result<()> {
             max_ratio: a.max_ratio,
             ignore: a.ignore,
             round_to: a.round_to,
-            ..GroupRatios::default()
+            per_group: a.layer_ratio.into_iter().collect(),
         },
         target_macs: a.target_macs,
         step: a.step,
