@@ -144,6 +144,18 @@ fn bad_structured_arguments_fail_and_write_nothing() {
         &prune(&["--criterion", "l1", "--layer-ratio", "layer1.0.conv1=0.5"]),
         "per-group ratios apply to per-group selection",
     );
+    // a ratio table has no meaning for the rounds of --target-macs
+    fails_with(
+        &prune(&[
+            "--criterion",
+            "l1",
+            "--target-macs",
+            "0.5",
+            "--layer-ratio",
+            "layer1.0.conv1=0.5",
+        ]),
+        "cannot be used with",
+    );
     fails_with(
         &prune(&["--criterion", "magnitude"]),
         "not a group criterion",
