@@ -1,5 +1,5 @@
 //! `kdprune prune --structured channels`: a ResNet-20 loses half of each
-//! block's inner channels, the smaller model evaluates like any other, and
+//! group's channels (blocks' inner channels and residual streams), the smaller model evaluates like any other, and
 //! bad arguments fail before any file is written.
 
 mod common;
@@ -50,24 +50,26 @@ fn channels_are_removed_and_the_smaller_model_evaluates() {
     ));
     assert!(out.contains("| layer1.0.conv1 | 16 | 8 |"), "{out}");
     assert!(out.contains("| layer3.2.conv1 | 64 | 32 |"), "{out}");
-    // half of every block's inner channels: conv1, bn1 and conv2's inputs
-    // halve, 269,434 → 135,466 parameters
-    assert!(out.contains("parameters: 269434 → 135466"), "{out}");
+    assert!(out.contains("| layer2.pad_lo | 8 | 4 |"), "{out}");
+    // half of every group: every width halves, 269,434 → 67,906 parameters
+    // (stem 72 + 16; layer1 3·(2·576 + 2·16); layer2 (1152 + 2304 + 64) +
+    // 2·(2·2304 + 64); layer3 (4608 + 9216 + 128) + 2·(2·9216 + 128); fc 330)
+    assert!(out.contains("parameters: 269434 → 67906"), "{out}");
     let ckpt = checkpoint::load(&small, &Device::Cpu).unwrap();
     let ModelConfig::Cnn { widths, .. } = &ckpt.config else {
         panic!("a zoo config")
     };
     assert_eq!(widths["layer2.1.conv1"], 16);
-    assert_eq!(ckpt.tensors["layer2.1.conv2.weight"].dims(), [32, 16, 3, 3]);
+    assert_eq!(ckpt.tensors["layer2.1.conv2.weight"].dims(), [16, 16, 3, 3]);
     // `models --checkpoint` shows the widths and the counts before and after
     let widths = ok(&kdprune(&["models", "--checkpoint", p(&small)]));
     assert!(widths.contains("| layer1.0.conv1 | 16 | 8 |"), "{widths}");
     assert!(
-        widths.contains("parameters: 269434 unpruned, 135466 here"),
+        widths.contains("parameters: 269434 unpruned, 67906 here"),
         "{widths}"
     );
     assert!(
-        widths.contains("MACs per sample: 40256128 unpruned, 20202112 here"),
+        widths.contains("MACs per sample: 40256128 unpruned, 10101056 here"),
         "{widths}"
     );
     // a per-group ratio table overrides --ratio for the groups it names
@@ -172,7 +174,7 @@ fn bad_structured_arguments_fail_and_write_nothing() {
         &prune(&["--criterion", "l1", "--target-macs", "1.5"]),
         "(0, 1)",
     );
-    // the inner channels alone, at most halved, cannot bring ResNet-20 to 30 %
+    // every group keeping ≥ 70 % of its channels cannot bring ResNet-20 to 30 %
     fails_with(
         &prune(&[
             "--criterion",
@@ -180,7 +182,7 @@ fn bad_structured_arguments_fail_and_write_nothing() {
             "--target-macs",
             "0.3",
             "--max-ratio",
-            "0.5",
+            "0.3",
         ]),
         "every group is at its floor",
     );
@@ -195,4 +197,100 @@ fn bad_structured_arguments_fail_and_write_nothing() {
         "covers the CIFAR ResNets and VGG so far, not wrn-16-4",
     );
     assert!(!out.exists());
+}
+
+#[test]
+fn residual_blocks_are_removed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let r20 = network(dir.path(), "resnet20");
+    let short = dir.path().join("short.safetensors");
+    let blocks = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            "--checkpoint",
+            p(&r20),
+            "--structured",
+            "blocks",
+            "--out",
+            p(out),
+            "--score-batches",
+            "1",
+            "--batch-size",
+            "16",
+        ];
+        args.extend_from_slice(extra);
+        kdprune(&args)
+    };
+    // 2 of the 7 removable blocks (round(0.3 · 7)): each 2·(9·64·64) + 4·64
+    // = 73,984 parameters of stage 3, or fewer of an earlier stage
+    let out = ok(&blocks(&short, &["--ratio", "0.3"]));
+    assert_eq!(out.matches("| yes |").count(), 2, "{out}");
+    assert!(
+        out.contains("| layer2.1 |") && !out.contains("| layer2.0 |"),
+        "{out}"
+    );
+    let ckpt = checkpoint::load(&short, &Device::Cpu).unwrap();
+    let gone: Vec<&str> = ckpt.metadata["structured_removed_blocks"]
+        .split(',')
+        .collect();
+    assert_eq!(gone.len(), 2);
+    let removed_params: usize = gone
+        .iter()
+        .map(|b| match &b[..6] {
+            "layer1" => 2 * 9 * 16 * 16 + 4 * 16,
+            "layer2" => 2 * 9 * 32 * 32 + 4 * 32,
+            _ => 2 * 9 * 64 * 64 + 4 * 64,
+        })
+        .sum();
+    assert!(
+        out.contains(&format!("parameters: 269434 → {}", 269434 - removed_params)),
+        "{out}"
+    );
+    // the shorter network loads, evaluates and shows what went
+    let widths = ok(&kdprune(&["models", "--checkpoint", p(&short)]));
+    assert!(
+        widths.contains(&format!("removed blocks: {}", gone.join(", "))),
+        "{widths}"
+    );
+    assert!(
+        widths.contains(&format!("| {}.conv1 |", gone[0])),
+        "{widths}"
+    );
+    ok(&kdprune(&["eval", p(&short)]));
+    // it can lose channels too
+    let both = dir.path().join("both.safetensors");
+    ok(&kdprune(&[
+        "prune",
+        "--checkpoint",
+        p(&short),
+        "--structured",
+        "channels",
+        "--criterion",
+        "l1",
+        "--scope",
+        "layer",
+        "--ratio",
+        "0.25",
+        "--out",
+        p(&both),
+    ]));
+    // bad ratios and networks without removable blocks fail, nothing written
+    let never = dir.path().join("never.safetensors");
+    fails_with(&blocks(&never, &["--ratio", "1.0"]), "[0, 1)");
+    let r8 = network(dir.path(), "resnet8x4");
+    fails_with(
+        &kdprune(&[
+            "prune",
+            "--checkpoint",
+            p(&r8),
+            "--structured",
+            "blocks",
+            "--ratio",
+            "0.5",
+            "--out",
+            p(&never),
+        ]),
+        "resnet8x4 has no residual block with an identity shortcut",
+    );
+    assert!(!never.exists());
 }

@@ -392,6 +392,12 @@ impl ModelConfig {
         self.dry_build().map(|b| b.width_groups).unwrap_or_default()
     }
 
+    /// The residual blocks that may be removed whole, with whether each is
+    /// still there (empty for the networks that declare none).
+    pub fn residual_blocks(&self) -> Vec<(String, bool)> {
+        self.dry_build().map(|b| b.blocks).unwrap_or_default()
+    }
+
     fn dry_build(&self) -> Option<Builder> {
         let ModelConfig::Cnn {
             model,

@@ -5,11 +5,16 @@
 //!
 //! Declared so far:
 //!
-//! - the CIFAR ResNets' block-internal channels — for each basic block, the
-//!   outputs of `conv1`, the four vectors of `bn1` and the inputs of
-//!   `conv2`. These groups touch no residual sum, so any subset of them can
-//!   go; the residual streams (coupled through every addition of a stage,
-//!   and across stages by shortcut A's zero padding) keep their width;
+//! - the CIFAR ResNets (shortcut A and B): each basic block's inner
+//!   channels (`layerS.i.conv1`: conv1's outputs, bn1, conv2's inputs), and
+//!   the residual streams — every tensor that writes or reads a stream's
+//!   channel through the additions is in its group. With shortcut A the
+//!   stem's stream (`conv1`) runs through all three stages, shifted by each
+//!   stage's zero padding, whose channels form groups of their own
+//!   (`layer2.pad_lo`, `layer2.pad_hi`, …); with shortcut B each stage's
+//!   projection starts a stream (`layer1`, `layer2`, `layer3`). Pruned
+//!   streams may leave the padding uneven (`lo ≠ hi`), which the kernels
+//!   take as it is;
 //! - VGG-BN's convolutions — each one's outputs, bias and batch norm, and
 //!   the inputs of the next convolution or, after the global average pool,
 //!   of `fc`.
@@ -22,7 +27,7 @@ use prune_core::group::{ChannelGroup, Role, Slice};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::zoo::{CifarLayout, ZooArch};
+use crate::zoo::{CifarLayout, StageEntry, ZooArch};
 
 /// The channel groups of `config` (see the module docs); an error for the
 /// networks that declare none yet.
@@ -31,33 +36,15 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
         ModelConfig::Cnn { model, .. } => Some(*model),
         _ => None,
     };
-    let bn_slices = |bn: &str| {
-        [
-            Slice::new(format!("{bn}.weight"), 0, Role::BnWeight),
-            Slice::new(format!("{bn}.bias"), 0, Role::BnBias),
-            Slice::new(format!("{bn}.running_mean"), 0, Role::BnStat),
-            Slice::new(format!("{bn}.running_var"), 0, Role::BnStat),
-        ]
-    };
     let widths = config.width_groups();
-    match model {
-        Some(m) if CifarLayout::of(m).is_some() => Ok(widths
-            .into_iter()
-            .map(|(layer, channels)| {
-                let block = layer.trim_end_matches("conv1");
-                let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
-                members.extend(bn_slices(&format!("{block}bn1")));
-                members.push(Slice::new(format!("{block}conv2.weight"), 1, Role::Weight));
-                ChannelGroup {
-                    name: layer,
-                    channels,
-                    members,
-                }
-            })
-            .collect()),
+    match (model, config) {
+        (Some(m), ModelConfig::Cnn { widths, .. }) if CifarLayout::of(m).is_some() => {
+            let layout = CifarLayout::of(m).expect("checked");
+            cifar_groups(layout, widths)
+        }
         // VGG: each convolution's outputs, its bias and batch norm, and the
         // inputs of the next convolution (or of `fc`, after the global pool)
-        Some(ZooArch::Vgg11 | ZooArch::Vgg13 | ZooArch::Vgg16 | ZooArch::Vgg19) => {
+        (Some(ZooArch::Vgg11 | ZooArch::Vgg13 | ZooArch::Vgg16 | ZooArch::Vgg19), _) => {
             let next: Vec<String> = widths
                 .iter()
                 .skip(1)
@@ -73,7 +60,7 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
                         Slice::new(format!("{layer}.weight"), 0, Role::Weight),
                         Slice::new(format!("{layer}.bias"), 0, Role::Bias),
                     ];
-                    members.extend(bn_slices(&bn));
+                    members.extend(bn_slices(&bn, 0));
                     members.push(Slice::new(next, 1, Role::Weight));
                     ChannelGroup {
                         name: layer,
@@ -88,6 +75,148 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
             config.name()
         ))),
     }
+}
+
+/// A batch norm's four vectors from `offset`.
+fn bn_slices(bn: &str, offset: usize) -> [Slice; 4] {
+    [
+        Slice::at(format!("{bn}.weight"), 0, offset, Role::BnWeight),
+        Slice::at(format!("{bn}.bias"), 0, offset, Role::BnBias),
+        Slice::at(format!("{bn}.running_mean"), 0, offset, Role::BnStat),
+        Slice::at(format!("{bn}.running_var"), 0, offset, Role::BnStat),
+    ]
+}
+
+/// A CIFAR ResNet's groups: each block's inner channels (`layerS.i.conv1`),
+/// then the residual streams.
+///
+/// A stream's channels are coupled through every addition that reads them:
+/// the stem's outputs, every block's `conv2`/`bn2` outputs in the stage,
+/// the projection's outputs, and the inputs of every `conv1`, projection
+/// and `fc` that read the stream. With shortcut A, stage `s+1`'s stream is
+/// `[lo zeros | stage s's stream | hi zeros]`, so the stem's group runs
+/// through every stage at a growing offset, and each stage's padded
+/// channels are groups of their own (`layerS.pad_lo`, `layerS.pad_hi`).
+/// With shortcut B each stage's projection starts a stream (`layerS`).
+fn cifar_groups(
+    layout: CifarLayout,
+    widths: &BTreeMap<String, usize>,
+) -> Result<Vec<ChannelGroup>> {
+    let streams = layout
+        .streams(|name, default| Ok(widths.get(name).copied().unwrap_or(default)))
+        .map_err(|e| ModelError::Config(e.to_string()))?;
+    let n = layout.blocks_per_stage();
+    let mut inner = Vec::new();
+    let mut stream_groups = vec![ChannelGroup {
+        name: "conv1".to_string(),
+        channels: streams.stem,
+        members: vec![Slice::new("conv1.weight", 0, Role::Weight)],
+    }];
+    stream_groups[0].members.extend(bn_slices("bn1", 0));
+    // the current stream: (group, offset) of each of its parts
+    let mut stream: Vec<(usize, usize)> = vec![(0, 0)];
+    let add = |groups: &mut Vec<ChannelGroup>,
+               stream: &[(usize, usize)],
+               make: &dyn Fn(usize) -> Vec<Slice>| {
+        for &(g, offset) in stream {
+            groups[g].members.extend(make(offset));
+        }
+    };
+    for (s, &(width, entry)) in streams.stages.iter().enumerate() {
+        let stage = format!("layer{}", s + 1);
+        let before = stream.clone();
+        match entry {
+            StageEntry::Same => {}
+            StageEntry::Projection => {
+                stream_groups.push(ChannelGroup {
+                    name: stage.clone(),
+                    channels: width,
+                    members: Vec::new(),
+                });
+                stream = vec![(stream_groups.len() - 1, 0)];
+            }
+            StageEntry::ZeroPad { lo, hi } => {
+                let carried: usize = widths_of(&stream_groups, &before);
+                for (side, channels) in [("pad_lo", lo), ("pad_hi", hi)] {
+                    stream_groups.push(ChannelGroup {
+                        name: format!("{stage}.{side}"),
+                        channels,
+                        members: Vec::new(),
+                    });
+                }
+                let (glo, ghi) = (stream_groups.len() - 2, stream_groups.len() - 1);
+                stream = std::iter::once((glo, 0))
+                    .chain(before.iter().map(|&(g, o)| (g, o + lo)))
+                    .chain(std::iter::once((ghi, lo + carried)))
+                    .collect();
+            }
+        }
+        for i in 0..n {
+            let block = format!("{stage}.{i}");
+            if widths.get(&block) == Some(&0) {
+                continue; // removed
+            }
+            let input = if i == 0 { &before } else { &stream };
+            add(&mut stream_groups, input, &|o| {
+                vec![Slice::at(
+                    format!("{block}.conv1.weight"),
+                    1,
+                    o,
+                    Role::Weight,
+                )]
+            });
+            if i == 0 && entry == StageEntry::Projection {
+                add(&mut stream_groups, &before, &|o| {
+                    vec![Slice::at(
+                        format!("{block}.shortcut.conv.weight"),
+                        1,
+                        o,
+                        Role::Weight,
+                    )]
+                });
+                add(&mut stream_groups, &stream, &|o| {
+                    let mut m = vec![Slice::at(
+                        format!("{block}.shortcut.conv.weight"),
+                        0,
+                        o,
+                        Role::Weight,
+                    )];
+                    m.extend(bn_slices(&format!("{block}.shortcut.bn"), o));
+                    m
+                });
+            }
+            add(&mut stream_groups, &stream, &|o| {
+                let mut m = vec![Slice::at(
+                    format!("{block}.conv2.weight"),
+                    0,
+                    o,
+                    Role::Weight,
+                )];
+                m.extend(bn_slices(&format!("{block}.bn2"), o));
+                m
+            });
+            // the block's inner channels: conv1's outputs, bn1, conv2's inputs
+            let layer = format!("{block}.conv1");
+            let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
+            members.extend(bn_slices(&format!("{block}.bn1"), 0));
+            members.push(Slice::new(format!("{block}.conv2.weight"), 1, Role::Weight));
+            inner.push(ChannelGroup {
+                channels: widths.get(&layer).copied().unwrap_or(layout.widths[s + 1]),
+                name: layer,
+                members,
+            });
+        }
+    }
+    add(&mut stream_groups, &stream, &|o| {
+        vec![Slice::at("fc.weight", 1, o, Role::Weight)]
+    });
+    inner.extend(stream_groups);
+    Ok(inner)
+}
+
+/// The channels of a stream made of `parts`.
+fn widths_of(groups: &[ChannelGroup], parts: &[(usize, usize)]) -> usize {
+    parts.iter().map(|&(g, _)| groups[g].channels).sum()
 }
 
 /// `ckpt` with only the channels `kept[group]` (ascending, distinct) of
@@ -113,6 +242,10 @@ pub fn remove_channels(
             )));
         }
     }
+    // per (tensor, axis): which indices stay — several groups may share an
+    // axis at different offsets (a residual stream), so every cut is
+    // decided before any tensor is narrowed
+    let mut keep: BTreeMap<(String, usize), Vec<bool>> = BTreeMap::new();
     for g in &groups {
         let Some(channels) = kept.get(&g.name) else {
             continue;
@@ -126,39 +259,113 @@ pub fn remove_channels(
                 g.name, g.channels
             )));
         }
-        let index = Tensor::new(
-            channels.iter().map(|&c| c as u32).collect::<Vec<u32>>(),
-            &candle_core::Device::Cpu,
-        )?;
         for m in &g.members {
-            let cut = |t: &Tensor| -> Result<Tensor> {
-                if t.dims().get(m.axis) != Some(&g.channels) {
-                    return Err(ModelError::ShapeMismatch {
-                        name: m.tensor.clone(),
-                        expected: vec![g.channels],
-                        got: t.dims().to_vec(),
-                    });
-                }
-                Ok(t.index_select(&index.to_device(t.device())?, m.axis)?)
-            };
-            // from `out`: a tensor in two groups (a convolution's outputs in
-            // one, its inputs in the one before) is cut along both axes
-            let t = out
+            let t = ckpt
                 .tensors
                 .get(&m.tensor)
                 .ok_or_else(|| ModelError::MissingTensor(m.tensor.clone()))?;
-            let t = cut(t)?;
-            out.tensors.insert(m.tensor.clone(), t);
-            if let Some(mask) = out.masks.get(&m.tensor) {
-                let mask = cut(mask)?;
-                out.masks.insert(m.tensor.clone(), mask);
+            let len = t.dims().get(m.axis).copied().unwrap_or(0);
+            if !m.fits(len, g.channels) {
+                return Err(ModelError::ShapeMismatch {
+                    name: m.tensor.clone(),
+                    expected: vec![m.start() + g.channels],
+                    got: t.dims().to_vec(),
+                });
             }
-            out.quantized.remove(&m.tensor);
+            let k = keep
+                .entry((m.tensor.clone(), m.axis))
+                .or_insert_with(|| vec![true; len]);
+            let o = m.start();
+            for c in 0..g.channels {
+                k[o + c] = false;
+            }
+            for &c in channels {
+                k[o + c] = true;
+            }
         }
         widths.insert(g.name.clone(), channels.len());
     }
+    for ((name, axis), k) in &keep {
+        if k.iter().all(|&k| k) {
+            continue;
+        }
+        let index: Vec<u32> = (0..k.len()).filter(|&i| k[i]).map(|i| i as u32).collect();
+        let cut = |t: &Tensor| -> Result<Tensor> {
+            let index = Tensor::new(index.as_slice(), t.device())?;
+            Ok(t.index_select(&index, *axis)?)
+        };
+        // from `out`: a tensor in two groups (a convolution's outputs in
+        // one, its inputs in another) is cut along both axes
+        let t = cut(&out.tensors[name])?;
+        out.tensors.insert(name.clone(), t);
+        if let Some(mask) = out.masks.get(name) {
+            let mask = cut(mask)?;
+            out.masks.insert(name.clone(), mask);
+        }
+        out.quantized.remove(name);
+    }
     if let ModelConfig::Cnn { widths: w, .. } = &mut out.config {
         *w = widths;
+    }
+    out.config.validate()?;
+    Ok(out)
+}
+
+/// The residual blocks of `config` that may be removed whole (those whose
+/// shortcut is the identity, so the network stays valid without them), each
+/// with its weight tensors, in forward order; blocks already removed are
+/// left out. An error for the networks that declare none.
+pub fn removable_blocks(config: &ModelConfig) -> Result<Vec<(String, Vec<String>)>> {
+    let blocks = config.residual_blocks();
+    let cifar =
+        matches!(config, ModelConfig::Cnn { model, .. } if CifarLayout::of(*model).is_some());
+    if !cifar {
+        return Err(ModelError::Config(format!(
+            "block removal covers the CIFAR ResNets so far, not {}",
+            config.name()
+        )));
+    }
+    let specs = config.param_specs();
+    Ok(blocks
+        .into_iter()
+        .filter(|(_, kept)| *kept)
+        .map(|(block, _)| {
+            let prefix = format!("{block}.");
+            let weights = specs
+                .iter()
+                .filter(|s| s.name.starts_with(&prefix) && s.shape.len() == 4)
+                .map(|s| s.name.clone())
+                .collect();
+            (block, weights)
+        })
+        .collect())
+}
+
+/// `ckpt` without the residual blocks `names` (each one of
+/// [`removable_blocks`]): their tensors, masks and widths dropped, each
+/// block's width set to 0 in the config — the block's input passes on
+/// through its identity shortcut. Errors name an unknown, fixed or already
+/// removed block.
+pub fn remove_blocks(ckpt: &Checkpoint, names: &[String]) -> Result<Checkpoint> {
+    let removable = removable_blocks(&ckpt.config)?;
+    let mut out = ckpt.clone();
+    let ModelConfig::Cnn { widths, .. } = &mut out.config else {
+        unreachable!("removable_blocks covers zoo networks only")
+    };
+    for name in names {
+        if !removable.iter().any(|(b, _)| b == name) {
+            let known: Vec<&str> = removable.iter().map(|(b, _)| b.as_str()).collect();
+            return Err(ModelError::Config(format!(
+                "no removable block `{name}` (those with an identity shortcut: {})",
+                known.join(", ")
+            )));
+        }
+        let prefix = format!("{name}.");
+        widths.retain(|k, _| !k.starts_with(&prefix));
+        widths.insert(name.clone(), 0);
+        out.tensors.retain(|k, _| !k.starts_with(&prefix));
+        out.masks.retain(|k, _| !k.starts_with(&prefix));
+        out.quantized.retain(|k, _| !k.starts_with(&prefix));
     }
     out.config.validate()?;
     Ok(out)

@@ -419,17 +419,35 @@ fn vars(shapes: &[&[usize]], seed: u64, dtype: DType) -> Vec<Var> {
 /// ops in f64: output, batch statistics and the gradients of x, r, γ and β.
 #[test]
 fn batch_norm_add_relu_matches_candle_in_f64() {
-    let cases: [(&[usize], &[usize], ops::Shortcut); 3] = [
+    let cases: [(&[usize], &[usize], ops::Shortcut); 4] = [
         (&[4, 6, 5, 7], &[4, 6, 5, 7], ops::Shortcut::Identity),
+        // uneven padding, as a structurally pruned stream leaves it
+        (
+            &[3, 6, 5, 7],
+            &[3, 3, 9, 13],
+            ops::Shortcut::ZeroPad {
+                stride: 2,
+                lo: 1,
+                hi: 2,
+            },
+        ),
         (
             &[4, 6, 5, 7],
             &[4, 2, 9, 13],
-            ops::Shortcut::ZeroPad { stride: 2, pad: 2 },
+            ops::Shortcut::ZeroPad {
+                stride: 2,
+                lo: 2,
+                hi: 2,
+            },
         ),
         (
             &[3, 6, 5, 7],
             &[3, 4, 6, 8],
-            ops::Shortcut::ZeroPad { stride: 1, pad: 1 },
+            ops::Shortcut::ZeroPad {
+                stride: 1,
+                lo: 1,
+                hi: 1,
+            },
         ),
     ];
     for (seed, (x_dims, r_dims, shortcut)) in cases.into_iter().enumerate() {
@@ -480,7 +498,11 @@ fn batch_norm_add_relu_refuses_a_residual_of_the_wrong_shape() {
         v[3].as_tensor(),
     );
     assert!(ops::batch_norm_add_relu_train(x, g, b, 1e-5, r, ops::Shortcut::Identity).is_err());
-    let short = ops::Shortcut::ZeroPad { stride: 2, pad: 1 };
+    let short = ops::Shortcut::ZeroPad {
+        stride: 2,
+        lo: 1,
+        hi: 1,
+    };
     assert!(ops::batch_norm_add_relu_train(x, g, b, 1e-5, r, short).is_err());
 }
 
@@ -605,7 +627,11 @@ fn block_cases() -> [BlockCase; 3] {
             stride: 2,
             mid_c: 8,
             out_c: 8,
-            shortcut: ops::Shortcut::ZeroPad { stride: 2, pad: 2 },
+            shortcut: ops::Shortcut::ZeroPad {
+                stride: 2,
+                lo: 2,
+                hi: 2,
+            },
         },
         // a block whose inner width was pruned
         BlockCase {

@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 use kdprune_models::checkpoint::{self, Checkpoint};
 use kdprune_models::infer::{InferenceNet, LayerChoice};
-use kdprune_models::structured::{channel_groups, remove_channels};
+use kdprune_models::structured::{
+    channel_groups, removable_blocks, remove_blocks, remove_channels,
+};
 use kdprune_models::ModelConfig;
+use prune_core::group::Role;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -51,9 +54,11 @@ fn removing_channels_equals_masking_them() {
         let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
         random_batch_norms(&mut ckpt);
         let groups = channel_groups(&ckpt.config).unwrap();
+        // block-internal groups, then the streams: the stem's, and shortcut
+        // A's two padded parts per widening stage, or B's stage streams
         let expected_groups = match name {
-            "resnet20" => 9,
-            "resnet8x4" => 3,
+            "resnet20" => 9 + 5,
+            "resnet8x4" => 3 + 4,
             _ => 8,
         };
         assert_eq!(groups.len(), expected_groups);
@@ -68,22 +73,22 @@ fn removing_channels_equals_masking_them() {
             if keep.is_empty() {
                 keep.push(g.channels / 2);
             }
-            // the masked original: the next layer's inputs from the removed
-            // channels are zero (the group's last member, along axis 1)
-            let next = g.members.last().unwrap();
-            assert_eq!(next.axis, 1);
-            let t = &masked.tensors[&next.tensor];
-            let inner: usize = t.dims()[2..].iter().product();
-            let m: Vec<f32> = (0..t.elem_count())
-                .map(|i| {
-                    let c = (i / inner) % g.channels;
-                    f32::from(u8::from(keep.contains(&c)))
-                })
-                .collect();
-            let m = Tensor::from_vec(m, t.dims(), &Device::Cpu).unwrap();
-            masked
-                .tensors
-                .insert(next.tensor.clone(), t.mul(&m).unwrap());
+            // the masked original: every batch norm (and bias) producing a
+            // removed channel gives zero, so the channel is zero wherever
+            // it is read — through every residual sum too
+            for m in g
+                .members
+                .iter()
+                .filter(|m| m.role != Role::BnStat && m.role != Role::Weight)
+            {
+                let t = &masked.tensors[&m.tensor];
+                let mut v = t.to_vec1::<f32>().unwrap();
+                for c in (0..g.channels).filter(|c| !keep.contains(c)) {
+                    v[m.start() + c] = 0.0;
+                }
+                let t = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+                masked.tensors.insert(m.tensor.clone(), t);
+            }
             kept.insert(g.name.clone(), keep);
         }
         let small = remove_channels(&ckpt, &kept).unwrap();
@@ -107,31 +112,57 @@ fn removing_channels_equals_masking_them() {
             .iter()
             .map(|s| s.shape.iter().product::<usize>())
             .sum();
-        if name.starts_with("resnet") {
-            // per channel cut: conv1's 9·cin weights, bn1's two, conv2's 9·cout inputs
-            let removed: usize = groups
-                .iter()
-                .map(|g| {
-                    let cut = g.channels - kept[&g.name].len();
-                    let cin = ckpt.tensors[&g.members[0].tensor].dims()[1];
-                    let cout = ckpt.tensors[&g.members[5].tensor].dims()[0];
-                    cut * (cin * 9 + 2 + cout * 9)
-                })
-                .sum();
-            assert_eq!(params, full - removed, "{name}");
-        } else {
-            // VGG: each convolution [kept_k, kept_(k−1), 3, 3], fc [10, kept_last]
-            let k: Vec<usize> = groups.iter().map(|g| kept[&g.name].len()).collect();
-            assert_eq!(
-                small.tensors["features.0.conv.weight"].dims(),
-                [k[0], 3, 3, 3]
-            );
-            assert_eq!(
-                small.tensors["features.1.conv.weight"].dims(),
-                [k[1], k[0], 3, 3]
-            );
-            assert_eq!(small.tensors["fc.weight"].dims(), [10, k[7]]);
-            assert!(params < full);
+        assert!(params < full, "{name}");
+        let k = |g: &str| kept[g].len();
+        match name {
+            "resnet20" => {
+                // stage 2's stream: its low padding, the stem's stream, its high
+                let s2 = k("layer2.pad_lo") + k("conv1") + k("layer2.pad_hi");
+                let s3 = k("layer3.pad_lo") + s2 + k("layer3.pad_hi");
+                assert_eq!(small.tensors["conv1.weight"].dims(), [k("conv1"), 1, 3, 3]);
+                assert_eq!(
+                    small.tensors["layer1.2.conv2.weight"].dims(),
+                    [k("conv1"), k("layer1.2.conv1"), 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["layer2.0.conv1.weight"].dims(),
+                    [k("layer2.0.conv1"), k("conv1"), 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["layer2.0.conv2.weight"].dims(),
+                    [s2, k("layer2.0.conv1"), 3, 3]
+                );
+                assert_eq!(small.tensors["layer3.1.bn2.running_var"].dims(), [s3]);
+                assert_eq!(small.tensors["fc.weight"].dims(), [10, s3]);
+            }
+            "resnet8x4" => {
+                assert_eq!(
+                    small.tensors["layer2.0.shortcut.conv.weight"].dims(),
+                    [k("layer2"), k("layer1"), 1, 1]
+                );
+                assert_eq!(
+                    small.tensors["layer1.0.shortcut.bn.bias"].dims(),
+                    [k("layer1")]
+                );
+                assert_eq!(
+                    small.tensors["layer3.0.conv1.weight"].dims(),
+                    [k("layer3.0.conv1"), k("layer2"), 3, 3]
+                );
+                assert_eq!(small.tensors["fc.weight"].dims(), [10, k("layer3")]);
+            }
+            _ => {
+                // VGG: each convolution [kept_k, kept_(k−1), 3, 3], fc [10, kept_last]
+                let k: Vec<usize> = groups.iter().map(|g| kept[&g.name].len()).collect();
+                assert_eq!(
+                    small.tensors["features.0.conv.weight"].dims(),
+                    [k[0], 3, 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["features.1.conv.weight"].dims(),
+                    [k[1], k[0], 3, 3]
+                );
+                assert_eq!(small.tensors["fc.weight"].dims(), [10, k[7]]);
+            }
         }
         // the same logits as the masked original, on candle and on the runtime
         let (c, h, w) = input;
@@ -215,4 +246,94 @@ fn bad_removals_and_widths_are_errors() {
         .unwrap_err()
         .to_string()
         .contains("not wrn-16-4"));
+}
+
+/// Removing a residual block equals zeroing its `bn2` (the block then adds
+/// nothing, and its input is already past a ReLU), on candle and on the
+/// runtime; the network stays valid, channel groups and all.
+#[test]
+fn removing_blocks_equals_zeroing_them() {
+    for (name, input, drop) in [
+        (
+            "resnet20",
+            (1, 12, 12),
+            vec!["layer1.0", "layer1.2", "layer3.1"],
+        ),
+        ("resnet8x4", (3, 8, 8), vec![]),
+    ] {
+        let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
+        random_batch_norms(&mut ckpt);
+        let blocks = removable_blocks(&ckpt.config).unwrap();
+        let names: Vec<&str> = blocks.iter().map(|(b, _)| b.as_str()).collect();
+        if name == "resnet20" {
+            // every block but the first of stages 2 and 3 (shortcut A)
+            assert_eq!(
+                names,
+                [
+                    "layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1",
+                    "layer3.2"
+                ]
+            );
+            assert_eq!(
+                blocks[0].1,
+                ["layer1.0.conv1.weight", "layer1.0.conv2.weight"]
+            );
+        } else {
+            // resnet8x4: one block per stage, each with a projection
+            assert!(names.is_empty());
+        }
+        let drop: Vec<String> = drop.into_iter().map(String::from).collect();
+        let mut zeroed = ckpt.clone();
+        for b in &drop {
+            for t in ["weight", "bias"] {
+                let n = format!("{b}.bn2.{t}");
+                let z = zeroed.tensors[&n].zeros_like().unwrap();
+                zeroed.tensors.insert(n, z);
+            }
+        }
+        let small = remove_blocks(&ckpt, &drop).unwrap();
+        assert!(!small
+            .tensors
+            .keys()
+            .any(|k| drop.iter().any(|b| k.starts_with(&format!("{b}.")))));
+        let (c, h, w) = input;
+        let xs = common::random_tensor(&[2, c, h, w], 11, &Device::Cpu);
+        let want = common::logits(&zeroed, &xs);
+        assert_close(&common::logits(&small, &xs), &want, name);
+        let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let net = InferenceNet::new(&small.config, &small.tensors, LayerChoice::Dense).unwrap();
+        assert_close(
+            &net.forward(&x, 2).unwrap(),
+            &want,
+            &format!("{name} runtime"),
+        );
+        // fewer parameters and MACs; the groups skip the removed blocks
+        assert!(small.config.macs() < ckpt.config.macs() || drop.is_empty());
+        let groups = channel_groups(&small.config).unwrap();
+        assert_eq!(
+            groups.len(),
+            channel_groups(&ckpt.config).unwrap().len() - drop.len()
+        );
+        // saved and loaded, a removed block stays removed; removing it again fails
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.safetensors");
+        checkpoint::save(&path, &small).unwrap();
+        let back = checkpoint::load(&path, &Device::Cpu).unwrap();
+        assert_eq!(back.config, small.config);
+        if let Some(b) = drop.first() {
+            let err = remove_blocks(&back, std::slice::from_ref(b))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(b.as_str()), "{err}");
+        }
+    }
+    // a block with a projection or padding cannot go
+    let ckpt = common::pruned_checkpoint("resnet20", (1, 8, 8), 0.0);
+    let err = remove_blocks(&ckpt, &["layer2.0".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer2.0") && err.contains("layer1.1"),
+        "{err}"
+    );
 }

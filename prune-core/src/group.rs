@@ -48,7 +48,8 @@ pub enum Role {
     BnStat,
 }
 
-/// One member of a group: tensor `tensor` along `axis`.
+/// One member of a group: tensor `tensor` along `axis`, the group's
+/// channel `c` at index `offset + c`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Slice {
@@ -56,17 +57,47 @@ pub struct Slice {
     pub tensor: String,
     /// The axis whose index is the group's channel.
     pub axis: usize,
+    /// Where the group's channels start along the axis: `None` when the
+    /// group owns the whole axis (its length is the group's channels);
+    /// `Some(o)` for a part of a longer axis — a residual stream built from
+    /// several groups, as shortcut A's zero padding builds one.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub offset: Option<usize>,
     /// What the tensor is.
     pub role: Role,
 }
 
 impl Slice {
-    /// A member `tensor` along `axis` in `role`.
+    /// A member `tensor` along `axis` in `role`, the whole axis.
     pub fn new(tensor: impl Into<String>, axis: usize, role: Role) -> Self {
         Self {
             tensor: tensor.into(),
             axis,
+            offset: None,
             role,
+        }
+    }
+
+    /// A member `tensor` along `axis` from index `offset` on, in `role`:
+    /// part of a longer axis.
+    pub fn at(tensor: impl Into<String>, axis: usize, offset: usize, role: Role) -> Self {
+        Self {
+            offset: Some(offset),
+            ..Self::new(tensor, axis, role)
+        }
+    }
+
+    /// The first index of the group's channels along the axis.
+    pub fn start(&self) -> usize {
+        self.offset.unwrap_or(0)
+    }
+
+    /// Whether an axis of length `len` holds `channels` channels of this
+    /// member: exactly, or from its offset on.
+    pub fn fits(&self, len: usize, channels: usize) -> bool {
+        match self.offset {
+            None => len == channels,
+            Some(o) => len >= o + channels,
         }
     }
 }
@@ -142,22 +173,32 @@ fn values(t: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
     ))
 }
 
-/// The entries of each channel of `slice` in `t` (values `v`, dims `dims`):
-/// `out[c]` = the flat positions with index `c` along the axis.
-fn channel_positions(dims: &[usize], axis: usize) -> Vec<Vec<usize>> {
-    let channels = dims[axis];
+/// The entries of each of `channels` channels from `offset` along `axis`
+/// of a tensor of `dims`: `out[c]` = the flat positions with index
+/// `offset + c` along the axis.
+fn channel_positions(
+    dims: &[usize],
+    axis: usize,
+    offset: usize,
+    channels: usize,
+) -> Vec<Vec<usize>> {
+    let len = dims[axis];
     let inner: usize = dims[axis + 1..].iter().product();
     let total: usize = dims.iter().product();
-    let mut out = vec![Vec::with_capacity(total / channels.max(1)); channels];
+    let mut out = vec![Vec::with_capacity(total / len.max(1)); channels];
     for i in 0..total {
-        out[(i / inner) % channels].push(i);
+        let c = (i / inner) % len;
+        if (offset..offset + channels).contains(&c) {
+            out[c - offset].push(i);
+        }
     }
     out
 }
 
 impl ChannelGroup {
     /// Checks every member against `tensors`: present, the axis inside the
-    /// tensor, of length `channels`.
+    /// tensor, of length `channels` (at least `offset + channels` for a
+    /// member with an offset).
     pub fn check(&self, tensors: &NamedTensors) -> Result<()> {
         for m in &self.members {
             let t = tensors
@@ -171,9 +212,9 @@ impl ChannelGroup {
                     rank: dims.len(),
                 });
             }
-            if dims[m.axis] != self.channels {
+            if !m.fits(dims[m.axis], self.channels) {
                 let mut expected = dims.to_vec();
-                expected[m.axis] = self.channels;
+                expected[m.axis] = m.start() + self.channels;
                 return Err(PruneError::ShapeMismatch {
                     name: m.tensor.clone(),
                     expected,
@@ -230,7 +271,10 @@ impl ChannelGroup {
             } else {
                 None
             };
-            for (c, positions) in channel_positions(&dims, m.axis).into_iter().enumerate() {
+            for (c, positions) in channel_positions(&dims, m.axis, m.start(), self.channels)
+                .into_iter()
+                .enumerate()
+            {
                 for i in positions {
                     let gi = g.as_ref().map_or(0.0, |g| g[i] as f64);
                     entries[c].push((w[i] as f64, gi));
@@ -296,14 +340,17 @@ impl ChannelGroup {
                 continue;
             };
             let (v, dims) = values(s)?;
-            if dims.get(m.axis) != Some(&self.channels) {
+            if dims.get(m.axis).is_none_or(|&n| !m.fits(n, self.channels)) {
                 return Err(PruneError::ShapeMismatch {
                     name: m.tensor.clone(),
-                    expected: vec![self.channels],
+                    expected: vec![m.start() + self.channels],
                     got: dims,
                 });
             }
-            for (c, positions) in channel_positions(&dims, m.axis).into_iter().enumerate() {
+            for (c, positions) in channel_positions(&dims, m.axis, m.start(), self.channels)
+                .into_iter()
+                .enumerate()
+            {
                 out[c] += positions.iter().map(|&i| v[i] as f64).sum::<f64>();
             }
         }
@@ -485,4 +532,67 @@ pub fn select_channels(
         );
     }
     Ok(kept)
+}
+
+/// A block's (or layer's) importance, the guide's layer criterion: the mean
+/// of `|w·g|` over every entry of its `tensors` (`g = ∂L/∂w` from `grads`,
+/// the same names). Blocks of different sizes compare by their mean.
+pub fn block_importance(
+    tensors: &[String],
+    weights: &NamedTensors,
+    grads: &NamedTensors,
+) -> Result<f64> {
+    let (mut sum, mut n) = (0f64, 0usize);
+    for name in tensors {
+        let w = weights
+            .get(name)
+            .ok_or_else(|| PruneError::MissingTensor(name.clone()))?;
+        let g = grads
+            .get(name)
+            .ok_or_else(|| PruneError::MissingTensor(format!("gradient of {name}")))?;
+        if g.dims() != w.dims() {
+            return Err(PruneError::ShapeMismatch {
+                name: name.clone(),
+                expected: w.dims().to_vec(),
+                got: g.dims().to_vec(),
+            });
+        }
+        let (w, _) = values(w)?;
+        let (g, _) = values(g)?;
+        sum += w
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+            .sum::<f64>();
+        n += w.len();
+    }
+    if n == 0 {
+        return Err(PruneError::InvalidAmount(
+            "a block without tensors has no importance".into(),
+        ));
+    }
+    let mean = sum / n as f64;
+    if !mean.is_finite() {
+        return Err(PruneError::NonFinite {
+            name: tensors.join(", "),
+        });
+    }
+    Ok(mean)
+}
+
+/// The `k` least important blocks of `scores`, in the order given: the
+/// lowest scores, among equal scores the earlier block. An error when `k`
+/// is more than the blocks there are.
+pub fn select_blocks(scores: &[(String, f64)], k: usize) -> Result<Vec<String>> {
+    if k > scores.len() {
+        return Err(PruneError::InvalidAmount(format!(
+            "cannot remove {k} of {} removable blocks",
+            scores.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].1.total_cmp(&scores[b].1).then(a.cmp(&b)));
+    order.truncate(k);
+    order.sort_unstable();
+    Ok(order.into_iter().map(|i| scores[i].0.clone()).collect())
 }

@@ -26,7 +26,10 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
-use prune_core::group::{select_channels, ChannelGroup, GroupCriterion, GroupRatios, Role, Slice};
+use prune_core::group::{
+    block_importance, select_blocks, select_channels, ChannelGroup, GroupCriterion, GroupRatios,
+    Role, Slice,
+};
 use prune_core::{NamedTensors, PruneError};
 
 fn f(shape: &[usize], a: f64, b: f64, s: f64) -> Tensor {
@@ -112,6 +115,40 @@ fn every_criterion_scores_as_computed_with_numpy() {
         .unwrap_err();
     assert!(matches!(err, PruneError::NeedsGradients(_)), "{err}");
     assert!("l3".parse::<GroupCriterion>().is_err());
+}
+
+/// A group that owns channels 1 and 2 of every member (offset 1) scores
+/// them as the whole-axis group does (the numpy values above), and one that
+/// runs past the axis is refused.
+#[test]
+fn a_group_at_an_offset_scores_its_own_channels() {
+    let (tensors, grads) = net();
+    let at = |offset: usize, channels: usize| ChannelGroup {
+        name: "stream".to_string(),
+        channels,
+        members: group()
+            .members
+            .into_iter()
+            .map(|m| Slice::at(m.tensor, m.axis, offset, m.role))
+            .collect(),
+    };
+    for (criterion, want) in [
+        (GroupCriterion::L1, [26.1034335, 26.8894605]),
+        (GroupCriterion::TeacherGuided, [1.68721682, 1.78012023]),
+    ] {
+        let got = at(1, 2).scores(criterion, &tensors, Some(&grads)).unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w,
+                "{criterion:?}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    let err = at(3, 2)
+        .scores(GroupCriterion::L1, &tensors, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv1.weight"), "{err}");
 }
 
 #[test]
@@ -295,5 +332,51 @@ fn summed_entry_scores_and_partial_gradients() {
     assert!(
         err.to_string().contains("gradient of conv2.weight"),
         "{err}"
+    );
+}
+
+/// The guide's block importance, mean |w·g|, against numpy:
+///
+/// ```python
+/// w = np.concatenate([conv1.ravel(), conv2.ravel()]).astype(np.float64)
+/// g = np.concatenate([g1.ravel(), g2.ravel()]).astype(np.float64)
+/// np.abs(w*g).mean()                        # 0.03648547230841504
+/// np.abs(conv1.astype(np.float64)*g1).mean() # 0.04192041867634025
+/// np.abs(conv2.astype(np.float64)*g2).mean() # 0.03286217472979823
+/// ```
+#[test]
+fn block_importance_is_the_mean_of_w_times_g() {
+    let (tensors, grads) = net();
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (block, want) in [
+        (
+            names(&["conv1.weight", "conv2.weight"]),
+            0.03648547230841504,
+        ),
+        (names(&["conv1.weight"]), 0.04192041867634025),
+        (names(&["conv2.weight"]), 0.03286217472979823),
+    ] {
+        let got = block_importance(&block, &tensors, &grads).unwrap();
+        assert!(
+            (got - want).abs() <= 1e-7 * want,
+            "{block:?}: {got} vs {want}"
+        );
+    }
+    // the lowest go first; equal scores, the earlier block; order kept
+    let scores = vec![
+        ("a".to_string(), 0.3),
+        ("b".to_string(), 0.1),
+        ("c".to_string(), 0.2),
+        ("d".to_string(), 0.1),
+    ];
+    assert_eq!(select_blocks(&scores, 1).unwrap(), ["b"]);
+    assert_eq!(select_blocks(&scores, 3).unwrap(), ["b", "c", "d"]);
+    assert!(select_blocks(&scores, 5).is_err());
+    assert!(block_importance(&names(&["fc.weight"]), &tensors, &grads).is_err());
+    assert!(
+        block_importance(&names(&["bn1.running_mean"]), &tensors, &grads)
+            .unwrap_err()
+            .to_string()
+            .contains("gradient of bn1.running_mean")
     );
 }

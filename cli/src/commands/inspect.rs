@@ -115,6 +115,9 @@ pub fn models(a: ModelsArgs) -> Result<()> {
                 println!("| {name} | {full} | {now} |");
             }
         }
+        if !r.removed_blocks.is_empty() {
+            println!("removed blocks: {}", r.removed_blocks.join(", "));
+        }
         println!(
             "parameters: {} unpruned, {} here ({:.3}×)",
             r.params.0,

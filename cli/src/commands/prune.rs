@@ -73,15 +73,18 @@ pub struct PruneArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Structured pruning: `channels` removes whole channels of the groups
-    /// the network declares (CIFAR ResNets: each block's inner channels;
-    /// VGG-BN: every convolution's outputs),
-    /// leaving a smaller dense model; --criterion is then a group criterion
-    /// (l1, l2, fpgm, bn-scale, taylor, teacher-guided) and --ratio the
-    /// fraction of channels removed (--scope global: one threshold over all
-    /// groups; layer: the ratio in each group).
-    #[arg(long, value_parser = ["channels"])]
+    /// the network declares (CIFAR ResNets: each block's inner channels and
+    /// the residual streams; VGG-BN: every convolution's outputs), leaving
+    /// a smaller dense model; --criterion is then a group criterion (l1,
+    /// l2, fpgm, bn-scale, taylor, teacher-guided) and --ratio the fraction
+    /// of channels removed (--scope global: one threshold over all groups;
+    /// layer: the ratio in each group). `blocks` removes whole residual
+    /// blocks (those with an identity shortcut), the --ratio of them with
+    /// the lowest mean |g·w| (g of cross-entropy, or of the distillation
+    /// objective with --teacher).
+    #[arg(long, value_parser = ["channels", "blocks"])]
     pub structured: Option<String>,
-    /// With --structured: fraction of the channels to remove, in [0, 1).
+    /// With --structured: fraction of the channels (blocks) to remove, in [0, 1).
     #[arg(long, default_value_t = 0.5)]
     pub ratio: f64,
     /// With --structured: the most any group may lose, in [0, 1).
@@ -183,6 +186,9 @@ pub fn run(a: PruneArgs, device: &Device) -> Result<()> {
 /// saves the smaller model and prints the widths before and after.
 fn run_structured(a: PruneArgs, device: &Device) -> Result<()> {
     use prune_core::group::{GroupCriterion, GroupRatios};
+    if a.structured.as_deref() == Some("blocks") {
+        return run_blocks(a, device);
+    }
     let criterion: GroupCriterion = a.criterion.parse().map_err(|_| {
         anyhow::anyhow!(
             "--criterion {} is not a group criterion (with --structured: {})",
@@ -229,6 +235,38 @@ fn run_structured(a: PruneArgs, device: &Device) -> Result<()> {
     if o.rounds > 1 {
         println!("rounds of scoring and removal: {}", o.rounds);
     }
+    println!("test accuracy: {:.4}", o.accuracy);
+    println!("saved {}", o.out.display());
+    Ok(())
+}
+
+fn run_blocks(a: PruneArgs, device: &Device) -> Result<()> {
+    let job = jobs::BlockPruneJob {
+        checkpoint: a.checkpoint,
+        ratio: a.ratio,
+        teacher: a.teacher,
+        score_batches: a.score_batches,
+        batch_size: a.batch_size,
+        kd_loss: a.loss.config((a.loss.loss == "ce").then_some("ca-kld"))?,
+        data: a.data.spec(),
+        out: a.out,
+    };
+    let o = jobs::prune_blocks(&job, device)?;
+    println!("| block | importance (mean abs g·w) | removed |");
+    println!("|---|---|---|");
+    for (name, score) in &o.scores {
+        let gone = if o.removed.contains(name) { "yes" } else { "" };
+        println!("| {name} | {score:.3e} | {gone} |");
+    }
+    println!(
+        "parameters: {} → {} ({:.3}×); MACs per sample: {} → {} ({:.2}× fewer)",
+        o.params.0,
+        o.params.1,
+        o.params.1 as f64 / o.params.0.max(1) as f64,
+        o.macs.0,
+        o.macs.1,
+        o.macs.0 as f64 / o.macs.1.max(1) as f64
+    );
     println!("test accuracy: {:.4}", o.accuracy);
     println!("saved {}", o.out.display());
     Ok(())

@@ -109,8 +109,11 @@ pub(super) fn mask_report(ckpt: &Checkpoint, device: &Device) -> Result<Sparsity
 pub struct WidthReport {
     /// The architecture, e.g. `resnet20 (input 1x8x8, 10 classes)`.
     pub model: String,
-    /// Per channel group: name, the network's width, the checkpoint's.
+    /// Per channel group: name, the network's width, the checkpoint's (0
+    /// for a layer of a removed block).
     pub groups: Vec<(String, usize, usize)>,
+    /// The residual blocks removed whole.
+    pub removed_blocks: Vec<String>,
     /// Parameters: the unpruned network's, the checkpoint's.
     pub params: (usize, usize),
     /// Multiply–accumulates of one sample's forward pass, likewise.
@@ -132,9 +135,16 @@ pub fn checkpoint_widths(path: &Path) -> Result<WidthReport> {
         groups: defaults
             .into_iter()
             .map(|(name, d)| {
-                let w = current.get(&name).copied().unwrap_or(d);
+                // a layer the checkpoint lacks is in a removed block
+                let w = current.get(&name).copied().unwrap_or(0);
                 (name, d, w)
             })
+            .collect(),
+        removed_blocks: now
+            .residual_blocks()
+            .into_iter()
+            .filter(|(_, kept)| !kept)
+            .map(|(b, _)| b)
             .collect(),
         params: (full.num_params(), now.num_params()),
         macs: (full.macs(), now.macs()),

@@ -21,8 +21,8 @@ pub use inspect::{
     verify_checkpoint, Evaluation, WidthReport, ZooEntry,
 };
 pub use prune::{
-    prune_checkpoint, prune_structured, PruneJob, PruneOutcome, StructuredOutcome,
-    StructuredPruneJob,
+    prune_blocks, prune_checkpoint, prune_structured, BlockOutcome, BlockPruneJob, PruneJob,
+    PruneOutcome, StructuredOutcome, StructuredPruneJob,
 };
 pub use train::{
     distill_student, gmp_checkpoint, retrain_checkpoint, teacher_for, train_model,

@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use kd_core::{LossConfig, SelfDistillConfig};
-use kdprune_models::structured::{channel_groups, remove_channels};
+use kdprune_models::structured::{
+    channel_groups, removable_blocks, remove_blocks, remove_channels,
+};
 use prune_core::group::{GroupCriterion, GroupRatios};
+use prune_core::importance::GradientSource;
 use prune_core::importance::{self, Loss};
 use prune_core::{Importance, Scope, SparsityReport};
 
@@ -338,22 +341,15 @@ fn group_scores(
                 job.score_batches > 0,
                 "--score-batches must be ≥ 1 for taylor"
             );
-            let mut ctx = ModelScoring::new(model, None, data, &weights, settings)?;
-            let mut sum: Option<prune_core::NamedTensors> = None;
-            for b in 0..job.score_batches {
-                let g = prune_core::ScoringContext::gradient(&mut ctx, Loss::CrossEntropy, b)?;
-                sum = Some(match sum {
-                    None => g,
-                    Some(s) => s
-                        .into_iter()
-                        .map(|(n, t)| {
-                            let add = (&t + &g[&n])?;
-                            Ok((n, add))
-                        })
-                        .collect::<Result<_>>()?,
-                });
-            }
-            let grads = sum.unwrap_or_default();
+            let grads = summed_gradients(
+                model,
+                None,
+                data,
+                &weights,
+                settings,
+                Loss::CrossEntropy,
+                job.score_batches,
+            )?;
             for g in groups {
                 scores.insert(
                     g.name.clone(),
@@ -368,4 +364,151 @@ fn group_scores(
         }
     }
     Ok(scores)
+}
+
+/// The gradients of `loss` for `weights`, summed over the first `batches`
+/// calibration batches.
+fn summed_gradients(
+    model: &kdprune_models::Model,
+    teacher: Option<&kdprune_models::Model>,
+    data: &crate::data::Data,
+    weights: &[String],
+    settings: ScoringSettings,
+    loss: Loss,
+    batches: usize,
+) -> Result<prune_core::NamedTensors> {
+    let mut ctx = ModelScoring::new(model, teacher, data, weights, settings)?;
+    let mut sum: Option<prune_core::NamedTensors> = None;
+    for b in 0..batches {
+        let g = prune_core::ScoringContext::gradient(&mut ctx, loss, b)?;
+        sum = Some(match sum {
+            None => g,
+            Some(s) => s
+                .into_iter()
+                .map(|(n, t)| {
+                    let add = (&t + &g[&n])?;
+                    Ok((n, add))
+                })
+                .collect::<Result<_>>()?,
+        });
+    }
+    Ok(sum.unwrap_or_default())
+}
+
+/// `kdprune prune --structured blocks`: the least important residual
+/// blocks removed whole.
+#[derive(Debug)]
+pub struct BlockPruneJob {
+    /// The checkpoint to prune.
+    pub checkpoint: PathBuf,
+    /// Fraction of the removable blocks to remove, in [0, 1) (rounded).
+    pub ratio: f64,
+    /// With a teacher, the gradient is the distillation objective's;
+    /// without, cross-entropy's.
+    pub teacher: Option<PathBuf>,
+    /// Calibration batches.
+    pub score_batches: usize,
+    /// Samples per calibration batch.
+    pub batch_size: usize,
+    /// The distillation loss (with a teacher).
+    pub kd_loss: LossConfig,
+    /// The data (defaults: the checkpoint's).
+    pub data: DataSpec,
+    /// The output checkpoint.
+    pub out: PathBuf,
+}
+
+/// What block removal leaves.
+#[derive(Clone, Debug)]
+pub struct BlockOutcome {
+    /// Every removable block with its importance (mean |g·w|), in order.
+    pub scores: Vec<(String, f64)>,
+    /// The blocks removed.
+    pub removed: Vec<String>,
+    /// Parameters before and after.
+    pub params: (usize, usize),
+    /// Multiply–accumulates per sample, before and after.
+    pub macs: (u64, u64),
+    /// Test accuracy of the shorter model (before any retraining).
+    pub accuracy: f64,
+    /// The checkpoint written.
+    pub out: PathBuf,
+}
+
+/// Scores each removable residual block by the guide's layer importance
+/// (the mean of |g·w| over its convolutions' weights), removes the lowest
+/// `ratio` of them and saves the shorter network.
+pub fn prune_blocks(job: &BlockPruneJob, device: &Device) -> Result<BlockOutcome> {
+    anyhow::ensure!(
+        job.ratio.is_finite() && (0.0..1.0).contains(&job.ratio),
+        "--ratio must be in [0, 1) of the removable blocks, got {}",
+        job.ratio
+    );
+    anyhow::ensure!(job.score_batches > 0, "--score-batches must be ≥ 1");
+    let (model, _, ckpt) = load_model(&job.checkpoint, device)?;
+    let blocks = removable_blocks(&ckpt.config)?;
+    anyhow::ensure!(
+        !blocks.is_empty(),
+        "{} has no residual block with an identity shortcut left to remove",
+        ckpt.config.name()
+    );
+    let k = (job.ratio * blocks.len() as f64).round() as usize;
+    let (data, seed) = job.data.load(Some(&ckpt.metadata))?;
+    check_fits(&model, &data, "the checkpoint")?;
+    let teacher = match &job.teacher {
+        Some(p) => Some(load_teacher(p, &data, seed, device)?),
+        None => None,
+    };
+    let weights: Vec<String> = blocks.iter().flat_map(|(_, w)| w.iter().cloned()).collect();
+    let settings = ScoringSettings {
+        batches: job.score_batches,
+        batch_size: job.batch_size,
+        seed,
+        kd_loss: job.kd_loss,
+        self_distill: SelfDistillConfig::default(),
+    };
+    let loss = match teacher {
+        Some(_) => Loss::Distillation(GradientSource::Mixture),
+        None => Loss::CrossEntropy,
+    };
+    let grads = summed_gradients(
+        &model,
+        teacher.as_ref(),
+        &data,
+        &weights,
+        settings,
+        loss,
+        job.score_batches,
+    )?;
+    let tensors = model.tensors()?;
+    let scores = blocks
+        .iter()
+        .map(|(b, w)| {
+            Ok((
+                b.clone(),
+                prune_core::group::block_importance(w, &tensors, &grads)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let removed = prune_core::group::select_blocks(&scores, k)?;
+    let short = remove_blocks(&ckpt, &removed)?;
+    let short_model = short.to_model(device)?;
+    let accuracy = kd_core::evaluate(&short_model, &data.test_view(), 512)?;
+    let count = |c: &kdprune_models::ModelConfig| -> usize {
+        c.param_specs()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    };
+    let mut meta = metadata(data.name, seed, "structured", &data.norm);
+    meta.insert("structured_removed_blocks".into(), removed.join(","));
+    save_model(&job.out, &short_model, None, meta)?;
+    Ok(BlockOutcome {
+        scores,
+        removed,
+        params: (count(&ckpt.config), count(&short.config)),
+        macs: (ckpt.config.macs(), short.config.macs()),
+        accuracy,
+        out: job.out.clone(),
+    })
 }

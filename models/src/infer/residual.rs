@@ -16,17 +16,18 @@ use super::{values, weights, Conv, LayerChoice};
 use crate::error::{ModelError, Result};
 use crate::ops::conv::{ConvParams, ConvShape};
 use crate::zoo::layers::BN_EPS;
-use crate::zoo::{CifarLayout, InputPlan};
+use crate::zoo::{CifarLayout, InputPlan, StageEntry};
 
 /// What a block adds to its second convolution's output.
 #[derive(Clone, Debug)]
 enum Shortcut {
     Identity,
-    /// Shortcut A: the input subsampled by `stride`, `pad` zero channels on
-    /// each side.
+    /// Shortcut A: the input subsampled by `stride`, `lo` zero channels
+    /// before it and `hi` after.
     ZeroPad {
         stride: usize,
-        pad: usize,
+        lo: usize,
+        hi: usize,
     },
     /// Shortcut B: a 1×1 convolution (its batch norm folded in).
     Projection(Box<Conv>),
@@ -104,23 +105,34 @@ impl ResidualBody {
         choice: LayerChoice,
     ) -> Result<Self> {
         let plan = InputPlan::new(input.1, input.2);
-        let stage_widths = layout.widths;
+        // the stream widths as the config says (structured pruning)
+        let streams = layout
+            .streams(|name, default| Ok(widths.get(name).copied().unwrap_or(default)))
+            .map_err(|e| ModelError::Config(e.to_string()))?;
         let stem = conv_bn(
             tensors,
             ("conv1", "bn1"),
             [1, input.0, plan.size.0, plan.size.1],
-            (stage_widths[0], 3, plan.stem_stride),
+            (streams.stem, 3, plan.stem_stride),
             choice,
         )?;
         let mut dims = out_of(&stem);
         let mut blocks = Vec::new();
-        for (s, &cout) in stage_widths[1..].iter().enumerate() {
+        for (s, &(cout, entry)) in streams.stages.iter().enumerate() {
             for i in 0..layout.blocks_per_stage() {
                 let p = format!("layer{}.{i}.", s + 1);
+                // a removed block (width 0; identity shortcuts only)
+                let same = i > 0 || entry == StageEntry::Same;
+                if same && widths.get(p.trim_end_matches('.')) == Some(&0) {
+                    continue;
+                }
                 let stride = CifarLayout::stride(s, i);
                 let at = |name: &str| format!("{p}{name}");
-                // the block's inner width, as the config says (structured pruning)
-                let mid = widths.get(&at("conv1")).copied().unwrap_or(cout);
+                // the block's inner width, as the config says
+                let mid = widths
+                    .get(&at("conv1"))
+                    .copied()
+                    .unwrap_or(layout.widths[s + 1]);
                 let conv1 = conv_bn(
                     tensors,
                     (&at("conv1"), &at("bn1")),
@@ -135,26 +147,16 @@ impl ResidualBody {
                     (cout, 3, 1),
                     choice,
                 )?;
-                let cin = dims[1];
-                let shortcut = if stride == 1 && cin == cout {
-                    Shortcut::Identity
-                } else if layout.option_b {
-                    Shortcut::Projection(Box::new(conv_bn(
+                let shortcut = match (i, entry) {
+                    (0, StageEntry::Projection) => Shortcut::Projection(Box::new(conv_bn(
                         tensors,
                         (&at("shortcut.conv"), &at("shortcut.bn")),
                         dims,
                         (cout, 1, stride),
                         choice,
-                    )?))
-                } else if cout >= cin && (cout - cin).is_multiple_of(2) {
-                    Shortcut::ZeroPad {
-                        stride,
-                        pad: (cout - cin) / 2,
-                    }
-                } else {
-                    return Err(ModelError::Config(format!(
-                        "{p}: shortcut A needs an even channel increase, got {cin}→{cout}"
-                    )));
+                    )?)),
+                    (0, StageEntry::ZeroPad { lo, hi }) => Shortcut::ZeroPad { stride, lo, hi },
+                    _ => Shortcut::Identity,
                 };
                 dims = out_of(&conv2);
                 blocks.push(Block {
@@ -198,12 +200,12 @@ impl ResidualBody {
             match &b.shortcut {
                 Shortcut::Identity => add(&mut y, &h),
                 Shortcut::Projection(conv) => add(&mut y, &conv.apply(&h)),
-                Shortcut::ZeroPad { stride, pad } => {
+                Shortcut::ZeroPad { stride, lo, hi } => {
                     let [_, cin, ih, iw] = b.conv1.shape.in_dims();
-                    debug_assert_eq!(cin + 2 * pad, c);
+                    debug_assert_eq!(lo + cin + hi, c);
                     for ch in 0..cin {
                         let src = &h[ch * ih * iw..(ch + 1) * ih * iw];
-                        let dst = &mut y[(ch + pad) * oh * ow..(ch + pad + 1) * oh * ow];
+                        let dst = &mut y[(ch + lo) * oh * ow..(ch + lo + 1) * oh * ow];
                         for (i, row) in dst.chunks_exact_mut(ow).enumerate() {
                             let from = &src[i * stride * iw..];
                             for (j, v) in row.iter_mut().enumerate() {

@@ -44,12 +44,16 @@ pub enum Shortcut {
     /// `r` has the output's shape and is added as it is.
     Identity,
     /// ResNet shortcut A: `r[:, :, ::stride, ::stride]` cut to `OH × OW`,
-    /// with `pad` zero channels on each side (`C = C_r + 2·pad`).
+    /// with `lo` zero channels before the residual's and `hi` after
+    /// (`C = lo + C_r + hi`; the published networks pad equally, a
+    /// structurally pruned one need not).
     ZeroPad {
         /// Subsampling step on both spatial axes, ≥ 1.
         stride: usize,
-        /// Zero channels added before and after the residual's.
-        pad: usize,
+        /// Zero channels added before the residual's.
+        lo: usize,
+        /// Zero channels added after the residual's.
+        hi: usize,
     },
 }
 
@@ -58,10 +62,10 @@ impl Shortcut {
     pub(crate) fn check(self, out: &[usize], res: &[usize]) -> Result<()> {
         let ok = match (self, out, res) {
             (Shortcut::Identity, _, _) => out == res,
-            (Shortcut::ZeroPad { stride, pad }, &[n, c, oh, ow], &[rn, rc, rh, rw]) => {
+            (Shortcut::ZeroPad { stride, lo, hi }, &[n, c, oh, ow], &[rn, rc, rh, rw]) => {
                 stride > 0
                     && rn == n
-                    && rc + 2 * pad == c
+                    && lo + rc + hi == c
                     && oh > 0
                     && ow > 0
                     && (oh - 1) * stride < rh
@@ -80,7 +84,7 @@ impl Shortcut {
         self.check(out, r.dims())?;
         match self {
             Shortcut::Identity => Ok(r.clone()),
-            Shortcut::ZeroPad { stride, pad } => {
+            Shortcut::ZeroPad { stride, lo, hi } => {
                 let (oh, ow) = (out[2], out[3]);
                 let sub = if stride == 1 {
                     r.narrow(2, 0, oh)?.narrow(3, 0, ow)?
@@ -91,7 +95,7 @@ impl Shortcut {
                     r.index_select(&Tensor::new(rows, dev)?, 2)?
                         .index_select(&Tensor::new(cols, dev)?, 3)?
                 };
-                sub.pad_with_zeros(1, pad, pad)
+                sub.pad_with_zeros(1, lo, hi)
             }
         }
     }
@@ -218,8 +222,8 @@ impl Residual<'_> {
         let [_, rc, rh, rw] = self.dims;
         match self.shortcut {
             Shortcut::Identity => Some(&self.data[(i * s.c + ch) * s.plane()..][..s.plane()]),
-            Shortcut::ZeroPad { pad, .. } => (ch >= pad && ch < pad + rc)
-                .then(|| &self.data[(i * rc + ch - pad) * rh * rw..][..rh * rw]),
+            Shortcut::ZeroPad { lo, .. } => (ch >= lo && ch < lo + rc)
+                .then(|| &self.data[(i * rc + ch - lo) * rh * rw..][..rh * rw]),
         }
     }
 
@@ -447,7 +451,7 @@ pub(crate) fn backward(
     }
     if let Some(ResidualGrad {
         dims: [_, rc, rh, rw],
-        shortcut: Shortcut::ZeroPad { stride, pad },
+        shortcut: Shortcut::ZeroPad { stride, lo, .. },
         out,
     }) = residual
     {
@@ -457,7 +461,7 @@ pub(crate) fn backward(
             .enumerate()
             .for_each(|(plane, dst)| {
                 dst.fill(MaybeUninit::new(0.0));
-                let (i, ch) = (plane / rc, plane % rc + pad);
+                let (i, ch) = (plane / rc, plane % rc + lo);
                 let r = (i * c + ch) * p..(i * c + ch + 1) * p;
                 let (y, dy) = (&y[r.clone()], &dy[r]);
                 for (k, (yr, dr)) in y.chunks_exact(s.w).zip(dy.chunks_exact(s.w)).enumerate() {

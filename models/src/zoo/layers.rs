@@ -45,6 +45,9 @@ pub struct Builder {
     /// The layers that asked for a width ([`Builder::width`]), with the
     /// width they got, in creation order.
     pub width_groups: Vec<(String, usize)>,
+    /// The residual blocks that may be removed ([`Builder::block_kept`]),
+    /// with whether they are kept, in creation order.
+    pub blocks: Vec<(String, bool)>,
 }
 
 impl Builder {
@@ -61,6 +64,7 @@ impl Builder {
             macs: 0,
             widths: BTreeMap::new(),
             width_groups: Vec::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -83,10 +87,29 @@ impl Builder {
         Ok(w)
     }
 
-    /// Fails when a width names a layer that took none.
+    /// Whether residual block `prefix.name` (one whose shortcut is the
+    /// identity) is kept: a width of 0 in the widths removes it (structured
+    /// block removal), no entry keeps it. Records the block as removable.
+    pub fn block_kept(&mut self, name: &str) -> Result<bool> {
+        let full = self.full_name(name);
+        let kept = match self.widths.get(&full) {
+            None => true,
+            Some(0) => false,
+            Some(w) => {
+                candle_core::bail!("block {full} is kept (no entry) or removed (0), got {w}")
+            }
+        };
+        self.blocks.push((full, kept));
+        Ok(kept)
+    }
+
+    /// Fails when a width names a layer that took none (or a block that
+    /// cannot be removed).
     pub fn check_widths(&self) -> Result<()> {
         for name in self.widths.keys() {
-            if !self.width_groups.iter().any(|(n, _)| n == name) {
+            if !self.width_groups.iter().any(|(n, _)| n == name)
+                && !self.blocks.iter().any(|(n, _)| n == name)
+            {
                 let known: Vec<&str> = self.width_groups.iter().map(|(n, _)| n.as_str()).collect();
                 candle_core::bail!(
                     "no layer `{name}` takes a width (those that do: {})",

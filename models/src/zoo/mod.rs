@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::ops::Kernels;
 use kd_core::ModelOutput;
 pub use layers::{BufferSpec, Builder};
-pub use resnet_cifar::CifarLayout;
+pub use resnet_cifar::{CifarLayout, StageEntry, Streams};
 
 /// A network of the zoo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -73,6 +73,73 @@ impl CifarLayout {
     }
 }
 
+/// How a stage's first block reaches its stream from the one before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageEntry {
+    /// The same stream (stride 1, same width): an identity shortcut.
+    Same,
+    /// Shortcut A: the stream before, subsampled, with `lo` zero channels
+    /// before it and `hi` after.
+    ZeroPad {
+        /// Channels before the stream carried over.
+        lo: usize,
+        /// Channels after it.
+        hi: usize,
+    },
+    /// Shortcut B: a projection onto a stream of its own.
+    Projection,
+}
+
+/// The residual streams of a CIFAR ResNet: the stem's width, and each
+/// stage's stream width with how it is entered.
+///
+/// The widths that may change (structured pruning), by name: `conv1`, the
+/// stem's outputs (with shortcut A, carried through every stage); with
+/// shortcut A, `layerS.pad_lo` and `layerS.pad_hi`, the channels a stage's
+/// padding adds; with shortcut B, `layerS`, a stage's own stream. The kind
+/// of each shortcut is the published network's: pruning never turns a
+/// projection into an identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Streams {
+    /// The stem's output channels.
+    pub stem: usize,
+    /// Per stage: its stream's width and how its first block enters it.
+    pub stages: Vec<(usize, StageEntry)>,
+}
+
+impl CifarLayout {
+    /// The streams of this layout, each width from `width(name, default)`
+    /// (the builder's, or a config's widths with the defaults).
+    pub fn streams(&self, mut width: impl FnMut(&str, usize) -> Result<usize>) -> Result<Streams> {
+        let w = self.widths;
+        let stem = width("conv1", w[0])?;
+        let mut prev = stem;
+        let mut stages = Vec::new();
+        for s in 0..3 {
+            let (din, dout) = (w[s], w[s + 1]);
+            let name = format!("layer{}", s + 1);
+            let (stream, entry) = if Self::stride(s, 0) == 1 && din == dout {
+                (prev, StageEntry::Same)
+            } else if self.option_b {
+                (width(&name, dout)?, StageEntry::Projection)
+            } else {
+                if dout < din || (dout - din) % 2 != 0 {
+                    candle_core::bail!(
+                        "shortcut A needs an even channel increase, got {din}→{dout}"
+                    )
+                }
+                let pad = (dout - din) / 2;
+                let lo = width(&format!("{name}.pad_lo"), pad)?;
+                let hi = width(&format!("{name}.pad_hi"), pad)?;
+                (lo + prev + hi, StageEntry::ZeroPad { lo, hi })
+            };
+            stages.push((stream, entry));
+            prev = stream;
+        }
+        Ok(Streams { stem, stages })
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Shortcut {
     /// The identity, or shortcut A (subsample by `stride`, then `pad` zero
@@ -92,34 +159,30 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
+    /// Block from `cin` to `cout` stream channels, its inner width at most
+    /// `mid` (by default `mid`), entering its stream by `entry`.
     fn new(
         b: &mut Builder,
-        (cin, cout): (usize, usize),
+        (cin, mid, cout): (usize, usize, usize),
         stride: usize,
-        option_b: bool,
+        entry: StageEntry,
         hw: (usize, usize),
     ) -> Result<(Self, (usize, usize))> {
         // The block's inner width (conv1's outputs) may be pruned.
-        let mid = b.width("conv1", cout)?;
+        let mid = b.width("conv1", mid)?;
         let (conv1, hw1) = b.conv("conv1", (cin, mid), 3, stride, 1, 1, false, hw)?;
         let bn1 = b.bn("bn1", mid)?;
         let (conv2, hw2) = b.conv("conv2", (mid, cout), 3, 1, 1, 1, false, hw1)?;
         let bn2 = b.bn("bn2", cout)?;
-        let shortcut = if stride == 1 && cin == cout {
-            Shortcut::Fixed(ops::Shortcut::Identity)
-        } else if option_b {
-            b.scope("shortcut", |b| {
+        let shortcut = match entry {
+            StageEntry::Same => Shortcut::Fixed(ops::Shortcut::Identity),
+            StageEntry::Projection => b.scope("shortcut", |b| {
                 let (conv, _) = b.conv("conv", (cin, cout), 1, stride, 0, 1, false, hw)?;
                 Ok(Shortcut::Projection(conv, b.bn("bn", cout)?))
-            })?
-        } else {
-            if cout < cin || (cout - cin) % 2 != 0 {
-                candle_core::bail!("shortcut A needs an even channel increase, got {cin}→{cout}")
+            })?,
+            StageEntry::ZeroPad { lo, hi } => {
+                Shortcut::Fixed(ops::Shortcut::ZeroPad { stride, lo, hi })
             }
-            Shortcut::Fixed(ops::Shortcut::ZeroPad {
-                stride,
-                pad: (cout - cin) / 2,
-            })
         };
         Ok((
             Self {
@@ -195,18 +258,15 @@ impl ResNetCifar {
         classes: usize,
         b: &mut Builder,
     ) -> Result<Self> {
-        let CifarLayout {
-            depth,
-            widths,
-            option_b,
-        } = layout;
+        let CifarLayout { depth, widths, .. } = layout;
         if depth < 8 || !(depth - 2).is_multiple_of(6) {
             candle_core::bail!("CIFAR ResNet depth must be 6n+2, got {depth}")
         }
         let n = layout.blocks_per_stage();
+        let streams = layout.streams(|name, default| b.width(name, default))?;
         let (conv1, mut hw) = b.conv(
             "conv1",
-            (in_channels, widths[0]),
+            (in_channels, streams.stem),
             3,
             plan.stem_stride,
             1,
@@ -214,16 +274,21 @@ impl ResNetCifar {
             false,
             plan.size,
         )?;
-        let bn1 = b.bn("bn1", widths[0])?;
-        let mut cin = widths[0];
+        let bn1 = b.bn("bn1", streams.stem)?;
+        let mut cin = streams.stem;
         let mut stages = Vec::new();
-        for (s, &cout) in widths[1..].iter().enumerate() {
+        for (s, &(cout, entry)) in streams.stages.iter().enumerate() {
             let stage = b.scope(&format!("layer{}", s + 1), |b| {
                 let mut blocks = Vec::new();
                 for i in 0..n {
                     let stride = CifarLayout::stride(s, i);
+                    let entry = if i == 0 { entry } else { StageEntry::Same };
+                    // a block whose shortcut is the identity may be removed
+                    if entry == StageEntry::Same && !b.block_kept(&i.to_string())? {
+                        continue;
+                    }
                     let (block, out) = b.scope(&i.to_string(), |b| {
-                        BasicBlock::new(b, (cin, cout), stride, option_b, hw)
+                        BasicBlock::new(b, (cin, widths[s + 1], cout), stride, entry, hw)
                     })?;
                     blocks.push(block);
                     hw = out;
