@@ -194,7 +194,7 @@ fn bad_structured_arguments_fail_and_write_nothing() {
     let wrn = network(dir.path(), "wrn-16-4");
     fails_with(
         &prune_structured(&wrn, &out, &["--criterion", "l1"]),
-        "covers the CIFAR ResNets and VGG so far, not wrn-16-4",
+        "covers the CIFAR ResNets, ResNet-18/34/50 and VGG so far, not wrn-16-4",
     );
     assert!(!out.exists());
 }

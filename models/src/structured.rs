@@ -15,6 +15,9 @@
 //!   projection starts a stream (`layer1`, `layer2`, `layer3`). Pruned
 //!   streams may leave the padding uneven (`lo ≠ hi`), which the kernels
 //!   take as it is;
+//! - ResNet-18/34/50 (projection shortcuts): each block's inner channels
+//!   (`conv1`, and a bottleneck's `conv2`), the stem's stream (`conv1`)
+//!   and each projected stage's stream (`layerS`);
 //! - VGG-BN's convolutions — each one's outputs, bias and batch norm, and
 //!   the inputs of the next convolution or, after the global average pool,
 //!   of `fc`.
@@ -27,7 +30,7 @@ use prune_core::group::{ChannelGroup, Role, Slice};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::zoo::{CifarLayout, StageEntry, ZooArch};
+use crate::zoo::{resnet_layout, CifarLayout, ResNetBlock, StageEntry, ZooArch};
 
 /// The channel groups of `config` (see the module docs); an error for the
 /// networks that declare none yet.
@@ -44,6 +47,10 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
         }
         // VGG: each convolution's outputs, its bias and batch norm, and the
         // inputs of the next convolution (or of `fc`, after the global pool)
+        (Some(m), ModelConfig::Cnn { widths, .. }) if resnet_layout(m).is_some() => {
+            let (kind, blocks) = resnet_layout(m).expect("checked");
+            Ok(resnet_groups(kind, blocks, widths))
+        }
         (Some(ZooArch::Vgg11 | ZooArch::Vgg13 | ZooArch::Vgg16 | ZooArch::Vgg19), _) => {
             let next: Vec<String> = widths
                 .iter()
@@ -71,7 +78,7 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
                 .collect())
         }
         _ => Err(ModelError::Config(format!(
-            "structured pruning covers the CIFAR ResNets and VGG so far, not {}",
+            "structured pruning covers the CIFAR ResNets, ResNet-18/34/50 and VGG so far, not {}",
             config.name()
         ))),
     }
@@ -212,6 +219,98 @@ fn cifar_groups(
     });
     inner.extend(stream_groups);
     Ok(inner)
+}
+
+/// ResNet-18/34/50's groups: each block's inner channels (`conv1`'s
+/// outputs, and a bottleneck's `conv2`'s), then the streams — the stem's
+/// (`conv1`, carried through `layer1` by its identity shortcuts in
+/// ResNet-18/34) and each projected stage's (`layerS`), with every
+/// convolution, batch norm and `fc` input that writes or reads them.
+fn resnet_groups(
+    kind: ResNetBlock,
+    blocks: [usize; 4],
+    widths: &BTreeMap<String, usize>,
+) -> Vec<ChannelGroup> {
+    let w = |name: &str, default: usize| widths.get(name).copied().unwrap_or(default);
+    let mut inner = Vec::new();
+    let mut streams = vec![ChannelGroup {
+        name: "conv1".to_string(),
+        channels: w("conv1", 64),
+        members: vec![Slice::new("conv1.weight", 0, Role::Weight)],
+    }];
+    streams[0].members.extend(bn_slices("bn1", 0));
+    let mut published = 64;
+    let last_conv = match kind {
+        ResNetBlock::Basic => 2,
+        ResNetBlock::Bottleneck => 3,
+    };
+    for (s, (&n, planes)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+        let full = planes * kind.expansion();
+        let stage = format!("layer{}", s + 1);
+        let before = streams.len() - 1;
+        if s > 0 || published != full {
+            streams.push(ChannelGroup {
+                channels: w(&stage, full),
+                name: stage.clone(),
+                members: Vec::new(),
+            });
+        }
+        let now = streams.len() - 1;
+        for i in 0..n {
+            let block = format!("{stage}.{i}");
+            let input = if i == 0 { before } else { now };
+            streams[input].members.push(Slice::new(
+                format!("{block}.conv1.weight"),
+                1,
+                Role::Weight,
+            ));
+            if i == 0 && now != before {
+                let sc = format!("{block}.shortcut");
+                streams[before].members.push(Slice::new(
+                    format!("{sc}.conv.weight"),
+                    1,
+                    Role::Weight,
+                ));
+                streams[now]
+                    .members
+                    .push(Slice::new(format!("{sc}.conv.weight"), 0, Role::Weight));
+                streams[now]
+                    .members
+                    .extend(bn_slices(&format!("{sc}.bn"), 0));
+            }
+            streams[now].members.push(Slice::new(
+                format!("{block}.conv{last_conv}.weight"),
+                0,
+                Role::Weight,
+            ));
+            streams[now]
+                .members
+                .extend(bn_slices(&format!("{block}.bn{last_conv}"), 0));
+            // inner: conv k's outputs, bn k, conv k+1's inputs
+            for k in 1..last_conv {
+                let layer = format!("{block}.conv{k}");
+                let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
+                members.extend(bn_slices(&format!("{block}.bn{k}"), 0));
+                members.push(Slice::new(
+                    format!("{block}.conv{}.weight", k + 1),
+                    1,
+                    Role::Weight,
+                ));
+                inner.push(ChannelGroup {
+                    channels: w(&layer, planes),
+                    name: layer,
+                    members,
+                });
+            }
+        }
+        published = full;
+    }
+    let last = streams.len() - 1;
+    streams[last]
+        .members
+        .push(Slice::new("fc.weight", 1, Role::Weight));
+    inner.extend(streams);
+    inner
 }
 
 /// The channels of a stream made of `parts`.

@@ -49,6 +49,8 @@ fn removing_channels_equals_masking_them() {
     for (name, input) in [
         ("resnet20", (1, 12, 12)),
         ("resnet8x4", (3, 8, 8)),
+        ("resnet18", (3, 8, 8)),
+        ("resnet50", (3, 8, 8)),
         ("vgg11", (3, 8, 8)),
     ] {
         let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
@@ -59,6 +61,11 @@ fn removing_channels_equals_masking_them() {
         let expected_groups = match name {
             "resnet20" => 9 + 5,
             "resnet8x4" => 3 + 4,
+            // one inner group per basic block; the stem's stream and those
+            // of stages 2–4
+            "resnet18" => 8 + 4,
+            // two inner groups per bottleneck; every stage projects
+            "resnet50" => 16 * 2 + 5,
             _ => 8,
         };
         assert_eq!(groups.len(), expected_groups);
@@ -150,6 +157,33 @@ fn removing_channels_equals_masking_them() {
                 );
                 assert_eq!(small.tensors["fc.weight"].dims(), [10, k("layer3")]);
             }
+            "resnet18" => {
+                // layer1 carries the stem's stream (identity shortcuts)
+                assert_eq!(
+                    small.tensors["layer1.1.conv2.weight"].dims(),
+                    [k("conv1"), k("layer1.1.conv1"), 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["layer2.0.shortcut.conv.weight"].dims(),
+                    [k("layer2"), k("conv1"), 1, 1]
+                );
+                assert_eq!(small.tensors["fc.weight"].dims(), [10, k("layer4")]);
+            }
+            "resnet50" => {
+                assert_eq!(
+                    small.tensors["layer1.0.conv2.weight"].dims(),
+                    [k("layer1.0.conv2"), k("layer1.0.conv1"), 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["layer1.2.conv3.weight"].dims(),
+                    [k("layer1"), k("layer1.2.conv2"), 1, 1]
+                );
+                assert_eq!(
+                    small.tensors["layer1.0.shortcut.conv.weight"].dims(),
+                    [k("layer1"), k("conv1"), 1, 1]
+                );
+                assert_eq!(small.tensors["layer4.2.bn3.bias"].dims(), [k("layer4")]);
+            }
             _ => {
                 // VGG: each convolution [kept_k, kept_(k−1), 3, 3], fc [10, kept_last]
                 let k: Vec<usize> = groups.iter().map(|g| kept[&g.name].len()).collect();
@@ -170,8 +204,8 @@ fn removing_channels_equals_masking_them() {
         let want = common::logits(&masked, &xs);
         assert_close(&common::logits(&small, &xs), &want, name);
         let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        // (the runtime covers the ResNets, not VGG)
-        let choices: &[LayerChoice] = if name.starts_with("resnet") {
+        // (the runtime covers the CIFAR ResNets)
+        let choices: &[LayerChoice] = if matches!(name, "resnet20" | "resnet8x4") {
             &[LayerChoice::Dense, LayerChoice::Sparse]
         } else {
             &[]

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::ops::Kernels;
 use kd_core::ModelOutput;
 pub use layers::{BufferSpec, Builder};
+pub use resnet::{layout as resnet_layout, Block as ResNetBlock};
 pub use resnet_cifar::{CifarLayout, StageEntry, Streams};
 
 /// A network of the zoo.
@@ -236,30 +237,10 @@ pub fn build(
     let (c, h, w) = input;
     let plan = InputPlan::new(h, w);
     Ok(match arch {
-        ZooArch::ResNet18 => Network::ResNet(resnet::ResNet::new(
-            resnet::Block::Basic,
-            [2, 2, 2, 2],
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet34 => Network::ResNet(resnet::ResNet::new(
-            resnet::Block::Basic,
-            [3, 4, 6, 3],
-            c,
-            plan,
-            classes,
-            b,
-        )?),
-        ZooArch::ResNet50 => Network::ResNet(resnet::ResNet::new(
-            resnet::Block::Bottleneck,
-            [3, 4, 6, 3],
-            c,
-            plan,
-            classes,
-            b,
-        )?),
+        ZooArch::ResNet18 | ZooArch::ResNet34 | ZooArch::ResNet50 => {
+            let (kind, blocks) = resnet::layout(arch).expect("a ResNet");
+            Network::ResNet(resnet::ResNet::new(kind, blocks, c, plan, classes, b)?)
+        }
         ZooArch::Vgg11 => Network::Vgg(vgg::Vgg::new(vgg::VGG11, c, plan, classes, b)?),
         ZooArch::Vgg13 => Network::Vgg(vgg::Vgg::new(vgg::VGG13, c, plan, classes, b)?),
         ZooArch::Vgg16 => Network::Vgg(vgg::Vgg::new(vgg::VGG16, c, plan, classes, b)?),

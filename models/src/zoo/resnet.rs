@@ -19,6 +19,18 @@ use super::{feature, head, run_stages, InputPlan, StageBlock};
 use crate::ops::Kernels;
 use kd_core::ModelOutput;
 
+/// The block type and blocks per stage of ResNet-18/34/50 (`None` for
+/// the other networks).
+pub fn layout(arch: super::ZooArch) -> Option<(Block, [usize; 4])> {
+    use super::ZooArch;
+    match arch {
+        ZooArch::ResNet18 => Some((Block::Basic, [2, 2, 2, 2])),
+        ZooArch::ResNet34 => Some((Block::Basic, [3, 4, 6, 3])),
+        ZooArch::ResNet50 => Some((Block::Bottleneck, [3, 4, 6, 3])),
+        _ => None,
+    }
+}
+
 /// Residual block type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Block {
@@ -29,7 +41,8 @@ pub enum Block {
 }
 
 impl Block {
-    fn expansion(self) -> usize {
+    /// Output channels per `planes`: 1 (basic) or 4 (bottleneck).
+    pub fn expansion(self) -> usize {
         match self {
             Block::Basic => 1,
             Block::Bottleneck => 4,
@@ -44,23 +57,25 @@ struct Residual {
 }
 
 impl Residual {
+    /// A block from `cin` stream channels to `cout`, its inner widths at
+    /// most `planes` (structured pruning may narrow them: `conv1`, and a
+    /// bottleneck's `conv2`), with a projection shortcut if `projection`.
     fn new(
         b: &mut Builder,
         kind: Block,
-        cin: usize,
-        planes: usize,
+        (cin, planes, cout): (usize, usize, usize),
         stride: usize,
+        projection: bool,
         hw: (usize, usize),
     ) -> Result<(Self, (usize, usize))> {
-        let cout = planes * kind.expansion();
+        let m1 = b.width("conv1", planes)?;
         // (in, out, kernel, stride) of each convolution.
         let layout: Vec<(usize, usize, usize, usize)> = match kind {
-            Block::Basic => vec![(cin, planes, 3, stride), (planes, planes, 3, 1)],
-            Block::Bottleneck => vec![
-                (cin, planes, 1, 1),
-                (planes, planes, 3, stride),
-                (planes, cout, 1, 1),
-            ],
+            Block::Basic => vec![(cin, m1, 3, stride), (m1, cout, 3, 1)],
+            Block::Bottleneck => {
+                let m2 = b.width("conv2", planes)?;
+                vec![(cin, m1, 1, 1), (m1, m2, 3, stride), (m2, cout, 1, 1)]
+            }
         };
         let mut convs = Vec::new();
         let mut out = hw;
@@ -78,7 +93,7 @@ impl Residual {
             convs.push((conv, b.bn(&format!("bn{}", i + 1), co)?));
             out = next;
         }
-        let shortcut = if stride != 1 || cin != cout {
+        let shortcut = if projection {
             Some(b.scope("shortcut", |b| {
                 let (conv, _) = b.conv("conv", (cin, cout), 1, stride, 0, 1, false, hw)?;
                 Ok((conv, b.bn("bn", cout)?))
@@ -125,9 +140,13 @@ impl ResNet {
         classes: usize,
         b: &mut Builder,
     ) -> Result<Self> {
+        // the stem's width and each projected stage's stream may be
+        // narrowed (structured pruning); the shortcuts stay the published
+        // network's
+        let stem = b.width("conv1", 64)?;
         let (conv1, mut hw) = b.conv(
             "conv1",
-            (in_channels, 64),
+            (in_channels, stem),
             3,
             plan.stem_stride,
             1,
@@ -135,24 +154,39 @@ impl ResNet {
             false,
             plan.size,
         )?;
-        let bn1 = b.bn("bn1", 64)?;
-        let mut cin = 64;
+        let bn1 = b.bn("bn1", stem)?;
+        let (mut cin, mut published) = (stem, 64);
         let mut stages = Vec::new();
         for (s, (&n, planes)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+            let full = planes * kind.expansion();
+            let projected = s > 0 || published != full;
+            let cout = if projected {
+                b.width(&format!("layer{}", s + 1), full)?
+            } else {
+                cin
+            };
             let stage = b.scope(&format!("layer{}", s + 1), |b| {
                 let mut out = Vec::new();
                 for i in 0..n {
                     let stride = if s > 0 && i == 0 { 2 } else { 1 };
                     let (block, next) = b.scope(&i.to_string(), |b| {
-                        Residual::new(b, kind, cin, planes, stride, hw)
+                        Residual::new(
+                            b,
+                            kind,
+                            (cin, planes, cout),
+                            stride,
+                            projected && i == 0,
+                            hw,
+                        )
                     })?;
                     out.push(block);
                     hw = next;
-                    cin = planes * kind.expansion();
+                    cin = cout;
                 }
                 Ok(out)
             })?;
             stages.push(stage);
+            published = full;
         }
         let fc = b.linear("fc", cin, classes)?;
         Ok(Self {
