@@ -18,6 +18,10 @@
 //! - ResNet-18/34/50 (projection shortcuts): each block's inner channels
 //!   (`conv1`, and a bottleneck's `conv2`), the stem's stream (`conv1`)
 //!   and each projected stage's stream (`layerS`);
+//! - the wide ResNets (pre-activation): each block's inner channels
+//!   (`blockS.i.conv1`), the stem's stream (`conv1`) and each projected
+//!   stage's (`blockS`), whose readers include every block's `bn1` and
+//!   the head's `bn`;
 //! - VGG-BN's convolutions — each one's outputs, bias and batch norm, and
 //!   the inputs of the next convolution or, after the global average pool,
 //!   of `fc`.
@@ -30,7 +34,7 @@ use prune_core::group::{ChannelGroup, Role, Slice};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::zoo::{resnet_layout, CifarLayout, ResNetBlock, StageEntry, ZooArch};
+use crate::zoo::{resnet_layout, wrn_layout, CifarLayout, ResNetBlock, StageEntry, ZooArch};
 
 /// The channel groups of `config` (see the module docs); an error for the
 /// networks that declare none yet.
@@ -51,6 +55,10 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
             let (kind, blocks) = resnet_layout(m).expect("checked");
             Ok(resnet_groups(kind, blocks, widths))
         }
+        (Some(m), ModelConfig::Cnn { widths, .. }) if wrn_layout(m).is_some() => {
+            let (depth, k) = wrn_layout(m).expect("checked");
+            Ok(wrn_groups(depth, k, widths))
+        }
         (Some(ZooArch::Vgg11 | ZooArch::Vgg13 | ZooArch::Vgg16 | ZooArch::Vgg19), _) => {
             let next: Vec<String> = widths
                 .iter()
@@ -67,7 +75,7 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
                         Slice::new(format!("{layer}.weight"), 0, Role::Weight),
                         Slice::new(format!("{layer}.bias"), 0, Role::Bias),
                     ];
-                    members.extend(bn_slices(&bn, 0));
+                    members.extend(bn_slices(&bn, None));
                     members.push(Slice::new(next, 1, Role::Weight));
                     ChannelGroup {
                         name: layer,
@@ -78,20 +86,24 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
                 .collect())
         }
         _ => Err(ModelError::Config(format!(
-            "structured pruning covers the CIFAR ResNets, ResNet-18/34/50 and VGG so far, not {}",
+            "structured pruning covers the CIFAR ResNets, ResNet-18/34/50, the wide ResNets and VGG so far, not {}",
             config.name()
         ))),
     }
 }
 
-/// A batch norm's four vectors from `offset`.
-fn bn_slices(bn: &str, offset: usize) -> [Slice; 4] {
+/// A batch norm's four vectors: whole (`None`), or from an offset.
+fn bn_slices(bn: &str, offset: Option<usize>) -> [Slice; 4] {
     [
-        Slice::at(format!("{bn}.weight"), 0, offset, Role::BnWeight),
-        Slice::at(format!("{bn}.bias"), 0, offset, Role::BnBias),
-        Slice::at(format!("{bn}.running_mean"), 0, offset, Role::BnStat),
-        Slice::at(format!("{bn}.running_var"), 0, offset, Role::BnStat),
+        ("weight", Role::BnWeight),
+        ("bias", Role::BnBias),
+        ("running_mean", Role::BnStat),
+        ("running_var", Role::BnStat),
     ]
+    .map(|(v, role)| Slice {
+        offset,
+        ..Slice::new(format!("{bn}.{v}"), 0, role)
+    })
 }
 
 /// A CIFAR ResNet's groups: each block's inner channels (`layerS.i.conv1`),
@@ -119,7 +131,7 @@ fn cifar_groups(
         channels: streams.stem,
         members: vec![Slice::new("conv1.weight", 0, Role::Weight)],
     }];
-    stream_groups[0].members.extend(bn_slices("bn1", 0));
+    stream_groups[0].members.extend(bn_slices("bn1", None));
     // the current stream: (group, offset) of each of its parts
     let mut stream: Vec<(usize, usize)> = vec![(0, 0)];
     let add = |groups: &mut Vec<ChannelGroup>,
@@ -188,7 +200,7 @@ fn cifar_groups(
                         o,
                         Role::Weight,
                     )];
-                    m.extend(bn_slices(&format!("{block}.shortcut.bn"), o));
+                    m.extend(bn_slices(&format!("{block}.shortcut.bn"), Some(o)));
                     m
                 });
             }
@@ -199,13 +211,13 @@ fn cifar_groups(
                     o,
                     Role::Weight,
                 )];
-                m.extend(bn_slices(&format!("{block}.bn2"), o));
+                m.extend(bn_slices(&format!("{block}.bn2"), Some(o)));
                 m
             });
             // the block's inner channels: conv1's outputs, bn1, conv2's inputs
             let layer = format!("{block}.conv1");
             let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
-            members.extend(bn_slices(&format!("{block}.bn1"), 0));
+            members.extend(bn_slices(&format!("{block}.bn1"), None));
             members.push(Slice::new(format!("{block}.conv2.weight"), 1, Role::Weight));
             inner.push(ChannelGroup {
                 channels: widths.get(&layer).copied().unwrap_or(layout.widths[s + 1]),
@@ -238,7 +250,7 @@ fn resnet_groups(
         channels: w("conv1", 64),
         members: vec![Slice::new("conv1.weight", 0, Role::Weight)],
     }];
-    streams[0].members.extend(bn_slices("bn1", 0));
+    streams[0].members.extend(bn_slices("bn1", None));
     let mut published = 64;
     let last_conv = match kind {
         ResNetBlock::Basic => 2,
@@ -276,7 +288,7 @@ fn resnet_groups(
                     .push(Slice::new(format!("{sc}.conv.weight"), 0, Role::Weight));
                 streams[now]
                     .members
-                    .extend(bn_slices(&format!("{sc}.bn"), 0));
+                    .extend(bn_slices(&format!("{sc}.bn"), None));
             }
             streams[now].members.push(Slice::new(
                 format!("{block}.conv{last_conv}.weight"),
@@ -285,12 +297,12 @@ fn resnet_groups(
             ));
             streams[now]
                 .members
-                .extend(bn_slices(&format!("{block}.bn{last_conv}"), 0));
+                .extend(bn_slices(&format!("{block}.bn{last_conv}"), None));
             // inner: conv k's outputs, bn k, conv k+1's inputs
             for k in 1..last_conv {
                 let layer = format!("{block}.conv{k}");
                 let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
-                members.extend(bn_slices(&format!("{block}.bn{k}"), 0));
+                members.extend(bn_slices(&format!("{block}.bn{k}"), None));
                 members.push(Slice::new(
                     format!("{block}.conv{}.weight", k + 1),
                     1,
@@ -306,6 +318,74 @@ fn resnet_groups(
         published = full;
     }
     let last = streams.len() - 1;
+    streams[last]
+        .members
+        .push(Slice::new("fc.weight", 1, Role::Weight));
+    inner.extend(streams);
+    inner
+}
+
+/// A wide ResNet's groups (pre-activation): each block's inner channels
+/// (`blockS.i.conv1`: conv1's outputs, bn2, conv2's inputs), then the
+/// streams — the stem's (`conv1`) and each projected stage's (`blockS`).
+/// A stream's readers include every block's `bn1` (it normalises the
+/// stream before `conv1` and the projection) and the head's `bn`.
+fn wrn_groups(depth: usize, k: usize, widths: &BTreeMap<String, usize>) -> Vec<ChannelGroup> {
+    let w = |name: &str, default: usize| widths.get(name).copied().unwrap_or(default);
+    let n = (depth - 4) / 6;
+    let mut inner = Vec::new();
+    let mut streams = vec![ChannelGroup {
+        name: "conv1".to_string(),
+        channels: w("conv1", 16),
+        members: vec![Slice::new("conv1.weight", 0, Role::Weight)],
+    }];
+    let mut published = 16;
+    for (s, full) in [16 * k, 32 * k, 64 * k].into_iter().enumerate() {
+        let stage = format!("block{}", s + 1);
+        let before = streams.len() - 1;
+        if s > 0 || published != full {
+            streams.push(ChannelGroup {
+                channels: w(&stage, full),
+                name: stage.clone(),
+                members: Vec::new(),
+            });
+        }
+        let now = streams.len() - 1;
+        for i in 0..n {
+            let block = format!("{stage}.{i}");
+            let input = if i == 0 { before } else { now };
+            streams[input]
+                .members
+                .extend(bn_slices(&format!("{block}.bn1"), None));
+            streams[input].members.push(Slice::new(
+                format!("{block}.conv1.weight"),
+                1,
+                Role::Weight,
+            ));
+            if i == 0 && now != before {
+                let sc = format!("{block}.shortcut.weight");
+                streams[before]
+                    .members
+                    .push(Slice::new(&sc, 1, Role::Weight));
+                streams[now].members.push(Slice::new(&sc, 0, Role::Weight));
+            }
+            streams[now]
+                .members
+                .push(Slice::new(format!("{block}.conv2.weight"), 0, Role::Weight));
+            let layer = format!("{block}.conv1");
+            let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
+            members.extend(bn_slices(&format!("{block}.bn2"), None));
+            members.push(Slice::new(format!("{block}.conv2.weight"), 1, Role::Weight));
+            inner.push(ChannelGroup {
+                channels: w(&layer, full),
+                name: layer,
+                members,
+            });
+        }
+        published = full;
+    }
+    let last = streams.len() - 1;
+    streams[last].members.extend(bn_slices("bn", None));
     streams[last]
         .members
         .push(Slice::new("fc.weight", 1, Role::Weight));

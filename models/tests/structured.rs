@@ -51,6 +51,7 @@ fn removing_channels_equals_masking_them() {
         ("resnet8x4", (3, 8, 8)),
         ("resnet18", (3, 8, 8)),
         ("resnet50", (3, 8, 8)),
+        ("wrn-16-4", (3, 8, 8)),
         ("vgg11", (3, 8, 8)),
     ] {
         let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
@@ -66,6 +67,8 @@ fn removing_channels_equals_masking_them() {
             "resnet18" => 8 + 4,
             // two inner groups per bottleneck; every stage projects
             "resnet50" => 16 * 2 + 5,
+            // one inner group per block; the stem's stream and each stage's
+            "wrn-16-4" => 6 + 4,
             _ => 8,
         };
         assert_eq!(groups.len(), expected_groups);
@@ -80,7 +83,30 @@ fn removing_channels_equals_masking_them() {
             if keep.is_empty() {
                 keep.push(g.channels / 2);
             }
-            // the masked original: every batch norm (and bias) producing a
+            // the masked original, pre-activation (WRN): every weight that
+            // reads a removed channel (axis 1) ignores it
+            if name.starts_with("wrn") {
+                for m in g.members.iter().filter(|m| m.axis == 1) {
+                    let t = &masked.tensors[&m.tensor];
+                    let (len, inner) = (t.dims()[1], t.dims()[2..].iter().product::<usize>());
+                    let keep_at = |i: usize| {
+                        let c = (i / inner) % len;
+                        c < m.start()
+                            || c >= m.start() + g.channels
+                            || keep.contains(&(c - m.start()))
+                    };
+                    let v: Vec<f32> = (0..t.elem_count())
+                        .map(|i| f32::from(u8::from(keep_at(i))))
+                        .collect();
+                    let mask = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+                    masked
+                        .tensors
+                        .insert(m.tensor.clone(), t.mul(&mask).unwrap());
+                }
+                kept.insert(g.name.clone(), keep);
+                continue;
+            }
+            // post-activation: every batch norm (and bias) producing a
             // removed channel gives zero, so the channel is zero wherever
             // it is read — through every residual sum too
             for m in g
@@ -168,6 +194,19 @@ fn removing_channels_equals_masking_them() {
                     [k("layer2"), k("conv1"), 1, 1]
                 );
                 assert_eq!(small.tensors["fc.weight"].dims(), [10, k("layer4")]);
+            }
+            "wrn-16-4" => {
+                assert_eq!(small.tensors["block1.0.bn1.weight"].dims(), [k("conv1")]);
+                assert_eq!(
+                    small.tensors["block1.0.shortcut.weight"].dims(),
+                    [k("block1"), k("conv1"), 1, 1]
+                );
+                assert_eq!(
+                    small.tensors["block2.1.conv2.weight"].dims(),
+                    [k("block2"), k("block2.1.conv1"), 3, 3]
+                );
+                assert_eq!(small.tensors["bn.running_mean"].dims(), [k("block3")]);
+                assert_eq!(small.tensors["fc.weight"].dims(), [10, k("block3")]);
             }
             "resnet50" => {
                 assert_eq!(
@@ -275,11 +314,11 @@ fn bad_removals_and_widths_are_errors() {
     };
     assert!(bad.to_model(&Device::Cpu).is_err());
     // networks without declared groups say so
-    let wrn = common::pruned_checkpoint("wrn-16-4", (3, 8, 8), 0.0);
-    assert!(channel_groups(&wrn.config)
+    let mobilenet = common::pruned_checkpoint("mobilenetv2", (3, 8, 8), 0.0);
+    assert!(channel_groups(&mobilenet.config)
         .unwrap_err()
         .to_string()
-        .contains("not wrn-16-4"));
+        .contains("not mobilenetv2"));
 }
 
 /// Removing a residual block equals zeroing its `bn2` (the block then adds

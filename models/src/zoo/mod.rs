@@ -39,6 +39,7 @@ use kd_core::ModelOutput;
 pub use layers::{BufferSpec, Builder};
 pub use resnet::{layout as resnet_layout, Block as ResNetBlock};
 pub use resnet_cifar::{CifarLayout, StageEntry, Streams};
+pub use wrn::layout as wrn_layout;
 
 /// A network of the zoo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -27,17 +27,21 @@ struct WideBlock {
 }
 
 impl WideBlock {
+    /// A block from `cin` stream channels to `cout`, its inner width at
+    /// most `mid` (structured pruning), with a projection if `projection`.
     fn new(
         b: &mut Builder,
-        (cin, cout): (usize, usize),
+        (cin, mid, cout): (usize, usize, usize),
         stride: usize,
+        projection: bool,
         hw: (usize, usize),
     ) -> Result<(Self, (usize, usize))> {
         let bn1 = b.bn("bn1", cin)?;
-        let (conv1, hw1) = b.conv("conv1", (cin, cout), 3, stride, 1, 1, false, hw)?;
-        let bn2 = b.bn("bn2", cout)?;
-        let (conv2, hw2) = b.conv("conv2", (cout, cout), 3, 1, 1, 1, false, hw1)?;
-        let shortcut = if cin != cout || stride != 1 {
+        let mid = b.width("conv1", mid)?;
+        let (conv1, hw1) = b.conv("conv1", (cin, mid), 3, stride, 1, 1, false, hw)?;
+        let bn2 = b.bn("bn2", mid)?;
+        let (conv2, hw2) = b.conv("conv2", (mid, cout), 3, 1, 1, 1, false, hw1)?;
+        let shortcut = if projection {
             Some(
                 b.conv("shortcut", (cin, cout), 1, stride, 0, 1, false, hw)?
                     .0,
@@ -73,6 +77,16 @@ impl StageBlock for WideBlock {
     }
 }
 
+/// The depth and widening factor of a wide ResNet (`None` for the other
+/// networks).
+pub fn layout(arch: super::ZooArch) -> Option<(usize, usize)> {
+    match arch {
+        super::ZooArch::Wrn16x4 => Some((16, 4)),
+        super::ZooArch::Wrn40x2 => Some((40, 2)),
+        _ => None,
+    }
+}
+
 /// WRN-d-k; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct Wrn {
@@ -97,9 +111,13 @@ impl Wrn {
             candle_core::bail!("WRN depth must be 6n+4 and k ≥ 1, got {depth} and {k}")
         }
         let n = (depth - 4) / 6;
+        // the stem's width and each projected stage's stream may be
+        // narrowed (structured pruning); the shortcuts stay the published
+        // network's
+        let stem = b.width("conv1", 16)?;
         let (conv1, mut hw) = b.conv(
             "conv1",
-            (in_channels, 16),
+            (in_channels, stem),
             3,
             plan.stem_stride,
             1,
@@ -107,15 +125,21 @@ impl Wrn {
             false,
             plan.size,
         )?;
-        let mut cin = 16;
+        let (mut cin, mut published) = (stem, 16);
         let mut stages = Vec::new();
-        for (s, cout) in [16 * k, 32 * k, 64 * k].into_iter().enumerate() {
+        for (s, full) in [16 * k, 32 * k, 64 * k].into_iter().enumerate() {
+            let projected = s > 0 || published != full;
+            let cout = if projected {
+                b.width(&format!("block{}", s + 1), full)?
+            } else {
+                cin
+            };
             let stage = b.scope(&format!("block{}", s + 1), |b| {
                 let mut blocks = Vec::new();
                 for i in 0..n {
                     let stride = if s > 0 && i == 0 { 2 } else { 1 };
                     let (block, next) = b.scope(&i.to_string(), |b| {
-                        WideBlock::new(b, (cin, cout), stride, hw)
+                        WideBlock::new(b, (cin, full, cout), stride, projected && i == 0, hw)
                     })?;
                     blocks.push(block);
                     hw = next;
@@ -124,6 +148,7 @@ impl Wrn {
                 Ok(blocks)
             })?;
             stages.push(stage);
+            published = full;
         }
         let bn = b.bn("bn", cin)?;
         let fc = b.linear("fc", cin, classes)?;
