@@ -22,6 +22,9 @@
 //!   (`blockS.i.conv1`), the stem's stream (`conv1`) and each projected
 //!   stage's (`blockS`), whose readers include every block's `bn1` and
 //!   the head's `bn`;
+//! - MobileNetV2: each block's expanded channels (`stageS.i.expand`,
+//!   carried through the depthwise convolution), the stem's stream, each
+//!   stage's (`stageS`) and the head's (`conv2`);
 //! - VGG-BN's convolutions — each one's outputs, bias and batch norm, and
 //!   the inputs of the next convolution or, after the global average pool,
 //!   of `fc`.
@@ -59,6 +62,7 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
             let (depth, k) = wrn_layout(m).expect("checked");
             Ok(wrn_groups(depth, k, widths))
         }
+        (Some(ZooArch::MobileNetV2), ModelConfig::Cnn { widths, .. }) => Ok(mobilenet_groups(widths)),
         (Some(ZooArch::Vgg11 | ZooArch::Vgg13 | ZooArch::Vgg16 | ZooArch::Vgg19), _) => {
             let next: Vec<String> = widths
                 .iter()
@@ -86,7 +90,7 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
                 .collect())
         }
         _ => Err(ModelError::Config(format!(
-            "structured pruning covers the CIFAR ResNets, ResNet-18/34/50, the wide ResNets and VGG so far, not {}",
+            "structured pruning covers the CIFAR ResNets, ResNet-18/34/50, the wide ResNets, MobileNetV2 and VGG so far, not {}",
             config.name()
         ))),
     }
@@ -389,6 +393,97 @@ fn wrn_groups(depth: usize, k: usize, widths: &BTreeMap<String, usize>) -> Vec<C
     streams[last]
         .members
         .push(Slice::new("fc.weight", 1, Role::Weight));
+    inner.extend(streams);
+    inner
+}
+
+/// MobileNetV2's groups: each expanding block's hidden channels
+/// (`stageS.i.expand`: the expansion's outputs and batch norm, the
+/// depthwise convolution's channels and batch norm — a depthwise channel
+/// reads only its own input channel, so it carries the group through —
+/// and the projection's inputs); the streams: the stem's (`conv1`, through
+/// the first block's depthwise convolution, which has no expansion) and
+/// each stage's (`stageS`: every projection and its batch norm, summed by
+/// the residuals, and the next expansion or `conv2` reading it); the
+/// head's (`conv2`, read by `fc`).
+fn mobilenet_groups(widths: &BTreeMap<String, usize>) -> Vec<ChannelGroup> {
+    use crate::zoo::mobilenetv2::STAGES;
+    let w = |name: &str, default: usize| widths.get(name).copied().unwrap_or(default);
+    let mut inner = Vec::new();
+    let mut streams = vec![ChannelGroup {
+        name: "conv1".to_string(),
+        channels: w("conv1", 32),
+        members: vec![Slice::new("conv1.weight", 0, Role::Weight)],
+    }];
+    streams[0].members.extend(bn_slices("bn1", None));
+    let mut published = 32;
+    for (s, &(t, c, n, _)) in STAGES.iter().enumerate() {
+        let stage = format!("stage{}", s + 1);
+        let before = streams.len() - 1;
+        streams.push(ChannelGroup {
+            channels: w(&stage, c),
+            name: stage.clone(),
+            members: Vec::new(),
+        });
+        let now = streams.len() - 1;
+        for i in 0..n {
+            let block = format!("{stage}.{i}");
+            let input = if i == 0 { before } else { now };
+            // the depthwise convolution and the projection's inputs: the
+            // hidden channels' group, or the input stream's without expansion
+            let mut hidden = vec![Slice::new(
+                format!("{block}.depthwise.weight"),
+                0,
+                Role::Weight,
+            )];
+            hidden.extend(bn_slices(&format!("{block}.depthwise_bn"), None));
+            hidden.push(Slice::new(
+                format!("{block}.project.weight"),
+                1,
+                Role::Weight,
+            ));
+            if t == 1 {
+                streams[input].members.extend(hidden);
+            } else {
+                streams[input].members.push(Slice::new(
+                    format!("{block}.expand.weight"),
+                    1,
+                    Role::Weight,
+                ));
+                let layer = format!("{block}.expand");
+                let mut members = vec![Slice::new(format!("{layer}.weight"), 0, Role::Weight)];
+                members.extend(bn_slices(&format!("{block}.expand_bn"), None));
+                members.extend(hidden);
+                let full = if i == 0 { published } else { c } * t;
+                inner.push(ChannelGroup {
+                    channels: w(&layer, full),
+                    name: layer,
+                    members,
+                });
+            }
+            streams[now].members.push(Slice::new(
+                format!("{block}.project.weight"),
+                0,
+                Role::Weight,
+            ));
+            streams[now]
+                .members
+                .extend(bn_slices(&format!("{block}.project_bn"), None));
+        }
+        published = c;
+    }
+    let last = streams.len() - 1;
+    streams[last]
+        .members
+        .push(Slice::new("conv2.weight", 1, Role::Weight));
+    let mut head = vec![Slice::new("conv2.weight", 0, Role::Weight)];
+    head.extend(bn_slices("bn2", None));
+    head.push(Slice::new("fc.weight", 1, Role::Weight));
+    streams.push(ChannelGroup {
+        name: "conv2".to_string(),
+        channels: w("conv2", 1280),
+        members: head,
+    });
     inner.extend(streams);
     inner
 }

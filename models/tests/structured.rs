@@ -52,6 +52,7 @@ fn removing_channels_equals_masking_them() {
         ("resnet18", (3, 8, 8)),
         ("resnet50", (3, 8, 8)),
         ("wrn-16-4", (3, 8, 8)),
+        ("mobilenetv2", (3, 8, 8)),
         ("vgg11", (3, 8, 8)),
     ] {
         let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
@@ -69,6 +70,8 @@ fn removing_channels_equals_masking_them() {
             "resnet50" => 16 * 2 + 5,
             // one inner group per block; the stem's stream and each stage's
             "wrn-16-4" => 6 + 4,
+            // 16 expanding blocks; the stem's, seven stages' and the head's
+            "mobilenetv2" => 16 + 9,
             _ => 8,
         };
         assert_eq!(groups.len(), expected_groups);
@@ -208,6 +211,26 @@ fn removing_channels_equals_masking_them() {
                 assert_eq!(small.tensors["bn.running_mean"].dims(), [k("block3")]);
                 assert_eq!(small.tensors["fc.weight"].dims(), [10, k("block3")]);
             }
+            "mobilenetv2" => {
+                // the first block's depthwise convolution carries the stem's
+                assert_eq!(
+                    small.tensors["stage1.0.depthwise.weight"].dims(),
+                    [k("conv1"), 1, 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["stage2.1.depthwise.weight"].dims(),
+                    [k("stage2.1.expand"), 1, 3, 3]
+                );
+                assert_eq!(
+                    small.tensors["stage2.1.expand.weight"].dims(),
+                    [k("stage2.1.expand"), k("stage2"), 1, 1]
+                );
+                assert_eq!(
+                    small.tensors["stage3.0.project.weight"].dims(),
+                    [k("stage3"), k("stage3.0.expand"), 1, 1]
+                );
+                assert_eq!(small.tensors["fc.weight"].dims(), [10, k("conv2")]);
+            }
             "resnet50" => {
                 assert_eq!(
                     small.tensors["layer1.0.conv2.weight"].dims(),
@@ -314,11 +337,11 @@ fn bad_removals_and_widths_are_errors() {
     };
     assert!(bad.to_model(&Device::Cpu).is_err());
     // networks without declared groups say so
-    let mobilenet = common::pruned_checkpoint("mobilenetv2", (3, 8, 8), 0.0);
-    assert!(channel_groups(&mobilenet.config)
+    let lenet = common::pruned_checkpoint("lenet5", (1, 8, 8), 0.0);
+    assert!(channel_groups(&lenet.config)
         .unwrap_err()
         .to_string()
-        .contains("not mobilenetv2"));
+        .contains("not lenet5"));
 }
 
 /// Removing a residual block equals zeroing its `bn2` (the block then adds

@@ -20,7 +20,8 @@ use crate::ops::Kernels;
 use kd_core::ModelOutput;
 
 /// `(expansion t, channels c, blocks n, first stride s)` per stage.
-const STAGES: [(usize, usize, usize, usize); 7] = [
+/// `(t, c, n, s)` of each stage: expansion, width, blocks, first stride.
+pub const STAGES: [(usize, usize, usize, usize); 7] = [
     (1, 16, 1, 1),
     (6, 24, 2, 1),
     (6, 32, 3, 2),
@@ -39,14 +40,23 @@ struct InvertedResidual {
 }
 
 impl InvertedResidual {
+    /// A block from `cin` to `cout` channels whose published input width
+    /// is `published` (the expanded width is `t · published` at most;
+    /// structured pruning may narrow it), with the residual sum if
+    /// `residual`.
     fn new(
         b: &mut Builder,
-        (cin, cout): (usize, usize),
+        (cin, published, cout): (usize, usize, usize),
         t: usize,
         stride: usize,
+        residual: bool,
         hw: (usize, usize),
     ) -> Result<(Self, (usize, usize))> {
-        let hidden = cin * t;
+        let hidden = if t != 1 {
+            b.width("expand", published * t)?
+        } else {
+            cin
+        };
         let expand = if t != 1 {
             let (conv, _) = b.conv("expand", (cin, hidden), 1, 1, 0, 1, false, hw)?;
             Some((conv, b.bn("expand_bn", hidden)?))
@@ -71,7 +81,7 @@ impl InvertedResidual {
                 expand,
                 depthwise,
                 project,
-                residual: stride == 1 && cin == cout,
+                residual,
             },
             out,
         ))
@@ -120,9 +130,13 @@ impl MobileNetV2 {
         classes: usize,
         b: &mut Builder,
     ) -> Result<Self> {
+        // the stem's, each stage's and the head's widths may be narrowed
+        // (structured pruning); the residual sums stay the published
+        // network's
+        let stem = b.width("conv1", 32)?;
         let (conv1, mut hw) = b.conv(
             "conv1",
-            (in_channels, 32),
+            (in_channels, stem),
             3,
             plan.stem_stride,
             1,
@@ -130,28 +144,32 @@ impl MobileNetV2 {
             false,
             plan.size,
         )?;
-        let bn1 = b.bn("bn1", 32)?;
-        let mut cin = 32;
+        let bn1 = b.bn("bn1", stem)?;
+        let (mut cin, mut published) = (stem, 32);
         let mut stages = Vec::new();
         for (s, &(t, c, n, first_stride)) in STAGES.iter().enumerate() {
+            let cout = b.width(&format!("stage{}", s + 1), c)?;
             let stage = b.scope(&format!("stage{}", s + 1), |b| {
                 let mut blocks = Vec::new();
                 for i in 0..n {
                     let stride = if i == 0 { first_stride } else { 1 };
+                    let residual = stride == 1 && published == c;
                     let (block, next) = b.scope(&i.to_string(), |b| {
-                        InvertedResidual::new(b, (cin, c), t, stride, hw)
+                        InvertedResidual::new(b, (cin, published, cout), t, stride, residual, hw)
                     })?;
                     blocks.push(block);
                     hw = next;
-                    cin = c;
+                    cin = cout;
+                    published = c;
                 }
                 Ok(blocks)
             })?;
             stages.push(stage);
         }
-        let (conv2, _) = b.conv("conv2", (cin, 1280), 1, 1, 0, 1, false, hw)?;
-        let bn2 = b.bn("bn2", 1280)?;
-        let fc = b.linear("fc", 1280, classes)?;
+        let head_width = b.width("conv2", 1280)?;
+        let (conv2, _) = b.conv("conv2", (cin, head_width), 1, 1, 0, 1, false, hw)?;
+        let bn2 = b.bn("bn2", head_width)?;
+        let fc = b.linear("fc", head_width, classes)?;
         Ok(Self {
             plan,
             conv1,

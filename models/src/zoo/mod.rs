@@ -22,7 +22,7 @@
 pub mod layers;
 pub mod lenet5;
 pub mod mlp;
-mod mobilenetv2;
+pub(crate) mod mobilenetv2;
 mod resnet;
 mod resnet_cifar;
 mod vgg;
