@@ -43,6 +43,11 @@ pub enum ModelConfig {
         /// left out of the serialised form).
         #[serde(default = "one", skip_serializing_if = "is_one")]
         scale: usize,
+        /// Widths that differ from the network's (`conv1`, `conv2`, `fc1`,
+        /// `fc2`): a structurally pruned network; empty and left out of
+        /// the serialised form otherwise.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        widths: BTreeMap<String, usize>,
     },
     /// A network of the CNN zoo ([`crate::zoo`]) on `C×H×W` images.
     Cnn {
@@ -130,6 +135,7 @@ impl ModelConfig {
                 width: w,
                 num_classes,
                 scale: 1,
+                widths: BTreeMap::new(),
             },
             "mlp" => {
                 return Err(ModelError::Config(
@@ -158,6 +164,7 @@ impl ModelConfig {
                         width: w,
                         num_classes,
                         scale,
+                        widths: BTreeMap::new(),
                     }
                 } else if let Ok(model) = name.parse::<ZooArch>() {
                     ModelConfig::Cnn {
@@ -211,7 +218,13 @@ impl ModelConfig {
                 width,
                 num_classes,
                 scale,
+                widths,
             } => {
+                if let Some(Err(e)) = Geometry::with_scale(*height, *width, (*scale).max(1))
+                    .map(|g| g.with_widths(widths))
+                {
+                    return bad(format!("lenet5: {e}"));
+                }
                 if *in_channels == 0 {
                     return bad("lenet5: in_channels must be positive".into());
                 }
@@ -305,11 +318,9 @@ impl ModelConfig {
             } => mlp::param_specs(*input_dim, hidden, *num_classes),
             ModelConfig::LeNet5 {
                 in_channels,
-                height,
-                width,
                 num_classes,
-                scale,
-            } => match Geometry::with_scale(*height, *width, *scale) {
+                ..
+            } => match self.lenet_geometry() {
                 Some(geometry) => lenet5::param_specs(*in_channels, &geometry, *num_classes),
                 None => Vec::new(),
             },
@@ -346,8 +357,8 @@ impl ModelConfig {
                 height,
                 width,
                 num_classes,
-                scale,
-            } => match Geometry::with_scale(*height, *width, *scale) {
+                ..
+            } => match self.lenet_geometry() {
                 Some(g) => lenet5::macs(*in_channels, (*height, *width), &g, *num_classes),
                 None => 0,
             },
@@ -379,16 +390,57 @@ impl ModelConfig {
     /// network's architecture as published).
     pub fn with_default_widths(&self) -> ModelConfig {
         let mut c = self.clone();
-        if let ModelConfig::Cnn { widths, .. } = &mut c {
+        if let Some(widths) = c.widths_mut() {
             widths.clear();
         }
         c
+    }
+
+    /// The widths that differ from the network's, where the network takes
+    /// any (zoo networks and LeNet-5).
+    pub fn widths(&self) -> Option<&BTreeMap<String, usize>> {
+        match self {
+            ModelConfig::LeNet5 { widths, .. } | ModelConfig::Cnn { widths, .. } => Some(widths),
+            ModelConfig::Mlp { .. } => None,
+        }
+    }
+
+    /// Mutable [`ModelConfig::widths`].
+    pub fn widths_mut(&mut self) -> Option<&mut BTreeMap<String, usize>> {
+        match self {
+            ModelConfig::LeNet5 { widths, .. } | ModelConfig::Cnn { widths, .. } => Some(widths),
+            ModelConfig::Mlp { .. } => None,
+        }
+    }
+
+    /// LeNet-5's geometry with its widths (`None` for the other networks,
+    /// or an unusable input or width).
+    pub fn lenet_geometry(&self) -> Option<Geometry> {
+        match self {
+            ModelConfig::LeNet5 {
+                height,
+                width,
+                scale,
+                widths,
+                ..
+            } => Geometry::with_scale(*height, *width, *scale)?
+                .with_widths(widths)
+                .ok(),
+            _ => None,
+        }
     }
 
     /// The layers whose output channels a structured pruning may change,
     /// with their current widths (zoo networks that declare them; empty
     /// otherwise).
     pub fn width_groups(&self) -> Vec<(String, usize)> {
+        if let Some(g) = self.lenet_geometry() {
+            return lenet5::WIDTH_LAYERS
+                .iter()
+                .zip(g.widths)
+                .map(|(l, w)| (l.to_string(), w))
+                .collect();
+        }
         self.dry_build().map(|b| b.width_groups).unwrap_or_default()
     }
 

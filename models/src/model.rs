@@ -81,12 +81,16 @@ impl Model {
                 width,
                 num_classes,
                 scale,
+                widths,
             } => {
-                let geometry = Geometry::with_scale(*height, *width, *scale).ok_or_else(|| {
-                    ModelError::Config(format!(
-                        "lenet5: input {height}x{width} is smaller than 4x4"
-                    ))
-                })?;
+                let geometry = Geometry::with_scale(*height, *width, *scale)
+                    .ok_or_else(|| {
+                        ModelError::Config(format!(
+                            "lenet5: input {height}x{width} is smaller than 4x4"
+                        ))
+                    })?
+                    .with_widths(widths)
+                    .map_err(|e| ModelError::Config(format!("lenet5: {e}")))?;
                 Net::LeNet5(LeNet5::new(*in_channels, &geometry, *num_classes, vb)?)
             }
             ModelConfig::Cnn { .. } => unreachable!("zoo networks are built by new_zoo"),

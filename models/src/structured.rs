@@ -25,6 +25,9 @@
 //! - MobileNetV2: each block's expanded channels (`stageS.i.expand`,
 //!   carried through the depthwise convolution), the stem's stream, each
 //!   stage's (`stageS`) and the head's (`conv2`);
+//! - LeNet-5: each layer's outputs (`conv1`, `conv2`, `fc1`, `fc2`), its
+//!   bias and the next layer's inputs (`conv2` into `fc1` through the
+//!   flatten: each channel is a span of `fc1`'s inputs);
 //! - VGG-BN's convolutions — each one's outputs, bias and batch norm, and
 //!   the inputs of the next convolution or, after the global average pool,
 //!   of `fc`.
@@ -63,6 +66,12 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
             Ok(wrn_groups(depth, k, widths))
         }
         (Some(ZooArch::MobileNetV2), ModelConfig::Cnn { widths, .. }) => Ok(mobilenet_groups(widths)),
+        (None, ModelConfig::LeNet5 { .. }) => {
+            let g = config
+                .lenet_geometry()
+                .ok_or_else(|| ModelError::Config(format!("{}: unusable input or widths", config.name())))?;
+            Ok(lenet_groups(&g))
+        }
         (Some(ZooArch::Vgg11 | ZooArch::Vgg13 | ZooArch::Vgg16 | ZooArch::Vgg19), _) => {
             let next: Vec<String> = widths
                 .iter()
@@ -90,7 +99,7 @@ pub fn channel_groups(config: &ModelConfig) -> Result<Vec<ChannelGroup>> {
                 .collect())
         }
         _ => Err(ModelError::Config(format!(
-            "structured pruning covers the CIFAR ResNets, ResNet-18/34/50, the wide ResNets, MobileNetV2 and VGG so far, not {}",
+            "structured pruning covers LeNet-5, VGG-BN and the residual networks of the zoo, not {}",
             config.name()
         ))),
     }
@@ -488,6 +497,29 @@ fn mobilenet_groups(widths: &BTreeMap<String, usize>) -> Vec<ChannelGroup> {
     inner
 }
 
+/// LeNet-5's groups: each layer's outputs and bias with the next layer's
+/// inputs — for `conv2`, through the flatten into `fc1`, where each
+/// channel is `h2·w2` consecutive inputs.
+fn lenet_groups(g: &crate::zoo::lenet5::Geometry) -> Vec<ChannelGroup> {
+    let span = g.pool2.0 * g.pool2.1;
+    let next = ["conv2", "fc1", "fc2", "fc3"];
+    crate::zoo::lenet5::WIDTH_LAYERS
+        .iter()
+        .zip(next)
+        .zip(g.widths)
+        .map(|((layer, next), channels)| ChannelGroup {
+            name: layer.to_string(),
+            channels,
+            members: vec![
+                Slice::new(format!("{layer}.weight"), 0, Role::Weight),
+                Slice::new(format!("{layer}.bias"), 0, Role::Bias),
+                Slice::new(format!("{next}.weight"), 1, Role::Weight)
+                    .spanning(if *layer == "conv2" { span } else { 1 }),
+            ],
+        })
+        .collect()
+}
+
 /// The channels of a stream made of `parts`.
 fn widths_of(groups: &[ChannelGroup], parts: &[(usize, usize)]) -> usize {
     parts.iter().map(|&(g, _)| groups[g].channels).sum()
@@ -504,10 +536,7 @@ pub fn remove_channels(
 ) -> Result<Checkpoint> {
     let groups = channel_groups(&ckpt.config)?;
     let mut out = ckpt.clone();
-    let mut widths = match &ckpt.config {
-        ModelConfig::Cnn { widths, .. } => widths.clone(),
-        _ => BTreeMap::new(),
-    };
+    let mut widths = ckpt.config.widths().cloned().unwrap_or_default();
     for name in kept.keys() {
         if !groups.iter().any(|g| &g.name == name) {
             return Err(ModelError::Config(format!(
@@ -542,19 +571,18 @@ pub fn remove_channels(
             if !m.fits(len, g.channels) {
                 return Err(ModelError::ShapeMismatch {
                     name: m.tensor.clone(),
-                    expected: vec![m.start() + g.channels],
+                    expected: vec![m.start() + g.channels * m.span],
                     got: t.dims().to_vec(),
                 });
             }
             let k = keep
                 .entry((m.tensor.clone(), m.axis))
                 .or_insert_with(|| vec![true; len]);
-            let o = m.start();
             for c in 0..g.channels {
-                k[o + c] = false;
+                m.indices(c).for_each(|i| k[i] = false);
             }
             for &c in channels {
-                k[o + c] = true;
+                m.indices(c).for_each(|i| k[i] = true);
             }
         }
         widths.insert(g.name.clone(), channels.len());
@@ -578,7 +606,7 @@ pub fn remove_channels(
         }
         out.quantized.remove(name);
     }
-    if let ModelConfig::Cnn { widths: w, .. } = &mut out.config {
+    if let Some(w) = out.config.widths_mut() {
         *w = widths;
     }
     out.config.validate()?;

@@ -61,7 +61,8 @@ fn names_resolve_to_configs() {
             height: 32,
             width: 32,
             num_classes: 100,
-            scale: 1
+            scale: 1,
+            widths: Default::default(),
         }
     );
 }

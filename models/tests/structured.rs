@@ -53,6 +53,7 @@ fn removing_channels_equals_masking_them() {
         ("resnet50", (3, 8, 8)),
         ("wrn-16-4", (3, 8, 8)),
         ("mobilenetv2", (3, 8, 8)),
+        ("lenet5", (1, 12, 12)),
         ("vgg11", (3, 8, 8)),
     ] {
         let mut ckpt = common::pruned_checkpoint(name, input, 0.0);
@@ -72,6 +73,8 @@ fn removing_channels_equals_masking_them() {
             "wrn-16-4" => 6 + 4,
             // 16 expanding blocks; the stem's, seven stages' and the head's
             "mobilenetv2" => 16 + 9,
+            // conv1, conv2, fc1, fc2
+            "lenet5" => 4,
             _ => 8,
         };
         assert_eq!(groups.len(), expected_groups);
@@ -86,17 +89,17 @@ fn removing_channels_equals_masking_them() {
             if keep.is_empty() {
                 keep.push(g.channels / 2);
             }
-            // the masked original, pre-activation (WRN): every weight that
-            // reads a removed channel (axis 1) ignores it
-            if name.starts_with("wrn") {
+            // the masked original, pre-activation (WRN) or without batch
+            // norms (LeNet-5): every weight that reads a removed channel
+            // (axis 1; through the flatten, a span of inputs) ignores it
+            if name.starts_with("wrn") || name == "lenet5" {
                 for m in g.members.iter().filter(|m| m.axis == 1) {
                     let t = &masked.tensors[&m.tensor];
                     let (len, inner) = (t.dims()[1], t.dims()[2..].iter().product::<usize>());
                     let keep_at = |i: usize| {
-                        let c = (i / inner) % len;
-                        c < m.start()
-                            || c >= m.start() + g.channels
-                            || keep.contains(&(c - m.start()))
+                        let j = (i / inner) % len;
+                        let end = m.start() + g.channels * m.span;
+                        j < m.start() || j >= end || keep.contains(&((j - m.start()) / m.span))
                     };
                     let v: Vec<f32> = (0..t.elem_count())
                         .map(|i| f32::from(u8::from(keep_at(i))))
@@ -231,6 +234,16 @@ fn removing_channels_equals_masking_them() {
                 );
                 assert_eq!(small.tensors["fc.weight"].dims(), [10, k("conv2")]);
             }
+            "lenet5" => {
+                // 12×12: conv2's 6×6 maps pool to 3×3, nine fc1 inputs each
+                assert_eq!(small.tensors["conv1.weight"].dims(), [k("conv1"), 1, 5, 5]);
+                assert_eq!(small.tensors["conv2.bias"].dims(), [k("conv2")]);
+                assert_eq!(
+                    small.tensors["fc1.weight"].dims(),
+                    [k("fc1"), 9 * k("conv2")]
+                );
+                assert_eq!(small.tensors["fc3.weight"].dims(), [10, k("fc2")]);
+            }
             "resnet50" => {
                 assert_eq!(
                     small.tensors["layer1.0.conv2.weight"].dims(),
@@ -291,10 +304,7 @@ fn removing_channels_equals_masking_them() {
             &want,
             &format!("{name} reloaded"),
         );
-        let ModelConfig::Cnn { widths, .. } = &back.config else {
-            panic!("a zoo config")
-        };
-        assert_eq!(widths.len(), groups.len());
+        assert_eq!(back.config.widths().unwrap().len(), groups.len());
     }
 }
 
@@ -337,11 +347,20 @@ fn bad_removals_and_widths_are_errors() {
     };
     assert!(bad.to_model(&Device::Cpu).is_err());
     // networks without declared groups say so
-    let lenet = common::pruned_checkpoint("lenet5", (1, 8, 8), 0.0);
-    assert!(channel_groups(&lenet.config)
+    // LeNet-5 takes the widths of conv1, conv2, fc1 and fc2 only
+    let mut lenet = ModelConfig::from_name("lenet5", (1, 8, 8), 10).unwrap();
+    lenet.widths_mut().unwrap().insert("fc3".to_string(), 5);
+    let err = lenet.validate().unwrap_err().to_string();
+    assert!(err.contains("no layer `fc3`"), "{err}");
+    lenet.widths_mut().unwrap().clear();
+    lenet.widths_mut().unwrap().insert("fc1".to_string(), 121);
+    let err = lenet.validate().unwrap_err().to_string();
+    assert!(err.contains("1..=120"), "{err}");
+    let mlp = common::pruned_checkpoint("lenet-300-100", (1, 8, 8), 0.0);
+    assert!(channel_groups(&mlp.config)
         .unwrap_err()
         .to_string()
-        .contains("not lenet5"));
+        .contains("not mlp-300-100"));
 }
 
 /// Removing a residual block equals zeroing its `bn2` (the block then adds

@@ -63,8 +63,18 @@ pub struct Slice {
     /// several groups, as shortcut A's zero padding builds one.
     #[cfg_attr(feature = "serde", serde(default))]
     pub offset: Option<usize>,
+    /// Consecutive indices per channel along the axis (1 but where a
+    /// flatten feeds a linear layer: channel `c` of a `[C, H, W]` map is
+    /// the `H·W` inputs from `c·H·W` on).
+    #[cfg_attr(feature = "serde", serde(default = "one"))]
+    pub span: usize,
     /// What the tensor is.
     pub role: Role,
+}
+
+#[cfg(feature = "serde")]
+fn one() -> usize {
+    1
 }
 
 impl Slice {
@@ -74,8 +84,15 @@ impl Slice {
             tensor: tensor.into(),
             axis,
             offset: None,
+            span: 1,
             role,
         }
+    }
+
+    /// A member whose channels are `span` consecutive indices each (the
+    /// inputs of a linear layer after a flatten).
+    pub fn spanning(self, span: usize) -> Self {
+        Self { span, ..self }
     }
 
     /// A member `tensor` along `axis` from index `offset` on, in `role`:
@@ -96,9 +113,15 @@ impl Slice {
     /// member: exactly, or from its offset on.
     pub fn fits(&self, len: usize, channels: usize) -> bool {
         match self.offset {
-            None => len == channels,
-            Some(o) => len >= o + channels,
+            None => len == channels * self.span,
+            Some(o) => len >= o + channels * self.span,
         }
+    }
+
+    /// The indices along the axis that channel `c` occupies.
+    pub fn indices(&self, c: usize) -> std::ops::Range<usize> {
+        let start = self.start() + c * self.span;
+        start..start + self.span
     }
 }
 
@@ -173,23 +196,19 @@ fn values(t: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
     ))
 }
 
-/// The entries of each of `channels` channels from `offset` along `axis`
-/// of a tensor of `dims`: `out[c]` = the flat positions with index
-/// `offset + c` along the axis.
-fn channel_positions(
-    dims: &[usize],
-    axis: usize,
-    offset: usize,
-    channels: usize,
-) -> Vec<Vec<usize>> {
-    let len = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
+/// The entries of each of `channels` channels of member `m` in a tensor of
+/// `dims`: `out[c]` = the flat positions whose index along the axis is in
+/// `m.indices(c)`.
+fn channel_positions(dims: &[usize], m: &Slice, channels: usize) -> Vec<Vec<usize>> {
+    let len = dims[m.axis];
+    let inner: usize = dims[m.axis + 1..].iter().product();
     let total: usize = dims.iter().product();
+    let (start, end) = (m.start(), m.start() + channels * m.span);
     let mut out = vec![Vec::with_capacity(total / len.max(1)); channels];
     for i in 0..total {
-        let c = (i / inner) % len;
-        if (offset..offset + channels).contains(&c) {
-            out[c - offset].push(i);
+        let j = (i / inner) % len;
+        if (start..end).contains(&j) {
+            out[(j - start) / m.span].push(i);
         }
     }
     out
@@ -214,7 +233,7 @@ impl ChannelGroup {
             }
             if !m.fits(dims[m.axis], self.channels) {
                 let mut expected = dims.to_vec();
-                expected[m.axis] = m.start() + self.channels;
+                expected[m.axis] = m.start() + self.channels * m.span;
                 return Err(PruneError::ShapeMismatch {
                     name: m.tensor.clone(),
                     expected,
@@ -271,7 +290,7 @@ impl ChannelGroup {
             } else {
                 None
             };
-            for (c, positions) in channel_positions(&dims, m.axis, m.start(), self.channels)
+            for (c, positions) in channel_positions(&dims, m, self.channels)
                 .into_iter()
                 .enumerate()
             {
@@ -343,11 +362,11 @@ impl ChannelGroup {
             if dims.get(m.axis).is_none_or(|&n| !m.fits(n, self.channels)) {
                 return Err(PruneError::ShapeMismatch {
                     name: m.tensor.clone(),
-                    expected: vec![m.start() + self.channels],
+                    expected: vec![m.start() + self.channels * m.span],
                     got: dims,
                 });
             }
-            for (c, positions) in channel_positions(&dims, m.axis, m.start(), self.channels)
+            for (c, positions) in channel_positions(&dims, m, self.channels)
                 .into_iter()
                 .enumerate()
             {

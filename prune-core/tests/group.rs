@@ -151,6 +151,28 @@ fn a_group_at_an_offset_scores_its_own_channels() {
     assert!(err.contains("conv1.weight"), "{err}");
 }
 
+/// A member spanning two indices per channel (a flatten's inputs) scores
+/// each channel over its span:
+/// `np.abs(conv2[:, 0:2]).sum()` = 27.654361037537456,
+/// `np.abs(conv2[:, 2:4]).sum()` = 27.6573553904891.
+#[test]
+fn a_spanning_member_scores_its_span() {
+    let (tensors, _) = net();
+    let g = ChannelGroup {
+        name: "flat".to_string(),
+        channels: 2,
+        members: vec![Slice::new("conv2.weight", 1, Role::Weight).spanning(2)],
+    };
+    let got = g.scores(GroupCriterion::L1, &tensors, None).unwrap();
+    for (g, w) in got.iter().zip([27.654361037537456, 27.6573553904891]) {
+        assert!((g - w).abs() <= 1e-6 * w, "{got:?}");
+    }
+    assert_eq!(g.members[0].indices(1), 2..4);
+    // three channels of two do not fit four inputs
+    let wide = ChannelGroup { channels: 3, ..g };
+    assert!(wide.scores(GroupCriterion::L1, &tensors, None).is_err());
+}
+
 #[test]
 fn a_member_that_does_not_fit_is_named() {
     let (mut tensors, _) = net();

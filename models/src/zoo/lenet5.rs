@@ -47,7 +47,13 @@ pub struct Geometry {
     pub flat_dim: usize,
     /// Width multiplier `K` (1 for the classic network).
     pub scale: usize,
+    /// Output widths of conv1, conv2, fc1 and fc2: `6K, 16K, 120K, 84K`, or
+    /// narrower after structured pruning ([`Geometry::with_widths`]).
+    pub widths: [usize; 4],
 }
+
+/// The layers whose widths structured pruning may narrow.
+pub const WIDTH_LAYERS: [&str; 4] = ["conv1", "conv2", "fc1", "fc2"];
 
 impl Geometry {
     /// Sizes for an `height × width` input, or `None` when it is smaller than 4×4
@@ -76,7 +82,34 @@ impl Geometry {
             pool2,
             flat_dim: C2 * scale * pool2.0 * pool2.1,
             scale,
+            widths: [C1 * scale, C2 * scale, F1 * scale, F2 * scale],
         })
+    }
+
+    /// This geometry with the widths `widths` names (`conv1`, `conv2`,
+    /// `fc1`, `fc2`; each in `1..=` its published width); an error names an
+    /// unknown layer or a width out of range.
+    pub fn with_widths(
+        mut self,
+        widths: &std::collections::BTreeMap<String, usize>,
+    ) -> std::result::Result<Self, String> {
+        for (name, &w) in widths {
+            let i = WIDTH_LAYERS.iter().position(|l| l == name).ok_or_else(|| {
+                format!(
+                    "no layer `{name}` takes a width (those that do: {})",
+                    WIDTH_LAYERS.join(", ")
+                )
+            })?;
+            if w == 0 || w > self.widths[i] {
+                return Err(format!(
+                    "width of {name} must be in 1..={}, got {w}",
+                    self.widths[i]
+                ));
+            }
+            self.widths[i] = w;
+        }
+        self.flat_dim = self.widths[1] * self.pool2.0 * self.pool2.1;
+        Ok(self)
     }
 }
 
@@ -87,13 +120,13 @@ pub(crate) fn param_specs(
     geometry: &Geometry,
     num_classes: usize,
 ) -> Vec<ParamSpec> {
-    let k = geometry.scale;
+    let [c1, c2, f1, f2] = geometry.widths;
     let layers: [(&str, Vec<usize>); 5] = [
-        ("conv1", vec![C1 * k, in_channels, K, K]),
-        ("conv2", vec![C2 * k, C1 * k, K, K]),
-        ("fc1", vec![F1 * k, geometry.flat_dim]),
-        ("fc2", vec![F2 * k, F1 * k]),
-        ("fc3", vec![num_classes, F2 * k]),
+        ("conv1", vec![c1, in_channels, K, K]),
+        ("conv2", vec![c2, c1, K, K]),
+        ("fc1", vec![f1, geometry.flat_dim]),
+        ("fc2", vec![f2, f1]),
+        ("fc3", vec![num_classes, f2]),
     ];
     layers
         .into_iter()
@@ -125,15 +158,15 @@ pub(crate) fn macs(
     geometry: &Geometry,
     num_classes: usize,
 ) -> u64 {
-    let k = geometry.scale;
+    let [c1, c2, f1, f2] = geometry.widths;
     let p = geometry.conv2_padding;
     let conv2 = (
         geometry.pool1.0 + 2 * p + 1 - K,
         geometry.pool1.1 + 2 * p + 1 - K,
     );
-    let conv1 = height * width * C1 * k * in_channels * K * K;
-    let conv2 = conv2.0 * conv2.1 * C2 * k * C1 * k * K * K;
-    let fcs = geometry.flat_dim * F1 * k + F1 * k * F2 * k + F2 * k * num_classes;
+    let conv1 = height * width * c1 * in_channels * K * K;
+    let conv2 = conv2.0 * conv2.1 * c2 * c1 * K * K;
+    let fcs = geometry.flat_dim * f1 + f1 * f2 + f2 * num_classes;
     (conv1 + conv2 + fcs) as u64
 }
 
@@ -173,8 +206,7 @@ impl LeNet5 {
             padding,
             ..Default::default()
         };
-        let k = geometry.scale;
-        let (c1, c2, f1, f2) = (C1 * k, C2 * k, F1 * k, F2 * k);
+        let [c1, c2, f1, f2] = geometry.widths;
         Ok(Self {
             conv1: candle_nn::conv2d(in_channels, c1, K, conv(2), vb.pp("conv1"))?,
             conv2: candle_nn::conv2d(c1, c2, K, conv(geometry.conv2_padding), vb.pp("conv2"))?,
