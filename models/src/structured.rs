@@ -283,6 +283,9 @@ fn resnet_groups(
         let now = streams.len() - 1;
         for i in 0..n {
             let block = format!("{stage}.{i}");
+            if widths.get(&block) == Some(&0) {
+                continue; // removed
+            }
             let input = if i == 0 { before } else { now };
             streams[input].members.push(Slice::new(
                 format!("{block}.conv1.weight"),
@@ -366,6 +369,9 @@ fn wrn_groups(depth: usize, k: usize, widths: &BTreeMap<String, usize>) -> Vec<C
         let now = streams.len() - 1;
         for i in 0..n {
             let block = format!("{stage}.{i}");
+            if widths.get(&block) == Some(&0) {
+                continue; // removed
+            }
             let input = if i == 0 { before } else { now };
             streams[input]
                 .members
@@ -437,6 +443,9 @@ fn mobilenet_groups(widths: &BTreeMap<String, usize>) -> Vec<ChannelGroup> {
         let now = streams.len() - 1;
         for i in 0..n {
             let block = format!("{stage}.{i}");
+            if widths.get(&block) == Some(&0) {
+                continue; // removed
+            }
             let input = if i == 0 { before } else { now };
             // the depthwise convolution and the projection's inputs: the
             // hidden channels' group, or the input stream's without expansion
@@ -619,11 +628,14 @@ pub fn remove_channels(
 /// left out. An error for the networks that declare none.
 pub fn removable_blocks(config: &ModelConfig) -> Result<Vec<(String, Vec<String>)>> {
     let blocks = config.residual_blocks();
-    let cifar =
-        matches!(config, ModelConfig::Cnn { model, .. } if CifarLayout::of(*model).is_some());
-    if !cifar {
+    let residual = matches!(config, ModelConfig::Cnn { model, .. }
+        if CifarLayout::of(*model).is_some()
+            || resnet_layout(*model).is_some()
+            || wrn_layout(*model).is_some()
+            || *model == ZooArch::MobileNetV2);
+    if !residual {
         return Err(ModelError::Config(format!(
-            "block removal covers the CIFAR ResNets so far, not {}",
+            "block removal covers the residual networks of the zoo, not {}",
             config.name()
         )));
     }

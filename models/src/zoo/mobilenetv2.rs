@@ -154,6 +154,10 @@ impl MobileNetV2 {
                 for i in 0..n {
                     let stride = if i == 0 { first_stride } else { 1 };
                     let residual = stride == 1 && published == c;
+                    // a block whose shortcut is the identity may be removed
+                    if residual && !b.block_kept(&i.to_string())? {
+                        continue;
+                    }
                     let (block, next) = b.scope(&i.to_string(), |b| {
                         InvertedResidual::new(b, (cin, published, cout), t, stride, residual, hw)
                     })?;
