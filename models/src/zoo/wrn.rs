@@ -139,7 +139,8 @@ impl Wrn {
                 for i in 0..n {
                     let stride = if s > 0 && i == 0 { 2 } else { 1 };
                     // a block whose shortcut is the identity may be removed
-                    if !(projected && i == 0) && !b.block_kept(&i.to_string())? {
+                    let identity = !(projected && i == 0);
+                    if identity && !b.block_kept(&i.to_string())? {
                         continue;
                     }
                     let (block, next) = b.scope(&i.to_string(), |b| {
