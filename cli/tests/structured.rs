@@ -107,6 +107,19 @@ fn channels_are_removed_and_the_smaller_model_evaluates() {
         macs as f64 <= 0.6 * 40_256_128.0 && macs as f64 > 0.5 * 40_256_128.0,
         "{macs}"
     );
+    // with --round-to every round removes whole multiples, every width
+    // stays one
+    let rounded = dir.path().join("rounded.safetensors");
+    ok(&prune_structured(
+        &r20,
+        &rounded,
+        &[&layer[..], &["--target-macs", "0.5", "--round-to", "4"]].concat(),
+    ));
+    let config = checkpoint::load(&rounded, &Device::Cpu).unwrap().config;
+    assert!((config.macs() as f64) <= 0.5 * 40_256_128.0);
+    for (name, w) in config.width_groups() {
+        assert_eq!(w % 4, 0, "{name}: {w}");
+    }
     // eval runs it on the runtime and through candle alike
     let runtime = ok(&kdprune(&["eval", p(&small)]));
     let candle = ok(&kdprune(&["eval", p(&small), "--layers", "candle"]));

@@ -209,14 +209,18 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
         (None, _) => None,
     };
     let full_macs = ckpt.config.macs();
-    // the fewest channels each group may keep over all rounds
+    // the fewest channels each group may keep over all rounds: at most
+    // --max-ratio of its original width gone, at least one channel kept,
+    // rounded up to a multiple of --round-to
     let floor: BTreeMap<String, usize> = groups
         .iter()
         .map(|g| {
             let most = (job.ratios.max_ratio * g.channels as f64).floor() as usize;
+            let least = (g.channels - most.min(g.channels - 1)).max(1);
+            let round = job.ratios.round_to.max(1);
             (
                 g.name.clone(),
-                (g.channels - most.min(g.channels - 1)).max(1),
+                (least.div_ceil(round) * round).min(g.channels),
             )
         })
         .collect();
@@ -233,12 +237,34 @@ pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<Str
             seed,
         )?;
         let ratios = match job.target_macs {
-            // small steps, each a fraction of the channels left
-            Some(_) => GroupRatios {
-                ratio: job.step,
-                max_ratio: job.step,
-                ..job.ratios.clone()
-            },
+            // small steps, each a fraction of the channels left — per
+            // group at least --round-to channels, or rounding up would
+            // undo the step
+            Some(_) => {
+                let round = job.ratios.round_to;
+                let per_group: BTreeMap<String, f64> = if round > 1 && !job.ratios.global {
+                    groups_now
+                        .iter()
+                        .filter(|g| g.channels > round)
+                        .map(|g| {
+                            (
+                                g.name.clone(),
+                                job.step.max(round as f64 / g.channels as f64),
+                            )
+                        })
+                        .filter(|(_, r)| *r < 1.0)
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                };
+                let most = per_group.values().fold(job.step, |m, r| m.max(*r));
+                GroupRatios {
+                    ratio: job.step,
+                    max_ratio: most,
+                    per_group,
+                    ..job.ratios.clone()
+                }
+            }
             None => job.ratios.clone(),
         };
         let mut kept = prune_core::group::select_channels(&groups_now, &scores, &ratios)?;
