@@ -32,8 +32,9 @@ awk -F'\t' '
     }
     print "| model | criterion | `--target-macs` | MACs | parameters | retraining | seeds | accuracy (%) | vs dense (points) |"
     print "|---|---|---|---|---|---|---|---|---|"
+    fflush()
     for (i = 1; i <= rows; i++) {
       k = order[i]; split(k, p, SUBSEP)
-      printf "| %s | %s | %s | %.2f× fewer | %d | %s | %d | %s | %+.2f |\n", p[1], p[2], p[3], dmacs[p[1]] / macs[k], params[k], p[4] == "kd" ? "KD" : "CE", n[k], pm(s[k], ss[k], n[k]), 100 * d[k] / n[k]
+      printf "| %s | %s | %s | %.2f× fewer | %d | %s | %d | %s | %+.2f |\n", p[1], p[2], p[3], dmacs[p[1]] / macs[k], params[k], p[4] == "kd" ? "KD" : "CE", n[k], pm(s[k], ss[k], n[k]), 100 * d[k] / n[k] | "sort -t\"|\" -k2,2 -k4,4r -k3,3 -k7,7"
     }
   }' "$IN"
