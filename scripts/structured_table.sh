@@ -22,15 +22,16 @@ awk -F'\t' '
     mean = sum / m
     sd = m > 1 ? sqrt((sq - m * mean * mean) / (m - 1)) : 0
     if (sd < 0 || sd != sd) sd = 0
-    return sprintf("%.2f ± %.2f", 100 * mean, 100 * sd)
+    if (m > 1) return sprintf("%.2f ± %.2f", 100 * mean, 100 * sd)
+    return sprintf("%.2f", 100 * mean)
   }
   END {
     for (m in dmacs) {
       dn = 0; dsum = 0; dsq = 0
       for (key in dacc) { split(key, p, SUBSEP); if (p[1] == m) { dn++; dsum += dacc[key]; dsq += dacc[key] ^ 2 } }
-      printf "dense %s: %s %% over %d seeds; %d parameters, %.1f M MACs\n\n", m, pm(dsum, dsq, dn), dn, dparams[m], dmacs[m] / 1e6
+      printf "dense %s: %s %%, %d seed%s; %d parameters, %.1f M MACs\n\n", m, pm(dsum, dsq, dn), dn, (dn > 1 ? "s" : ""), dparams[m], dmacs[m] / 1e6
     }
-    print "| model | criterion | `--target-macs` | MACs | parameters | retraining | seeds | accuracy (%) | vs dense (points) |"
+    print "| model | criterion | `--target-macs` | MACs | parameters | retraining | seeds | accuracy (%) | vs dense, same seeds (points) |"
     print "|---|---|---|---|---|---|---|---|---|"
     fflush()
     for (i = 1; i <= rows; i++) {
