@@ -43,4 +43,5 @@ pub mod settings;
 pub mod stats;
 pub mod summary;
 pub mod sweep;
+pub mod text;
 pub mod training;

@@ -53,6 +53,10 @@ enum Command {
     /// Predictions of an MLP or LeNet-5 checkpoint for IDX or PNG images, on
     /// the inference runtime (each layer dense or sparse by its density), as JSON.
     Infer(commands::infer::InferArgs),
+    /// Sentence embeddings of a BERT folder (Hugging Face layout), as JSON lines.
+    Embed(commands::text::EmbedArgs),
+    /// The WordNet gloss retrieval task: accuracy@1 and MRR of a BERT folder.
+    EvalRetrieval(commands::text::EvalRetrievalArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),
     /// Mean ± std over seeds of run reports, distillation reports or sweeps
@@ -81,6 +85,8 @@ fn main() -> ExitCode {
         Command::Distill(a) => commands::train::distill(a, &device),
         Command::Prune(a) => commands::prune::run(a, &device),
         Command::Eval(a) => commands::inspect::eval(a, &device),
+        Command::Embed(a) => commands::text::embed(a, &device),
+        Command::EvalRetrieval(a) => commands::text::eval_retrieval(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
         Command::Compare(a) => commands::compare::compare(a),
         Command::Compress(a) => commands::compress::compress(a, &device),

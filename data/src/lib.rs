@@ -36,6 +36,7 @@ pub mod normalize;
 pub mod parquet_table;
 pub mod registry;
 pub mod split;
+pub mod text;
 pub mod tiny_imagenet;
 
 pub use augment::{Augment, Augmenter, Placement};

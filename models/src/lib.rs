@@ -18,6 +18,7 @@
 //! # Ok::<(), kdprune_models::ModelError>(())
 //! ```
 
+pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

@@ -8,4 +8,5 @@ pub mod infer;
 pub mod inspect;
 pub mod prune;
 pub mod run;
+pub mod text;
 pub mod train;

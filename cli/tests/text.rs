@@ -1,0 +1,183 @@
+//! `kdprune embed` and `kdprune eval-retrieval` on the real all-MiniLM-L6-v2
+//! and WordNet glosses of `../shared` (skipped when absent).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use common::{fails_with, kdprune, ok, p};
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("KDPRUNE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
+}
+
+fn minilm() -> Option<PathBuf> {
+    let dir = shared_dir().join("models").join("all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        println!("skipping: {} not found", dir.display());
+        None
+    }
+}
+
+#[test]
+fn embed_prints_the_reference_embeddings_as_json_lines() {
+    let Some(model) = minilm() else { return };
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model.parent().unwrap().join("reference-embeddings.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let items = reference["items"].as_array().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("texts.txt");
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|i| i["sentence"].as_str().unwrap())
+        .collect();
+    std::fs::write(&file, texts.join("\n\n") + "\n").unwrap();
+    let out = ok(&kdprune(&[
+        "embed",
+        "--model",
+        p(&model),
+        "--file",
+        p(&file),
+        "--batch-size",
+        "3",
+    ]));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), items.len());
+    for (line, item) in lines.iter().zip(items) {
+        assert_eq!(line["text"], item["sentence"]);
+        let (a, b) = (
+            line["embedding"].as_array().unwrap(),
+            item["embedding"].as_array().unwrap(),
+        );
+        let cos: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| x.as_f64().unwrap() * y.as_f64().unwrap())
+            .sum::<f64>()
+            / b.iter()
+                .map(|y| y.as_f64().unwrap().powi(2))
+                .sum::<f64>()
+                .sqrt();
+        assert!(cos >= 0.9999, "cosine {cos} for {}", item["sentence"]);
+    }
+}
+
+#[test]
+fn eval_retrieval_matches_sentence_transformers_on_a_small_split() {
+    let Some(model) = minilm() else { return };
+    let glosses = shared_dir().join("datasets").join("wordnet-glosses");
+    let dir = tempfile::tempdir().unwrap();
+    // the header and the first 8 synsets of the shared test split
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(glosses.join("test.tsv.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let head: String = text.lines().take(9).map(|l| format!("{l}\n")).collect();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.path().join("test.tsv.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(head.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    // python3 benchmarks/embed_reference.py --model …/all-MiniLM-L6-v2 --data-dir DIR --retrieval
+    // → split=test queries=11 glosses=8 accuracy_at_1=0.7273 mrr=0.7909
+    let json = dir.path().join("report.json");
+    let out = ok(&kdprune(&[
+        "eval-retrieval",
+        "--model",
+        p(&model),
+        "--data-dir",
+        p(dir.path()),
+        "--json",
+        p(&json),
+    ]));
+    assert!(out.contains("| test | 11 | 8 | 0.7273 | 0.7909 |"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!((report["mrr"].as_f64().unwrap() - 0.7909).abs() < 5e-5);
+    fails_with(
+        &kdprune(&[
+            "eval-retrieval",
+            "--model",
+            p(&model),
+            "--data-dir",
+            p(dir.path()),
+            "--split",
+            "dev",
+        ]),
+        "dev.tsv.gz",
+    );
+    fails_with(
+        &kdprune(&["eval-retrieval", "--model", p(&model), "--split", "valid"]),
+        "unknown split 'valid'",
+    );
+}
+
+#[test]
+fn bad_text_arguments_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    fails_with(
+        &kdprune(&["embed", "--model", p(dir.path()), "--text", "a"]),
+        "config.json",
+    );
+    fails_with(
+        &kdprune(&[
+            "embed",
+            "--model",
+            p(&dir.path().join("none")),
+            "--text",
+            "a",
+        ]),
+        "is not a model folder",
+    );
+    fails_with(
+        &kdprune(&[
+            "eval-retrieval",
+            "--model",
+            p(dir.path()),
+            "--data-dir",
+            p(&dir.path().join("none")),
+        ]),
+        "no WordNet glosses folder",
+    );
+    let Some(model) = minilm() else { return };
+    fails_with(
+        &kdprune(&["embed", "--model", p(&model)]),
+        "nothing to embed",
+    );
+    fails_with(
+        &kdprune(&[
+            "embed",
+            "--model",
+            p(&model),
+            "--text",
+            "a",
+            "--max-length",
+            "1000",
+        ]),
+        "exceeds the model's 512 positions",
+    );
+    fails_with(
+        &kdprune(&[
+            "embed",
+            "--model",
+            p(&model),
+            "--text",
+            "a",
+            "--batch-size",
+            "0",
+        ]),
+        "batch size",
+    );
+}

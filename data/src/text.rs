@@ -1,0 +1,303 @@
+//! Text: Hugging Face tokenisation (`tokenizer.json`, through the
+//! `tokenizers` crate) into padded id and mask batches, and the WordNet
+//! glosses data (`wordnet-glosses/{train,dev,test}.tsv.gz`) with its
+//! retrieval task.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
+
+use crate::error::{DataError, Result};
+
+/// A `tokenizer.json` tokenizer that truncates to `max_length` tokens
+/// (special tokens included) and pads a batch to its longest member.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    max_length: usize,
+}
+
+/// A tokenised batch: ids and attention mask, `[batch, tokens]` row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBatch {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u32>,
+    pub batch: usize,
+    pub tokens: usize,
+}
+
+impl TokenBatch {
+    /// The ids and the mask as `[batch, tokens]` u32 tensors.
+    pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        let shape = (self.batch, self.tokens);
+        Ok((
+            Tensor::from_slice(&self.ids, shape, device)?,
+            Tensor::from_slice(&self.mask, shape, device)?,
+        ))
+    }
+
+    /// The ids of row `i` without its padding.
+    pub fn row(&self, i: usize) -> &[u32] {
+        let row = &self.ids[i * self.tokens..(i + 1) * self.tokens];
+        let len = self.mask[i * self.tokens..(i + 1) * self.tokens]
+            .iter()
+            .filter(|&&m| m == 1)
+            .count();
+        &row[..len]
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` (at most 64 MB); `max_length` ≥ 2 (room for
+    /// the special tokens).
+    pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
+        if max_length < 2 {
+            return Err(DataError::Invalid(format!(
+                "max_length {max_length} leaves no room for the special tokens"
+            )));
+        }
+        let bytes = read_bounded(path, 64 << 20)?;
+        let mut inner =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Corrupt {
+                path: path.to_path_buf(),
+                message: format!("not a tokenizer.json: {e}"),
+            })?;
+        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
+        let pad_token = inner
+            .id_to_token(pad_id)
+            .unwrap_or_else(|| "[PAD]".to_string());
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| DataError::Invalid(format!("truncation to {max_length}: {e}")))?;
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
+            ..Default::default()
+        }));
+        Ok(Self { inner, max_length })
+    }
+
+    /// The longest sequence a batch may hold.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokenises `texts` (with the special tokens) into one padded batch.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| DataError::Invalid(format!("tokenisation failed: {e}")))?;
+        let tokens = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut ids = Vec::with_capacity(texts.len() * tokens);
+        let mut mask = Vec::with_capacity(texts.len() * tokens);
+        for e in &encodings {
+            if e.get_ids().len() != tokens {
+                return Err(DataError::Mismatch(
+                    "the tokenizer did not pad the batch to one length".to_string(),
+                ));
+            }
+            ids.extend_from_slice(e.get_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+        }
+        Ok(TokenBatch {
+            ids,
+            mask,
+            batch: texts.len(),
+            tokens,
+        })
+    }
+}
+
+/// One WordNet synset: its id, part of speech, lemmas, gloss and example sentences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synset {
+    pub id: String,
+    pub pos: String,
+    pub lemmas: Vec<String>,
+    pub gloss: String,
+    pub examples: Vec<String>,
+}
+
+/// The splits of the WordNet glosses data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlossSplit {
+    Train,
+    Dev,
+    Test,
+}
+
+impl std::str::FromStr for GlossSplit {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(Self::Train),
+            "dev" => Ok(Self::Dev),
+            "test" => Ok(Self::Test),
+            other => Err(DataError::Invalid(format!(
+                "unknown split '{other}' (train, dev or test)"
+            ))),
+        }
+    }
+}
+
+impl GlossSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Dev => "dev",
+            Self::Test => "test",
+        }
+    }
+}
+
+/// The synsets of one split, read from `DIR/<split>.tsv.gz` (tab-separated,
+/// one header line `synset pos lemmas gloss examples`, examples joined by
+/// ` ||| `). At most 256 MB decompressed are read.
+pub fn load_glosses(dir: &Path, split: GlossSplit) -> Result<Vec<Synset>> {
+    let path = dir.join(format!("{}.tsv.gz", split.name()));
+    let file = std::fs::File::open(&path).map_err(|source| DataError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    const MAX: u64 = 256 << 20;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .take(MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| DataError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    if text.len() as u64 > MAX {
+        return Err(corrupt(
+            &path,
+            format!("more than {MAX} bytes decompressed"),
+        ));
+    }
+    parse_glosses(&path, &text)
+}
+
+fn corrupt(path: &Path, message: String) -> DataError {
+    DataError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Parses the TSV text of a glosses file (see [`load_glosses`]).
+pub fn parse_glosses(path: &Path, text: &str) -> Result<Vec<Synset>> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if header.split('\t').collect::<Vec<_>>() != ["synset", "pos", "lemmas", "gloss", "examples"] {
+        return Err(corrupt(
+            path,
+            format!("header '{header}' is not 'synset\\tpos\\tlemmas\\tgloss\\texamples'"),
+        ));
+    }
+    let mut synsets = Vec::new();
+    for (i, line) in lines.enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [id, pos, lemmas, gloss, examples] = fields[..] else {
+            return Err(DataError::Parse {
+                what: path.display().to_string(),
+                line: i + 2,
+                message: format!("{} fields, expected 5", fields.len()),
+            });
+        };
+        let examples: Vec<String> = examples
+            .split(" ||| ")
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        if gloss.trim().is_empty() || examples.is_empty() {
+            return Err(DataError::Parse {
+                what: path.display().to_string(),
+                line: i + 2,
+                message: "empty gloss or no example".to_string(),
+            });
+        }
+        synsets.push(Synset {
+            id: id.to_string(),
+            pos: pos.to_string(),
+            lemmas: lemmas.split(',').map(str::to_string).collect(),
+            gloss: gloss.to_string(),
+            examples,
+        });
+    }
+    if synsets.is_empty() {
+        return Err(corrupt(path, "no synsets".to_string()));
+    }
+    Ok(synsets)
+}
+
+/// The retrieval task of a split: every example sentence is a query, every
+/// gloss a candidate; the query's answer is its own synset's gloss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrievalTask {
+    /// The candidates (one gloss per synset, in file order).
+    pub glosses: Vec<String>,
+    /// The queries with the index of their gloss.
+    pub queries: Vec<(String, usize)>,
+}
+
+impl RetrievalTask {
+    pub fn new(synsets: &[Synset]) -> Self {
+        let glosses = synsets.iter().map(|s| s.gloss.clone()).collect();
+        let queries = synsets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.examples.iter().map(move |e| (e.clone(), i)))
+            .collect();
+        Self { glosses, queries }
+    }
+}
+
+/// Accuracy@1 and mean reciprocal rank of a retrieval: `ranks[q]` is the
+/// 1-based rank of query `q`'s answer among the candidates.
+pub fn retrieval_scores(ranks: &[usize]) -> (f64, f64) {
+    if ranks.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = ranks.len() as f64;
+    let top1 = ranks.iter().filter(|&&r| r == 1).count() as f64 / n;
+    let mrr = ranks.iter().map(|&r| 1.0 / r as f64).sum::<f64>() / n;
+    (top1, mrr)
+}
+
+/// Reads at most `max` bytes of `path`, refusing a larger file.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let io = |source| DataError::Io {
+        path: PathBuf::from(path),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > max {
+        return Err(corrupt(path, format!("{len} bytes exceed {max}")));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// The 1-based rank of candidate `answer` by descending `scores`, ties
+/// counted against it (every other candidate scoring at least as high is
+/// ranked before it). A NaN score ranks the answer last.
+pub fn rank_of(scores: &[f32], answer: usize) -> usize {
+    let s = scores[answer];
+    if s.is_nan() {
+        return scores.len();
+    }
+    1 + scores
+        .iter()
+        .enumerate()
+        .filter(|&(j, &x)| j != answer && (x >= s || x.is_nan()))
+        .count()
+}

@@ -1,0 +1,781 @@
+//! A trainable BERT encoder that loads Hugging Face BERT checkpoints by
+//! their tensor names, with a head count and an intermediate size per layer
+//! (so that models whose heads and neurons were removed load as they are).
+//!
+//! Everything here has a backward pass: layer norm, softmax and the erf GELU
+//! are composed of differentiable candle operations (candle's own fused
+//! `LayerNorm` and `softmax_last_dim` have none, and `candle-transformers`'
+//! BERT has one head count for the whole model and private layers).
+//!
+//! ```no_run
+//! use candle_core::{Device, Tensor};
+//! use kdprune_models::bert::{mean_pool, l2_normalize, Bert};
+//!
+//! let bert = Bert::load_dir("all-MiniLM-L6-v2".as_ref(), &Device::Cpu)?;
+//! let ids = Tensor::new(&[[101u32, 7592, 102]], &Device::Cpu)?;
+//! let mask = Tensor::new(&[[1u32, 1, 1]], &Device::Cpu)?;
+//! let out = bert.forward(&ids, &mask)?;
+//! let embedding = l2_normalize(&mean_pool(out.last_hidden(), &mask)?)?;
+//! assert_eq!(embedding.dims(), &[1, 384]);
+//! # Ok::<(), kdprune_models::ModelError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// Bounds on what a `config.json` may ask for, checked before anything is
+/// allocated: larger than any published BERT, small enough that a crafted
+/// file cannot make the process allocate what it says.
+const MAX_VOCAB: usize = 1 << 20;
+const MAX_HIDDEN: usize = 1 << 14;
+const MAX_LAYERS: usize = 256;
+const MAX_POSITIONS: usize = 1 << 16;
+const MAX_PARAMS: usize = 2_000_000_000;
+
+/// The sizes of one encoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSizes {
+    /// Attention heads (0: the layer's attention adds only its output bias).
+    pub heads: usize,
+    /// Intermediate (feed-forward) neurons (0: the feed-forward block adds only its output bias).
+    pub intermediate: usize,
+}
+
+/// A BERT encoder's configuration: the Hugging Face `config.json` fields it
+/// needs, with per-layer sizes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// The width of every attention head (`hidden_size / num_attention_heads` of the original model).
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub pad_token_id: u32,
+    /// One entry per encoder layer.
+    pub layers: Vec<LayerSizes>,
+}
+
+/// The fields of a Hugging Face BERT `config.json` that matter here, and
+/// kdprune's per-layer extension (`kdprune_layers`).
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default = "default_positions")]
+    max_position_embeddings: usize,
+    #[serde(default = "default_types")]
+    type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    pad_token_id: u32,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default)]
+    kdprune_layers: Option<Vec<LayerSizes>>,
+}
+
+fn default_act() -> String {
+    "gelu".to_string()
+}
+fn default_positions() -> usize {
+    512
+}
+fn default_types() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+fn config_error(msg: impl Into<String>) -> ModelError {
+    ModelError::Config(format!("bert: {}", msg.into()))
+}
+
+impl BertConfig {
+    /// Parses a Hugging Face BERT `config.json` (with kdprune's optional
+    /// `kdprune_layers` per-layer sizes), refusing what this encoder does not
+    /// implement (another activation, relative positions) and sizes beyond
+    /// any published BERT.
+    pub fn from_hf_json(json: &str) -> Result<Self> {
+        let hf: HfConfig =
+            serde_json::from_str(json).map_err(|e| config_error(format!("config.json: {e}")))?;
+        if let Some(t) = hf.model_type.as_deref() {
+            if t != "bert" {
+                return Err(config_error(format!("model_type '{t}' is not 'bert'")));
+            }
+        }
+        if hf.hidden_act != "gelu" {
+            return Err(config_error(format!(
+                "hidden_act '{}' is not supported (only 'gelu', the erf GELU)",
+                hf.hidden_act
+            )));
+        }
+        if let Some(p) = hf.position_embedding_type.as_deref() {
+            if p != "absolute" {
+                return Err(config_error(format!(
+                    "position_embedding_type '{p}' is not supported (only 'absolute')"
+                )));
+            }
+        }
+        if hf.num_attention_heads == 0 || hf.hidden_size == 0 {
+            return Err(config_error(
+                "hidden_size and num_attention_heads must be positive",
+            ));
+        }
+        let head_dim = match hf.head_dim {
+            Some(d) => d,
+            None => {
+                if !hf.hidden_size.is_multiple_of(hf.num_attention_heads) {
+                    return Err(config_error(format!(
+                        "hidden_size {} is not a multiple of num_attention_heads {}",
+                        hf.hidden_size, hf.num_attention_heads
+                    )));
+                }
+                hf.hidden_size / hf.num_attention_heads
+            }
+        };
+        let layers = match hf.kdprune_layers {
+            Some(layers) => {
+                if layers.len() != hf.num_hidden_layers {
+                    return Err(config_error(format!(
+                        "kdprune_layers lists {} layers, num_hidden_layers is {}",
+                        layers.len(),
+                        hf.num_hidden_layers
+                    )));
+                }
+                layers
+            }
+            None => {
+                if hf.num_hidden_layers > MAX_LAYERS {
+                    return Err(config_error(format!(
+                        "num_hidden_layers {} exceeds {MAX_LAYERS}",
+                        hf.num_hidden_layers
+                    )));
+                }
+                vec![
+                    LayerSizes {
+                        heads: hf.num_attention_heads,
+                        intermediate: hf.intermediate_size,
+                    };
+                    hf.num_hidden_layers
+                ]
+            }
+        };
+        let config = Self {
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            head_dim,
+            max_position_embeddings: hf.max_position_embeddings,
+            type_vocab_size: hf.type_vocab_size,
+            layer_norm_eps: hf.layer_norm_eps,
+            pad_token_id: hf.pad_token_id,
+            layers,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `config.json` of this configuration: a Hugging Face BERT config
+    /// (the largest layer's sizes as `num_attention_heads` and
+    /// `intermediate_size`) and, when the layers differ from one another,
+    /// their sizes under `kdprune_layers`.
+    pub fn to_hf_json(&self) -> String {
+        let heads = self.layers.iter().map(|l| l.heads).max().unwrap_or(0);
+        let intermediate = self
+            .layers
+            .iter()
+            .map(|l| l.intermediate)
+            .max()
+            .unwrap_or(0);
+        let mut json = serde_json::json!({
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            "hidden_act": "gelu",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.layers.len(),
+            "num_attention_heads": heads,
+            "intermediate_size": intermediate,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "pad_token_id": self.pad_token_id,
+            "position_embedding_type": "absolute",
+        });
+        if heads * self.head_dim != self.hidden_size {
+            json["head_dim"] = self.head_dim.into();
+        }
+        let uniform = self
+            .layers
+            .iter()
+            .all(|l| l.heads == heads && l.intermediate == intermediate);
+        if !uniform {
+            json["kdprune_layers"] = serde_json::to_value(&self.layers).expect("plain struct");
+        }
+        serde_json::to_string_pretty(&json).expect("plain JSON")
+    }
+
+    /// Checks every size against its bound and the parameter count against
+    /// [`MAX_PARAMS`] (before anything is allocated).
+    pub fn validate(&self) -> Result<()> {
+        let bounded = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("head_dim", self.head_dim, MAX_HIDDEN),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            ("type_vocab_size", self.type_vocab_size, 1024),
+            ("layers", self.layers.len(), MAX_LAYERS),
+        ];
+        for (name, value, max) in bounded {
+            if value == 0 || value > max {
+                return Err(config_error(format!("{name} {value} is not in 1..={max}")));
+            }
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.heads > MAX_HIDDEN || l.intermediate > 16 * MAX_HIDDEN {
+                return Err(config_error(format!(
+                    "layer {i}: {} heads and {} intermediate neurons exceed the bounds",
+                    l.heads, l.intermediate
+                )));
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
+            return Err(config_error(format!(
+                "layer_norm_eps {} is not in (0, 1)",
+                self.layer_norm_eps
+            )));
+        }
+        if self.pad_token_id as usize >= self.vocab_size {
+            return Err(config_error(format!(
+                "pad_token_id {} is not below vocab_size {}",
+                self.pad_token_id, self.vocab_size
+            )));
+        }
+        let params = self.num_params();
+        if params > MAX_PARAMS {
+            return Err(config_error(format!(
+                "{params} parameters ({} GB in f32) exceed {MAX_PARAMS}",
+                params as u64 * 4 / 1_000_000_000
+            )));
+        }
+        Ok(())
+    }
+
+    /// The number of encoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Every parameter's name and shape, in sorted-name order. Sizes are
+    /// multiplied in u128 and saturated, so a crafted config cannot overflow.
+    pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
+        let h = self.hidden_size;
+        let mut specs = vec![
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                vec![self.vocab_size, h],
+            ),
+            (
+                "embeddings.position_embeddings.weight".to_string(),
+                vec![self.max_position_embeddings, h],
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                vec![self.type_vocab_size, h],
+            ),
+            ("embeddings.LayerNorm.weight".to_string(), vec![h]),
+            ("embeddings.LayerNorm.bias".to_string(), vec![h]),
+        ];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("encoder.layer.{i}");
+            let a = l.heads * self.head_dim;
+            for qkv in ["query", "key", "value"] {
+                specs.push((format!("{p}.attention.self.{qkv}.weight"), vec![a, h]));
+                specs.push((format!("{p}.attention.self.{qkv}.bias"), vec![a]));
+            }
+            specs.push((format!("{p}.attention.output.dense.weight"), vec![h, a]));
+            specs.push((format!("{p}.attention.output.dense.bias"), vec![h]));
+            specs.push((format!("{p}.attention.output.LayerNorm.weight"), vec![h]));
+            specs.push((format!("{p}.attention.output.LayerNorm.bias"), vec![h]));
+            specs.push((
+                format!("{p}.intermediate.dense.weight"),
+                vec![l.intermediate, h],
+            ));
+            specs.push((format!("{p}.intermediate.dense.bias"), vec![l.intermediate]));
+            specs.push((format!("{p}.output.dense.weight"), vec![h, l.intermediate]));
+            specs.push((format!("{p}.output.dense.bias"), vec![h]));
+            specs.push((format!("{p}.output.LayerNorm.weight"), vec![h]));
+            specs.push((format!("{p}.output.LayerNorm.bias"), vec![h]));
+        }
+        specs.sort();
+        specs
+    }
+
+    /// The number of parameters (saturating).
+    pub fn num_params(&self) -> usize {
+        self.param_specs()
+            .iter()
+            .map(|(_, s)| s.iter().fold(1usize, |a, &b| a.saturating_mul(b)))
+            .fold(0usize, |a, b| a.saturating_add(b))
+    }
+}
+
+/// What [`Bert::forward`] returns: the hidden states after the embeddings
+/// and after every layer (`[batch, tokens, hidden]`, `num_layers + 1` of
+/// them) and every layer's attention probabilities (`[batch, heads,
+/// tokens, tokens]`).
+#[derive(Debug, Clone)]
+pub struct BertOutput {
+    pub hidden_states: Vec<Tensor>,
+    pub attentions: Vec<Tensor>,
+}
+
+impl BertOutput {
+    /// The last layer's hidden states.
+    pub fn last_hidden(&self) -> &Tensor {
+        self.hidden_states
+            .last()
+            .expect("the embeddings' output at least")
+    }
+}
+
+/// Optional masks over heads and feed-forward neurons, per layer (1 keeps,
+/// 0 removes); gradients with respect to them give Michel et al.'s head
+/// importance.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardMasks {
+    /// Per layer, a `[heads]` tensor multiplying each head's attention output.
+    pub heads: Option<Vec<Tensor>>,
+    /// Per layer, an `[intermediate]` tensor multiplying each neuron's activation.
+    pub neurons: Option<Vec<Tensor>>,
+}
+
+/// A BERT encoder whose parameters are candle [`Var`]s (trainable).
+#[derive(Debug, Clone)]
+pub struct Bert {
+    config: BertConfig,
+    vars: BTreeMap<String, Var>,
+    device: Device,
+}
+
+impl Bert {
+    /// Builds the encoder from named tensors (Hugging Face names, with or
+    /// without a `bert.` prefix; `embeddings.position_ids`, the pooler and
+    /// heads of other tasks are ignored). Every tensor the config needs must
+    /// be present with its shape; f16 and bf16 are converted to f32.
+    pub fn from_tensors(
+        config: BertConfig,
+        tensors: &BTreeMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut vars = BTreeMap::new();
+        for (name, shape) in config.param_specs() {
+            let t = tensors
+                .get(&name)
+                .or_else(|| tensors.get(&format!("bert.{name}")))
+                .ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
+            if t.dims() != shape.as_slice() {
+                return Err(ModelError::ShapeMismatch {
+                    name,
+                    expected: shape,
+                    got: t.dims().to_vec(),
+                });
+            }
+            let t = match t.dtype() {
+                DType::F32 => t.to_device(device)?,
+                DType::F16 | DType::BF16 | DType::F64 => {
+                    t.to_dtype(DType::F32)?.to_device(device)?
+                }
+                other => {
+                    return Err(ModelError::DtypeMismatch {
+                        name,
+                        expected: DType::F32,
+                        got: other,
+                    })
+                }
+            };
+            vars.insert(name, Var::from_tensor(&t)?);
+        }
+        Ok(Self {
+            config,
+            vars,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads a model folder in the Hugging Face layout: `config.json` and
+    /// `model.safetensors`.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let json = read_bounded(&config_path, 1 << 20)?;
+        let json = String::from_utf8(json).map_err(|_| ModelError::Checkpoint {
+            path: config_path.clone(),
+            reason: "not UTF-8".to_string(),
+        })?;
+        let config = BertConfig::from_hf_json(&json).map_err(|e| ModelError::Checkpoint {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let weights = dir.join("model.safetensors");
+        let tensors = read_safetensors(&weights, &config)?;
+        Self::from_tensors(config, &tensors, device).map_err(|e| match e {
+            e @ (ModelError::MissingTensor(_) | ModelError::ShapeMismatch { .. }) => {
+                ModelError::Checkpoint {
+                    path: weights.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            e => e,
+        })
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if
+    /// missing), each through a temporary file renamed into place.
+    pub fn save_dir(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let tensors = self.tensors()?;
+        let mut entries = Vec::new();
+        for (name, t) in &tensors {
+            let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            entries.push((name.clone(), t.dims().to_vec(), bytes));
+        }
+        let views = entries
+            .iter()
+            .map(|(name, shape, bytes)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.as_str(), v))
+                    .map_err(|e| ModelError::Checkpoint {
+                        path: dir.join("model.safetensors"),
+                        reason: format!("tensor '{name}': {e}"),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        let buffer =
+            safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::Checkpoint {
+                path: dir.join("model.safetensors"),
+                reason: format!("cannot serialise: {e}"),
+            })?;
+        write_atomic(&dir.join("model.safetensors"), &buffer)?;
+        write_atomic(
+            &dir.join("config.json"),
+            self.config.to_hf_json().as_bytes(),
+        )
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The parameters by name (sorted).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The parameters' current values by name.
+    pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        Ok(self
+            .vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect())
+    }
+
+    fn var(&self, name: &str) -> &Tensor {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("parameter '{name}' is built with the model"))
+            .as_tensor()
+    }
+
+    /// Runs the encoder on `input_ids` (`[batch, tokens]`, u32 or i64) with
+    /// `attention_mask` (same shape, 1 for a token, 0 for padding; any
+    /// dtype); token type 0 everywhere.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<BertOutput> {
+        self.forward_masked(input_ids, attention_mask, &ForwardMasks::default())
+    }
+
+    /// [`Bert::forward`] with head and neuron masks.
+    pub fn forward_masked(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        masks: &ForwardMasks,
+    ) -> Result<BertOutput> {
+        let (b, t) = input_ids.dims2()?;
+        if attention_mask.dims() != [b, t] {
+            return Err(config_error(format!(
+                "attention mask of shape {:?} for input ids of shape [{b}, {t}]",
+                attention_mask.dims()
+            )));
+        }
+        if t > self.config.max_position_embeddings {
+            return Err(config_error(format!(
+                "{t} tokens exceed max_position_embeddings {}",
+                self.config.max_position_embeddings
+            )));
+        }
+        for (what, m) in [("head", &masks.heads), ("neuron", &masks.neurons)] {
+            if let Some(m) = m {
+                if m.len() != self.config.num_layers() {
+                    return Err(config_error(format!(
+                        "{} {what} masks for {} layers",
+                        m.len(),
+                        self.config.num_layers()
+                    )));
+                }
+            }
+        }
+        let ids = input_ids.to_dtype(DType::U32)?;
+        let max_id = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        if b * t > 0 && max_id as usize >= self.config.vocab_size {
+            return Err(config_error(format!(
+                "token id {max_id} is not below vocab_size {}",
+                self.config.vocab_size
+            )));
+        }
+        let h = self.config.hidden_size;
+        let word = self
+            .var("embeddings.word_embeddings.weight")
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, h))?;
+        let pos = self
+            .var("embeddings.position_embeddings.weight")
+            .narrow(0, 0, t)?
+            .unsqueeze(0)?;
+        let typ = self
+            .var("embeddings.token_type_embeddings.weight")
+            .narrow(0, 0, 1)?
+            .unsqueeze(0)?;
+        let x = word.broadcast_add(&pos)?.broadcast_add(&typ)?;
+        let mut x = self.layer_norm(&x, "embeddings.LayerNorm")?;
+        // additive mask: 0 for tokens, f32::MIN for padding (what transformers adds)
+        let keep = attention_mask.to_dtype(DType::F32)?;
+        let bias = ((keep.ones_like()? - &keep)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?;
+        let mut hidden_states = vec![x.clone()];
+        let mut attentions = Vec::with_capacity(self.config.num_layers());
+        for i in 0..self.config.num_layers() {
+            let head_mask = masks.heads.as_ref().map(|m| &m[i]);
+            let neuron_mask = masks.neurons.as_ref().map(|m| &m[i]);
+            let (y, probs) = self.layer(i, &x, &bias, head_mask, neuron_mask)?;
+            x = y;
+            hidden_states.push(x.clone());
+            attentions.push(probs);
+        }
+        Ok(BertOutput {
+            hidden_states,
+            attentions,
+        })
+    }
+
+    /// One encoder layer: self-attention, add & norm, feed-forward, add & norm.
+    fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        bias: &Tensor,
+        head_mask: Option<&Tensor>,
+        neuron_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t, h) = x.dims3()?;
+        let sizes = self.config.layers[i];
+        let (heads, d) = (sizes.heads, self.config.head_dim);
+        let p = format!("encoder.layer.{i}");
+        let attn_out_bias = self.var(&format!("{p}.attention.output.dense.bias"));
+        let (attn, probs) = if heads == 0 {
+            let probs = Tensor::zeros((b, 0, t, t), DType::F32, x.device())?;
+            (attn_out_bias.broadcast_as((b, t, h))?.clone(), probs)
+        } else {
+            let split = |name: &str| -> Result<Tensor> {
+                let y = self.linear(x, &format!("{p}.attention.self.{name}"))?;
+                Ok(y.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()?)
+            };
+            let (q, k, v) = (split("query")?, split("key")?, split("value")?);
+            let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?.broadcast_add(bias)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let weighted = match head_mask {
+                Some(m) => probs.broadcast_mul(&m.reshape((1, heads, 1, 1))?)?,
+                None => probs.clone(),
+            };
+            let ctx = weighted
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, heads * d))?;
+            (
+                self.linear(&ctx, &format!("{p}.attention.output.dense"))?,
+                probs,
+            )
+        };
+        let x = self.layer_norm(&(attn + x)?, &format!("{p}.attention.output.LayerNorm"))?;
+        let ffn = if sizes.intermediate == 0 {
+            self.var(&format!("{p}.output.dense.bias"))
+                .broadcast_as((b, t, h))?
+                .clone()
+        } else {
+            let mid = self
+                .linear(&x, &format!("{p}.intermediate.dense"))?
+                .gelu_erf()?;
+            let mid = match neuron_mask {
+                Some(m) => mid.broadcast_mul(m)?,
+                None => mid,
+            };
+            self.linear(&mid, &format!("{p}.output.dense"))?
+        };
+        let y = self.layer_norm(&(ffn + &x)?, &format!("{p}.output.LayerNorm"))?;
+        Ok((y, probs))
+    }
+
+    /// `x · Wᵀ + b` over the last axis of a `[batch, tokens, in]` tensor.
+    fn linear(&self, x: &Tensor, prefix: &str) -> Result<Tensor> {
+        let (b, t, n) = x.dims3()?;
+        let w = self.var(&format!("{prefix}.weight"));
+        let y = x
+            .reshape((b * t, n))?
+            .matmul(&w.t()?)?
+            .broadcast_add(self.var(&format!("{prefix}.bias")))?;
+        Ok(y.reshape((b, t, w.dim(0)?))?)
+    }
+
+    /// Layer norm over the last axis, composed of differentiable operations.
+    fn layer_norm(&self, x: &Tensor, prefix: &str) -> Result<Tensor> {
+        layer_norm(
+            x,
+            self.var(&format!("{prefix}.weight")),
+            self.var(&format!("{prefix}.bias")),
+            self.config.layer_norm_eps,
+        )
+    }
+}
+
+/// Layer norm over the last axis (biased variance, as PyTorch), composed of
+/// differentiable candle operations.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(weight)?.broadcast_add(bias)?)
+}
+
+/// Mean of `hidden` (`[batch, tokens, hidden]`) over the tokens that
+/// `attention_mask` (`[batch, tokens]`) keeps, as sentence-transformers
+/// pools (the count clamped at 1e-9).
+pub fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    let m = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(sum.broadcast_div(&count)?)
+}
+
+/// Each row divided by its L2 norm (clamped at 1e-12, as `F.normalize`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// Reads at most `max` bytes of `path`, refusing a larger file.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > max {
+        return Err(ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("{len} bytes exceed the {max} this file may have"),
+        });
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// The tensors of a Hugging Face `model.safetensors` that `config` names;
+/// the file may not be larger than the config's parameters (plus what an
+/// unused pooler, position ids and a header take) allow.
+fn read_safetensors(path: &Path, config: &BertConfig) -> Result<BTreeMap<String, Tensor>> {
+    let h = config.hidden_size as u64;
+    // f32 parameters, a pooler (h² + h), position ids (i64) and 100 MB of header
+    let max = 4 * (config.num_params() as u64 + h * h + h)
+        + 8 * config.max_position_embeddings as u64
+        + 100_000_000;
+    let bytes = read_bounded(path, max)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("not a valid safetensors file (or truncated): {e}"),
+    })?;
+    let wanted: std::collections::BTreeSet<String> =
+        config.param_specs().into_iter().map(|(n, _)| n).collect();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.iter() {
+        let key = name.strip_prefix("bert.").unwrap_or(name);
+        if !wanted.contains(key) {
+            continue;
+        }
+        let dtype = DType::try_from(view.dtype()).map_err(|_| ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("tensor '{name}' has unsupported dtype {:?}", view.dtype()),
+        })?;
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?;
+        tensors.insert(key.to_string(), t);
+    }
+    Ok(tensors)
+}
+
+/// Writes `bytes` to `path` through `<path>.tmp`, synced, then renamed.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}

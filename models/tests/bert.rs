@@ -1,0 +1,284 @@
+//! The BERT encoder against the real all-MiniLM-L6-v2 checkpoint and the
+//! embeddings sentence-transformers gives for it (`../shared/models`,
+//! skipped when absent), and its gradients.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use kdprune_data::text::TextTokenizer;
+use kdprune_models::bert::{l2_normalize, mean_pool, Bert};
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("KDPRUNE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")))
+}
+
+fn minilm() -> Option<PathBuf> {
+    let dir = shared_dir().join("models").join("all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        println!("skipping: {} not found", dir.display());
+        None
+    }
+}
+
+#[test]
+fn minilm_token_ids_and_embeddings_equal_sentence_transformers() {
+    let Some(dir) = minilm() else { return };
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.parent().unwrap().join("reference-embeddings.json")).unwrap(),
+    )
+    .unwrap();
+    let items = reference["items"].as_array().unwrap();
+    let sentences: Vec<&str> = items
+        .iter()
+        .map(|i| i["sentence"].as_str().unwrap())
+        .collect();
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 256).unwrap();
+    let batch = tokenizer.encode_batch(&sentences).unwrap();
+    let bert = Bert::load_dir(&dir, &Device::Cpu).unwrap();
+    // sum(p.numel() for p in SentenceTransformer(...).parameters()) = 22,713,216,
+    // less the pooler this encoder does not load (384·384 + 384 = 147,840)
+    assert_eq!(bert.config().num_params(), 22_713_216 - 147_840);
+    // one padded batch: the attention mask must keep the padding out
+    let (ids, mask) = batch.tensors(&Device::Cpu).unwrap();
+    let out = bert.forward(&ids, &mask).unwrap();
+    let emb = l2_normalize(&mean_pool(out.last_hidden(), &mask).unwrap()).unwrap();
+    let emb: Vec<Vec<f32>> = emb.to_vec2().unwrap();
+    for (i, item) in items.iter().enumerate() {
+        let want_ids: Vec<u32> = item["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            batch.row(i),
+            want_ids.as_slice(),
+            "ids of {:?}",
+            sentences[i]
+        );
+        let want: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(want.len(), emb[i].len());
+        let dot: f64 = want.iter().zip(&emb[i]).map(|(a, &b)| a * b as f64).sum();
+        let na: f64 = want.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let nb: f64 = emb[i]
+            .iter()
+            .map(|&b| (b as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let cos = dot / (na * nb);
+        assert!(cos >= 0.9999, "cosine {cos} for {:?}", sentences[i]);
+    }
+    // one sentence alone gives the same embedding as inside the padded batch
+    let single = tokenizer.encode_batch(&sentences[1..2]).unwrap();
+    let (ids1, mask1) = single.tensors(&Device::Cpu).unwrap();
+    let out1 = bert.forward(&ids1, &mask1).unwrap();
+    let e1: Vec<Vec<f32>> = l2_normalize(&mean_pool(out1.last_hidden(), &mask1).unwrap())
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (a, b) in e1[0].iter().zip(&emb[1]) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn a_crafted_config_is_refused_before_allocating() {
+    use kdprune_models::bert::BertConfig;
+    let base = r#"{"model_type":"bert","vocab_size":30522,"hidden_size":384,"num_hidden_layers":6,
+        "num_attention_heads":12,"intermediate_size":1536}"#;
+    assert_eq!(BertConfig::from_hf_json(base).unwrap().num_layers(), 6);
+    let cases = [
+        (base.replace("30522", "100000000000"), "vocab_size"),
+        (
+            base.replace("\"num_hidden_layers\":6", "\"num_hidden_layers\":100000"),
+            "num_hidden_layers",
+        ),
+        (base.replace("1536", "1000000000"), "exceed"),
+        (
+            base.replace("\"num_attention_heads\":12", "\"num_attention_heads\":7"),
+            "not a multiple",
+        ),
+        (
+            base.replace("}", ",\"hidden_act\":\"relu\"}"),
+            "hidden_act 'relu'",
+        ),
+        (base.replace("bert", "gpt2"), "model_type 'gpt2'"),
+        ("{".to_string(), "config.json"),
+    ];
+    for (json, want) in cases {
+        let err = BertConfig::from_hf_json(&json).unwrap_err().to_string();
+        assert!(err.contains(want), "{err} should mention {want}");
+    }
+}
+
+#[test]
+fn a_checkpoint_missing_a_tensor_or_of_another_shape_is_refused() {
+    let Some(dir) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let bert = Bert::load_dir(&dir, &Device::Cpu).unwrap();
+    let mut tensors = bert.tensors().unwrap();
+    let name = "encoder.layer.3.intermediate.dense.weight";
+    tensors.insert(
+        name.to_string(),
+        Tensor::zeros((10, 384), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = Bert::from_tensors(bert.config().clone(), &tensors, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains(name), "{err}");
+    tensors.remove(name);
+    let err = Bert::from_tensors(bert.config().clone(), &tensors, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("missing tensor"), "{err}");
+    // saved and loaded back: the same tensors
+    bert.save_dir(tmp.path()).unwrap();
+    let back = Bert::load_dir(tmp.path(), &Device::Cpu).unwrap();
+    assert_eq!(back.config(), bert.config());
+    let (a, b) = (bert.tensors().unwrap(), back.tensors().unwrap());
+    for (n, t) in &a {
+        let d = (t - &b[n])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0, "{n}");
+    }
+}
+
+/// A two-layer BERT whose parameters are `0.5·sin(0.7·i + 1.3·k)` (+1 for
+/// the layer-norm weights), `k` the parameter's index in sorted-name order.
+fn tiny_bert() -> Bert {
+    use kdprune_models::bert::BertConfig;
+    let config = BertConfig::from_hf_json(
+        r#"{"model_type":"bert","vocab_size":11,"hidden_size":8,"num_hidden_layers":2,
+            "num_attention_heads":2,"intermediate_size":6,"max_position_embeddings":7,
+            "type_vocab_size":2,"hidden_act":"gelu","layer_norm_eps":1e-12}"#,
+    )
+    .unwrap();
+    let tensors = config
+        .param_specs()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let one = if name.ends_with("LayerNorm.weight") {
+                1.0
+            } else {
+                0.0
+            };
+            let v: Vec<f32> = (0..n)
+                .map(|i| (0.5 * (0.7 * i as f64 + 1.3 * k as f64).sin() + one) as f32)
+                .collect();
+            (name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap())
+        })
+        .collect();
+    Bert::from_tensors(config, &tensors, &Device::Cpu).unwrap()
+}
+
+/// Loss and gradients against transformers' BertModel (eager attention, f64)
+/// on the same weights; the snippet, with `torch.set_default_dtype(torch.float64)`:
+///
+/// ```python
+/// cfg = BertConfig(vocab_size=11, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+///     intermediate_size=6, max_position_embeddings=7, type_vocab_size=2, hidden_act="gelu",
+///     layer_norm_eps=1e-12, attn_implementation="eager")
+/// m = BertModel(cfg, add_pooling_layer=False).eval()
+/// names = sorted(n for n, _ in m.named_parameters()); sd = dict(m.named_parameters())
+/// with torch.no_grad():
+///     for k, n in enumerate(names):
+///         i = torch.arange(sd[n].numel(), dtype=torch.float64)
+///         sd[n].copy_((0.5 * torch.sin(0.7 * i + 1.3 * k)
+///             + (1.0 if n.endswith("LayerNorm.weight") else 0.0)).reshape(sd[n].shape))
+/// ids = torch.tensor([[1, 4, 9, 2, 0], [3, 10, 5, 0, 0]])
+/// mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+/// out = m(input_ids=ids, attention_mask=mask, output_attentions=True)
+/// h = out.last_hidden_state
+/// r = torch.cos(0.3 * torch.arange(h.numel(), dtype=torch.float64)).reshape(h.shape)
+/// loss = (h * r * mask[..., None]).sum() + (out.attentions[0] * 0.5).sum()
+/// loss.backward()
+/// # per parameter: grad.flatten()[:4] and grad.abs().sum()
+/// ```
+#[test]
+fn gradients_flow_through_layer_norm_softmax_and_gelu_as_in_transformers() {
+    let bert = tiny_bert();
+    let dev = Device::Cpu;
+    let ids = Tensor::new(&[[1u32, 4, 9, 2, 0], [3, 10, 5, 0, 0]], &dev).unwrap();
+    let mask = Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 0, 0]], &dev).unwrap();
+    let out = bert.forward(&ids, &mask).unwrap();
+    let h = out.last_hidden();
+    let n = h.elem_count();
+    let r: Vec<f32> = (0..n).map(|i| (0.3 * i as f64).cos() as f32).collect();
+    let r = Tensor::from_vec(r, h.dims(), &dev).unwrap();
+    let m = mask
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .unsqueeze(2)
+        .unwrap();
+    let loss = (h * r)
+        .unwrap()
+        .broadcast_mul(&m)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .add(&(out.attentions[0].sum_all().unwrap() * 0.5).unwrap())
+        .unwrap();
+    let value = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((value - 17.335775000756705).abs() < 1e-4, "loss {value}");
+    let grads = loss.backward().unwrap();
+    let vars: std::collections::BTreeMap<_, _> = bert.named_vars().into_iter().collect();
+    let want: [(&str, [f64; 4], f64); 6] = [
+        (
+            "embeddings.word_embeddings.weight",
+            [0.0, 0.0, 0.0, 0.0],
+            13.8882999,
+        ),
+        (
+            "embeddings.LayerNorm.weight",
+            [0.7246962, 0.6390588, -0.1648382, -0.4865811],
+            4.0734084,
+        ),
+        (
+            "encoder.layer.0.attention.self.query.weight",
+            [-0.051635, -0.0321292, -0.0028724, 0.0125819],
+            2.4300094,
+        ),
+        (
+            "encoder.layer.0.attention.self.value.bias",
+            [0.2333966, 0.3405008, 0.2874622, 0.0992256],
+            1.9401257,
+        ),
+        (
+            "encoder.layer.1.intermediate.dense.weight",
+            [0.0468176, 0.0413105, 0.0602655, 0.1538706],
+            12.8986124,
+        ),
+        (
+            "encoder.layer.1.output.LayerNorm.bias",
+            [1.0818146, 1.0292166, 0.8846817, 0.6611208],
+            4.9159631,
+        ),
+    ];
+    for (name, first, abs_sum) in want {
+        let g = grads
+            .get(vars[name].as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        for (a, b) in g.iter().zip(first) {
+            assert!((*a as f64 - b).abs() < 1e-4, "{name}: {a} vs {b}");
+        }
+        let s: f64 = g.iter().map(|v| v.abs() as f64).sum();
+        assert!(
+            (s - abs_sum).abs() < 1e-4 * abs_sum.max(1.0),
+            "{name}: |g| sum {s} vs {abs_sum}"
+        );
+    }
+}
