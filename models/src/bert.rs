@@ -3,9 +3,11 @@
 //! (so that models whose heads and neurons were removed load as they are).
 //!
 //! Everything here has a backward pass: layer norm, softmax and the erf GELU
-//! are composed of differentiable candle operations (candle's own fused
-//! `LayerNorm` and `softmax_last_dim` have none, and `candle-transformers`'
-//! BERT has one head count for the whole model and private layers).
+//! are kdprune's one-pass CPU ops with their own gradients
+//! ([`crate::ops::transformer`]; composed candle operations elsewhere).
+//! candle's fused `LayerNorm` and `softmax_last_dim` have no backward pass,
+//! and `candle-transformers`' BERT has one head count for the whole model
+//! and private layers.
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
@@ -29,6 +31,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::ops::transformer as ops;
 
 /// Bounds on what a `config.json` may ask for, checked before anything is
 /// allocated: larger than any published BERT, small enough that a crafted
@@ -627,7 +630,7 @@ impl Bert {
             };
             let (q, k, v) = (split("query")?, split("key")?, split("value")?);
             let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?.broadcast_add(bias)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = ops::softmax_last_dim(&scores)?;
             let weighted = match head_mask {
                 Some(m) => probs.broadcast_mul(&m.reshape((1, heads, 1, 1))?)?,
                 None => probs.clone(),
@@ -648,9 +651,8 @@ impl Bert {
                 .broadcast_as((b, t, h))?
                 .clone()
         } else {
-            let mid = self
-                .linear(&x, &format!("{p}.intermediate.dense"))?
-                .gelu_erf()?;
+            let mid = self.linear(&x, &format!("{p}.intermediate.dense"))?;
+            let mid = ops::gelu_erf(&mid)?;
             let mid = match neuron_mask {
                 Some(m) => mid.broadcast_mul(m)?,
                 None => mid,
@@ -683,14 +685,10 @@ impl Bert {
     }
 }
 
-/// Layer norm over the last axis (biased variance, as PyTorch), composed of
-/// differentiable candle operations.
+/// Layer norm over the last axis (biased variance, as PyTorch), with a
+/// backward pass ([`ops::transformer::layer_norm`]).
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
-    Ok(normed.broadcast_mul(weight)?.broadcast_add(bias)?)
+    Ok(ops::layer_norm(x, weight, bias, eps)?)
 }
 
 /// Mean of `hidden` (`[batch, tokens, hidden]`) over the tokens that

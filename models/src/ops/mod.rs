@@ -13,6 +13,8 @@
 //! - [`basic_block_train`]: a whole residual basic block (conv · BN · ReLU ·
 //!   conv · BN, + shortcut, ReLU) as one op, so that candle's autograd does
 //!   not zero-fill and add a gradient buffer for each of its nine nodes.
+//! - [`transformer`]: the erf GELU, softmax and layer norm over the last
+//!   axis, each one pass with its backward (the BERT encoder's).
 //!
 //! They run on f32 tensors on the CPU. The networks choose through [`Kernels`]:
 //! [`Kernels::Auto`] takes these kernels on the CPU and candle's own ops on
@@ -44,6 +46,7 @@ pub(crate) mod cpu;
 pub(crate) mod gemm;
 mod pool;
 pub mod sparse;
+pub mod transformer;
 
 pub use batch_norm::{
     batch_norm_add_relu_train, batch_norm_add_relu_train_candle, batch_norm_train,
