@@ -3,8 +3,9 @@
 # TSV lines scripts/structured_fashion_mnist.sh writes (model, seed,
 # criterion, MAC target, retraining, accuracy, parameters, MACs): per
 # model, criterion, target and retraining, the accuracy's mean ± sample std
-# over the seeds there are, its difference to the same seeds' dense
-# networks, the parameters and the MACs against the dense network's.
+# over the seeds there are, its paired difference to the same seeds'
+# dense networks (mean ± std over the seeds), the parameters, and the
+# MACs against the dense network's.
 #
 #   scripts/structured_table.sh [runs/structured-fashion-mnist/results.tsv]
 set -euo pipefail
@@ -15,7 +16,7 @@ awk -F'\t' '
   {
     k = $1 SUBSEP $3 SUBSEP $4 SUBSEP $5
     if (!(k in n)) order[++rows] = k
-    n[k]++; s[k] += $6; ss[k] += $6 * $6; d[k] += $6 - dacc[$1, $2]
+    n[k]++; s[k] += $6; ss[k] += $6 * $6; d[k] += $6 - dacc[$1, $2]; dd[k] += ($6 - dacc[$1, $2]) ^ 2
     params[k] = $7; macs[k] = $8
   }
   function pm(sum, sq, m) {
@@ -24,6 +25,14 @@ awk -F'\t' '
     if (sd < 0 || sd != sd) sd = 0
     if (m > 1) return sprintf("%.2f ± %.2f", 100 * mean, 100 * sd)
     return sprintf("%.2f", 100 * mean)
+  }
+  # the paired difference: mean ± sample std, signed
+  function pmd(sum, sq, m,   mean, sd) {
+    mean = sum / m
+    sd = m > 1 ? sqrt((sq - m * mean * mean) / (m - 1)) : 0
+    if (sd < 0 || sd != sd) sd = 0
+    if (m > 1) return sprintf("%+.2f ± %.2f", 100 * mean, 100 * sd)
+    return sprintf("%+.2f", 100 * mean)
   }
   END {
     for (m in dmacs) {
@@ -36,6 +45,6 @@ awk -F'\t' '
     fflush()
     for (i = 1; i <= rows; i++) {
       k = order[i]; split(k, p, SUBSEP)
-      printf "| %s | %s | %s | %.2f× fewer | %d | %s | %d | %s | %+.2f |\n", p[1], p[2], p[3], dmacs[p[1]] / macs[k], params[k], p[4] == "kd" ? "KD" : "CE", n[k], pm(s[k], ss[k], n[k]), 100 * d[k] / n[k] | "sort -t\"|\" -k2,2 -k4,4r -k3,3 -k7,7"
+      printf "| %s | %s | %s | %.2f× fewer | %d | %s | %d | %s | %s |\n", p[1], p[2], p[3], dmacs[p[1]] / macs[k], params[k], p[4] == "kd" ? "KD" : "CE", n[k], pm(s[k], ss[k], n[k]), pmd(d[k], dd[k], n[k]) | "sort -t\"|\" -k2,2 -k4,4r -k3,3 -k7,7"
     }
   }' "$IN"
