@@ -21,7 +21,27 @@ use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
 
+use rayon::prelude::*;
+
 use super::cpu::{inputs, output, simd};
+
+/// Elements per rayon task of the element-wise kernels.
+const ELEMENTS_PER_TASK: usize = 1 << 14;
+
+/// Elements per rayon task of a row-wise kernel over rows of `n`: whole
+/// rows, about [`ELEMENTS_PER_TASK`] elements.
+fn rows_per_task(n: usize) -> usize {
+    (ELEMENTS_PER_TASK / n.max(1)).max(1) * n.max(1)
+}
+
+/// `f` over matching chunks of `chunk` elements of `x` and `y`, in
+/// parallel. Every output element depends on its own chunk only, so the
+/// results are the same bits on any number of threads.
+fn par_rows(x: &[f32], y: &mut [f32], chunk: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(y, x)| f(x, y));
+}
 
 /// Whether `x` takes the custom kernels: an f32 tensor on the CPU.
 fn on_cpu_f32(x: &Tensor) -> bool {
@@ -115,14 +135,16 @@ impl CustomOp1 for GeluOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let [x] = inputs("gelu", [(s, l, "input")])?;
         let mut y = vec![0f32; x.len()];
-        simd(
-            #[inline(always)]
-            || {
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = gelu_f32(v);
-                }
-            },
-        );
+        par_rows(x, &mut y, ELEMENTS_PER_TASK, |x, y| {
+            simd(
+                #[inline(always)]
+                || {
+                    for (o, &v) in y.iter_mut().zip(x) {
+                        *o = gelu_f32(v);
+                    }
+                },
+            )
+        });
         Ok(output(y, l.dims()))
     }
 
@@ -152,14 +174,19 @@ impl CustomOp2 for GeluGradOp {
         }
         let [x, dy] = inputs("gelu", [(s1, l1, "input"), (s2, l2, "gradient")])?;
         let mut dx = vec![0f32; x.len()];
-        simd(
-            #[inline(always)]
-            || {
-                for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-                    *o = g * gelu_grad_f32(v);
-                }
-            },
-        );
+        let chunk = ELEMENTS_PER_TASK;
+        dx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .for_each(|(dx, (x, dy))| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+                            *o = g * gelu_grad_f32(v);
+                        }
+                    },
+                )
+            });
         Ok(output(dx, l1.dims()))
     }
 }
@@ -185,21 +212,23 @@ impl CustomOp1 for SoftmaxOp {
         let [x] = inputs("softmax", [(s, l, "input")])?;
         let n = *l.dims().last().unwrap_or(&1);
         let mut y = vec![0f32; x.len()];
-        simd(
-            #[inline(always)]
-            || {
-                for (row, out) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut sum = 0f32;
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = exp_f32(v - max);
-                        sum += *o;
+        par_rows(x, &mut y, rows_per_task(n), |x, y| {
+            simd(
+                #[inline(always)]
+                || {
+                    for (row, out) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let mut sum = 0f32;
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = exp_f32(v - max);
+                            sum += *o;
+                        }
+                        let inv = 1.0 / sum;
+                        out.iter_mut().for_each(|o| *o *= inv);
                     }
-                    let inv = 1.0 / sum;
-                    out.iter_mut().for_each(|o| *o *= inv);
-                }
-            },
-        );
+                },
+            )
+        });
         Ok(output(y, l.dims()))
     }
 
@@ -231,25 +260,30 @@ impl CustomOp2 for SoftmaxGradOp {
         let [y, dy] = inputs("softmax", [(s1, l1, "output"), (s2, l2, "gradient")])?;
         let n = *l1.dims().last().unwrap_or(&1);
         let mut dx = vec![0f32; y.len()];
-        simd(
-            #[inline(always)]
-            || {
-                for ((yr, gr), out) in y
-                    .chunks_exact(n)
-                    .zip(dy.chunks_exact(n))
-                    .zip(dx.chunks_exact_mut(n))
-                {
-                    let mut acc = [0f32; 16];
-                    for (i, (a, b)) in yr.iter().zip(gr).enumerate() {
-                        acc[i % 16] += a * b;
-                    }
-                    let dot: f32 = acc.iter().sum();
-                    for ((o, &a), &g) in out.iter_mut().zip(yr).zip(gr) {
-                        *o = a * (g - dot);
-                    }
-                }
-            },
-        );
+        let chunk = rows_per_task(n);
+        dx.par_chunks_mut(chunk)
+            .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .for_each(|(dx, (y, dy))| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        for ((yr, gr), out) in y
+                            .chunks_exact(n)
+                            .zip(dy.chunks_exact(n))
+                            .zip(dx.chunks_exact_mut(n))
+                        {
+                            let mut acc = [0f32; 16];
+                            for (i, (a, b)) in yr.iter().zip(gr).enumerate() {
+                                acc[i % 16] += a * b;
+                            }
+                            let dot: f32 = acc.iter().sum();
+                            for ((o, &a), &g) in out.iter_mut().zip(yr).zip(gr) {
+                                *o = a * (g - dot);
+                            }
+                        }
+                    },
+                )
+            });
         Ok(output(dx, l1.dims()))
     }
 }
@@ -338,17 +372,19 @@ impl CustomOp3 for LayerNormOp {
         )?;
         let mut y = vec![0f32; x.len()];
         let eps = self.eps;
-        simd(
-            #[inline(always)]
-            || {
-                for (row, out) in x.chunks_exact(h).zip(y.chunks_exact_mut(h)) {
-                    let (mean, rstd) = row_stats(row, eps);
-                    for (((o, &v), &wv), &bv) in out.iter_mut().zip(row).zip(w).zip(b) {
-                        *o = (v - mean) * rstd * wv + bv;
+        par_rows(x, &mut y, rows_per_task(h), |x, y| {
+            simd(
+                #[inline(always)]
+                || {
+                    for (row, out) in x.chunks_exact(h).zip(y.chunks_exact_mut(h)) {
+                        let (mean, rstd) = row_stats(row, eps);
+                        for (((o, &v), &wv), &bv) in out.iter_mut().zip(row).zip(w).zip(b) {
+                            *o = (v - mean) * rstd * wv + bv;
+                        }
                     }
-                }
-            },
-        );
+                },
+            )
+        });
         Ok(output(y, l1.dims()))
     }
 
