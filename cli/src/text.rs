@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use kdprune_data::text::{
-    load_glosses, rank_of, retrieval_scores, GlossSplit, RetrievalTask, TextTokenizer,
+    load_glosses, rank_of, retrieval_scores, GlossSplit, RetrievalTask, TextTokenizer, TokenBatch,
 };
 use kdprune_models::bert::{l2_normalize, mean_pool, Bert};
 use serde::Serialize;
@@ -49,6 +49,13 @@ impl SentenceEncoder {
         }
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_length)
             .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
+        let (vocab, model_vocab) = (tokenizer.vocab_size(), bert.config().vocab_size);
+        if vocab > model_vocab {
+            bail!(
+                "the tokenizer of {} has {vocab} tokens, the model's embeddings {model_vocab}: they do not belong together",
+                dir.display()
+            );
+        }
         Ok(Self { bert, tokenizer })
     }
 
@@ -61,15 +68,29 @@ impl SentenceEncoder {
         batch_size: usize,
         bar: Option<&ProgressBar>,
     ) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_counted(texts, batch_size, bar)?.0)
+    }
+
+    /// [`SentenceEncoder::embed`], and how many texts were truncated to the
+    /// maximum length.
+    pub fn embed_counted(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        bar: Option<&ProgressBar>,
+    ) -> Result<(Vec<Vec<f32>>, usize)> {
         if batch_size == 0 {
             bail!("the batch size must be at least 1");
         }
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
         let mut out = vec![Vec::new(); texts.len()];
+        let mut truncated = 0;
         for chunk in order.chunks(batch_size) {
             let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let rows = self.embed_batch(&batch)?;
+            let tokens = self.tokenizer.encode_batch(&batch)?;
+            truncated += tokens.truncated;
+            let rows = self.embed_tokens(&tokens)?;
             for (&i, row) in chunk.iter().zip(rows) {
                 out[i] = row;
             }
@@ -77,12 +98,16 @@ impl SentenceEncoder {
                 bar.inc(chunk.len() as u64);
             }
         }
-        Ok(out)
+        Ok((out, truncated))
     }
 
     /// Unit-length embeddings of one batch.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let tokens = self.tokenizer.encode_batch(texts)?;
+        self.embed_tokens(&self.tokenizer.encode_batch(texts)?)
+    }
+
+    /// Unit-length embeddings of a tokenised batch.
+    pub fn embed_tokens(&self, tokens: &TokenBatch) -> Result<Vec<Vec<f32>>> {
         let (ids, mask) = tokens.tensors(self.bert.device())?;
         let out = self.bert.forward(&ids, &mask)?;
         let emb = l2_normalize(&mean_pool(out.last_hidden(), &mask)?)?;

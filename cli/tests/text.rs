@@ -6,7 +6,9 @@ mod common;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use candle_core::{DType, Device, Tensor};
 use common::{fails_with, kdprune, ok, p};
+use kdprune_models::bert::{Bert, BertConfig};
 
 fn shared_dir() -> PathBuf {
     std::env::var_os("KDPRUNE_SHARED")

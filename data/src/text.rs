@@ -25,6 +25,8 @@ pub struct TokenBatch {
     pub mask: Vec<u32>,
     pub batch: usize,
     pub tokens: usize,
+    /// How many texts were longer than the maximum length and truncated.
+    pub truncated: usize,
 }
 
 impl TokenBatch {
@@ -82,6 +84,11 @@ impl TextTokenizer {
         Ok(Self { inner, max_length })
     }
 
+    /// The vocabulary size, added tokens included (the ids it can produce).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// The longest sequence a batch may hold.
     pub fn max_length(&self) -> usize {
         self.max_length
@@ -94,6 +101,10 @@ impl TextTokenizer {
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| DataError::Invalid(format!("tokenisation failed: {e}")))?;
         let tokens = encodings.first().map_or(0, |e| e.get_ids().len());
+        let truncated = encodings
+            .iter()
+            .filter(|e| !e.get_overflowing().is_empty())
+            .count();
         let mut ids = Vec::with_capacity(texts.len() * tokens);
         let mut mask = Vec::with_capacity(texts.len() * tokens);
         for e in &encodings {
@@ -110,6 +121,7 @@ impl TextTokenizer {
             mask,
             batch: texts.len(),
             tokens,
+            truncated,
         })
     }
 }

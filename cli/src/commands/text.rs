@@ -52,8 +52,14 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
     let encoder = SentenceEncoder::load(&a.model, a.max_length, device)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bar = text_bar(refs.len(), "embedding");
-    let embeddings = encoder.embed(&refs, a.batch_size, Some(&bar))?;
+    let (embeddings, truncated) = encoder.embed_counted(&refs, a.batch_size, Some(&bar))?;
     bar.finish_and_clear();
+    if truncated > 0 {
+        eprintln!(
+            "warning: {truncated} text(s) longer than {} tokens were truncated (--max-length)",
+            encoder.tokenizer.max_length()
+        );
+    }
     let mut lines = String::new();
     for (text, e) in texts.iter().zip(&embeddings) {
         let line = serde_json::json!({ "text": text, "embedding": e });
