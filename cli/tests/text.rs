@@ -182,4 +182,48 @@ fn bad_text_arguments_fail_cleanly() {
         ]),
         "batch size",
     );
+    // over-long text: truncated, with a warning
+    let long = "one two three four five six seven";
+    let out = kdprune(&[
+        "embed",
+        "--model",
+        p(&model),
+        "--text",
+        long,
+        "--max-length",
+        "4",
+    ]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 text(s) longer than 4 tokens were truncated"),
+        "{stderr}"
+    );
+    // a tokenizer with more tokens than the model's embeddings
+    let small = dir.path().join("small");
+    let config = BertConfig::from_hf_json(
+        r#"{"model_type":"bert","vocab_size":11,"hidden_size":8,"num_hidden_layers":1,
+            "num_attention_heads":2,"intermediate_size":6,"max_position_embeddings":16}"#,
+    )
+    .unwrap();
+    let tensors = config
+        .param_specs()
+        .into_iter()
+        .map(|(n, shape)| (n, Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap()))
+        .collect();
+    let bert = Bert::from_tensors(config, &tensors, &Device::Cpu).unwrap();
+    bert.save_dir(&small).unwrap();
+    std::fs::copy(model.join("tokenizer.json"), small.join("tokenizer.json")).unwrap();
+    fails_with(
+        &kdprune(&[
+            "embed",
+            "--model",
+            p(&small),
+            "--text",
+            "a",
+            "--max-length",
+            "16",
+        ]),
+        "30522 tokens, the model's embeddings 11",
+    );
 }
