@@ -494,6 +494,153 @@ impl Bert {
         )
     }
 
+    /// A smaller encoder with only the heads `keep[layer]` of each layer
+    /// (indices into the layer's current heads, each below its head count,
+    /// no repeats; order kept as given): the query, key and value rows of
+    /// the other heads and the output projection's matching columns are
+    /// removed. Its forward pass equals this one's with the other heads
+    /// masked out ([`ForwardMasks::heads`]).
+    pub fn remove_heads(&self, keep: &[Vec<usize>]) -> Result<Self> {
+        let d = self.config.head_dim;
+        self.remove_units(
+            keep,
+            "heads",
+            |l| l.heads,
+            d,
+            |l, n| l.heads = n,
+            |i| {
+                let p = format!("encoder.layer.{i}");
+                (
+                    ["query", "key", "value"]
+                        .iter()
+                        .flat_map(|q| {
+                            [
+                                format!("{p}.attention.self.{q}.weight"),
+                                format!("{p}.attention.self.{q}.bias"),
+                            ]
+                        })
+                        .collect(),
+                    vec![format!("{p}.attention.output.dense.weight")],
+                )
+            },
+        )
+    }
+
+    /// A smaller encoder with only the intermediate neurons `keep[layer]`
+    /// of each layer (as [`Bert::remove_heads`]): the intermediate layer's
+    /// rows and bias entries and the output layer's columns of the others
+    /// are removed; the forward pass equals this one's with them masked
+    /// ([`ForwardMasks::neurons`]).
+    pub fn remove_neurons(&self, keep: &[Vec<usize>]) -> Result<Self> {
+        self.remove_units(
+            keep,
+            "neurons",
+            |l| l.intermediate,
+            1,
+            |l, n| l.intermediate = n,
+            |i| {
+                let p = format!("encoder.layer.{i}");
+                (
+                    vec![
+                        format!("{p}.intermediate.dense.weight"),
+                        format!("{p}.intermediate.dense.bias"),
+                    ],
+                    vec![format!("{p}.output.dense.weight")],
+                )
+            },
+        )
+    }
+
+    /// The removal behind [`Bert::remove_heads`] and [`Bert::remove_neurons`]:
+    /// units of `width` rows of the `rows` tensors (axis 0) and columns of
+    /// the `cols` tensors (axis 1) of each layer.
+    #[allow(clippy::too_many_arguments)]
+    fn remove_units(
+        &self,
+        keep: &[Vec<usize>],
+        what: &str,
+        count: impl Fn(&LayerSizes) -> usize,
+        width: usize,
+        set: impl Fn(&mut LayerSizes, usize),
+        tensors: impl Fn(usize) -> (Vec<String>, Vec<String>),
+    ) -> Result<Self> {
+        let layers = self.config.num_layers();
+        if keep.len() != layers {
+            return Err(config_error(format!(
+                "{} lists of {what} to keep for {layers} layers",
+                keep.len()
+            )));
+        }
+        let mut config = self.config.clone();
+        // copies: the new encoder's variables must not share storage with these
+        let mut values = self
+            .tensors()?
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.copy()?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        for (i, kept) in keep.iter().enumerate() {
+            let n = count(&self.config.layers[i]);
+            let mut seen = vec![false; n];
+            for &k in kept {
+                if k >= n || std::mem::replace(&mut seen[k], true) {
+                    return Err(config_error(format!(
+                        "layer {i}: {what} index {k} is out of range (0..{n}) or repeated"
+                    )));
+                }
+            }
+            let index: Vec<u32> = kept
+                .iter()
+                .flat_map(|&k| (k * width..(k + 1) * width).map(|j| j as u32))
+                .collect();
+            let index = Tensor::new(index.as_slice(), &self.device)?;
+            let (rows, cols) = tensors(i);
+            for (names, axis) in [(rows, 0), (cols, 1)] {
+                for name in names {
+                    let t = &values[&name];
+                    let t = t.index_select(&index, axis)?;
+                    values.insert(name, t);
+                }
+            }
+            set(&mut config.layers[i], kept.len());
+        }
+        Self::from_tensors(config, &values, &self.device)
+    }
+
+    /// An encoder of the layers `layers` of this one, in that order (the
+    /// embeddings kept): DistilBERT's every-other-layer student is
+    /// `layer_subset(&[0, 2, 4])` of a 6-layer teacher. Indices may repeat
+    /// (a layer copied twice).
+    pub fn layer_subset(&self, layers: &[usize]) -> Result<Self> {
+        let n = self.config.num_layers();
+        if layers.is_empty() {
+            return Err(config_error("a layer subset needs at least one layer"));
+        }
+        if let Some(&bad) = layers.iter().find(|&&l| l >= n) {
+            return Err(config_error(format!("layer {bad} does not exist (0..{n})")));
+        }
+        let mut config = self.config.clone();
+        config.layers = layers.iter().map(|&l| self.config.layers[l]).collect();
+        let values = self.tensors()?;
+        let mut out = BTreeMap::new();
+        for (name, t) in &values {
+            match name.strip_prefix("encoder.layer.") {
+                Some(rest) => {
+                    let (idx, tail) = rest.split_once('.').unwrap_or((rest, ""));
+                    let Ok(old) = idx.parse::<usize>() else {
+                        continue;
+                    };
+                    for (new, _) in layers.iter().enumerate().filter(|(_, &l)| l == old) {
+                        out.insert(format!("encoder.layer.{new}.{tail}"), t.copy()?);
+                    }
+                }
+                None => {
+                    out.insert(name.clone(), t.copy()?);
+                }
+            }
+        }
+        Self::from_tensors(config, &out, &self.device)
+    }
+
     pub fn config(&self) -> &BertConfig {
         &self.config
     }

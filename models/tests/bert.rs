@@ -282,3 +282,117 @@ fn gradients_flow_through_layer_norm_softmax_and_gelu_as_in_transformers() {
         );
     }
 }
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Token ids and a mask with padding for the tiny BERT.
+fn tiny_batch() -> (Tensor, Tensor) {
+    let dev = Device::Cpu;
+    (
+        Tensor::new(&[[1u32, 4, 9, 2, 0], [3, 10, 5, 0, 0]], &dev).unwrap(),
+        Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 0, 0]], &dev).unwrap(),
+    )
+}
+
+#[test]
+fn removing_heads_and_neurons_equals_masking_them() {
+    use kdprune_models::bert::ForwardMasks;
+    let bert = tiny_bert();
+    let (ids, mask) = tiny_batch();
+    let dev = Device::Cpu;
+    // layer 0 keeps head 1, layer 1 keeps none; neurons: 0, 2, 5 and 4
+    let heads = bert.remove_heads(&[vec![1], vec![]]).unwrap();
+    let small = heads.remove_neurons(&[vec![0, 2, 5], vec![4]]).unwrap();
+    let sizes: Vec<(usize, usize)> = small
+        .config()
+        .layers
+        .iter()
+        .map(|l| (l.heads, l.intermediate))
+        .collect();
+    assert_eq!(sizes, [(1, 3), (0, 1)]);
+    let masks = ForwardMasks {
+        heads: Some(vec![
+            Tensor::new(&[0f32, 1.0], &dev).unwrap(),
+            Tensor::new(&[0f32, 0.0], &dev).unwrap(),
+        ]),
+        neurons: Some(vec![
+            Tensor::new(&[1f32, 0.0, 1.0, 0.0, 0.0, 1.0], &dev).unwrap(),
+            Tensor::new(&[0f32, 0.0, 0.0, 0.0, 1.0, 0.0], &dev).unwrap(),
+        ]),
+    };
+    let masked = bert.forward_masked(&ids, &mask, &masks).unwrap();
+    let removed = small.forward(&ids, &mask).unwrap();
+    for (a, b) in masked.hidden_states.iter().zip(&removed.hidden_states) {
+        assert!(max_diff(a, b) < 1e-5, "{}", max_diff(a, b));
+    }
+    // each head (d = 4): Q/K/V rows (3·d·H) and biases (3·d), output columns
+    // (H·d); each neuron: a row (H), a bias (1) and an output column (H)
+    let h = 8;
+    let removed_params = (3 * 4 * h + 3 * 4 + h * 4) // one head (d = 4) of layer 0
+        + 2 * (3 * 4 * h + 3 * 4 + h * 4) // both heads of layer 1
+        + 3 * (h + 1 + h) // three neurons of layer 0
+        + 5 * (h + 1 + h); // five of layer 1
+    assert_eq!(
+        small.config().num_params(),
+        bert.config().num_params() - removed_params
+    );
+    // saved with per-layer sizes, loaded back as a BERT
+    let dir = tempfile::tempdir().unwrap();
+    small.save_dir(dir.path()).unwrap();
+    let json = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    assert!(json.contains("kdprune_layers"), "{json}");
+    let back = Bert::load_dir(dir.path(), &dev).unwrap();
+    let again = back.forward(&ids, &mask).unwrap();
+    assert_eq!(max_diff(again.last_hidden(), removed.last_hidden()), 0.0);
+    // bad keep lists
+    for (keep, want) in [
+        (vec![vec![2], vec![]], "index 2 is out of range"),
+        (vec![vec![0, 0], vec![]], "repeated"),
+        (vec![vec![0]], "1 lists of heads to keep for 2 layers"),
+    ] {
+        let err = bert.remove_heads(&keep).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+#[test]
+fn a_layer_subset_runs_the_chosen_layers() {
+    let bert = tiny_bert();
+    let (ids, mask) = tiny_batch();
+    let full = bert.forward(&ids, &mask).unwrap();
+    // the first layer alone: the full model's first hidden states
+    let first = bert.layer_subset(&[0]).unwrap();
+    let out = first.forward(&ids, &mask).unwrap();
+    assert_eq!(out.hidden_states.len(), 2);
+    assert_eq!(max_diff(&out.hidden_states[1], &full.hidden_states[1]), 0.0);
+    // the identity subset is the model itself; a reordered one is not
+    let same = bert
+        .layer_subset(&[0, 1])
+        .unwrap()
+        .forward(&ids, &mask)
+        .unwrap();
+    assert_eq!(max_diff(same.last_hidden(), full.last_hidden()), 0.0);
+    let swapped = bert
+        .layer_subset(&[1, 0])
+        .unwrap()
+        .forward(&ids, &mask)
+        .unwrap();
+    assert!(max_diff(swapped.last_hidden(), full.last_hidden()) > 1e-3);
+    // a layer repeated: one more layer's parameters (both layers have the same sizes)
+    let full = bert.config().num_params();
+    let per_layer = full - bert.layer_subset(&[1]).unwrap().config().num_params();
+    let three = bert.layer_subset(&[0, 1, 1]).unwrap();
+    assert_eq!(three.config().num_params(), full + per_layer);
+    let err = bert.layer_subset(&[2]).unwrap_err().to_string();
+    assert!(err.contains("layer 2 does not exist"), "{err}");
+    assert!(bert.layer_subset(&[]).is_err());
+}
