@@ -33,6 +33,7 @@ pub mod compare;
 pub mod compress;
 pub mod data;
 pub mod device;
+pub mod encoder_distill;
 pub mod files;
 pub mod infer;
 pub mod jobs;

@@ -57,6 +57,9 @@ enum Command {
     Embed(commands::text::EmbedArgs),
     /// The WordNet gloss retrieval task: accuracy@1 and MRR of a BERT folder.
     EvalRetrieval(commands::text::EvalRetrievalArgs),
+    /// Distil a sentence encoder into a smaller one (a layer subset or a
+    /// given folder) on the WordNet glosses text.
+    DistillEncoder(commands::text::DistillEncoderArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),
     /// Mean ± std over seeds of run reports, distillation reports or sweeps
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::inspect::eval(a, &device),
         Command::Embed(a) => commands::text::embed(a, &device),
         Command::EvalRetrieval(a) => commands::text::eval_retrieval(a, &device),
+        Command::DistillEncoder(a) => commands::text::distill_encoder(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
         Command::Compare(a) => commands::compare::compare(a),
         Command::Compress(a) => commands::compress::compress(a, &device),

@@ -227,3 +227,90 @@ fn bad_text_arguments_fail_cleanly() {
         "30522 tokens, the model's embeddings 11",
     );
 }
+
+/// A glosses folder whose three splits are the first 8 synsets of the shared test split.
+fn tiny_glosses(dir: &std::path::Path) {
+    let glosses = shared_dir().join("datasets").join("wordnet-glosses");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(glosses.join("test.tsv.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let head: String = text.lines().take(9).map(|l| format!("{l}\n")).collect();
+    for split in ["train", "dev", "test"] {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(dir.join(format!("{split}.tsv.gz"))).unwrap(),
+            flate2::Compression::default(),
+        );
+        gz.write_all(head.as_bytes()).unwrap();
+        gz.finish().unwrap();
+    }
+}
+
+#[test]
+fn distill_encoder_trains_a_layer_subset_that_loads_as_a_model() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("glosses");
+    std::fs::create_dir(&data).unwrap();
+    tiny_glosses(&data);
+    let out = dir.path().join("student");
+    let args = |out: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "distill-encoder",
+            "--teacher",
+            p(&model),
+            "--data-dir",
+            p(&data),
+            "--layers",
+            "0,5",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+        ];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| kdprune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let table = ok(&run(args(&out, &["--lr", "1e-3"])));
+    assert!(table.contains("| student, epoch "), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let losses: Vec<f64> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3);
+    assert!(
+        losses[2] < losses[0],
+        "the distillation loss does not fall: {losses:?}"
+    );
+    assert_eq!(report["train_texts"], 19);
+    // the student folder is a model of its own: 2 layers, the tokenizer beside it
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 2);
+    let eval = ok(&kdprune(&[
+        "eval-retrieval",
+        "--model",
+        p(&out),
+        "--data-dir",
+        p(&data),
+    ]));
+    let acc = report["test"]["accuracy_at_1"].as_f64().unwrap();
+    assert!(eval.contains(&format!("| {acc:.4} |")), "{eval} vs {acc}");
+    // bad input: an existing non-empty --out, a layer the teacher lacks, a zero lr
+    fails_with(&run(args(&out, &[])), "is not an empty folder");
+    fails_with(
+        &run(args(&dir.path().join("b"), &["--layers", "0,9"])),
+        "layer 9 does not exist",
+    );
+    fails_with(
+        &run(args(&dir.path().join("c"), &["--lr", "0"])),
+        "--lr must be positive",
+    );
+    assert!(!dir.path().join("b").exists() && !dir.path().join("c").exists());
+}

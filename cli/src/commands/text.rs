@@ -143,3 +143,87 @@ pub fn eval_retrieval(a: EvalRetrievalArgs, device: &Device) -> Result<()> {
     }
     Ok(())
 }
+
+/// Flags of `kdprune distill-encoder`.
+#[derive(Args, Debug)]
+pub struct DistillEncoderArgs {
+    /// The teacher folder (Hugging Face layout with `tokenizer.json`).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// The student folder (e.g. a head/neuron-pruned teacher); without it,
+    /// the student is the teacher's `--layers`.
+    #[arg(long, conflicts_with = "layers")]
+    pub student: Option<PathBuf>,
+    /// The teacher's layers the student starts from, e.g. `0,2,4`
+    /// (DistilBERT's every other layer).
+    #[arg(long, value_delimiter = ',', default_value = "0,2,4")]
+    pub layers: Vec<usize>,
+    /// The WordNet glosses folder.
+    #[arg(long, default_value = "../shared/datasets/wordnet-glosses")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW (cosine schedule, 5 % warm-up).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Longest training input in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Weight of the cosine term (1 − cos of the normalised embeddings).
+    #[arg(long, default_value_t = 1.0)]
+    pub cosine: f64,
+    /// Weight of the MSE between the mean-pooled embeddings.
+    #[arg(long, default_value_t = 1.0)]
+    pub mse: f64,
+    /// Train on the first N training texts only (0: all 65,758).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The student folder to write (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Distils the teacher's sentence embeddings into the student; prints the
+/// teacher's, the untrained student's and the distilled student's test retrieval.
+pub fn distill_encoder(a: DistillEncoderArgs, device: &Device) -> Result<()> {
+    use kdprune_cli::encoder_distill::{distill_encoder as run, EncoderDistillConfig};
+    let config = EncoderDistillConfig {
+        teacher: a.teacher,
+        student: a.student,
+        layers: a.layers,
+        data_dir: a.data_dir,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        max_length: a.max_length,
+        cosine: a.cosine,
+        mse: a.mse,
+        limit: a.limit,
+        seed: a.seed,
+        out: a.out,
+    };
+    let report = run(&config, device, true)?;
+    println!("| model | parameters | test accuracy@1 | test MRR |");
+    println!("|---|---|---|---|");
+    println!(
+        "| student before training | {} | {:.4} | {:.4} |",
+        report.student_params, report.untrained_test.accuracy_at_1, report.untrained_test.mrr
+    );
+    println!(
+        "| student, epoch {} of {} | {} | {:.4} | {:.4} |",
+        report.best_epoch,
+        report.epochs.len(),
+        report.student_params,
+        report.test.accuracy_at_1,
+        report.test.mrr
+    );
+    eprintln!("wrote {}", config.out.display());
+    Ok(())
+}
