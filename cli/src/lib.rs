@@ -34,6 +34,7 @@ pub mod compress;
 pub mod data;
 pub mod device;
 pub mod encoder_distill;
+pub mod encoder_prune;
 pub mod files;
 pub mod infer;
 pub mod jobs;

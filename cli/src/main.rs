@@ -60,6 +60,9 @@ enum Command {
     /// Distil a sentence encoder into a smaller one (a layer subset or a
     /// given folder) on the WordNet glosses text.
     DistillEncoder(commands::text::DistillEncoderArgs),
+    /// Remove attention heads, feed-forward neurons and layers of a sentence
+    /// encoder by importance (magnitude, michel, teacher-guided).
+    PruneEncoder(commands::text::PruneEncoderArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),
     /// Mean ± std over seeds of run reports, distillation reports or sweeps
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => commands::text::embed(a, &device),
         Command::EvalRetrieval(a) => commands::text::eval_retrieval(a, &device),
         Command::DistillEncoder(a) => commands::text::distill_encoder(a, &device),
+        Command::PruneEncoder(a) => commands::text::prune_encoder(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
         Command::Compare(a) => commands::compare::compare(a),
         Command::Compress(a) => commands::compress::compress(a, &device),

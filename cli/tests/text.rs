@@ -314,3 +314,80 @@ fn distill_encoder_trains_a_layer_subset_that_loads_as_a_model() {
     );
     assert!(!dir.path().join("b").exists() && !dir.path().join("c").exists());
 }
+
+#[test]
+fn prune_encoder_removes_heads_neurons_and_layers_into_a_model_that_loads() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("glosses");
+    std::fs::create_dir(&data).unwrap();
+    tiny_glosses(&data);
+    let out = dir.path().join("pruned");
+    let base = |out: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "prune-encoder".to_string(),
+            "--model".into(),
+            p(&model).into(),
+            "--data-dir".into(),
+            p(&data).into(),
+            "--score-batches".into(),
+            "1".into(),
+            "--batch-size".into(),
+            "8".into(),
+            "--out".into(),
+            p(out).into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        kdprune(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let table = ok(&base(
+        &out,
+        &["--heads", "0.5", "--neurons", "0.25", "--drop-layers", "2"],
+    ));
+    let dropped = table.lines().filter(|l| l.contains("→ dropped")).count();
+    assert_eq!(dropped, 2, "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("prune-report.json")).unwrap())
+            .unwrap();
+    // half of the 72 heads and a quarter of the 9,216 neurons go before the layers are dropped
+    let kept = report["kept_layers"].as_array().unwrap().len();
+    assert_eq!(kept, 4);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 4);
+    let layers = config["kdprune_layers"].as_array().unwrap();
+    let heads: u64 = layers.iter().map(|l| l["heads"].as_u64().unwrap()).sum();
+    assert!(
+        heads < 36,
+        "{heads} heads left in 4 of 6 layers after removing 36 of 72"
+    );
+    // the pruned folder is an encoder of its own
+    let eval = ok(&kdprune(&[
+        "eval-retrieval",
+        "--model",
+        p(&out),
+        "--data-dir",
+        p(&data),
+    ]));
+    assert!(eval.contains("| test | 11 | 8 |"), "{eval}");
+    fails_with(&base(&out, &["--heads", "0.1"]), "exists");
+    fails_with(
+        &base(&dir.path().join("a"), &["--heads", "1.0"]),
+        "--heads 1 must lie in [0, 1)",
+    );
+    fails_with(
+        &base(&dir.path().join("b"), &["--criterion", "teacher-guided"]),
+        "needs --teacher",
+    );
+    fails_with(
+        &base(&dir.path().join("c"), &["--drop-layers", "6"]),
+        "leaves no layer",
+    );
+    fails_with(
+        &base(&dir.path().join("d"), &["--criterion", "random"]),
+        "unknown criterion 'random'",
+    );
+    for name in ["a", "b", "c", "d"] {
+        assert!(!dir.path().join(name).exists());
+    }
+}

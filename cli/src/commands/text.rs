@@ -227,3 +227,88 @@ pub fn distill_encoder(a: DistillEncoderArgs, device: &Device) -> Result<()> {
     eprintln!("wrote {}", config.out.display());
     Ok(())
 }
+
+/// Flags of `kdprune prune-encoder`.
+#[derive(Args, Debug)]
+pub struct PruneEncoderArgs {
+    /// The encoder folder to prune (Hugging Face layout with `tokenizer.json`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A teacher folder: scores use the distillation loss to its embeddings
+    /// (required by `teacher-guided`).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// The WordNet glosses folder (the training split scores).
+    #[arg(long, default_value = "../shared/datasets/wordnet-glosses")]
+    pub data_dir: PathBuf,
+    /// Fraction of all attention heads to remove (one global threshold).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub heads: f64,
+    /// Fraction of all intermediate neurons to remove.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub neurons: f64,
+    /// Drop this many of the least important layers (mean |g·w|).
+    #[arg(long, default_value_t = 0)]
+    pub drop_layers: usize,
+    /// magnitude, michel (head-mask gradients) or teacher-guided (|θ ⊙ ∂L/∂θ|
+    /// of the distillation loss; needs --teacher).
+    #[arg(long, default_value = "michel")]
+    pub criterion: String,
+    /// Batches of training synsets the scores are summed over.
+    #[arg(long, default_value_t = 8)]
+    pub score_batches: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The pruned encoder's folder (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Scores and removes heads, neurons and layers; prints the sizes per layer.
+pub fn prune_encoder(a: PruneEncoderArgs, device: &Device) -> Result<()> {
+    use kdprune_cli::encoder_prune::{prune_encoder as run, EncoderPruneConfig};
+    let criterion = a.criterion.parse().map_err(anyhow::Error::msg)?;
+    let config = EncoderPruneConfig {
+        model: a.model,
+        teacher: a.teacher,
+        data_dir: a.data_dir,
+        heads: a.heads,
+        neurons: a.neurons,
+        drop_layers: a.drop_layers,
+        criterion,
+        score_batches: a.score_batches,
+        batch_size: a.batch_size,
+        max_length: a.max_length,
+        seed: a.seed,
+        out: a.out,
+    };
+    let report = run(&config, device)?;
+    println!("| layer | heads | intermediate | layer importance |");
+    println!("|---|---|---|---|");
+    for (i, (h, n)) in report.before.iter().enumerate() {
+        let after = report
+            .kept_layers
+            .iter()
+            .position(|&k| k == i)
+            .map(|j| report.after[j]);
+        let (ha, na) = after.map_or(("dropped".to_string(), "dropped".to_string()), |(h, n)| {
+            (h.to_string(), n.to_string())
+        });
+        println!(
+            "| {i} | {h} → {ha} | {n} → {na} | {:.3e} |",
+            report.layer_importance[i]
+        );
+    }
+    println!(
+        "parameters: {} → {} ({:.3}×)",
+        report.params_before,
+        report.params_after,
+        report.params_after as f64 / report.params_before as f64
+    );
+    eprintln!("wrote {}", config.out.display());
+    Ok(())
+}
