@@ -70,6 +70,8 @@ pub struct EncoderPruneConfig {
     pub neurons: f64,
     /// How many of the least important layers to drop.
     pub drop_layers: usize,
+    /// Keep exactly these layers, in this order (instead of `drop_layers`).
+    pub keep_layers: Option<Vec<usize>>,
     pub criterion: UnitCriterion,
     pub score_batches: usize,
     pub batch_size: usize,
@@ -350,7 +352,21 @@ pub fn prune_encoder(config: &EncoderPruneConfig, device: &Device) -> Result<Enc
         config.batch_size,
         config.seed,
     );
-    let scores = score_units(&enc, teacher.as_ref(), config.criterion, &synsets, &batches)?;
+    let scores = if config.heads == 0.0 && config.neurons == 0.0 && config.keep_layers.is_some() {
+        // nothing to score: the layers are named
+        let cfg = enc.bert.config();
+        Scores {
+            heads: cfg.layers.iter().map(|l| vec![0.0; l.heads]).collect(),
+            neurons: cfg
+                .layers
+                .iter()
+                .map(|l| vec![0.0; l.intermediate])
+                .collect(),
+            layers: vec![0.0; n_layers],
+        }
+    } else {
+        score_units(&enc, teacher.as_ref(), config.criterion, &synsets, &batches)?
+    };
     let before: Vec<(usize, usize)> = enc
         .bert
         .config()
@@ -371,9 +387,15 @@ pub fn prune_encoder(config: &EncoderPruneConfig, device: &Device) -> Result<Enc
             .total_cmp(&scores.layers[b])
             .then(a.cmp(&b))
     });
-    let mut kept_layers: Vec<usize> = order[config.drop_layers..].to_vec();
-    kept_layers.sort_unstable();
-    if config.drop_layers > 0 {
+    let kept_layers: Vec<usize> = match &config.keep_layers {
+        Some(layers) => layers.clone(),
+        None => {
+            let mut kept = order[config.drop_layers..].to_vec();
+            kept.sort_unstable();
+            kept
+        }
+    };
+    if kept_layers != (0..n_layers).collect::<Vec<_>>() {
         bert = bert.layer_subset(&kept_layers)?;
     }
     let tmp = config.out.with_extension("tmp");

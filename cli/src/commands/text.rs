@@ -250,6 +250,9 @@ pub struct PruneEncoderArgs {
     /// Drop this many of the least important layers (mean |g·w|).
     #[arg(long, default_value_t = 0)]
     pub drop_layers: usize,
+    /// Keep exactly these layers, in this order, e.g. `0,1,2` (instead of --drop-layers).
+    #[arg(long, value_delimiter = ',')]
+    pub keep_layers: Option<Vec<usize>>,
     /// magnitude, michel (head-mask gradients) or teacher-guided (|θ ⊙ ∂L/∂θ|
     /// of the distillation loss; needs --teacher).
     #[arg(long, default_value = "michel")]
@@ -279,6 +282,7 @@ pub fn prune_encoder(a: PruneEncoderArgs, device: &Device) -> Result<()> {
         heads: a.heads,
         neurons: a.neurons,
         drop_layers: a.drop_layers,
+        keep_layers: a.keep_layers,
         criterion,
         score_batches: a.score_batches,
         batch_size: a.batch_size,
