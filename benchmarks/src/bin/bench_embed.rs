@@ -13,7 +13,16 @@
 //! glosses test split, the first `--texts` of them; each figure is the
 //! median over `--rounds` passes over them (after a warm-up batch).
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p kdprune-benchmarks --bin bench-embed [-- --texts 1024 --rounds 3 --model DIR --data-dir DIR]`
+//! `--train` times instead a training step — forward pass, mean pooling,
+//! a loss on the embeddings, backward pass — at batch 32 and exactly 64
+//! tokens per text (padded or truncated), and prints the peak resident
+//! memory of the process (`VmHWM`):
+//!
+//! ```text
+//! model=DIR train_tokens=64 batch=32 threads=2 train_sent_s=X peak_rss_mib=M
+//! ```
+//!
+//! `RAYON_NUM_THREADS=2 cargo run --release -p kdprune-benchmarks --bin bench-embed [-- --texts 1024 --rounds 3 --model DIR --data-dir DIR] [--train]`
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -65,6 +74,9 @@ fn main() -> Result<()> {
         cpu_features(),
         load_average()
     );
+    if std::env::args().any(|a| a == "--train") {
+        return train_step(&model, &texts, batch, rounds, threads);
+    }
     let encoder = SentenceEncoder::load(&model, None, &Device::Cpu)?;
     encoder.embed(&texts[..batch.min(texts.len())], batch, None)?;
     let mut rates: Vec<f64> = (0..rounds)
@@ -113,5 +125,76 @@ fn main() -> Result<()> {
         ),
     }
     println!("{line}");
+    Ok(())
+}
+
+/// Sentences per second of a training step at exactly 64 tokens, and the
+/// process's peak resident memory.
+fn train_step(
+    model: &std::path::Path,
+    texts: &[&str],
+    batch: usize,
+    rounds: usize,
+    threads: usize,
+) -> Result<()> {
+    use kdprune_models::bert::{l2_normalize, mean_pool};
+    const TOKENS: usize = 64;
+    let encoder = SentenceEncoder::load(model, Some(TOKENS), &Device::Cpu)?;
+    // padded to 64 tokens whatever the texts' lengths (pad id 0, mask 0)
+    let batches: Vec<(candle_core::Tensor, candle_core::Tensor)> = texts
+        .chunks(batch)
+        .filter(|c| c.len() == batch)
+        .map(|chunk| -> Result<_> {
+            let t = encoder.tokenizer.encode_batch(chunk)?;
+            let (mut ids, mut mask) = (vec![0u32; batch * TOKENS], vec![0u32; batch * TOKENS]);
+            for r in 0..batch {
+                let n = t.tokens.min(TOKENS);
+                ids[r * TOKENS..r * TOKENS + n]
+                    .copy_from_slice(&t.ids[r * t.tokens..r * t.tokens + n]);
+                mask[r * TOKENS..r * TOKENS + n]
+                    .copy_from_slice(&t.mask[r * t.tokens..r * t.tokens + n]);
+            }
+            let dev = Device::Cpu;
+            Ok((
+                candle_core::Tensor::from_vec(ids, (batch, TOKENS), &dev)?,
+                candle_core::Tensor::from_vec(mask, (batch, TOKENS), &dev)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    if batches.is_empty() {
+        bail!("fewer than {batch} texts");
+    }
+    let step = |(ids, mask): &(candle_core::Tensor, candle_core::Tensor)| -> Result<()> {
+        let out = encoder.bert.forward(ids, mask)?;
+        let emb = l2_normalize(&mean_pool(out.last_hidden(), mask)?)?;
+        let loss = emb.sum_all()?;
+        let grads = loss.backward()?;
+        std::hint::black_box(grads);
+        Ok(())
+    };
+    step(&batches[0])?;
+    let mut rates: Vec<f64> = (0..rounds)
+        .map(|_| -> Result<f64> {
+            let start = Instant::now();
+            for b in &batches {
+                step(b)?;
+            }
+            Ok((batches.len() * batch) as f64 / start.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_>>()?;
+    rates.sort_by(f64::total_cmp);
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or("unknown".to_string(), |kb| format!("{:.0}", kb / 1024.0));
+    println!(
+        "model={} train_tokens={TOKENS} batch={batch} threads={threads} train_sent_s={:.1} peak_rss_mib={peak}",
+        model.display(),
+        rates[rates.len() / 2]
+    );
     Ok(())
 }

@@ -179,7 +179,8 @@ pub struct DistillEncoderArgs {
     /// Weight of the MSE between the mean-pooled embeddings.
     #[arg(long, default_value_t = 1.0)]
     pub mse: f64,
-    /// Train on the first N training texts only (0: all 65,758).
+    /// Train on the texts of the first training synsets only, N texts (0: all
+    /// 65,872 glosses and examples).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
     #[arg(long, default_value_t = 0)]
