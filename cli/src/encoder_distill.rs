@@ -50,6 +50,13 @@ pub struct EncoderDistillConfig {
     pub cosine: f64,
     /// Weight of the MSE between the mean-pooled embeddings.
     pub mse: f64,
+    /// Weight of the hidden-state transfer: MSE between each student
+    /// layer's output and its teacher layer's, over the tokens.
+    pub hidden: f64,
+    /// Weight of the attention-map transfer: MSE between each student
+    /// layer's attention probabilities and its teacher layer's (averaged
+    /// over the heads when the head counts differ).
+    pub attention: f64,
     /// Use only the first `limit` training texts (0: all).
     pub limit: usize,
     pub seed: u64,
@@ -94,8 +101,9 @@ pub fn distill_encoder(
     if !(config.lr > 0.0 && config.lr.is_finite()) {
         bail!("--lr must be positive, got {}", config.lr);
     }
-    if config.cosine < 0.0 || config.mse < 0.0 || config.cosine + config.mse == 0.0 {
-        bail!("the loss weights (--cosine, --mse) must be non-negative and not both 0");
+    let weights = [config.cosine, config.mse, config.hidden, config.attention];
+    if weights.iter().any(|w| !(*w >= 0.0 && w.is_finite())) || weights.iter().sum::<f64>() == 0.0 {
+        bail!("the loss weights (--cosine, --mse, --hidden, --attention) must be non-negative and not all 0");
     }
     if config.out.exists()
         && std::fs::read_dir(&config.out)
@@ -158,6 +166,17 @@ pub fn distill_encoder(
         );
     }
 
+    // the teacher layer each student layer learns from: the subset's own
+    // layers, else the same index (as many layers) or a proportional one
+    let (ls, lt) = (
+        student.bert.config().num_layers(),
+        teacher.bert.config().num_layers(),
+    );
+    let layer_map: Vec<usize> = match &config.student {
+        None => config.layers.clone(),
+        Some(_) if ls == lt => (0..ls).collect(),
+        Some(_) => (0..ls).map(|j| ((j + 1) * lt).div_ceil(ls) - 1).collect(),
+    };
     let untrained_test = eval_retrieval(
         &student,
         &config.out,
@@ -210,7 +229,8 @@ pub fn distill_encoder(
             let chunk: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
             let tokens = student.tokenizer.encode_batch(&chunk)?;
             let (ids, mask) = tokens.tensors(device)?;
-            let pooled = mean_pool(student.bert.forward(&ids, &mask)?.last_hidden(), &mask)?;
+            let out = student.bert.forward(&ids, &mask)?;
+            let pooled = mean_pool(out.last_hidden(), &mask)?;
             let flat: Vec<f32> = batch
                 .iter()
                 .flat_map(|&i| targets[i].iter().copied())
@@ -223,6 +243,31 @@ pub fn distill_encoder(
             }
             if config.mse > 0.0 {
                 loss = (loss + ((pooled - &target)?.sqr()?.mean_all()? * config.mse)?)?;
+            }
+            if config.hidden > 0.0 || config.attention > 0.0 {
+                let t = teacher.bert.forward(&ids, &mask)?;
+                let keep = mask.to_dtype(DType::F32)?;
+                let tokens_kept = keep.sum_all()?.to_scalar::<f32>()? as f64;
+                for (j, &tl) in layer_map.iter().enumerate() {
+                    if config.hidden > 0.0 {
+                        let diff = (&out.hidden_states[j + 1] - t.hidden_states[tl + 1].detach())?;
+                        let per_token = diff.sqr()?.mean(D::Minus1)?;
+                        let term = ((per_token * &keep)?.sum_all()? / tokens_kept)?;
+                        loss = (loss + (term * (config.hidden / layer_map.len() as f64))?)?;
+                    }
+                    if config.attention > 0.0 {
+                        let (a, b) = (&out.attentions[j], t.attentions[tl].detach());
+                        let (a, b) = if a.dim(1)? == b.dim(1)? {
+                            (a.clone(), b)
+                        } else {
+                            (a.mean(1)?, b.mean(1)?)
+                        };
+                        if a.elem_count() > 0 && b.elem_count() > 0 {
+                            let term = (a - b)?.sqr()?.mean_all()?;
+                            loss = (loss + (term * (config.attention / layer_map.len() as f64))?)?;
+                        }
+                    }
+                }
             }
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {

@@ -370,6 +370,38 @@ fn prune_encoder_removes_heads_neurons_and_layers_into_a_model_that_loads() {
         p(&data),
     ]));
     assert!(eval.contains("| test | 11 | 8 |"), "{eval}");
+    // and a student: 4 layers under 6, fewer heads — hidden states and
+    // head-averaged attention maps of proportionally mapped layers
+    let student = dir.path().join("student");
+    let args = [
+        "distill-encoder",
+        "--teacher",
+        p(&model),
+        "--student",
+        p(&out),
+        "--data-dir",
+        p(&data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--cosine",
+        "0",
+        "--mse",
+        "0",
+        "--hidden",
+        "1",
+        "--attention",
+        "1",
+        "--out",
+        p(&student),
+    ];
+    ok(&kdprune(&args));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(student.join("report.json")).unwrap())
+            .unwrap();
+    let loss = report["epochs"][0]["loss"].as_f64().unwrap();
+    assert!(loss > 0.0 && loss.is_finite(), "{loss}");
     fails_with(&base(&out, &["--heads", "0.1"]), "exists");
     fails_with(
         &base(&dir.path().join("a"), &["--heads", "1.0"]),

@@ -179,6 +179,14 @@ pub struct DistillEncoderArgs {
     /// Weight of the MSE between the mean-pooled embeddings.
     #[arg(long, default_value_t = 1.0)]
     pub mse: f64,
+    /// Weight of the hidden-state transfer (MSE of each student layer's
+    /// output to its teacher layer's; runs the teacher on every batch).
+    #[arg(long, default_value_t = 0.0)]
+    pub hidden: f64,
+    /// Weight of the attention-map transfer (MSE of attention probabilities,
+    /// head-averaged when the head counts differ).
+    #[arg(long, default_value_t = 0.0)]
+    pub attention: f64,
     /// Train on the texts of the first training synsets only, N texts (0: all
     /// 65,872 glosses and examples).
     #[arg(long, default_value_t = 0)]
@@ -206,6 +214,8 @@ pub fn distill_encoder(a: DistillEncoderArgs, device: &Device) -> Result<()> {
         max_length: a.max_length,
         cosine: a.cosine,
         mse: a.mse,
+        hidden: a.hidden,
+        attention: a.attention,
         limit: a.limit,
         seed: a.seed,
         out: a.out,
