@@ -219,6 +219,7 @@ pub fn score_units(
         };
         saliency.insert(name.clone(), s);
     }
+    let values = enc.bert.tensors()?;
     let mut heads = Vec::with_capacity(n_layers);
     let mut neurons = Vec::with_capacity(n_layers);
     let mut layers = Vec::with_capacity(n_layers);
@@ -227,7 +228,7 @@ pub fn score_units(
         // per row (axis 0) and per column (axis 1) sums of |θ ⊙ g|, or of θ²
         let pick = |name: &str| -> Result<Tensor> {
             Ok(match criterion {
-                UnitCriterion::Magnitude => enc.bert.tensors()?[name].sqr()?,
+                UnitCriterion::Magnitude => values[name].sqr()?,
                 _ => saliency[name].clone(),
             })
         };

@@ -23,13 +23,13 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::write_atomic;
 use crate::error::{ModelError, Result};
 use crate::ops::transformer as ops;
 
@@ -904,23 +904,4 @@ fn read_safetensors(path: &Path, config: &BertConfig) -> Result<BTreeMap<String,
         tensors.insert(key.to_string(), t);
     }
     Ok(tensors)
-}
-
-/// Writes `bytes` to `path` through `<path>.tmp`, synced, then renamed.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string().push(".tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
 }

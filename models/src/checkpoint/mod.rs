@@ -293,10 +293,16 @@ fn write_file(path: &Path, entries: &[Entry], metadata: HashMap<String, String>)
             source,
         })?;
     }
+    write_atomic(path, &buffer)
+}
+
+/// Writes `bytes` to `path` through `<path>.tmp`, synced, then renamed; the
+/// temporary file is removed on failure.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&buffer)?;
+        file.write_all(bytes)?;
         file.sync_all()
     };
     if let Err(source) = write() {
