@@ -201,11 +201,7 @@ pub fn distill_encoder(
         params(config.weight_decay),
     )?;
     let mut opt_plain = AdamW::new(plain.into_iter().map(|(_, v)| v).collect(), params(0.0))?;
-    // what length_bucketed_batches gives: full pools, then the rest
-    let pool = config.batch_size * POOL;
-    let steps_per_epoch =
-        texts.len() / pool * POOL + (texts.len() % pool).div_ceil(config.batch_size);
-    let total = steps_per_epoch * config.epochs;
+    let total = steps_per_epoch(texts.len(), config.batch_size) * config.epochs;
     let schedule = LrSchedule::Cosine {
         warmup_steps: total / 20,
         total_steps: total,
@@ -348,10 +344,17 @@ pub fn distill_encoder(
 /// Batches per pool of [`length_bucketed_batches`].
 const POOL: usize = 50;
 
+/// How many batches [`length_bucketed_batches`] makes of `texts` texts:
+/// full pools, then the rest.
+pub(crate) fn steps_per_epoch(texts: usize, batch_size: usize) -> usize {
+    let pool = batch_size * POOL;
+    texts / pool * POOL + (texts % pool).div_ceil(batch_size)
+}
+
 /// One epoch's batches: the texts shuffled, cut into pools of `POOL`
 /// batches, each pool sorted by length and cut into batches, and the
 /// batches shuffled — little padding, random composition (seeded).
-fn length_bucketed_batches(
+pub(crate) fn length_bucketed_batches(
     texts: &[&str],
     batch_size: usize,
     rng: &mut ChaCha8Rng,

@@ -11,6 +11,9 @@
 //!   ([`scoring::prune_masks`], [`scoring::scores`]) over
 //!   [`scoring::ModelScoring`], kdprune's [`prune_core::ScoringContext`];
 //! - [`jobs`] — train, distill, prune, retrain, evaluate, verify, the zoo;
+//! - [`text`], [`encoder_distill`], [`encoder_prune`], [`lm`] — sentence
+//!   encoders (embeddings, retrieval, distillation, head/neuron/layer
+//!   pruning) and token-level distillation of causal language models;
 //! - [`summary`] — mean ± std, per-seed values and paired differences of
 //!   run reports, distillation reports and sweeps ([`stats`] computes and
 //!   prints them);
@@ -38,6 +41,7 @@ pub mod encoder_prune;
 pub mod files;
 pub mod infer;
 pub mod jobs;
+pub mod lm;
 pub mod method;
 pub mod runtime;
 pub mod scoring;

@@ -63,6 +63,11 @@ enum Command {
     /// Remove attention heads, feed-forward neurons and layers of a sentence
     /// encoder by importance (magnitude, michel, teacher-guided).
     PruneEncoder(commands::text::PruneEncoderArgs),
+    /// Train a small causal language model on the WordNet text: a teacher
+    /// from scratch, or a student with token-level KD under a teacher.
+    TrainLm(commands::text::TrainLmArgs),
+    /// Perplexity of a causal language model on a split of the WordNet text.
+    EvalLm(commands::text::EvalLmArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),
     /// Mean ± std over seeds of run reports, distillation reports or sweeps
@@ -95,6 +100,8 @@ fn main() -> ExitCode {
         Command::EvalRetrieval(a) => commands::text::eval_retrieval(a, &device),
         Command::DistillEncoder(a) => commands::text::distill_encoder(a, &device),
         Command::PruneEncoder(a) => commands::text::prune_encoder(a, &device),
+        Command::TrainLm(a) => commands::text::train_lm(a, &device),
+        Command::EvalLm(a) => commands::text::eval_lm(a, &device),
         Command::Verify(a) => commands::inspect::verify(a, &device),
         Command::Compare(a) => commands::compare::compare(a),
         Command::Compress(a) => commands::compress::compress(a, &device),

@@ -423,3 +423,132 @@ fn prune_encoder_removes_heads_neurons_and_layers_into_a_model_that_loads() {
         assert!(!dir.path().join(name).exists());
     }
 }
+
+#[test]
+fn train_lm_trains_a_causal_teacher_and_a_token_kd_student() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("glosses");
+    std::fs::create_dir(&data).unwrap();
+    tiny_glosses(&data);
+    let tokenizer = model.join("tokenizer.json");
+    let args = |out: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "train-lm",
+            "--data-dir",
+            p(&data),
+            "--tokenizer",
+            p(&tokenizer),
+            "--vocab-size",
+            "200",
+            "--hidden",
+            "32",
+            "--heads",
+            "2",
+            "--intermediate",
+            "64",
+            "--max-length",
+            "32",
+            "--batch-size",
+            "4",
+            "--lr",
+            "3e-3",
+        ];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| kdprune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let report = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+    };
+    let teacher = dir.path().join("teacher");
+    ok(&run(args(&teacher, &["--layers", "2", "--epochs", "20"])));
+    let t = report(&teacher);
+    let losses: Vec<f64> = t["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
+    assert!(
+        losses[3] < losses[0],
+        "the LM loss does not fall: {losses:?}"
+    );
+    let vocab = t["vocab_size"].as_u64().unwrap();
+    assert!(vocab <= 200, "{vocab}");
+    // the splits hold the same text here: well below a uniform guess
+    let teacher_ppl = t["test"]["perplexity"].as_f64().unwrap();
+    assert!(teacher_ppl < vocab as f64 / 4.0, "{teacher_ppl} vs {vocab}");
+    assert_eq!(t["test_unknown_share"], 0.0);
+    // a causal LM in Hugging Face's layout, its tokenizer beside it
+    let config = std::fs::read_to_string(teacher.join("config.json")).unwrap();
+    assert!(config.contains("BertLMHeadModel"), "{config}");
+    assert!(teacher.join("tokenizer.json").is_file());
+    // the same seed gives the same model, byte for byte
+    let again = dir.path().join("again");
+    ok(&run(args(&again, &["--layers", "2", "--epochs", "20"])));
+    assert_eq!(
+        std::fs::read(teacher.join("model.safetensors")).unwrap(),
+        std::fs::read(again.join("model.safetensors")).unwrap()
+    );
+    // a 1-layer student under the teacher: token-level KD
+    let student = dir.path().join("student");
+    let table = ok(&run(args(
+        &student,
+        &[
+            "--teacher",
+            p(&teacher),
+            "--layers",
+            "1",
+            "--epochs",
+            "2",
+            "--alpha",
+            "0.5",
+            "--temperature",
+            "2",
+        ],
+    )));
+    assert!(table.contains("| teacher |"), "{table}");
+    let s = report(&student);
+    assert_eq!(s["vocab_size"], t["vocab_size"]);
+    assert!(s["params"].as_u64() < t["params"].as_u64());
+    let reported_teacher = s["teacher_test"]["perplexity"].as_f64().unwrap();
+    assert!((reported_teacher - teacher_ppl).abs() < 1e-9 * teacher_ppl);
+    // eval-lm reads the folder back to the reported perplexity
+    let eval = ok(&kdprune(&[
+        "eval-lm",
+        "--model",
+        p(&student),
+        "--data-dir",
+        p(&data),
+        "--max-length",
+        "32",
+    ]));
+    let ppl = s["test"]["perplexity"].as_f64().unwrap();
+    assert!(eval.contains(&format!("| {ppl:.3} |")), "{eval} vs {ppl}");
+    // bad input
+    fails_with(
+        &run(args(&dir.path().join("b"), &["--alpha", "0.5"])),
+        "needs a --teacher",
+    );
+    fails_with(
+        &run(args(
+            &dir.path().join("c"),
+            &["--teacher", p(&teacher), "--alpha", "1.5"],
+        )),
+        "alpha must lie in [0, 1]",
+    );
+    fails_with(
+        &run(args(&dir.path().join("d"), &["--layers", "0"])),
+        "layers 0 is not in 1..=256",
+    );
+    fails_with(&run(args(&teacher, &[])), "is not an empty folder");
+    fails_with(
+        &kdprune(&["eval-lm", "--model", p(&model), "--data-dir", p(&data)]),
+        "is not a causal language model",
+    );
+    for d in ["b", "c", "d"] {
+        assert!(!dir.path().join(d).exists(), "{d}");
+    }
+}

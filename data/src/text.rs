@@ -60,11 +60,28 @@ impl TextTokenizer {
             )));
         }
         let bytes = read_bounded(path, 64 << 20)?;
-        let mut inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Corrupt {
-                path: path.to_path_buf(),
-                message: format!("not a tokenizer.json: {e}"),
-            })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| DataError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("not a tokenizer.json: {e}"),
+        })?;
+        Self::with_limits(inner, max_length)
+    }
+
+    /// A tokenizer from the text of a `tokenizer.json` (e.g. one that
+    /// [`restrict_vocabulary`] made); `max_length` ≥ 2.
+    pub fn from_json(json: &str, max_length: usize) -> Result<Self> {
+        if max_length < 2 {
+            return Err(DataError::Invalid(format!(
+                "max_length {max_length} leaves no room for the special tokens"
+            )));
+        }
+        let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| DataError::Invalid(format!("not a tokenizer.json: {e}")))?;
+        Self::with_limits(inner, max_length)
+    }
+
+    /// `inner` truncating to `max_length` and padding to the batch's longest.
+    fn with_limits(mut inner: tokenizers::Tokenizer, max_length: usize) -> Result<Self> {
         let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
         let pad_token = inner
             .id_to_token(pad_id)
@@ -87,6 +104,11 @@ impl TextTokenizer {
     /// The vocabulary size, added tokens included (the ids it can produce).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The id of `token` (e.g. `[MASK]`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     /// The longest sequence a batch may hold.
@@ -124,6 +146,164 @@ impl TextTokenizer {
             truncated,
         })
     }
+}
+
+/// A smaller word-piece vocabulary cut from a BERT `tokenizer.json` for a
+/// model trained on `texts`: the special tokens, every single character
+/// (and `##` character) the texts use, then the most frequent other pieces
+/// of the texts (ties by their original id) up to `vocab_size` tokens;
+/// specials first, the rest in their original order. Returns the new
+/// `tokenizer.json` (no padding or truncation of its own).
+///
+/// Word-piece matching takes the longest piece that is in the vocabulary,
+/// so a word whose piece was cut splits into shorter ones; with every
+/// character kept, no word of `texts` becomes `[UNK]`. The same inputs give
+/// the same file (the word-piece trainer of the `tokenizers` crate breaks
+/// ties through hash-map order, which differs between runs).
+pub fn restrict_vocabulary(
+    tokenizer_json: &str,
+    texts: &[&str],
+    vocab_size: usize,
+) -> Result<String> {
+    use serde_json::Value;
+    use std::collections::{BTreeMap, BTreeSet};
+    let bad = |m: String| DataError::Invalid(format!("restricting the vocabulary: {m}"));
+    if texts.is_empty() {
+        return Err(bad("no text to count pieces in".to_string()));
+    }
+    let mut json: Value =
+        serde_json::from_str(tokenizer_json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if json["model"]["type"] != "WordPiece" {
+        return Err(bad(format!(
+            "the model is {}, not WordPiece",
+            json["model"]["type"]
+        )));
+    }
+    let vocab: BTreeMap<String, u32> = serde_json::from_value(json["model"]["vocab"].clone())
+        .map_err(|e| bad(format!("model.vocab: {e}")))?;
+    let specials: BTreeSet<u32> = json["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["special"] == true)
+        .filter_map(|t| t["id"].as_u64().map(|id| id as u32))
+        .collect();
+    // how often the texts use each piece
+    let mut tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
+        .map_err(|e| bad(format!("not a tokenizer.json: {e}")))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+    for chunk in texts.chunks(4096) {
+        let encodings = tokenizer
+            .encode_batch(chunk.to_vec(), true)
+            .map_err(|e| bad(format!("tokenisation failed: {e}")))?;
+        for e in &encodings {
+            for &id in e.get_ids() {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+    }
+    // every character of every piece used, alone and as a continuation, so
+    // that any word of the texts can fall back to characters
+    let by_id: BTreeMap<u32, &str> = vocab.iter().map(|(t, &id)| (id, t.as_str())).collect();
+    let mut chars: BTreeSet<char> = BTreeSet::new();
+    for id in counts.keys().filter(|id| !specials.contains(id)) {
+        if let Some(token) = by_id.get(id) {
+            chars.extend(token.strip_prefix("##").unwrap_or(token).chars());
+        }
+    }
+    let mut keep: BTreeSet<u32> = specials.clone();
+    for c in chars {
+        for piece in [c.to_string(), format!("##{c}")] {
+            if let Some(&id) = vocab.get(&piece) {
+                keep.insert(id);
+            }
+        }
+    }
+    if keep.len() > vocab_size {
+        return Err(bad(format!(
+            "the special tokens and the {} single characters the texts use do not fit in {vocab_size} tokens",
+            keep.len() - specials.len()
+        )));
+    }
+    let mut by_count: Vec<(u64, u32)> = counts
+        .iter()
+        .filter(|(id, _)| !keep.contains(id))
+        .map(|(&id, &c)| (c, id))
+        .collect();
+    by_count.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for &(_, id) in by_count.iter().take(vocab_size - keep.len()) {
+        keep.insert(id);
+    }
+    // new ids: specials first, then the rest, each in original order
+    let renumber: BTreeMap<u32, u32> = specials
+        .iter()
+        .chain(keep.iter().filter(|id| !specials.contains(id)))
+        .enumerate()
+        .map(|(new, &old)| (old, new as u32))
+        .collect();
+    let new_vocab: serde_json::Map<String, Value> = vocab
+        .iter()
+        .filter_map(|(t, id)| renumber.get(id).map(|&n| (t.clone(), Value::from(n))))
+        .collect();
+    json["model"]["vocab"] = Value::Object(new_vocab);
+    let added: Vec<Value> = json["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let old = t["id"].as_u64()? as u32;
+            let mut t = t.clone();
+            t["id"] = Value::from(*renumber.get(&old)?);
+            Some(t)
+        })
+        .collect();
+    json["added_tokens"] = Value::Array(added);
+    let new_id = |token: &str| -> Result<u32> {
+        vocab
+            .get(token)
+            .and_then(|id| renumber.get(id))
+            .copied()
+            .ok_or_else(|| {
+                bad(format!(
+                    "the post-processor's {token} is not in the vocabulary"
+                ))
+            })
+    };
+    let post = &mut json["post_processor"];
+    match post["type"].as_str() {
+        Some("TemplateProcessing") => {
+            if let Some(map) = post["special_tokens"].as_object_mut() {
+                for entry in map.values_mut() {
+                    let tokens: Vec<String> = serde_json::from_value(entry["tokens"].clone())
+                        .map_err(|e| bad(format!("post_processor: {e}")))?;
+                    let ids = tokens
+                        .iter()
+                        .map(|t| new_id(t))
+                        .collect::<Result<Vec<u32>>>()?;
+                    entry["ids"] = Value::from(ids);
+                }
+            }
+        }
+        Some("BertProcessing") | Some("RobertaProcessing") => {
+            for key in ["sep", "cls"] {
+                let token = post[key][0].as_str().unwrap_or_default().to_string();
+                post[key][1] = Value::from(new_id(&token)?);
+            }
+        }
+        None => {}
+        Some(other) => return Err(bad(format!("post-processor {other} is not supported"))),
+    }
+    json["padding"] = Value::Null;
+    json["truncation"] = Value::Null;
+    let out = serde_json::to_string_pretty(&json).map_err(|e| bad(e.to_string()))?;
+    // it must load
+    tokenizers::Tokenizer::from_bytes(out.as_bytes())
+        .map_err(|e| bad(format!("the new tokenizer does not load: {e}")))?;
+    Ok(out)
 }
 
 /// One WordNet synset: its id, part of speech, lemmas, gloss and example sentences.

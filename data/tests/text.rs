@@ -84,3 +84,70 @@ fn the_shared_splits_load_whole() {
     assert_eq!(load_glosses(&dir, GlossSplit::Dev).unwrap().len(), 1_465);
     assert_eq!(load_glosses(&dir, GlossSplit::Train).unwrap().len(), 27_332);
 }
+
+#[test]
+fn a_restricted_vocabulary_keeps_specials_characters_and_frequent_pieces() {
+    use kdprune_data::text::{restrict_vocabulary, TextTokenizer};
+    let path = shared_dir()
+        .join("models")
+        .join("all-MiniLM-L6-v2")
+        .join("tokenizer.json");
+    if !path.is_file() {
+        println!("skipping: {} not found", path.display());
+        return;
+    }
+    let json = std::fs::read_to_string(&path).unwrap();
+    let texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "the quickest foxes outjumped the laziest dogs",
+        "pack my box with five dozen liquor jugs!",
+    ];
+    let original = TextTokenizer::from_file(&path, 64).unwrap();
+    let pieces =
+        |t: &TextTokenizer, s: &str| -> Vec<u32> { t.encode_batch(&[s]).unwrap().row(0).to_vec() };
+    // room for every piece the texts use: the same tokenisation, new ids
+    let all = restrict_vocabulary(&json, &texts, 200).unwrap();
+    assert_eq!(restrict_vocabulary(&json, &texts, 200).unwrap(), all);
+    let small = TextTokenizer::from_json(&all, 64).unwrap();
+    // [PAD] [UNK] [CLS] [SEP] [MASK] (originally 0, 100, 101, 102, 103) become 0..4
+    for (id, t) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(small.token_id(t), Some(id as u32), "{t}");
+    }
+    assert!(small.vocab_size() < 200, "{}", small.vocab_size());
+    for text in texts {
+        let (a, b) = (pieces(&original, text), pieces(&small, text));
+        assert_eq!(a.len(), b.len(), "{text}");
+        assert_eq!((b[0], *b.last().unwrap()), (2, 3));
+        assert!(!b.contains(&1), "{text}: {b:?}");
+    }
+    // the smallest vocabulary holds the specials and characters only:
+    // every word splits into its characters, never [UNK]
+    let err = restrict_vocabulary(&json, &texts, 10)
+        .unwrap_err()
+        .to_string();
+    // "… the special tokens and the K single characters the texts use do not fit …"
+    let k: usize = err
+        .split("and the ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    let smallest = 5 + k;
+    let tiny = TextTokenizer::from_json(&restrict_vocabulary(&json, &texts, smallest).unwrap(), 64)
+        .unwrap();
+    assert_eq!(tiny.vocab_size(), smallest);
+    for text in texts {
+        let chars = text.chars().filter(|c| !c.is_whitespace()).count();
+        assert_eq!(pieces(&tiny, text).len(), chars + 2, "{text}");
+        assert!(!pieces(&tiny, text).contains(&1), "{text}");
+    }
+    // a word of characters the texts never used is [UNK]
+    assert!(pieces(&tiny, "77").contains(&1));
+    // sizes that cannot hold the characters, no texts, not a tokenizer
+    assert!(restrict_vocabulary(&json, &[], 100).is_err());
+    assert!(restrict_vocabulary("{}", &texts, 100).is_err());
+    assert!(TextTokenizer::from_json("{", 16).is_err());
+}

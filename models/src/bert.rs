@@ -65,6 +65,13 @@ pub struct BertConfig {
     pub pad_token_id: u32,
     /// One entry per encoder layer.
     pub layers: Vec<LayerSizes>,
+    /// Causal self-attention: a token attends to itself and the tokens
+    /// before it (Hugging Face's `is_decoder`).
+    pub is_decoder: bool,
+    /// A language-model head, `cls.predictions.*` of Hugging Face's
+    /// `BertLMHeadModel` (causal) or `BertForMaskedLM`: dense, erf GELU,
+    /// layer norm, then the word embeddings (tied) and a bias per token.
+    pub lm_head: bool,
 }
 
 /// The fields of a Hugging Face BERT `config.json` that matter here, and
@@ -94,6 +101,12 @@ struct HfConfig {
     head_dim: Option<usize>,
     #[serde(default)]
     kdprune_layers: Option<Vec<LayerSizes>>,
+    #[serde(default)]
+    is_decoder: bool,
+    #[serde(default)]
+    architectures: Vec<String>,
+    #[serde(default)]
+    tie_word_embeddings: Option<bool>,
 }
 
 fn default_act() -> String {
@@ -183,6 +196,15 @@ impl BertConfig {
                 ]
             }
         };
+        let lm_head = hf
+            .architectures
+            .iter()
+            .any(|a| a == "BertLMHeadModel" || a == "BertForMaskedLM");
+        if lm_head && hf.tie_word_embeddings == Some(false) {
+            return Err(config_error(
+                "a language-model head with untied word embeddings is not supported",
+            ));
+        }
         let config = Self {
             vocab_size: hf.vocab_size,
             hidden_size: hf.hidden_size,
@@ -192,6 +214,8 @@ impl BertConfig {
             layer_norm_eps: hf.layer_norm_eps,
             pad_token_id: hf.pad_token_id,
             layers,
+            is_decoder: hf.is_decoder,
+            lm_head,
         };
         config.validate()?;
         Ok(config)
@@ -209,8 +233,13 @@ impl BertConfig {
             .map(|l| l.intermediate)
             .max()
             .unwrap_or(0);
+        let architecture = match (self.lm_head, self.is_decoder) {
+            (false, _) => "BertModel",
+            (true, true) => "BertLMHeadModel",
+            (true, false) => "BertForMaskedLM",
+        };
         let mut json = serde_json::json!({
-            "architectures": ["BertModel"],
+            "architectures": [architecture],
             "model_type": "bert",
             "hidden_act": "gelu",
             "vocab_size": self.vocab_size,
@@ -227,6 +256,12 @@ impl BertConfig {
         if heads * self.head_dim != self.hidden_size {
             json["head_dim"] = self.head_dim.into();
         }
+        if self.is_decoder {
+            json["is_decoder"] = true.into();
+        }
+        if self.lm_head {
+            json["tie_word_embeddings"] = true.into();
+        }
         let uniform = self
             .layers
             .iter()
@@ -235,6 +270,53 @@ impl BertConfig {
             json["kdprune_layers"] = serde_json::to_value(&self.layers).expect("plain struct");
         }
         serde_json::to_string_pretty(&json).expect("plain JSON")
+    }
+
+    /// A configuration of `layers` equal layers of `heads` heads of width
+    /// `hidden_size / heads` and `intermediate` neurons, with a
+    /// language-model head (`lm_head`) and causal attention (`is_decoder`)
+    /// as asked; one token type, positions up to `max_positions`, layer-norm
+    /// ε 1e-12, padding id `pad_token_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vocab_size: usize,
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+        intermediate: usize,
+        max_positions: usize,
+        pad_token_id: u32,
+        lm_head: bool,
+        is_decoder: bool,
+    ) -> Result<Self> {
+        if heads == 0 || !hidden_size.is_multiple_of(heads) {
+            return Err(config_error(format!(
+                "hidden size {hidden_size} is not a multiple of {heads} heads"
+            )));
+        }
+        if layers > MAX_LAYERS {
+            return Err(config_error(format!("{layers} layers exceed {MAX_LAYERS}")));
+        }
+        let config = Self {
+            vocab_size,
+            hidden_size,
+            head_dim: hidden_size / heads,
+            max_position_embeddings: max_positions,
+            type_vocab_size: 1,
+            layer_norm_eps: 1e-12,
+            pad_token_id,
+            layers: vec![
+                LayerSizes {
+                    heads,
+                    intermediate
+                };
+                layers
+            ],
+            is_decoder,
+            lm_head,
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks every size against its bound and the parameter count against
@@ -333,6 +415,14 @@ impl BertConfig {
             specs.push((format!("{p}.output.LayerNorm.weight"), vec![h]));
             specs.push((format!("{p}.output.LayerNorm.bias"), vec![h]));
         }
+        if self.lm_head {
+            let p = "cls.predictions";
+            specs.push((format!("{p}.transform.dense.weight"), vec![h, h]));
+            specs.push((format!("{p}.transform.dense.bias"), vec![h]));
+            specs.push((format!("{p}.transform.LayerNorm.weight"), vec![h]));
+            specs.push((format!("{p}.transform.LayerNorm.bias"), vec![h]));
+            specs.push((format!("{p}.bias"), vec![self.vocab_size]));
+        }
         specs.sort();
         specs
     }
@@ -430,6 +520,37 @@ impl Bert {
         })
     }
 
+    /// A freshly initialised model: weight matrices and embeddings from
+    /// `U(−a, a)` with `a = 0.02·√3` (standard deviation 0.02, BERT's), the
+    /// padding token's embedding 0, biases 0, layer-norm scales 1. One
+    /// `ChaCha8Rng::seed_from_u64(seed)` stream is drawn in sorted-name
+    /// order, so the same seed gives the same model.
+    pub fn init(config: BertConfig, seed: u64, device: &Device) -> Result<Self> {
+        use rand::SeedableRng;
+        config.validate()?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let bound = (0.02 * 3f64.sqrt()) as f32;
+        let mut tensors = BTreeMap::new();
+        for (name, shape) in config.param_specs() {
+            let n: usize = shape.iter().product();
+            let values = if name.ends_with("LayerNorm.weight") {
+                vec![1f32; n]
+            } else if shape.len() == 1 {
+                vec![0f32; n]
+            } else {
+                let mut v = kd_core::init::uniform_values(&mut rng, n, bound);
+                if name == "embeddings.word_embeddings.weight" {
+                    let h = config.hidden_size;
+                    let pad = config.pad_token_id as usize;
+                    v[pad * h..(pad + 1) * h].fill(0.0);
+                }
+                v
+            };
+            tensors.insert(name, Tensor::from_vec(values, shape, device)?);
+        }
+        Self::from_tensors(config, &tensors, device)
+    }
+
     /// Loads a model folder in the Hugging Face layout: `config.json` and
     /// `model.safetensors`.
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
@@ -468,7 +589,14 @@ impl Bert {
         for (name, t) in &tensors {
             let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
             let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            entries.push((name.clone(), t.dims().to_vec(), bytes));
+            // a model with a head keeps the encoder under `bert.`, as
+            // `BertLMHeadModel` and `BertForMaskedLM` name it
+            let name = if self.config.lm_head && !name.starts_with("cls.") {
+                format!("bert.{name}")
+            } else {
+                name.clone()
+            };
+            entries.push((name, t.dims().to_vec(), bytes));
         }
         let views = entries
             .iter()
@@ -734,9 +862,16 @@ impl Bert {
             .unsqueeze(0)?;
         let x = word.broadcast_add(&pos)?.broadcast_add(&typ)?;
         let mut x = self.layer_norm(&x, "embeddings.LayerNorm")?;
-        // additive mask: 0 for tokens, f32::MIN for padding (what transformers adds)
-        let keep = attention_mask.to_dtype(DType::F32)?;
-        let bias = ((keep.ones_like()? - &keep)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?;
+        // additive mask: 0 for tokens, f32::MIN for padding (what transformers
+        // adds) and, in a decoder, for the tokens after the query's
+        let keep = attention_mask.to_dtype(DType::F32)?.reshape((b, 1, 1, t))?;
+        let keep = if self.config.is_decoder {
+            let causal = Tensor::tril2(t, DType::F32, x.device())?.reshape((1, 1, t, t))?;
+            keep.broadcast_mul(&causal)?
+        } else {
+            keep
+        };
+        let bias = ((keep.ones_like()? - &keep)? * f32::MIN as f64)?;
         let mut hidden_states = vec![x.clone()];
         let mut attentions = Vec::with_capacity(self.config.num_layers());
         for i in 0..self.config.num_layers() {
@@ -808,6 +943,25 @@ impl Bert {
         };
         let y = self.layer_norm(&(ffn + &x)?, &format!("{p}.output.LayerNorm"))?;
         Ok((y, probs))
+    }
+
+    /// The language-model head's logits `[batch, tokens, vocab]` for hidden
+    /// states `[batch, tokens, hidden]` (e.g. [`BertOutput::last_hidden`]):
+    /// dense, erf GELU, layer norm, times the word embeddings transposed,
+    /// plus the per-token bias. An error for a model without a head.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        if !self.config.lm_head {
+            return Err(config_error("this model has no language-model head"));
+        }
+        let (b, t, h) = hidden.dims3()?;
+        let x = self.linear(hidden, "cls.predictions.transform.dense")?;
+        let x = self.layer_norm(&ops::gelu_erf(&x)?, "cls.predictions.transform.LayerNorm")?;
+        let words = self.var("embeddings.word_embeddings.weight");
+        let logits = x
+            .reshape((b * t, h))?
+            .matmul(&words.t()?)?
+            .broadcast_add(self.var("cls.predictions.bias"))?;
+        Ok(logits.reshape((b, t, self.config.vocab_size))?)
     }
 
     /// `x · Wᵀ + b` over the last axis of a `[batch, tokens, in]` tensor.

@@ -327,3 +327,133 @@ pub fn prune_encoder(a: PruneEncoderArgs, device: &Device) -> Result<()> {
     eprintln!("wrote {}", config.out.display());
     Ok(())
 }
+
+/// Flags of `kdprune train-lm`.
+#[derive(Args, Debug)]
+pub struct TrainLmArgs {
+    /// The WordNet glosses folder.
+    #[arg(long, default_value = "../shared/datasets/wordnet-glosses")]
+    pub data_dir: PathBuf,
+    /// A trained LM folder: the student learns its next-token distributions
+    /// (token-level KD, weight --alpha) and uses its tokenizer.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// The BERT tokenizer.json whose word-piece vocabulary is cut to --vocab-size
+    /// (without --teacher).
+    #[arg(
+        long,
+        default_value = "../shared/models/all-MiniLM-L6-v2/tokenizer.json"
+    )]
+    pub tokenizer: PathBuf,
+    #[arg(long, default_value_t = 8192)]
+    pub vocab_size: usize,
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 512)]
+    pub intermediate: usize,
+    /// Longest sequence in tokens ([CLS] and [SEP] included).
+    #[arg(long, default_value_t = 64)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW (cosine schedule, 5 % warm-up).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Weight α of the distillation term in α·KD + (1 − α)·CE (needs --teacher;
+    /// 0: cross-entropy alone).
+    #[arg(long, default_value_t = 0.0)]
+    pub alpha: f64,
+    /// Softmax temperature of the distillation term.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Train on the first N texts only (0: all 65,872).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The model folder to write (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Trains a causal LM (teacher from scratch, or a student under a teacher)
+/// and prints its test perplexity.
+pub fn train_lm(a: TrainLmArgs, device: &Device) -> Result<()> {
+    use kdprune_cli::lm::{train_lm as run, LmTrainConfig};
+    let config = LmTrainConfig {
+        data_dir: a.data_dir,
+        teacher: a.teacher,
+        tokenizer: a.tokenizer,
+        vocab_size: a.vocab_size,
+        layers: a.layers,
+        hidden: a.hidden,
+        heads: a.heads,
+        intermediate: a.intermediate,
+        max_length: a.max_length,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        alpha: a.alpha,
+        temperature: a.temperature,
+        limit: a.limit,
+        seed: a.seed,
+        out: a.out,
+    };
+    let r = run(&config, device, true)?;
+    println!("| model | parameters | vocabulary | best epoch | test perplexity |");
+    println!("|---|---|---|---|---|");
+    if let (Some(p), Some(t)) = (r.teacher_params, r.teacher_test) {
+        println!(
+            "| teacher | {p} | {} | | {:.3} |",
+            r.vocab_size, t.perplexity
+        );
+    }
+    println!(
+        "| this model | {} | {} | {} of {} | {:.3} |",
+        r.params,
+        r.vocab_size,
+        r.best_epoch,
+        r.epochs.len(),
+        r.test.perplexity
+    );
+    eprintln!("wrote {}", config.out.display());
+    Ok(())
+}
+
+/// Flags of `kdprune eval-lm`.
+#[derive(Args, Debug)]
+pub struct EvalLmArgs {
+    /// An LM folder written by `kdprune train-lm`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: GlossSplitArg,
+    #[arg(long, default_value = "../shared/datasets/wordnet-glosses")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub max_length: usize,
+}
+
+/// Perplexity of an LM folder on a split.
+pub fn eval_lm(a: EvalLmArgs, device: &Device) -> Result<()> {
+    let p = kdprune_cli::lm::eval_lm(&a.model, &a.data_dir, a.split.0, a.max_length, device)?;
+    println!("| split | predicted tokens | cross-entropy | perplexity |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.4} | {:.3} |",
+        a.split.0.name(),
+        p.tokens,
+        p.cross_entropy,
+        p.perplexity
+    );
+    Ok(())
+}
