@@ -10,6 +10,13 @@
 //!   mask ξ multiplying the head's (neuron's) output, with L the in-batch
 //!   contrastive loss of the retrieval task on the training split (each
 //!   synset's first example against all glosses of the batch, τ = 0.05);
+//! - `attention-variance`: the guide's attention-variance score of a head,
+//!   the variance over the keys of its attention probabilities,
+//!   `(1/n) Σ_k a_qk² − 1/n²` for a query with `n` real keys, averaged
+//!   over the real queries of the scoring texts (glosses and first
+//!   examples) — a head that spreads its attention evenly moves little; its
+//!   neurons are scored as `michel` scores them (the score has no neuron
+//!   form);
 //! - `teacher-guided`: the paper's `Σ |θ ⊙ ∂L/∂θ|` over the head's (neuron's)
 //!   parameters, L the distillation loss `1 − cos` between the model's
 //!   sentence embeddings and the teacher's (`--teacher`), the gradient
@@ -41,6 +48,7 @@ use crate::text::SentenceEncoder;
 pub enum UnitCriterion {
     Magnitude,
     Michel,
+    AttentionVariance,
     TeacherGuided,
 }
 
@@ -50,9 +58,10 @@ impl std::str::FromStr for UnitCriterion {
         match s {
             "magnitude" => Ok(Self::Magnitude),
             "michel" => Ok(Self::Michel),
+            "attention-variance" => Ok(Self::AttentionVariance),
             "teacher-guided" => Ok(Self::TeacherGuided),
             other => Err(format!(
-                "unknown criterion '{other}' (magnitude, michel, teacher-guided)"
+                "unknown criterion '{other}' (magnitude, michel, attention-variance, teacher-guided)"
             )),
         }
     }
@@ -187,8 +196,18 @@ pub fn score_units(
         .map(|l| (vec![0.0; l.heads], vec![0.0; l.intermediate]))
         .collect();
     let mut grad_sum: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let mut variance: Vec<Vec<f64>> = cfg.layers.iter().map(|l| vec![0.0; l.heads]).collect();
+    let mut queries = 0.0f64;
     for batch in batches {
         let synsets: Vec<&Synset> = batch.iter().map(|&i| &synsets[i]).collect();
+        if criterion == UnitCriterion::AttentionVariance {
+            let texts: Vec<&str> = synsets
+                .iter()
+                .map(|s| s.gloss.as_str())
+                .chain(synsets.iter().map(|s| s.examples[0].as_str()))
+                .collect();
+            queries += attention_variance(enc, &texts, &mut variance)?;
+        }
         let loss = batch_loss(enc, teacher, &synsets, &masks)?;
         let grads = loss.backward()?;
         for (i, (hv, nv)) in head_vars.iter().zip(&neuron_vars).enumerate() {
@@ -234,6 +253,10 @@ pub fn score_units(
         };
         let (h_scores, n_scores) = match criterion {
             UnitCriterion::Michel => mask_scores[i].clone(),
+            UnitCriterion::AttentionVariance => (
+                variance[i].iter().map(|v| v / queries.max(1.0)).collect(),
+                mask_scores[i].1.clone(),
+            ),
             _ => {
                 let mut h = vec![0.0; l.heads * d];
                 for q in ["query", "key", "value"] {
@@ -291,6 +314,41 @@ pub fn score_units(
     })
 }
 
+/// Adds, per layer and head, the variance over the keys of each real
+/// query's attention probabilities, `(1/n) Σ_k a_qk² − 1/n²` (`n` real keys:
+/// the probabilities sum to 1, so their mean is `1/n`), summed over the
+/// real queries of `texts`; returns how many queries there were.
+pub fn attention_variance(
+    enc: &SentenceEncoder,
+    texts: &[&str],
+    sums: &mut [Vec<f64>],
+) -> Result<f64> {
+    let tokens = enc.tokenizer.encode_batch(texts)?;
+    let (ids, mask) = tokens.tensors(enc.bert.device())?;
+    let out = enc.bert.forward(&ids, &mask)?;
+    let keep = mask.to_dtype(DType::F32)?;
+    // 1/n per text, [B, 1, 1]
+    let inv_n = keep.sum_keepdim(1)?.recip()?.unsqueeze(2)?;
+    let queries = keep.sum_all()?.to_scalar::<f32>()? as f64;
+    for (layer, probs) in out.attentions.iter().enumerate() {
+        if probs.dim(1)? == 0 {
+            continue;
+        }
+        // Σ_k a² per query, [B, H, T]
+        let sq = probs.sqr()?.sum(D::Minus1)?;
+        let var = sq.broadcast_mul(&inv_n)?.broadcast_sub(&inv_n.sqr()?)?;
+        let per_head = var
+            .broadcast_mul(&keep.unsqueeze(1)?)?
+            .sum(2)?
+            .sum(0)?
+            .to_vec1::<f32>()?;
+        for (acc, v) in sums[layer].iter_mut().zip(per_head) {
+            *acc += v as f64;
+        }
+    }
+    Ok(queries)
+}
+
 /// The units to keep per layer when the `ratio` of all units with the
 /// lowest scores go (one global threshold; ties broken by layer, then index).
 pub fn keep_global(scores: &[Vec<f64>], ratio: f64) -> Vec<Vec<usize>> {
@@ -330,8 +388,21 @@ pub fn prune_encoder(config: &EncoderPruneConfig, device: &Device) -> Result<Enc
     if config.out.exists() {
         bail!("{} exists: give a new folder", config.out.display());
     }
-    if config.criterion == UnitCriterion::TeacherGuided && config.teacher.is_none() {
-        bail!("the teacher-guided criterion needs --teacher DIR");
+    if config.criterion == UnitCriterion::TeacherGuided {
+        let Some(teacher) = &config.teacher else {
+            bail!("the teacher-guided criterion needs --teacher DIR");
+        };
+        let same = match (teacher.canonicalize(), config.model.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            bail!(
+                "teacher-guided scores of the teacher itself are all 0 (the distillation loss is at \
+                 its minimum): score a student that differs from it (e.g. a distilled layer subset), \
+                 or use --criterion michel or attention-variance"
+            );
+        }
     }
     let enc = SentenceEncoder::load(&config.model, Some(config.max_length), device)?;
     let n_layers = enc.bert.config().num_layers();

@@ -412,6 +412,41 @@ fn prune_encoder_removes_heads_neurons_and_layers_into_a_model_that_loads() {
         "needs --teacher",
     );
     fails_with(
+        &base(
+            &dir.path().join("b"),
+            &["--criterion", "teacher-guided", "--teacher", p(&model)],
+        ),
+        "scores of the teacher itself are all 0",
+    );
+    // the attention-variance criterion removes heads by their variance
+    let av = dir.path().join("av");
+    ok(&base(
+        &av,
+        &["--criterion", "attention-variance", "--heads", "0.25"],
+    ));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(av.join("prune-report.json")).unwrap())
+            .unwrap();
+    let scores: Vec<f64> = report["head_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(scores.len(), 72);
+    // a variance of probabilities over n keys lies in [0, 1/n − 1/n²] ⊂ [0, 1/4]
+    assert!(
+        scores.iter().all(|&v| (0.0..=0.25).contains(&v)),
+        "{scores:?}"
+    );
+    let after: u64 = report["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l[0].as_u64().unwrap())
+        .sum();
+    assert_eq!(after, 54);
+    fails_with(
         &base(&dir.path().join("c"), &["--drop-layers", "6"]),
         "leaves no layer",
     );
@@ -421,6 +456,43 @@ fn prune_encoder_removes_heads_neurons_and_layers_into_a_model_that_loads() {
     );
     for name in ["a", "b", "c", "d"] {
         assert!(!dir.path().join(name).exists());
+    }
+}
+
+#[test]
+fn attention_variance_is_the_variance_of_each_query_over_its_keys() {
+    use kdprune_cli::encoder_prune::attention_variance;
+    use kdprune_cli::text::SentenceEncoder;
+    let Some(model) = minilm() else { return };
+    let enc = SentenceEncoder::load(&model, Some(32), &Device::Cpu).unwrap();
+    let texts = ["a small domesticated carnivore", "run fast"];
+    let mut sums: Vec<Vec<f64>> = vec![vec![0.0; 12]; 6];
+    let queries = attention_variance(&enc, &texts, &mut sums).unwrap();
+    // independently: two-pass mean and variance over the real keys, in f64
+    let batch = enc.tokenizer.encode_batch(&texts).unwrap();
+    let (ids, mask) = batch.tensors(&Device::Cpu).unwrap();
+    let out = enc.bert.forward(&ids, &mask).unwrap();
+    let lens: Vec<usize> = (0..2).map(|b| batch.row(b).len()).collect();
+    assert_eq!(queries, (lens[0] + lens[1]) as f64);
+    for (layer, probs) in out.attentions.iter().enumerate() {
+        let a: Vec<Vec<Vec<Vec<f32>>>> = (0..2)
+            .map(|b| probs.get(b).unwrap().to_vec3().unwrap())
+            .collect();
+        for h in 0..12 {
+            let mut want = 0.0f64;
+            for (b, &n) in lens.iter().enumerate() {
+                for q in 0..n {
+                    let row: Vec<f64> = (0..n).map(|k| a[b][h][q][k] as f64).collect();
+                    let mean = row.iter().sum::<f64>() / n as f64;
+                    want += row.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+                }
+            }
+            let got = sums[layer][h];
+            assert!(
+                (got - want).abs() < 1e-5 * want.max(1e-3),
+                "layer {layer} head {h}: {got} vs {want}"
+            );
+        }
     }
 }
 

@@ -264,8 +264,9 @@ pub struct PruneEncoderArgs {
     /// Keep exactly these layers, in this order, e.g. `0,1,2` (instead of --drop-layers).
     #[arg(long, value_delimiter = ',')]
     pub keep_layers: Option<Vec<usize>>,
-    /// magnitude, michel (head-mask gradients) or teacher-guided (|θ ⊙ ∂L/∂θ|
-    /// of the distillation loss; needs --teacher).
+    /// magnitude, michel (head-mask gradients), attention-variance (heads by
+    /// the variance of their attention; neurons as michel) or teacher-guided
+    /// (|θ ⊙ ∂L/∂θ| of the distillation loss; needs a --teacher other than --model).
     #[arg(long, default_value = "michel")]
     pub criterion: String,
     /// Batches of training synsets the scores are summed over.
