@@ -481,8 +481,8 @@ fn attention_variance_is_the_variance_of_each_query_over_its_keys() {
         for h in 0..12 {
             let mut want = 0.0f64;
             for (b, &n) in lens.iter().enumerate() {
-                for q in 0..n {
-                    let row: Vec<f64> = (0..n).map(|k| a[b][h][q][k] as f64).collect();
+                for query in a[b][h].iter().take(n) {
+                    let row: Vec<f64> = query[..n].iter().map(|&x| x as f64).collect();
                     let mean = row.iter().sum::<f64>() / n as f64;
                     want += row.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
                 }
