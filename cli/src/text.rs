@@ -12,6 +12,7 @@ use kdprune_data::text::{
     load_glosses, rank_of, retrieval_scores, GlossSplit, RetrievalTask, TextTokenizer, TokenBatch,
 };
 use kdprune_models::bert::{l2_normalize, mean_pool, Bert};
+use kdprune_models::infer::BertRuntime;
 use serde::Serialize;
 
 /// The longest input when the folder does not say (`sentence_bert_config.json`'s
@@ -61,7 +62,8 @@ impl SentenceEncoder {
 
     /// Unit-length embeddings of `texts`, in their order. Texts are batched
     /// by length (longest first, as sentence-transformers does), so that a
-    /// batch carries little padding.
+    /// batch carries little padding; on the CPU they run through the fused
+    /// inference path ([`BertRuntime`], no padding at all).
     pub fn embed(
         &self,
         texts: &[&str],
@@ -86,11 +88,23 @@ impl SentenceEncoder {
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
         let mut out = vec![Vec::new(); texts.len()];
         let mut truncated = 0;
+        // on the CPU, the fused inference path (a copy of the weights, made
+        // once per call: the model may have been trained since the last)
+        let runtime = match self.bert.device() {
+            Device::Cpu => Some(BertRuntime::new(&self.bert)?),
+            _ => None,
+        };
         for chunk in order.chunks(batch_size) {
             let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
             let tokens = self.tokenizer.encode_batch(&batch)?;
             truncated += tokens.truncated;
-            let rows = self.embed_tokens(&tokens)?;
+            let rows = match &runtime {
+                Some(rt) => {
+                    let seqs: Vec<&[u32]> = (0..tokens.batch).map(|i| tokens.row(i)).collect();
+                    rt.sentence_embeddings(&seqs)?
+                }
+                None => self.embed_tokens(&tokens)?,
+            };
             for (&i, row) in chunk.iter().zip(rows) {
                 out[i] = row;
             }

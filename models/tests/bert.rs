@@ -77,6 +77,13 @@ fn minilm_token_ids_and_embeddings_equal_sentence_transformers() {
         let cos = dot / (na * nb);
         assert!(cos >= 0.9999, "cosine {cos} for {:?}", sentences[i]);
     }
+    // the fused inference path: the same embeddings without padding
+    let runtime = kdprune_models::infer::BertRuntime::new(&bert).unwrap();
+    let rows: Vec<&[u32]> = (0..sentences.len()).map(|i| batch.row(i)).collect();
+    let fused = runtime.sentence_embeddings(&rows).unwrap();
+    for (a, b) in fused.iter().flatten().zip(emb.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "fused {a} vs {b}");
+    }
     // one sentence alone gives the same embedding as inside the padded batch
     let single = tokenizer.encode_batch(&sentences[1..2]).unwrap();
     let (ids1, mask1) = single.tensors(&Device::Cpu).unwrap();
@@ -395,4 +402,84 @@ fn a_layer_subset_runs_the_chosen_layers() {
     let err = bert.layer_subset(&[2]).unwrap_err().to_string();
     assert!(err.contains("layer 2 does not exist"), "{err}");
     assert!(bert.layer_subset(&[]).is_err());
+}
+
+/// The fused inference path against candle's forward pass on tiny random
+/// models with weights of standard deviation 0.5 (attention far from
+/// uniform): an encoder, a decoder, and one with a layer of no heads and a
+/// layer of no neurons.
+#[test]
+fn the_fused_inference_path_equals_the_forward_pass() {
+    use kdprune_models::bert::BertConfig;
+    use kdprune_models::infer::BertRuntime;
+    let lens = [7usize, 3, 5];
+    let ids: Vec<Vec<u32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(s, &n)| (0..n).map(|i| ((i * 7 + s * 13 + 1) % 50) as u32).collect())
+        .collect();
+    for causal in [false, true] {
+        let config = BertConfig::new(50, 24, 2, 3, 40, 16, 0, false, causal).unwrap();
+        let init = Bert::init(config.clone(), 5, &Device::Cpu).unwrap();
+        let scaled: std::collections::BTreeMap<String, Tensor> = init
+            .tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| {
+                let t = if n.ends_with("LayerNorm.weight") {
+                    t
+                } else {
+                    (t + 0.01).unwrap().affine(25.0, 0.0).unwrap()
+                };
+                (n, t)
+            })
+            .collect();
+        let full = Bert::from_tensors(config, &scaled, &Device::Cpu).unwrap();
+        let pruned = full
+            .remove_heads(&[vec![2], vec![]])
+            .unwrap()
+            .remove_neurons(&[vec![], (0..17).collect()])
+            .unwrap();
+        for bert in [&full, &pruned] {
+            let runtime = BertRuntime::new(bert).unwrap();
+            let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+            let fused = runtime.hidden_states(&seqs).unwrap();
+            // candle: one padded batch
+            let t = 7;
+            let mut flat = vec![0u32; lens.len() * t];
+            let mut mask = vec![0u32; lens.len() * t];
+            for (s, row) in ids.iter().enumerate() {
+                flat[s * t..s * t + row.len()].copy_from_slice(row);
+                mask[s * t..s * t + row.len()]
+                    .iter_mut()
+                    .for_each(|m| *m = 1);
+            }
+            let ids_t = Tensor::from_vec(flat, (lens.len(), t), &Device::Cpu).unwrap();
+            let mask_t = Tensor::from_vec(mask, (lens.len(), t), &Device::Cpu).unwrap();
+            let out = bert.forward(&ids_t, &mask_t).unwrap();
+            let want: Vec<Vec<Vec<f32>>> = out.last_hidden().to_vec3().unwrap();
+            let mut row = 0;
+            let mut worst = 0f32;
+            for (s, &n) in lens.iter().enumerate() {
+                for token in want[s].iter().take(n) {
+                    for (j, &w) in token.iter().enumerate() {
+                        worst = worst.max((fused[row * 24 + j] - w).abs());
+                    }
+                    row += 1;
+                }
+            }
+            assert!(worst < 1e-4, "causal {causal}: largest difference {worst}");
+            assert_eq!(fused.len(), row * 24);
+        }
+    }
+    // ids and lengths beyond the model are refused
+    let bert = Bert::init(
+        BertConfig::new(50, 24, 1, 3, 40, 16, 0, false, false).unwrap(),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let runtime = BertRuntime::new(&bert).unwrap();
+    assert!(runtime.hidden_states(&[&[1, 50]]).is_err());
+    assert!(runtime.hidden_states(&[&[1; 17]]).is_err());
 }

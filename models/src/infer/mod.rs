@@ -35,8 +35,10 @@ use crate::ops::sparse::Csr;
 use crate::quant::{Int8Linear, QuantizedWeight};
 use crate::zoo::lenet5::Geometry;
 use crate::zoo::CifarLayout;
+pub use bert::BertRuntime;
 use residual::ResidualBody;
 
+mod bert;
 mod residual;
 
 /// Which layers [`InferenceNet`] stores sparse.

@@ -101,6 +101,25 @@ impl<'a> MatMut<'a> {
             col_stride: self.row_stride,
         }
     }
+
+    /// The `rows × cols` matrix whose element `(i, j)` is
+    /// `data[i * row_stride + j * col_stride]` (e.g. one head's columns of
+    /// a wider row-major buffer).
+    pub(crate) fn strided(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
 }
 
 /// Whether every element of a strided `rows × cols` view lies inside `len`.

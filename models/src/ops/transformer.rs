@@ -53,7 +53,7 @@ fn on_cpu_f32(x: &Tensor) -> bool {
 /// (remainder below 1.2e-7 relative), `2ⁿ` built in the exponent bits; 0
 /// below −87 (where f32 would go subnormal), `x` clamped at 88 above.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 in two parts: n·LN2_HI is exact for |n| < 2⁹
     const LN2_HI: f32 = 0.693_359_4;
@@ -105,7 +105,7 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 /// `x·Φ(x)`, Φ the standard normal CDF.
 #[inline(always)]
-fn gelu_f32(x: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2))
 }
 
@@ -317,7 +317,7 @@ struct LayerNormGradOp {
 
 /// Mean and 1/√(var + eps) of a row.
 #[inline(always)]
-fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
+pub(crate) fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = lane_sum(row, |v| v) / n;
     let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
