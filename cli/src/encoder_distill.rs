@@ -21,6 +21,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use kd_core::schedule::LrSchedule;
 use kdprune_data::text::{load_glosses, GlossSplit};
 use kdprune_models::bert::{l2_normalize, mean_pool};
+use kdprune_models::infer::BertRuntime;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -143,12 +144,25 @@ pub fn distill_encoder(
     // longest first, so that a batch carries little padding
     let mut by_length: Vec<usize> = (0..texts.len()).collect();
     by_length.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+    // on the CPU through the fused inference path
+    let runtime = match device {
+        Device::Cpu => Some(BertRuntime::new(&teacher.bert)?),
+        _ => None,
+    };
     for chunk in by_length.chunks(64) {
         let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
         let tokens = teacher.tokenizer.encode_batch(&batch)?;
-        let (ids, mask) = tokens.tensors(device)?;
-        let pooled = mean_pool(teacher.bert.forward(&ids, &mask)?.last_hidden(), &mask)?;
-        for (&i, row) in chunk.iter().zip(pooled.to_vec2::<f32>()?) {
+        let rows = match &runtime {
+            Some(rt) => {
+                let seqs: Vec<&[u32]> = (0..tokens.batch).map(|i| tokens.row(i)).collect();
+                rt.mean_pooled(&seqs)?
+            }
+            None => {
+                let (ids, mask) = tokens.tensors(device)?;
+                mean_pool(teacher.bert.forward(&ids, &mask)?.last_hidden(), &mask)?.to_vec2()?
+            }
+        };
+        for (&i, row) in chunk.iter().zip(rows) {
             targets[i] = row;
         }
         if let Some(bar) = &bar {

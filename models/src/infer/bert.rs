@@ -274,9 +274,9 @@ impl BertRuntime {
         Ok(x)
     }
 
-    /// Unit-length mean-pooled embeddings of `seqs` (sentence-transformers'
-    /// pooling and normalisation), one per sequence.
-    pub fn sentence_embeddings(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+    /// The mean of each sequence's last hidden states (sentence-transformers'
+    /// pooling), one `[hidden]` vector per sequence.
+    pub fn mean_pooled(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let h = self.hidden;
         let x = self.hidden_states(seqs)?;
         let mut out = Vec::with_capacity(seqs.len());
@@ -290,10 +290,19 @@ impl BertRuntime {
             }
             let count = (s.len() as f32).max(1e-9);
             sum.iter_mut().for_each(|v| *v /= count);
-            let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            sum.iter_mut().for_each(|v| *v /= norm);
             out.push(sum);
             start += s.len();
+        }
+        Ok(out)
+    }
+
+    /// [`BertRuntime::mean_pooled`] divided by its L2 norm (clamped at
+    /// 1e-12): sentence-transformers' embeddings.
+    pub fn sentence_embeddings(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let mut out = self.mean_pooled(seqs)?;
+        for v in &mut out {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
         }
         Ok(out)
     }
