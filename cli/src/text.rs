@@ -81,6 +81,23 @@ impl SentenceEncoder {
         batch_size: usize,
         bar: Option<&ProgressBar>,
     ) -> Result<(Vec<Vec<f32>>, usize)> {
+        self.embed_by(texts, batch_size, bar, true)
+    }
+
+    /// [`SentenceEncoder::embed`] through candle's forward pass (padded
+    /// batches, the autograd graph built) everywhere: the baseline of the
+    /// fused path in `bench-embed`.
+    pub fn embed_unfused(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_by(texts, batch_size, None, false)?.0)
+    }
+
+    fn embed_by(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        bar: Option<&ProgressBar>,
+        fused: bool,
+    ) -> Result<(Vec<Vec<f32>>, usize)> {
         if batch_size == 0 {
             bail!("the batch size must be at least 1");
         }
@@ -91,7 +108,7 @@ impl SentenceEncoder {
         // on the CPU, the fused inference path (a copy of the weights, made
         // once per call: the model may have been trained since the last)
         let runtime = match self.bert.device() {
-            Device::Cpu => Some(BertRuntime::new(&self.bert)?),
+            Device::Cpu if fused => Some(BertRuntime::new(&self.bert)?),
             _ => None,
         };
         for chunk in order.chunks(batch_size) {

@@ -1,12 +1,13 @@
 //! Sentence embeddings per second of a BERT encoder folder (default: the
 //! shared all-MiniLM-L6-v2) through kdprune's encoder (`kdprune embed`'s
-//! code: tokenisation, forward pass, mean pooling, L2 normalisation),
-//! against sentence-transformers on PyTorch with the same texts, batch size
-//! and threads, measured in the same run when a Python with
-//! sentence-transformers is found (`KDPRUNE_PYTHON`, else `python3`):
+//! code: tokenisation, the fused inference path, mean pooling, L2
+//! normalisation), against candle's forward pass on padded batches (the
+//! path training uses) and sentence-transformers on PyTorch with the same
+//! texts, batch size and threads, measured in the same run when a Python
+//! with sentence-transformers is found (`KDPRUNE_PYTHON`, else `python3`):
 //!
 //! ```text
-//! model=DIR texts=1024 batch=32 threads=2 kdprune_sent_s=X pytorch_sent_s=Y ratio=X/Y
+//! model=DIR texts=1024 batch=32 threads=2 kdprune_sent_s=X candle_forward_sent_s=C fused_speedup=X/C pytorch_sent_s=Y ratio=X/Y
 //! ```
 //!
 //! The texts are the glosses then the example sentences of the WordNet
@@ -88,10 +89,21 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
     rates.sort_by(f64::total_cmp);
     let ours = rates[rates.len() / 2];
+    // the baseline: candle's forward pass on padded batches
+    let mut unfused: Vec<f64> = (0..rounds)
+        .map(|_| -> Result<f64> {
+            let start = Instant::now();
+            encoder.embed_unfused(&texts, batch)?;
+            Ok(texts.len() as f64 / start.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_>>()?;
+    unfused.sort_by(f64::total_cmp);
+    let unfused = unfused[unfused.len() / 2];
     let mut line = format!(
-        "model={} texts={} batch={batch} threads={threads} kdprune_sent_s={ours:.1}",
+        "model={} texts={} batch={batch} threads={threads} kdprune_sent_s={ours:.1} candle_forward_sent_s={unfused:.1} fused_speedup={:.2}",
         model.display(),
-        texts.len()
+        texts.len(),
+        ours / unfused
     );
     let python = std::env::var("KDPRUNE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("embed_reference.py");
