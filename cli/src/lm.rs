@@ -14,13 +14,26 @@
 //! is not. Perplexity is `exp` of the mean next-token cross-entropy over
 //! the predicted tokens of a split; the dev split picks the epoch, the test
 //! split reports it.
+//!
+//! The masked variant (`masked`; Hugging Face's `BertForMaskedLM`, attention
+//! in both directions) masks 15 % of each batch's tokens BERT's way (of
+//! them 80 % `[MASK]`, 10 % a random token, 10 % unchanged) and learns to
+//! restore them: alone on the masked-LM cross-entropy, or under a teacher
+//! with DistilBERT's triple loss, `α·T²·KL + (1 − α)·MLM + w_cos·(1 − cos)`
+//! of the last hidden states ([`kd_core::losses::distilbert`]); a student
+//! may start from the teacher's layers (`init_layers`, DistilBERT's every
+//! other layer). Its perplexity is over the masked tokens of a split under
+//! one fixed masking (the same positions for every model).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use kd_core::losses::distilbert::{
+    distilbert_loss, masked_lm_loss, DistilBertConfig, IGNORE_INDEX,
+};
 use kd_core::losses::token_kd::{lm_ce_loss, TokenKdConfig};
 use kd_core::schedule::LrSchedule;
 use kdprune_data::text::{load_glosses, restrict_vocabulary, GlossSplit, TextTokenizer};
@@ -71,6 +84,12 @@ pub struct LmTrainConfig {
     pub temperature: f64,
     /// Train on the first `limit` texts only (0: all).
     pub limit: usize,
+    /// A masked LM (bidirectional) instead of a causal one.
+    pub masked: bool,
+    /// Weight of the hidden-state cosine term (masked LMs under a teacher).
+    pub cosine: f64,
+    /// Start the student from these teacher layers instead of random weights.
+    pub init_layers: Option<Vec<usize>>,
     pub seed: u64,
     /// The model folder to write (must not exist, or be empty).
     pub out: PathBuf,
@@ -114,23 +133,90 @@ pub struct LmReport {
     pub test_unknown_share: f64,
 }
 
-/// Loads an LM folder (`config.json` with a causal language-model head,
-/// `model.safetensors`, `tokenizer.json`).
+/// Loads an LM folder (`config.json` with a language-model head — causal,
+/// `BertLMHeadModel`, or masked, `BertForMaskedLM` —, `model.safetensors`,
+/// `tokenizer.json`).
 pub fn load_lm(dir: &Path, max_length: usize, device: &Device) -> Result<SentenceEncoder> {
     let lm = SentenceEncoder::load(dir, Some(max_length), device)?;
-    let c = lm.bert.config();
-    if !(c.lm_head && c.is_decoder) {
+    if !lm.bert.config().lm_head {
         bail!(
-            "{} is not a causal language model (config.json: BertLMHeadModel with is_decoder)",
+            "{} is not a language model (config.json: BertLMHeadModel or BertForMaskedLM)",
             dir.display()
         );
     }
     Ok(lm)
 }
 
-/// Perplexity of `lm` on `texts` (batches of `batch_size`, longest first).
+/// The seed of the one masking every masked LM is evaluated under.
+const EVAL_MASK_SEED: u64 = 0x5eed;
+
+/// BERT's masking of a padded batch (`ids`, `mask`: `[batch, tokens]`
+/// row-major): each real token that is not in `specials` is chosen with
+/// probability 0.15 (the first such token when none is), and a chosen token
+/// becomes `mask_id` with probability 0.8, a random non-special token of
+/// `[0, vocab)` with 0.1, and stays with 0.1. Returns the model's input ids
+/// and the labels (the original id where chosen, −100 elsewhere).
+pub fn mask_tokens(
+    ids: &[u32],
+    mask: &[u32],
+    specials: &[u32],
+    mask_id: u32,
+    vocab: u32,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<u32>, Vec<i64>) {
+    use rand::Rng;
+    let mut input = ids.to_vec();
+    let mut labels = vec![IGNORE_INDEX; ids.len()];
+    let eligible = |i: usize| mask[i] != 0 && !specials.contains(&ids[i]);
+    let mut chosen: Vec<usize> = (0..ids.len())
+        .filter(|&i| eligible(i) && rng.random::<f32>() < 0.15)
+        .collect();
+    if chosen.is_empty() {
+        chosen.extend((0..ids.len()).find(|&i| eligible(i)));
+    }
+    let regular = (vocab as usize).saturating_sub(specials.len()) > 0;
+    for i in chosen {
+        labels[i] = ids[i] as i64;
+        let r = rng.random::<f32>();
+        if r < 0.8 {
+            input[i] = mask_id;
+        } else if r < 0.9 && regular {
+            input[i] = loop {
+                let id = rng.random_range(0..vocab);
+                if !specials.contains(&id) {
+                    break id;
+                }
+            };
+        }
+    }
+    (input, labels)
+}
+
+/// The special-token ids of a tokenizer and its `[MASK]` id.
+fn special_ids(tokenizer: &TextTokenizer) -> Result<(Vec<u32>, u32)> {
+    let specials: Vec<u32> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .filter_map(|t| tokenizer.token_id(t))
+        .collect();
+    let mask_id = tokenizer
+        .token_id("[MASK]")
+        .context("a masked LM needs a [MASK] token in its vocabulary")?;
+    Ok((specials, mask_id))
+}
+
+/// Perplexity of `lm` on `texts` (batches of `batch_size`, longest first):
+/// over the next tokens for a causal LM, over the masked tokens of one fixed
+/// masking for a masked LM.
 pub fn perplexity(lm: &SentenceEncoder, texts: &[&str], batch_size: usize) -> Result<Perplexity> {
     let device = lm.bert.device();
+    let masked = !lm.bert.config().is_decoder;
+    let (specials, mask_id) = if masked {
+        special_ids(&lm.tokenizer)?
+    } else {
+        (Vec::new(), 0)
+    };
+    let vocab = lm.bert.config().vocab_size as u32;
+    let mut rng = ChaCha8Rng::seed_from_u64(EVAL_MASK_SEED);
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
     let (mut nll, mut tokens) = (0.0, 0usize);
@@ -138,16 +224,34 @@ pub fn perplexity(lm: &SentenceEncoder, texts: &[&str], batch_size: usize) -> Re
         let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
         let encoded = lm.tokenizer.encode_batch(&batch)?;
         let (ids, mask) = encoded.tensors(device)?;
-        let logits = lm
-            .bert
-            .lm_logits(lm.bert.forward(&ids, &mask)?.last_hidden())?;
-        let predicted: usize = (0..encoded.batch)
-            .map(|b| encoded.row(b).len().saturating_sub(1))
-            .sum();
-        let ce = lm_ce_loss(&logits, &ids, &mask)?.to_scalar::<f32>()? as f64;
-        nll += ce * predicted as f64;
+        let (ce, predicted) = if masked {
+            let (input, labels) = mask_tokens(
+                &encoded.ids,
+                &encoded.mask,
+                &specials,
+                mask_id,
+                vocab,
+                &mut rng,
+            );
+            let count = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+            let shape = (encoded.batch, encoded.tokens);
+            let input = Tensor::from_vec(input, shape, device)?;
+            let labels = Tensor::from_vec(labels, shape, device)?;
+            let out = lm.bert.forward(&input, &mask)?;
+            let logits = lm.bert.lm_logits(out.last_hidden())?;
+            (masked_lm_loss(&logits, &labels)?, count)
+        } else {
+            let out = lm.bert.forward(&ids, &mask)?;
+            let logits = lm.bert.lm_logits(out.last_hidden())?;
+            let predicted: usize = (0..encoded.batch)
+                .map(|b| encoded.row(b).len().saturating_sub(1))
+                .sum();
+            (lm_ce_loss(&logits, &ids, &mask)?, predicted)
+        };
+        nll += ce.to_scalar::<f32>()? as f64 * predicted as f64;
         tokens += predicted;
     }
+
     if tokens == 0 {
         bail!("no token to predict in {} texts", texts.len());
     }
@@ -197,8 +301,19 @@ pub fn train_lm(config: &LmTrainConfig, device: &Device, verbose: bool) -> Resul
         alpha: config.alpha,
     };
     kd.validate().context("--alpha and --temperature")?;
-    if config.teacher.is_none() && config.alpha > 0.0 {
-        bail!("--alpha {} needs a --teacher", config.alpha);
+    if !(config.cosine >= 0.0 && config.cosine.is_finite()) {
+        bail!("--cosine must be non-negative, got {}", config.cosine);
+    }
+    if config.teacher.is_none() {
+        if config.alpha > 0.0 {
+            bail!("--alpha {} needs a --teacher", config.alpha);
+        }
+        if config.cosine > 0.0 || config.init_layers.is_some() {
+            bail!("--cosine and --init-layers need a --teacher");
+        }
+    }
+    if config.cosine > 0.0 && !config.masked {
+        bail!("--cosine is a term of the masked-LM triple loss (add --masked)");
     }
     if config.out.exists()
         && std::fs::read_dir(&config.out)
@@ -217,6 +332,21 @@ pub fn train_lm(config: &LmTrainConfig, device: &Device, verbose: bool) -> Resul
         .as_ref()
         .map(|dir| load_lm(dir, config.max_length, device))
         .transpose()?;
+    if let (Some(t), Some(dir)) = (&teacher, &config.teacher) {
+        let teacher_masked = !t.bert.config().is_decoder;
+        if teacher_masked != config.masked {
+            bail!(
+                "{} is a {} LM: train its student {}",
+                dir.display(),
+                if teacher_masked { "masked" } else { "causal" },
+                if teacher_masked {
+                    "with --masked"
+                } else {
+                    "without --masked"
+                }
+            );
+        }
+    }
     // the tokenizer: the teacher's, or a cut of the BERT vocabulary
     let tokenizer_json = match &config.teacher {
         Some(dir) => std::fs::read_to_string(dir.join("tokenizer.json"))
@@ -239,12 +369,32 @@ pub fn train_lm(config: &LmTrainConfig, device: &Device, verbose: bool) -> Resul
         config.max_length,
         pad,
         true,
-        true,
+        !config.masked,
     )
     .context("the model's sizes")?;
-    let lm = SentenceEncoder {
-        bert: Bert::init(model_config, config.seed, device)?,
-        tokenizer,
+    let bert = match (&config.init_layers, &teacher) {
+        (Some(layers), Some(t)) => t.bert.layer_subset(layers)?,
+        _ => Bert::init(model_config, config.seed, device)?,
+    };
+    if let Some(t) = &teacher {
+        let (hs, ht) = (bert.config().hidden_size, t.bert.config().hidden_size);
+        if config.cosine > 0.0 && hs != ht {
+            bail!(
+                "--cosine compares hidden states: the student's {hs} and the teacher's {ht} differ (--hidden {ht})"
+            );
+        }
+    }
+    let lm = SentenceEncoder { bert, tokenizer };
+    let (specials, mask_id) = if config.masked {
+        special_ids(&lm.tokenizer)?
+    } else {
+        (Vec::new(), 0)
+    };
+    let triple = DistilBertConfig {
+        alpha_ce: config.alpha,
+        alpha_mlm: 1.0 - config.alpha,
+        alpha_cos: config.cosine,
+        temperature: config.temperature,
     };
 
     let dev = split_texts(&config.data_dir, GlossSplit::Dev)?;
@@ -284,19 +434,52 @@ pub fn train_lm(config: &LmTrainConfig, device: &Device, verbose: bool) -> Resul
             opt_decay.set_learning_rate(lr);
             opt_plain.set_learning_rate(lr);
             let chunk: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-            let (ids, mask) = lm.tokenizer.encode_batch(&chunk)?.tensors(device)?;
-            let logits = lm
-                .bert
-                .lm_logits(lm.bert.forward(&ids, &mask)?.last_hidden())?;
-            let loss = match &teacher {
-                Some(t) if config.alpha > 0.0 => {
-                    let z = t
-                        .bert
-                        .lm_logits(t.bert.forward(&ids, &mask)?.last_hidden())?;
-                    kd.loss(&logits, &z, &ids, &mask)?
+            let encoded = lm.tokenizer.encode_batch(&chunk)?;
+            let (ids, mask) = encoded.tensors(device)?;
+            let loss = if config.masked {
+                let (input, labels) = mask_tokens(
+                    &encoded.ids,
+                    &encoded.mask,
+                    &specials,
+                    mask_id,
+                    vocab_size as u32,
+                    &mut rng,
+                );
+                let shape = (encoded.batch, encoded.tokens);
+                let input = Tensor::from_vec(input, shape, device)?;
+                let labels = Tensor::from_vec(labels, shape, device)?;
+                let out = lm.bert.forward(&input, &mask)?;
+                let logits = lm.bert.lm_logits(out.last_hidden())?;
+                match &teacher {
+                    Some(t) if config.alpha > 0.0 || config.cosine > 0.0 => {
+                        let tout = t.bert.forward(&input, &mask)?;
+                        let z = t.bert.lm_logits(tout.last_hidden())?;
+                        distilbert_loss(
+                            &logits,
+                            &z,
+                            &labels,
+                            out.last_hidden(),
+                            tout.last_hidden(),
+                            &mask,
+                            &triple,
+                        )?
+                        .total
+                    }
+                    _ => masked_lm_loss(&logits, &labels)?,
                 }
-                _ => lm_ce_loss(&logits, &ids, &mask)?,
+            } else {
+                let out = lm.bert.forward(&ids, &mask)?;
+                let logits = lm.bert.lm_logits(out.last_hidden())?;
+                match &teacher {
+                    Some(t) if config.alpha > 0.0 => {
+                        let tout = t.bert.forward(&ids, &mask)?;
+                        let z = t.bert.lm_logits(tout.last_hidden())?;
+                        kd.loss(&logits, &z, &ids, &mask)?
+                    }
+                    _ => lm_ce_loss(&logits, &ids, &mask)?,
+                }
             };
+
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 bail!("the loss became {value} at step {step} (epoch {epoch}): lower --lr");
@@ -378,4 +561,70 @@ pub fn eval_lm(
     let texts = split_texts(data_dir, split)?;
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     perplexity(&lm, &texts, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BERT's masking: 15 % of the eligible tokens, of them 80 % `[MASK]`,
+    /// 10 % random, 10 % kept; specials and padding never; seeded.
+    #[test]
+    fn masking_follows_bert() {
+        let (b, t) = (200, 50);
+        let mut ids = Vec::new();
+        let mut mask = Vec::new();
+        for row in 0..b {
+            let len = 10 + row % 40;
+            for j in 0..t {
+                let id = match j {
+                    0 => 2,
+                    j if j + 1 == len => 3,
+                    j if j < len => 5 + ((row * 31 + j * 7) % 90) as u32,
+                    _ => 0,
+                };
+                ids.push(id);
+                mask.push(u32::from(j < len));
+            }
+        }
+        let specials = [0, 1, 2, 3, 4];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (input, labels) = mask_tokens(&ids, &mask, &specials, 4, 95, &mut rng);
+        let eligible = (0..ids.len())
+            .filter(|&i| mask[i] == 1 && !specials.contains(&ids[i]))
+            .count();
+        let chosen: Vec<usize> = (0..ids.len()).filter(|&i| labels[i] != -100).collect();
+        let share = chosen.len() as f64 / eligible as f64;
+        assert!((0.13..0.17).contains(&share), "{share}");
+        for &i in &chosen {
+            assert_eq!(labels[i], ids[i] as i64);
+            assert!(mask[i] == 1 && !specials.contains(&ids[i]));
+        }
+        let masked = chosen.iter().filter(|&&i| input[i] == 4).count() as f64;
+        let kept = chosen.iter().filter(|&&i| input[i] == ids[i]).count() as f64;
+        let n = chosen.len() as f64;
+        assert!((0.76..0.84).contains(&(masked / n)), "{}", masked / n);
+        // a random replacement may draw the token itself: kept ≈ 10 % (+ 0.1 %)
+        assert!((0.07..0.13).contains(&(kept / n)), "{}", kept / n);
+        for i in 0..ids.len() {
+            if labels[i] == -100 {
+                assert_eq!(input[i], ids[i]);
+            } else {
+                assert!(input[i] == 4 || !specials.contains(&input[i]));
+            }
+        }
+        // the same seed, the same masking
+        let again = mask_tokens(
+            &ids,
+            &mask,
+            &specials,
+            4,
+            95,
+            &mut ChaCha8Rng::seed_from_u64(1),
+        );
+        assert_eq!(again, (input, labels));
+        // a sequence too short to draw from still masks one token
+        let (_, l) = mask_tokens(&[2, 7, 3], &[1, 1, 1], &specials, 4, 95, &mut rng);
+        assert_eq!(l, vec![-100, 7, -100]);
+    }
 }

@@ -63,10 +63,11 @@ enum Command {
     /// Remove attention heads, feed-forward neurons and layers of a sentence
     /// encoder by importance (magnitude, michel, teacher-guided).
     PruneEncoder(commands::text::PruneEncoderArgs),
-    /// Train a small causal language model on the WordNet text: a teacher
-    /// from scratch, or a student with token-level KD under a teacher.
+    /// Train a small causal (or, with --masked, masked) language model on the
+    /// WordNet text: a teacher from scratch, or a student under a teacher with
+    /// token-level KD (DistilBERT's triple loss when masked).
     TrainLm(commands::text::TrainLmArgs),
-    /// Perplexity of a causal language model on a split of the WordNet text.
+    /// Perplexity of a causal or masked language model on a split of the WordNet text.
     EvalLm(commands::text::EvalLmArgs),
     /// The model zoo with parameter and MAC counts.
     Models(commands::inspect::ModelsArgs),

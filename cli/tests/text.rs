@@ -497,7 +497,7 @@ fn attention_variance_is_the_variance_of_each_query_over_its_keys() {
 }
 
 #[test]
-fn train_lm_trains_a_causal_teacher_and_a_token_kd_student() {
+fn train_lm_trains_causal_and_masked_teachers_and_their_students() {
     let Some(model) = minilm() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("glosses");
@@ -618,9 +618,71 @@ fn train_lm_trains_a_causal_teacher_and_a_token_kd_student() {
     fails_with(&run(args(&teacher, &[])), "is not an empty folder");
     fails_with(
         &kdprune(&["eval-lm", "--model", p(&model), "--data-dir", p(&data)]),
-        "is not a causal language model",
+        "is not a language model",
     );
-    for d in ["b", "c", "d"] {
+    fails_with(
+        &run(args(
+            &dir.path().join("e"),
+            &["--teacher", p(&teacher), "--masked"],
+        )),
+        "is a causal LM: train its student without --masked",
+    );
+    fails_with(
+        &run(args(&dir.path().join("f"), &["--cosine", "1"])),
+        "need a --teacher",
+    );
+    for d in ["b", "c", "d", "e", "f"] {
         assert!(!dir.path().join(d).exists(), "{d}");
     }
+
+    // the masked variant: a BertForMaskedLM teacher, then a student from its
+    // layer 1 on DistilBERT's triple loss
+    let mlm = dir.path().join("mlm");
+    ok(&run(args(
+        &mlm,
+        &["--masked", "--layers", "2", "--epochs", "20"],
+    )));
+    let config = std::fs::read_to_string(mlm.join("config.json")).unwrap();
+    assert!(
+        config.contains("BertForMaskedLM") && !config.contains("is_decoder"),
+        "{config}"
+    );
+    let m = report(&mlm);
+    let masked_ppl = m["test"]["perplexity"].as_f64().unwrap();
+    // 15 % of the tokens teach it per step: below a uniform guess, not far
+    assert!(masked_ppl < 0.75 * vocab as f64, "{masked_ppl} vs {vocab}");
+    let small = dir.path().join("mlm-student");
+    ok(&run(args(
+        &small,
+        &[
+            "--masked",
+            "--teacher",
+            p(&mlm),
+            "--init-layers",
+            "1",
+            "--alpha",
+            "0.5",
+            "--cosine",
+            "1",
+            "--temperature",
+            "2",
+            "--epochs",
+            "2",
+        ],
+    )));
+    let ms = report(&small);
+    assert!(ms["params"].as_u64() < m["params"].as_u64());
+    let first = ms["epochs"][0]["loss"].as_f64().unwrap();
+    assert!(first > 0.0 && first.is_finite(), "{first}");
+    let eval = ok(&kdprune(&[
+        "eval-lm",
+        "--model",
+        p(&small),
+        "--data-dir",
+        p(&data),
+        "--max-length",
+        "32",
+    ]));
+    let ppl = ms["test"]["perplexity"].as_f64().unwrap();
+    assert!(eval.contains(&format!("| {ppl:.3} |")), "{eval} vs {ppl}");
 }

@@ -94,6 +94,27 @@ fn triple_loss_matches_torch() -> TestResult {
 }
 
 #[test]
+fn the_masked_lm_loss_alone_matches_torch() -> TestResult {
+    use kd_core::losses::distilbert::masked_lm_loss;
+    let x = inputs();
+    // mlm from the prelude: nn.CrossEntropyLoss(ignore_index=-100)(zs.view(-1, 5), labels.view(-1))
+    assert_close(
+        &[scalar(&masked_lm_loss(&x.zs, &x.labels)?)],
+        &[3.1753885563035773],
+    );
+    // nothing masked: 0; a label past the vocabulary or u32 labels: errors
+    let none = Tensor::full(IGNORE_INDEX, (2, 4), &Device::Cpu)?;
+    assert_eq!(scalar(&masked_lm_loss(&x.zs, &none)?), 0.0);
+    let bad = Tensor::new(
+        &[[5i64, -100, -100, -100], [-100, -100, -100, -100]],
+        &Device::Cpu,
+    )?;
+    assert!(masked_lm_loss(&x.zs, &bad).is_err());
+    assert!(masked_lm_loss(&x.zs, &x.labels.to_dtype(DType::U32)?).is_err());
+    Ok(())
+}
+
+#[test]
 fn triple_loss_gradients_match_torch_and_skip_the_teacher() -> TestResult {
     let x = inputs();
     let zs = Var::from_tensor(&x.zs)?;

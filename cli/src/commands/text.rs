@@ -378,6 +378,19 @@ pub struct TrainLmArgs {
     /// Train on the first N texts only (0: all 65,872).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    /// A masked LM (BERT's masking of 15 % of the tokens, bidirectional
+    /// attention) instead of a causal one; under a teacher, DistilBERT's
+    /// triple loss α·KD + (1 − α)·MLM + --cosine·(1 − cos).
+    #[arg(long)]
+    pub masked: bool,
+    /// Weight of the cosine between the student's and the teacher's last
+    /// hidden states (--masked with --teacher; same hidden size).
+    #[arg(long, default_value_t = 0.0)]
+    pub cosine: f64,
+    /// Start the student from these teacher layers (e.g. `0,2`, DistilBERT's
+    /// every other layer) instead of random weights; needs --teacher.
+    #[arg(long, value_delimiter = ',')]
+    pub init_layers: Option<Vec<usize>>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// The model folder to write (must not exist, or be empty).
@@ -406,6 +419,9 @@ pub fn train_lm(a: TrainLmArgs, device: &Device) -> Result<()> {
         alpha: a.alpha,
         temperature: a.temperature,
         limit: a.limit,
+        masked: a.masked,
+        cosine: a.cosine,
+        init_layers: a.init_layers,
         seed: a.seed,
         out: a.out,
     };

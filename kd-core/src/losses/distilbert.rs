@@ -165,6 +165,45 @@ pub fn distilbert_loss(
     })
 }
 
+/// The masked-LM cross-entropy alone, `L_mlm = −(1/|M|) Σ_{m∈M} log
+/// softmax(z[m])[label[m]]`, for logits `[B, L, V]` and `i64` labels `[B, L]`
+/// (`−100` ignored, others in `[0, V)`): what a masked LM trains on without a
+/// teacher. A zero scalar when no position is masked.
+pub fn masked_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, l, v) = check_sequence_logits(logits, "logits")?;
+    if labels.dims() != [b, l] || labels.dtype() != DType::I64 {
+        return Err(KdError::ShapeMismatch(format!(
+            "labels must be i64 [{b}, {l}], got {:?} {:?}",
+            labels.dtype(),
+            labels.dims()
+        )));
+    }
+    let device = logits.device();
+    let values = labels.flatten_all()?.to_vec1::<i64>()?;
+    if let Some(&bad) = values
+        .iter()
+        .find(|&&y| y != IGNORE_INDEX && !(0..v as i64).contains(&y))
+    {
+        return Err(KdError::ShapeMismatch(format!(
+            "label {bad} out of range for a vocabulary of {v} (use {IGNORE_INDEX} to ignore)"
+        )));
+    }
+    let (rows, targets): (Vec<u32>, Vec<u32>) = values
+        .iter()
+        .enumerate()
+        .filter(|&(_, &y)| y != IGNORE_INDEX)
+        .map(|(i, &y)| (i as u32, y as u32))
+        .unzip();
+    if rows.is_empty() {
+        return Ok(Tensor::zeros((), DType::F32, device)?);
+    }
+    let count = rows.len();
+    let rows = Tensor::from_vec(rows, count, device)?;
+    let targets = Tensor::from_vec(targets, count, device)?;
+    let s = logits.reshape((b * l, v))?.index_select(&rows, 0)?;
+    cross_entropy(&s, &targets)
+}
+
 /// `(L_ce, L_mlm)` over the positions with `label ≠ −100` of logits `[B, L, V]` and
 /// `i64` labels `[B, L]` (shapes checked by the caller); zeros when there are none.
 fn masked_terms(

@@ -24,7 +24,9 @@ pub mod token_kd;
 pub use attention::{at_loss, attention_map, AttentionConfig};
 pub use ca_kld::{ca_kld, ca_kld_beta, standardize, Beta};
 pub use config::{LossConfig, DEFAULT_ALPHA, DEFAULT_EPS, DEFAULT_TEMPERATURE};
-pub use distilbert::{distilbert_loss, DistilBertConfig, DistilBertLoss, IGNORE_INDEX};
+pub use distilbert::{
+    distilbert_loss, masked_lm_loss, DistilBertConfig, DistilBertLoss, IGNORE_INDEX,
+};
 pub use dkd::{dkd_loss, dkd_terms, DkdConfig, DkdTerms};
 pub use fitnet::{fitnet_loss, FitNetConfig, FitNetRegressor};
 pub use hinton::hinton_kd;
