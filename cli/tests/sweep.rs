@@ -158,3 +158,27 @@ fn the_repository_sweep_configs_are_valid() {
         assert_eq!(cfg.settings.dataset, "fashion-mnist", "{}", f.display());
     }
 }
+
+/// Reports and sweep cells are JSON read back on resume: every f64 must
+/// come back with the same bits (serde_json's `float_roundtrip`), so that a
+/// resumed sweep's tables equal an uninterrupted one's.
+#[test]
+fn json_floats_round_trip_to_the_same_bits() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut values: Vec<f64> = (0..200_000)
+        .map(|_| f64::from_bits(rng.random::<u64>()))
+        .filter(|v| v.is_finite())
+        .collect();
+    // accuracies and means as the sweep computes them
+    values.extend((0..10_000).map(|k| k as f64 / 10_000.0));
+    values.extend((1..2_000).map(|k| (k as f64 / 1_000.0) / 3.0));
+    let text = serde_json::to_string(&values).unwrap();
+    let back: Vec<f64> = serde_json::from_str(&text).unwrap();
+    let differ = values
+        .iter()
+        .zip(&back)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} values changed", values.len());
+}
