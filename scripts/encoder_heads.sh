@@ -29,6 +29,6 @@ for ratio in 0.25 0.5; do
         --heads "$ratio" --seed "$SEED" --out "$m" > "$m.log" 2>&1
     left=$(python3 -c "import json,sys; r=json.load(open('$m/prune-report.json')); print(', '.join(str(h) for h, _ in r['after']))")
     $K eval-retrieval --model "$m" --data-dir "$DATA" 2>/dev/null | sed -n 3p |
-      awk -F'|' -v c="$criterion" -v r="$ratio" -v left="$left" '{ printf "| %s | %s | %s | %s | %s |\n", c, r * 100 " %", left, $6, $7 }'
+      awk -F'|' -v c="$criterion" -v r="$ratio" -v left="$left" '{ gsub(/ /, "", $6); gsub(/ /, "", $7); printf "| %s | %s | %s | %s | %s |\n", c, r * 100 " %", left, $6, $7 }'
   done
 done
