@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use kd_core::schedule::LrSchedule;
 use kdprune_data::text::{load_glosses, GlossSplit};
-use kdprune_models::bert::{l2_normalize, mean_pool};
+use kdprune_models::bert::{l2_normalize, mean_pool, Bert};
 use kdprune_models::infer::BertRuntime;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -106,13 +106,7 @@ pub fn distill_encoder(
     if weights.iter().any(|w| !(*w >= 0.0 && w.is_finite())) || weights.iter().sum::<f64>() == 0.0 {
         bail!("the loss weights (--cosine, --mse, --hidden, --attention) must be non-negative and not all 0");
     }
-    if config.out.exists()
-        && std::fs::read_dir(&config.out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        bail!("{} exists and is not an empty folder", config.out.display());
-    }
+    refuse_nonempty(&config.out)?;
     let teacher = SentenceEncoder::load(&config.teacher, Some(config.max_length), device)?;
     let student = match &config.student {
         Some(dir) => SentenceEncoder::load(dir, Some(config.max_length), device)?,
@@ -200,21 +194,7 @@ pub fn distill_encoder(
         false,
     )?;
     // AdamW, weight decay on the matrices only (not biases, layer norms)
-    let (decayed, plain): (Vec<_>, Vec<_>) = student
-        .bert
-        .named_vars()
-        .into_iter()
-        .partition(|(n, v)| v.as_tensor().rank() == 2 && !n.contains("embeddings"));
-    let params = |wd: f64| ParamsAdamW {
-        lr: config.lr,
-        weight_decay: wd,
-        ..Default::default()
-    };
-    let mut opt_decay = AdamW::new(
-        decayed.into_iter().map(|(_, v)| v).collect(),
-        params(config.weight_decay),
-    )?;
-    let mut opt_plain = AdamW::new(plain.into_iter().map(|(_, v)| v).collect(), params(0.0))?;
+    let (mut opt_decay, mut opt_plain) = bert_adamw(&student.bert, config.lr, config.weight_decay)?;
     let total = steps_per_epoch(texts.len(), config.batch_size) * config.epochs;
     let schedule = LrSchedule::Cosine {
         warmup_steps: total / 20,
@@ -353,6 +333,37 @@ pub fn distill_encoder(
     std::fs::rename(&tmp_best, &config.out)
         .with_context(|| format!("cannot move the student to {}", config.out.display()))?;
     Ok(report)
+}
+
+/// Refuses `out` when it exists and is not an empty folder.
+pub(crate) fn refuse_nonempty(out: &Path) -> Result<()> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!("{} exists and is not an empty folder", out.display());
+    }
+    Ok(())
+}
+
+/// AdamW at `lr` for a BERT's parameters: one optimiser with weight decay
+/// `wd` on the matrices, one without it on biases, layer norms and embeddings.
+pub(crate) fn bert_adamw(bert: &Bert, lr: f64, wd: f64) -> Result<(AdamW, AdamW)> {
+    let (decayed, plain): (Vec<_>, Vec<_>) = bert
+        .named_vars()
+        .into_iter()
+        .partition(|(n, v)| v.as_tensor().rank() == 2 && !n.contains("embeddings"));
+    let params = |wd: f64| ParamsAdamW {
+        lr,
+        weight_decay: wd,
+        ..Default::default()
+    };
+    let vars = |named: Vec<(String, candle_core::Var)>| named.into_iter().map(|(_, v)| v).collect();
+    Ok((
+        AdamW::new(vars(decayed), params(wd))?,
+        AdamW::new(vars(plain), params(0.0))?,
+    ))
 }
 
 /// Batches per pool of [`length_bucketed_batches`].

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::Optimizer;
 use kd_core::losses::distilbert::{
     distilbert_loss, masked_lm_loss, DistilBertConfig, IGNORE_INDEX,
 };
@@ -42,7 +42,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::encoder_distill::{length_bucketed_batches, steps_per_epoch};
+use crate::encoder_distill::{
+    bert_adamw, length_bucketed_batches, refuse_nonempty, steps_per_epoch,
+};
 use crate::files::write_atomic;
 use crate::text::{text_bar, SentenceEncoder};
 
@@ -315,13 +317,7 @@ pub fn train_lm(config: &LmTrainConfig, device: &Device, verbose: bool) -> Resul
     if config.cosine > 0.0 && !config.masked {
         bail!("--cosine is a term of the masked-LM triple loss (add --masked)");
     }
-    if config.out.exists()
-        && std::fs::read_dir(&config.out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        bail!("{} exists and is not an empty folder", config.out.display());
-    }
+    refuse_nonempty(&config.out)?;
     let train = split_texts(&config.data_dir, GlossSplit::Train)?;
     let mut texts: Vec<&str> = train.iter().map(String::as_str).collect();
     if config.limit > 0 {
@@ -399,21 +395,7 @@ pub fn train_lm(config: &LmTrainConfig, device: &Device, verbose: bool) -> Resul
 
     let dev = split_texts(&config.data_dir, GlossSplit::Dev)?;
     let dev: Vec<&str> = dev.iter().map(String::as_str).collect();
-    let (decayed, plain): (Vec<_>, Vec<_>) = lm
-        .bert
-        .named_vars()
-        .into_iter()
-        .partition(|(n, v)| v.as_tensor().rank() == 2 && !n.contains("embeddings"));
-    let params = |wd: f64| ParamsAdamW {
-        lr: config.lr,
-        weight_decay: wd,
-        ..Default::default()
-    };
-    let mut opt_decay = AdamW::new(
-        decayed.into_iter().map(|(_, v)| v).collect(),
-        params(config.weight_decay),
-    )?;
-    let mut opt_plain = AdamW::new(plain.into_iter().map(|(_, v)| v).collect(), params(0.0))?;
+    let (mut opt_decay, mut opt_plain) = bert_adamw(&lm.bert, config.lr, config.weight_decay)?;
     let total = steps_per_epoch(texts.len(), config.batch_size) * config.epochs;
     let schedule = LrSchedule::Cosine {
         warmup_steps: total / 20,
