@@ -178,7 +178,23 @@ pub fn masked_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
             labels.dims()
         )));
     }
-    let device = logits.device();
+    match masked_rows(labels, v, logits.device())? {
+        None => Ok(Tensor::zeros((), DType::F32, logits.device())?),
+        Some((rows, targets)) => {
+            let s = logits.reshape((b * l, v))?.index_select(&rows, 0)?;
+            cross_entropy(&s, &targets)
+        }
+    }
+}
+
+/// The flat indices of the positions with `label ≠ −100` and their labels
+/// (`u32` tensors), `None` when there are none; an error for a label
+/// outside `[0, v)`.
+fn masked_rows(
+    labels: &Tensor,
+    v: usize,
+    device: &candle_core::Device,
+) -> Result<Option<(Tensor, Tensor)>> {
     let values = labels.flatten_all()?.to_vec1::<i64>()?;
     if let Some(&bad) = values
         .iter()
@@ -195,13 +211,13 @@ pub fn masked_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
         .map(|(i, &y)| (i as u32, y as u32))
         .unzip();
     if rows.is_empty() {
-        return Ok(Tensor::zeros((), DType::F32, device)?);
+        return Ok(None);
     }
     let count = rows.len();
-    let rows = Tensor::from_vec(rows, count, device)?;
-    let targets = Tensor::from_vec(targets, count, device)?;
-    let s = logits.reshape((b * l, v))?.index_select(&rows, 0)?;
-    cross_entropy(&s, &targets)
+    Ok(Some((
+        Tensor::from_vec(rows, count, device)?,
+        Tensor::from_vec(targets, count, device)?,
+    )))
 }
 
 /// `(L_ce, L_mlm)` over the positions with `label ≠ −100` of logits `[B, L, V]` and
@@ -214,28 +230,10 @@ fn masked_terms(
 ) -> Result<(Tensor, Tensor)> {
     let (b, l, v) = student_logits.dims3()?;
     let device = student_logits.device();
-    let label_values = labels.flatten_all()?.to_vec1::<i64>()?;
-    if let Some(&bad) = label_values
-        .iter()
-        .find(|&&y| y != IGNORE_INDEX && !(0..v as i64).contains(&y))
-    {
-        return Err(KdError::ShapeMismatch(format!(
-            "label {bad} out of range for a vocabulary of {v} (use {IGNORE_INDEX} to ignore)"
-        )));
-    }
-    let (rows, targets): (Vec<u32>, Vec<u32>) = label_values
-        .iter()
-        .enumerate()
-        .filter(|&(_, &y)| y != IGNORE_INDEX)
-        .map(|(i, &y)| (i as u32, y as u32))
-        .unzip();
-    if rows.is_empty() {
+    let Some((rows, targets)) = masked_rows(labels, v, device)? else {
         let zero = Tensor::zeros((), DType::F32, device)?;
         return Ok((zero.clone(), zero));
-    }
-    let count = rows.len();
-    let rows = Tensor::from_vec(rows, count, device)?;
-    let targets = Tensor::from_vec(targets, count, device)?;
+    };
     let s = student_logits.reshape((b * l, v))?.index_select(&rows, 0)?;
     let te = teacher_logits
         .detach()
