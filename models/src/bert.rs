@@ -30,6 +30,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
+use crate::config::MAX_PARAMS;
 use crate::error::{ModelError, Result};
 use crate::ops::transformer as ops;
 
@@ -40,7 +41,6 @@ const MAX_VOCAB: usize = 1 << 20;
 const MAX_HIDDEN: usize = 1 << 14;
 const MAX_LAYERS: usize = 256;
 const MAX_POSITIONS: usize = 1 << 16;
-const MAX_PARAMS: usize = 2_000_000_000;
 
 /// The sizes of one encoder layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -236,6 +236,11 @@ impl ModelConfig {
                         "lenet5: input {height}x{width} is smaller than 4x4"
                     ));
                 }
+                if Geometry::with_scale(*height, *width, *scale).is_none() {
+                    return bad(format!(
+                        "lenet5: the width multiplier {scale} on a {height}x{width} input gives sizes too large to count"
+                    ));
+                }
                 if *num_classes == 0 {
                     return bad("lenet5: num_classes must be positive".into());
                 }
@@ -266,6 +271,24 @@ impl ModelConfig {
                 b.check_widths()
                     .map_err(|e| ModelError::Config(format!("{model}: {e}")))?;
             }
+        }
+        // Counted before anything is allocated, in u128 with saturation:
+        // the widths may come from a command line or a checkpoint's metadata.
+        let params = self
+            .param_specs()
+            .iter()
+            .map(|spec| {
+                spec.shape
+                    .iter()
+                    .fold(1u128, |n, &d| n.saturating_mul(d as u128))
+            })
+            .fold(0u128, u128::saturating_add);
+        if params > MAX_PARAMS as u128 {
+            return bad(format!(
+                "{} has {params} parameters ({:.1} GB as f32), more than the {MAX_PARAMS} a model may have",
+                self.name(),
+                params as f64 * 4.0 / 1e9
+            ));
         }
         Ok(())
     }
@@ -473,6 +496,13 @@ impl ModelConfig {
         Some(b)
     }
 }
+
+/// The most parameters a network may have (8 GB of f32 weights; training
+/// holds about four times that). [`ModelConfig::validate`] and the BERT
+/// config refuse more before allocating anything, so a width such as
+/// `mlp-100000-100000` or a crafted checkpoint config gives an error with
+/// the figure instead of an aborted allocation.
+pub const MAX_PARAMS: usize = 2_000_000_000;
 
 /// `mlp-300-100 (input 784, 10 classes)`, `lenet5 (input 1x28x28, 10 classes)`.
 impl fmt::Display for ModelConfig {

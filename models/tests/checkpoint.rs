@@ -251,6 +251,49 @@ fn bad_metadata_and_masks_are_rejected_on_load() {
     assert!(ckpt.metadata.is_empty());
 }
 
+/// A crafted config in a small file: refused on load by its size, and a
+/// config larger than its tensors is refused by their shapes before the
+/// model is built.
+#[test]
+fn crafted_configs_cannot_size_an_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crafted.safetensors");
+    let weight = (
+        "fc1.weight",
+        safetensors::Dtype::F32,
+        vec![2, 2],
+        vec![0u8; 16],
+    );
+    let huge = r#"{"arch":"mlp","input_dim":2,"hidden":[4000000000,4000000000],"num_classes":2}"#;
+    write_raw(
+        &path,
+        &[("kdprune.format", "1"), ("kdprune.model", huge)],
+        std::slice::from_ref(&weight),
+    );
+    let msg = checkpoint_error(checkpoint::load(&path, &Device::Cpu), &path);
+    assert!(msg.contains("parameters"), "{msg}");
+
+    // 1000 × 1000 weights (a 4 MB model) announced by a file of 2 × 2 ones
+    let large = r#"{"arch":"mlp","input_dim":1000,"hidden":[1000],"num_classes":2}"#;
+    let small = |name| (name, safetensors::Dtype::F32, vec![2], vec![0u8; 8]);
+    write_raw(
+        &path,
+        &[("kdprune.format", "1"), ("kdprune.model", large)],
+        &[
+            weight,
+            small("fc1.bias"),
+            small("fc2.bias"),
+            small("fc2.weight"),
+        ],
+    );
+    let ckpt = checkpoint::load(&path, &Device::Cpu).unwrap();
+    let err = ckpt.to_model(&Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::ShapeMismatch { name, expected, .. } if name == "fc1.bias" && expected == &[1000]),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn invalid_checkpoints_are_refused_on_save() {
     let dir = tempfile::tempdir().unwrap();

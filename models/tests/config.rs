@@ -129,6 +129,37 @@ fn malformed_names_and_inputs_are_config_errors() {
     ));
 }
 
+/// Sizes that would need more memory than any machine has are refused with
+/// the figure before anything is allocated (an abort used to follow).
+#[test]
+fn oversized_networks_are_refused_with_their_size() {
+    // 784·100000 + 100000 + 100000·100000 + 100000 + 100000·10 + 10
+    // = 10_079_600_010 parameters, 40.3 GB as f32 (python3 -c "print(784*10**5+10**5+10**10+10**5+10**6+10)").
+    let err = ModelConfig::from_name("mlp-100000-100000", (1, 28, 28), 10).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::Config(_)), "{err:?}");
+    assert!(msg.contains("10079600010 parameters"), "{msg}");
+    assert!(msg.contains("40.3 GB"), "{msg}");
+    // widths whose product overflows 64 bits
+    let name = format!("mlp-{}-{}", u64::MAX, u64::MAX);
+    let msg = ModelConfig::from_name(&name, (1, 28, 28), 10)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("more than the 2000000000"), "{msg}");
+    // a width multiplier whose sizes overflow, and one that is merely huge
+    let name = format!("lenet5-x{}", usize::MAX / 4);
+    let msg = ModelConfig::from_name(&name, (1, 28, 28), 10)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("too large"), "{msg}");
+    let msg = ModelConfig::from_name("lenet5-x2000", (1, 28, 28), 10)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("parameters"), "{msg}");
+    // the largest published widths still pass
+    ModelConfig::from_name("mlp-1200-1200", (3, 32, 32), 100).unwrap();
+}
+
 #[test]
 fn param_shapes_are_in_forward_order() {
     let mlp = ModelConfig::from_name("lenet-300-100", (1, 28, 28), 10).unwrap();

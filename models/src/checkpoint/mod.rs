@@ -87,6 +87,37 @@ impl Checkpoint {
     /// names and shapes must match the architecture exactly (see
     /// [`Model::load_tensors`]). Masks are not applied.
     pub fn to_model(&self, device: &Device) -> Result<Model> {
+        // The tensors' shapes are compared with the config's before the model
+        // is built, so a config that asks for more than the file holds fails
+        // without allocating what it asks for (same checks, same order as
+        // `Model::load_tensors`: stray names, then parameters and buffers by name).
+        let params: BTreeMap<String, Vec<usize>> = self.config.param_shapes().into_iter().collect();
+        let buffers: BTreeMap<String, Vec<usize>> = self
+            .config
+            .buffer_specs()
+            .into_iter()
+            .map(|b| (b.name, b.shape))
+            .collect();
+        if let Some(extra) = self
+            .tensors
+            .keys()
+            .find(|n| !params.contains_key(*n) && !buffers.contains_key(*n))
+        {
+            return Err(ModelError::UnexpectedTensor(extra.clone()));
+        }
+        for (name, expected) in params.into_iter().chain(buffers) {
+            let t = self
+                .tensors
+                .get(&name)
+                .ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
+            if t.dims() != expected.as_slice() {
+                return Err(ModelError::ShapeMismatch {
+                    name,
+                    expected,
+                    got: t.dims().to_vec(),
+                });
+            }
+        }
         let model = Model::new(self.config.clone(), 0, device)?;
         model.load_tensors(&self.tensors)?;
         Ok(model)
@@ -367,6 +398,9 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         .ok_or_else(|| invalid(path, format!("no model config ('{MODEL_KEY}' missing)")))?;
     let config: ModelConfig = serde_json::from_str(config_json)
         .map_err(|e| invalid(path, format!("bad model config JSON in '{MODEL_KEY}': {e}")))?;
+    config
+        .validate()
+        .map_err(|e| invalid(path, format!("model config in '{MODEL_KEY}': {e}")))?;
     let metadata: BTreeMap<String, String> = file_metadata
         .iter()
         .filter(|(k, _)| {

@@ -63,7 +63,8 @@ impl Geometry {
     }
 
     /// Sizes for an `height × width` input with every width multiplied by
-    /// `scale`, or `None` when the input is smaller than 4×4 or `scale` is 0.
+    /// `scale`, or `None` when the input is smaller than 4×4, `scale` is 0, or
+    /// a size does not fit a `usize`.
     pub fn with_scale(height: usize, width: usize, scale: usize) -> Option<Self> {
         if height < 4 || width < 4 || scale == 0 {
             return None;
@@ -76,13 +77,15 @@ impl Geometry {
             pool1.1 + 2 * conv2_padding + 1 - K,
         );
         let pool2 = (conv2.0 / 2, conv2.1 / 2);
+        // Checked: the scale and the input size may come from a file.
+        let times = |base: usize| base.checked_mul(scale);
         Some(Self {
             conv2_padding,
             pool1,
             pool2,
-            flat_dim: C2 * scale * pool2.0 * pool2.1,
+            flat_dim: times(C2)?.checked_mul(pool2.0)?.checked_mul(pool2.1)?,
             scale,
-            widths: [C1 * scale, C2 * scale, F1 * scale, F2 * scale],
+            widths: [times(C1)?, times(C2)?, times(F1)?, times(F2)?],
         })
     }
 
