@@ -3,7 +3,7 @@
 //! Images: big-endian u32 magic `0x00000803`, then u32 `n`, `h`, `w`, then `n*h*w`
 //! unsigned bytes. Labels: magic `0x00000801`, u32 `n`, then `n` unsigned bytes.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -26,16 +26,12 @@ const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 /// Reads an IDX image file and returns `(n, h, w, pixels)` with `n*h*w` pixels.
 /// A file starting with the gzip magic `1f 8b` is decompressed first, whatever its name.
+///
+/// The header is read first and the body streamed after it, so a gzip
+/// stream is never decompressed past one byte more than its header allows.
 pub fn read_idx_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    let bytes = read_maybe_gz(path)?;
-    check_magic(path, &bytes, IDX_IMAGES_MAGIC)?;
-    let header = 16;
-    if bytes.len() < header {
-        return Err(truncated(path, header, bytes.len()));
-    }
-    let n = be_u32(&bytes, 4);
-    let h = be_u32(&bytes, 8);
-    let w = be_u32(&bytes, 12);
+    let reader = IdxReader::open(path, IDX_IMAGES_MAGIC, 16)?;
+    let (n, h, w) = (reader.be_u32(4), reader.be_u32(8), reader.be_u32(12));
     let body = n
         .checked_mul(h)
         .and_then(|v| v.checked_mul(w))
@@ -45,21 +41,16 @@ pub fn read_idx_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
                 path.display()
             ))
         })?;
-    let pixels = take_body(path, bytes, header, body)?;
+    let pixels = reader.body(body)?;
     Ok((n, h, w, pixels))
 }
 
 /// Reads an IDX label file (magic `0x00000801`) and returns its `n` labels.
 /// A file starting with the gzip magic `1f 8b` is decompressed first, whatever its name.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gz(path)?;
-    check_magic(path, &bytes, IDX_LABELS_MAGIC)?;
-    let header = 8;
-    if bytes.len() < header {
-        return Err(truncated(path, header, bytes.len()));
-    }
-    let n = be_u32(&bytes, 4);
-    take_body(path, bytes, header, n)
+    let reader = IdxReader::open(path, IDX_LABELS_MAGIC, 8)?;
+    let n = reader.be_u32(4);
+    reader.body(n)
 }
 
 /// Loads the official train/test split of an IDX directory holding
@@ -151,56 +142,96 @@ fn find_file(dir: &Path, base: &str) -> Result<PathBuf> {
     })
 }
 
-/// The file's bytes, gunzipped when they start with the gzip magic.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = std::fs::read(path).map_err(io_err)?;
-    if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(bytes);
-    }
-    // IDX payloads compress to roughly a sixth of their size; reserve accordingly.
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(6));
-    MultiGzDecoder::new(bytes.as_slice())
-        .read_to_end(&mut out)
-        .map_err(io_err)?;
-    Ok(out)
+/// An IDX file opened past its checked header: raw or gunzipped (a file
+/// starting with the gzip magic), read as a stream.
+struct IdxReader<'a> {
+    path: &'a Path,
+    header: Vec<u8>,
+    stream: Box<dyn Read + 'a>,
+    /// The most bytes the stream can yield: the file's length, or 1032 times
+    /// it for gzip (deflate's largest ratio); bounds the reservation.
+    limit: usize,
 }
 
-fn check_magic(path: &Path, bytes: &[u8], expected: u32) -> Result<()> {
-    if bytes.len() < 4 {
-        return Err(truncated(path, 4, bytes.len()));
-    }
-    let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    if found != expected {
-        return Err(DataError::BadMagic {
+impl<'a> IdxReader<'a> {
+    /// Opens `path`, reads its `header_len` header bytes and checks the magic.
+    fn open(path: &'a Path, magic: u32, header_len: usize) -> Result<Self> {
+        let io_err = |source| DataError::Io {
             path: path.to_path_buf(),
-            expected,
-            found,
-        });
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
+        let mut file = BufReader::new(file);
+        let is_gz = file.fill_buf().map_err(io_err)?.starts_with(&GZIP_MAGIC);
+        let (mut stream, limit): (Box<dyn Read>, u64) = if is_gz {
+            (
+                Box::new(MultiGzDecoder::new(file)),
+                file_len.saturating_mul(1032),
+            )
+        } else {
+            (Box::new(file), file_len)
+        };
+        let mut header = Vec::with_capacity(header_len);
+        (&mut stream)
+            .take(header_len as u64)
+            .read_to_end(&mut header)
+            .map_err(io_err)?;
+        if header.len() < 4 {
+            return Err(truncated(path, 4, header.len()));
+        }
+        let found = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        if found != magic {
+            return Err(DataError::BadMagic {
+                path: path.to_path_buf(),
+                expected: magic,
+                found,
+            });
+        }
+        if header.len() < header_len {
+            return Err(truncated(path, header_len, header.len()));
+        }
+        Ok(Self {
+            path,
+            header,
+            stream,
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        })
     }
-    Ok(())
-}
 
-/// Strips the header and checks that exactly `body` data bytes follow it.
-fn take_body(path: &Path, mut bytes: Vec<u8>, header: usize, body: usize) -> Result<Vec<u8>> {
-    let expected = header.checked_add(body).ok_or_else(|| {
-        DataError::Invalid(format!("{}: declared size overflows", path.display()))
-    })?;
-    if bytes.len() < expected {
-        return Err(truncated(path, expected, bytes.len()));
+    /// The big-endian u32 of the header at `at`, widened to usize.
+    fn be_u32(&self, at: usize) -> usize {
+        let b = &self.header[at..at + 4];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
     }
-    if bytes.len() > expected {
-        return Err(DataError::Mismatch(format!(
-            "{} has {} bytes after the {expected} its header declares",
-            path.display(),
-            bytes.len() - expected
-        )));
+
+    /// The `body` data bytes after the header; exactly that many must follow.
+    fn body(mut self, body: usize) -> Result<Vec<u8>> {
+        let path = self.path;
+        let header = self.header.len();
+        let expected = header.checked_add(body).ok_or_else(|| {
+            DataError::Invalid(format!("{}: declared size overflows", path.display()))
+        })?;
+        // One byte more than declared tells a longer file from an exact one.
+        let mut out = Vec::with_capacity(body.min(self.limit));
+        (&mut self.stream)
+            .take(body as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|source| DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if out.len() < body {
+            return Err(truncated(path, expected, header + out.len()));
+        }
+        if out.len() > body {
+            return Err(DataError::Mismatch(format!(
+                "{} has more bytes than the {expected} its header declares",
+                path.display()
+            )));
+        }
+        Ok(out)
     }
-    bytes.drain(..header);
-    Ok(bytes)
 }
 
 fn truncated(path: &Path, expected: usize, got: usize) -> DataError {
@@ -209,9 +240,4 @@ fn truncated(path: &Path, expected: usize, got: usize) -> DataError {
         expected,
         got,
     }
-}
-
-/// The big-endian u32 at `at` (the caller checked the length), widened to usize.
-fn be_u32(bytes: &[u8], at: usize) -> usize {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
 }

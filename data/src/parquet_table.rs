@@ -71,7 +71,17 @@ pub fn read_image_table(path: &Path, image_column: &str, label_column: &str) -> 
     let rows = reader
         .get_row_iter(Some(projection))
         .map_err(|e| corrupt(path, format!("cannot read rows: {e}")))?;
-    let n = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+    // The footer's row count is a claim of the file: it only sizes the
+    // reservation up to one row per byte of the file, never beyond.
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let n = usize::try_from(
+        reader
+            .metadata()
+            .file_metadata()
+            .num_rows()
+            .clamp(0, i64::try_from(file_len).unwrap_or(i64::MAX)),
+    )
+    .unwrap_or(0);
     let mut table = ImageTable {
         images: Vec::with_capacity(n),
         labels: Vec::with_capacity(n),

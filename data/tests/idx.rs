@@ -271,3 +271,34 @@ fn idx_dir_size_mismatch_between_train_and_test() {
     let err = load_idx_dir(dir.path(), "tiny", 3).unwrap_err();
     assert!(matches!(err, DataError::Mismatch(_)), "{err:?}");
 }
+
+/// The header is read before the body and the body is streamed: a gzip
+/// stream is not decompressed beyond one byte past what its header declares.
+/// After those bytes here comes a broken gzip member, which a reader that
+/// decompresses everything first reports as an I/O error instead.
+#[test]
+fn gzip_streams_stop_at_the_declared_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bomb-labels.gz");
+    // 2 labels declared, 3 in the first member, then a member that breaks
+    let mut bytes = gz(&[idx_labels(&[1, 2]), vec![9]].concat());
+    bytes.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0xde, 0xad, 0xbe, 0xef]);
+    write(&p, &bytes);
+    let err = read_idx_labels(&p).unwrap_err();
+    assert!(matches!(err, DataError::Mismatch(_)), "{err:?}");
+    assert!(err.to_string().contains("more bytes than the 10"), "{err}");
+
+    // 64 members of 1 MiB of zeros behind a header declaring 1 image of 2x2
+    let member = gz(&vec![0u8; 1 << 20]);
+    let mut bytes = gz(&idx_images(1, 2, 2, &[1, 2, 3, 4]));
+    for _ in 0..64 {
+        bytes.extend_from_slice(&member);
+    }
+    let q = dir.path().join("bomb-images.gz");
+    write(&q, &bytes);
+    let err = read_idx_images(&q).unwrap_err();
+    assert!(matches!(err, DataError::Mismatch(_)), "{err:?}");
+    // the same header with exactly its body reads
+    write(&q, &gz(&idx_images(1, 2, 2, &[1, 2, 3, 4])));
+    assert_eq!(read_idx_images(&q).unwrap(), (1, 2, 2, vec![1, 2, 3, 4]));
+}
