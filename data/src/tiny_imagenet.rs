@@ -49,6 +49,12 @@ pub fn load_tiny_imagenet_dir(dir: &Path) -> Result<Split> {
     if let Some(w) = wnids.windows(2).find(|w| w[0] == w[1]) {
         return Err(corrupt(&wnids_path, format!("id {} is listed twice", w[0])));
     }
+    if let Some(w) = wnids.iter().find(|w| !is_plain_name(w)) {
+        return Err(corrupt(
+            &wnids_path,
+            format!("id '{w}' is not a plain folder name (no '/', '\\' or '..')"),
+        ));
+    }
     if wnids.is_empty() || wnids.len() > 256 {
         return Err(corrupt(
             &wnids_path,
@@ -81,6 +87,15 @@ pub fn load_tiny_imagenet_dir(dir: &Path) -> Result<Split> {
                 ))
             }
         };
+        if !is_plain_name(file) {
+            return Err(corrupt(
+                &ann_path,
+                format!(
+                    "line {}: file '{file}' is not a plain file name inside val/images (no '/', '\\' or '..')",
+                    i + 1
+                ),
+            ));
+        }
         let class = class_of(wnid).ok_or_else(|| {
             corrupt(
                 &ann_path,
@@ -145,6 +160,16 @@ fn decode_files(name: &str, files: &[(PathBuf, u8)], num_classes: usize) -> Resu
         num_classes,
         max_value: 255.0,
     })
+}
+
+/// Whether a name read from an annotation file stays inside the folder it
+/// is joined to: one path component, not `.` or `..`, no separator.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !Path::new(name).is_absolute()
 }
 
 fn read_text(path: &Path) -> Result<String> {

@@ -212,3 +212,33 @@ fn tiny_imagenet_name_parses() {
     let err = load(DatasetName::TinyImageNet, None, 0).unwrap_err();
     assert!(err.to_string().contains("wnids.txt"), "{err}");
 }
+
+/// Names read from the annotation files stay inside the data folder: an
+/// image outside it (which would load) is refused by name.
+#[test]
+fn annotation_names_cannot_leave_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let outside = dir.path().join("outside.JPEG");
+    write(&outside, &jpeg_solid([1, 2, 3], 64, 64));
+    let ann = dir.path().join("val").join("val_annotations.txt");
+    let id = &wnids()[0];
+    let absolute = outside.display().to_string();
+    for file in ["../../outside.JPEG", absolute.as_str(), "..", "a\\..\\b"] {
+        write(&ann, format!("{file}\t{id}\t0\t0\t63\t63\n").as_bytes());
+        let err = load_tiny_imagenet_dir(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::Corrupt { .. }), "{file}: {err:?}");
+        assert!(msg.contains("not a plain file name"), "{file}: {msg}");
+    }
+    write_fixture(dir.path());
+    write(
+        &dir.path().join("wnids.txt"),
+        format!("{id}\n../escape\n").as_bytes(),
+    );
+    let msg = load_tiny_imagenet_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains("'../escape' is not a plain folder name"),
+        "{msg}"
+    );
+}
