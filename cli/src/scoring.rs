@@ -20,6 +20,10 @@ use crate::checkpoints::select;
 use crate::data::{AugmentChoice, Data};
 use crate::training::salt;
 
+/// The most passes over the training set the calibration batches may make:
+/// scores settle long before, and the batch list is held in memory.
+pub const MAX_SCORE_PASSES: usize = 100;
+
 /// How a model is scored: the calibration batches and the losses.
 #[derive(Clone, Debug)]
 pub struct ScoringSettings {
@@ -89,6 +93,15 @@ impl<'a> ModelScoring<'a> {
             settings.batches == 0 || !data.split.train.is_empty(),
             "dataset `{}` has no training samples to score on",
             data.name
+        );
+        let n = data.split.train.len();
+        let per_batch = settings.batch_size.min(n).max(1);
+        anyhow::ensure!(
+            settings.batches.saturating_mul(per_batch) <= MAX_SCORE_PASSES.saturating_mul(n.max(1)),
+            "--score-batches {} at batch size {} would score more than {MAX_SCORE_PASSES} passes over the {n} training samples; use at most {}",
+            settings.batches,
+            settings.batch_size,
+            MAX_SCORE_PASSES * n.max(1) / per_batch
         );
         let original = student.tensors()?;
         let weights = select(&original, prunable)?;

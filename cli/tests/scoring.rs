@@ -182,3 +182,42 @@ fn a_teacher_criterion_with_a_cross_entropy_loss_is_refused() {
     };
     kdprune_cli::scoring::check_inputs(&criterion, true, &kd).unwrap();
 }
+
+/// Calibration batches far beyond the data set are refused before the
+/// batch list is built (it once reserved what `--score-batches` said), and
+/// the message names the largest count accepted.
+#[test]
+fn score_batches_far_beyond_the_data_are_refused() {
+    let device = Device::Cpu;
+    let data = load_data("digits", &Source::Embedded, 0).unwrap();
+    let model = new_model("lenet-300-100", &data, 3, &device).unwrap();
+    let prunable = prunable_names(model.config(), &ParamFilter::default());
+    let n = data.split.train.len();
+    for (batches, batch_size) in [(usize::MAX, 32), (1 << 40, 1 << 40)] {
+        let err = scores(
+            &prune_core::importance::Snip,
+            &model,
+            None,
+            &data,
+            &prunable,
+            settings(batches, batch_size),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("more than 100 passes"), "{err}");
+        assert!(
+            err.contains(&format!("over the {n} training samples")),
+            "{err}"
+        );
+    }
+    // a usual count is accepted
+    scores(
+        &prune_core::importance::Snip,
+        &model,
+        None,
+        &data,
+        &prunable,
+        settings(3, 32),
+    )
+    .unwrap();
+}

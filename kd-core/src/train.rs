@@ -150,8 +150,9 @@ pub struct FitOptions<'a> {
 ///   `options.teacher_cache` says (without augmentation caching changes
 ///   nothing but the time: [`TeacherCache::Off`], `Memory` and `Disk` give
 ///   bit-identical runs); an objective with a feature term runs the teacher
-///   on every batch, on exactly `batch_size` rows as the cache does, so its
-///   logits are the same bits in both cases.
+///   on every batch, on exactly `batch_size` rows as the cache does (or the
+///   training set's size when that is smaller), so its logits are the same
+///   bits in both cases.
 /// * Feature names and shapes are checked before the first step, on a probe
 ///   batch of two training samples ([`ObjectiveLoss::new`]): an unknown name is
 ///   a [`KdError::InvalidConfig`] listing the model's features.
@@ -219,13 +220,17 @@ pub fn fit(
     // No table when nothing will be trained, when the teacher's features are
     // needed, or when the inputs are augmented (each batch is new).
     let augmented = data.train.is_augmented();
+    // The teacher runs on batches padded to this many rows: no batch is
+    // longer than the training set, so a batch size far above it does not
+    // size the padding.
+    let teacher_rows = config.batch_size.min(data.train.len()).max(1);
     let table = match teacher {
         Some(t) if config.epochs > 0 && !data.train.is_empty() && !needs_features && !augmented => {
             build_table(
                 &teacher_cache,
                 t,
                 data.train,
-                config.batch_size,
+                teacher_rows,
                 &device,
                 progress,
             )?
@@ -252,7 +257,7 @@ pub fn fit(
                         table.index_select(&Tensor::new(rows, &device)?, 0)?,
                     ))
                 }
-                (None, Some(t)) => Some(teacher_output(t, &xs, config.batch_size, needs_features)?),
+                (None, Some(t)) => Some(teacher_output(t, &xs, teacher_rows, needs_features)?),
                 (None, None) => None,
             };
             let student_out = student.forward_t(&xs, true)?;

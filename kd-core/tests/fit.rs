@@ -16,6 +16,8 @@ use kd_core::{
 struct Logistic {
     w: Var,
     b: Var,
+    /// The most rows one forward pass has seen.
+    widest: std::cell::Cell<usize>,
 }
 
 impl Logistic {
@@ -27,6 +29,7 @@ impl Logistic {
         Self {
             w: Var::from_vec(v, (classes, inputs), &dev).unwrap(),
             b: Var::zeros(classes, DType::F32, &dev).unwrap(),
+            widest: std::cell::Cell::new(0),
         }
     }
 
@@ -39,6 +42,7 @@ impl Logistic {
 
 impl Network for Logistic {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<ModelOutput> {
+        self.widest.set(self.widest.get().max(xs.dim(0)?));
         let logits = xs
             .matmul(&self.w.as_tensor().t()?)?
             .broadcast_add(self.b.as_tensor())?;
@@ -290,6 +294,39 @@ fn distillation_is_the_same_with_and_without_the_logit_table() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("needs a teacher"), "{e}");
+}
+
+/// A batch size far above the training set does not size the teacher's
+/// padding: the teacher never sees more rows than there are samples, and
+/// the cached and uncached runs still agree bit for bit.
+#[test]
+fn a_huge_batch_size_does_not_size_the_teacher_padding() {
+    let train = points(100, 8, 4, 0, false);
+    let mut kd = config(
+        2,
+        LossConfig::Hinton {
+            temperature: 2.0,
+            alpha: 0.5,
+        }
+        .into(),
+    );
+    kd.batch_size = 1_000_000_000;
+    let run = |cache| {
+        let (s, teacher) = (Logistic::new(8, 4, 2), Logistic::new(8, 4, 9));
+        fit(
+            &s,
+            Some(&teacher),
+            &train,
+            &kd,
+            cache,
+            &mut NoHook,
+            &mut kd_core::Quiet,
+        )
+        .unwrap();
+        assert_eq!(teacher.widest.get(), 100);
+        s.bits()
+    };
+    assert_eq!(run(TeacherCache::Off), run(TeacherCache::Memory));
 }
 
 #[test]
