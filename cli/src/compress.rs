@@ -377,6 +377,7 @@ pub fn run_compress(
     verbose: bool,
 ) -> Result<CompressOutcome> {
     validate(cfg)?;
+    crate::files::check_out_dir(&cfg.out)?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
     let data = DataSpec {

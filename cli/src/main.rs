@@ -7,7 +7,7 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Knowledge distillation and pruning on Candle.
 #[derive(Parser)]
@@ -81,7 +81,15 @@ enum Command {
 
 fn main() -> ExitCode {
     kdprune_cli::runtime::tune_process();
-    let cli = Cli::parse();
+    // Negative numbers are values (`--sparsity -0.1` is then refused by its
+    // range check, not taken for a flag).
+    let matches = Cli::command()
+        .mut_subcommands(|c| c.allow_negative_numbers(true))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let device = match kdprune_cli::device::parse_device(&cli.device) {
         Ok(d) => d,
         Err(e) => {
@@ -114,7 +122,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", kdprune_cli::files::error_text(&e));
             ExitCode::FAILURE
         }
     }

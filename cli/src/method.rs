@@ -332,6 +332,7 @@ impl Runner<'_> {
 /// folder; progress on stderr when `verbose`.
 pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Report> {
     cfg.validate()?;
+    crate::files::check_out_dir(&cfg.out_dir())?;
     let s = &cfg.settings;
     let data = load_data(&s.dataset, &s.source(), cfg.seed)?;
     // Unknown architecture names fail now, not after the teacher has trained.

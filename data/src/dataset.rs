@@ -148,6 +148,28 @@ pub struct Split {
     pub test: Dataset,
 }
 
+impl Split {
+    /// Fails with [`DataError::Invalid`] naming `source` when a split holds
+    /// no sample or the images hold no pixel (a header of 0×0): nothing
+    /// could be trained or evaluated, and the error says so before any work.
+    pub fn check_usable(&self, source: &str) -> Result<()> {
+        for (which, ds) in [("training", &self.train), ("test", &self.test)] {
+            if ds.is_empty() {
+                return Err(DataError::Invalid(format!(
+                    "{source}: the {which} split has no images"
+                )));
+            }
+            if ds.sample_dim() == 0 {
+                return Err(DataError::Invalid(format!(
+                    "{source}: the {which} images are {}x{}x{} (no pixel)",
+                    ds.channels, ds.height, ds.width
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Statistics of a dataset (here, beside the data they read, so that the
 /// normalisation itself knows nothing of datasets).
 impl Normalization {

@@ -224,10 +224,12 @@ pub fn load_hub_dataset(spec: &HubDataset, options: &HubOptions) -> Result<Split
     };
     let train_files = resolve(&spec.train)?;
     let test_files = resolve(&spec.test)?;
-    Ok(Split {
+    let split = Split {
         train: load_parquet_files(spec, &train_files)?,
         test: load_parquet_files(spec, &test_files)?,
-    })
+    };
+    split.check_usable(&spec.repo)?;
+    Ok(split)
 }
 
 /// Reads and concatenates parquet files in the layout of `spec` (image struct

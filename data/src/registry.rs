@@ -142,7 +142,7 @@ pub fn load(name: DatasetName, data_dir: Option<&Path>, seed: u64) -> Result<Spl
         })
     };
     let n = name.as_str();
-    match name {
+    let split = match name {
         DatasetName::Digits => crate::split::stratified_split(&crate::digits::digits()?, 0.2, seed),
         DatasetName::FashionMnist | DatasetName::Mnist => {
             let dir = need_dir()?;
@@ -181,7 +181,9 @@ pub fn load(name: DatasetName, data_dir: Option<&Path>, seed: u64) -> Result<Spl
             }
             Ok(split)
         }
-    }
+    }?;
+    split.check_usable(&data_dir.map_or_else(|| n.to_string(), |d| d.display().to_string()))?;
+    Ok(split)
 }
 
 /// `dir` when it holds `marker`, else the first `dir/<sub>` that does, else `dir`

@@ -451,3 +451,29 @@ fn load_tensors_checks_names_and_dtypes_without_partial_updates() {
         .collect();
     model.load_tensors(&own).unwrap();
 }
+
+/// A checkpoint whose weights hold a NaN or an infinity is refused on load,
+/// naming the tensor (dense and compressed encodings alike).
+#[test]
+fn non_finite_weights_are_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
+        let mut ckpt = sample_checkpoint("lenet-300-100", (1, 8, 8));
+        let w = &ckpt.tensors["fc2.weight"];
+        let mut v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        v[5] = bad;
+        let t = Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap();
+        ckpt.tensors.insert("fc2.weight".into(), t);
+        for encoding in [checkpoint::Encoding::Native, checkpoint::Encoding::Dense] {
+            let path = dir.path().join(format!("{shown}-{encoding}.safetensors"));
+            checkpoint::save_as(&path, &ckpt, encoding).unwrap();
+            let msg = checkpoint_error(checkpoint::load(&path, &Device::Cpu), &path);
+            assert!(
+                msg.contains("'fc2.weight' holds")
+                    && msg.contains(shown)
+                    && msg.contains("index 5"),
+                "{encoding}: {msg}"
+            );
+        }
+    }
+}

@@ -76,11 +76,11 @@ impl HubArgs {
 /// How to optimise.
 #[derive(Args, Clone, Debug)]
 pub struct OptimArgs {
-    /// Epochs.
-    #[arg(long, default_value_t = 10)]
+    /// Epochs (at least 1; `kdprune eval` scores a checkpoint as it is).
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub epochs: usize,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub batch_size: usize,
     /// Base learning rate (cosine decay to 0).
     #[arg(long, default_value_t = 0.05)]
@@ -246,5 +246,17 @@ pub fn parse_layers(s: &str) -> Result<Engine, String> {
                 "'{other}': expected auto, dense, sparse, candle or a density in [0, 1]"
             )),
         },
+    }
+}
+
+/// A count of at least 1 (`--epochs`, `--batch-size`): 0 is refused while
+/// parsing, before any data is read.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => {
+            Err("must be at least 1 (kdprune eval scores a checkpoint without training)".into())
+        }
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
     }
 }

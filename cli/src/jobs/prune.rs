@@ -70,6 +70,7 @@ pub struct PruneOutcome {
 /// (`round(s·n_t)` per layer with the per-layer scope), whatever masks the
 /// checkpoint had. A target below the checkpoint's own sparsity is refused.
 pub fn prune_checkpoint(job: &PruneJob, device: &Device) -> Result<PruneOutcome> {
+    crate::files::check_out_file(&job.out)?;
     prune_core::check_sparsity(job.sparsity)?;
     let scoring = ScoringSettings {
         batches: job.score_batches,
@@ -184,6 +185,7 @@ pub struct StructuredOutcome {
 /// Scores the declared channel groups, keeps the channels `ratios` say,
 /// removes the others and saves the smaller model.
 pub fn prune_structured(job: &StructuredPruneJob, device: &Device) -> Result<StructuredOutcome> {
+    crate::files::check_out_file(&job.out)?;
     let (model, _, ckpt) = load_model(&job.checkpoint, device)?;
     let groups = channel_groups(&ckpt.config)?;
     // the ratios, names and target are checked before any data is read
@@ -465,6 +467,7 @@ pub struct BlockOutcome {
 /// (the mean of |g·w| over its convolutions' weights), removes the lowest
 /// `ratio` of them and saves the shorter network.
 pub fn prune_blocks(job: &BlockPruneJob, device: &Device) -> Result<BlockOutcome> {
+    crate::files::check_out_file(&job.out)?;
     anyhow::ensure!(
         job.ratio.is_finite() && (0.0..1.0).contains(&job.ratio),
         "--ratio must be in [0, 1) of the removable blocks, got {}",

@@ -162,6 +162,7 @@ pub struct Trained {
 
 /// Trains and saves the model.
 pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
+    crate::files::check_out_file(&job.out)?;
     let (data, seed) = job.data.load(None)?;
     let objective = Objective::from(job.loss);
     let teacher = teacher_for(
@@ -301,6 +302,7 @@ impl Tuning {
 /// with its masks. A structurally pruned checkpoint (channels removed, no
 /// masks) is fine-tuned as it is.
 pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> {
+    crate::files::check_out_file(&job.out)?;
     let t = Tuning::start(job, device, |masks, config| {
         let structured = *config != config.with_default_widths();
         anyhow::ensure!(
@@ -337,6 +339,7 @@ pub struct GmpJob {
 
 /// Runs a [`GmpJob`] and saves the fine-tuned model with its final masks.
 pub fn gmp_checkpoint(job: &GmpJob, device: &Device) -> Result<Trained> {
+    crate::files::check_out_file(&job.tune.out)?;
     prune_core::check_sparsity(job.sparsity)?;
     let j = &job.tune;
     let t = Tuning::start(j, device, |_, _| Ok(()))?;
@@ -411,6 +414,7 @@ pub struct ModelInfo {
 /// Trains the student, saves it and writes the report; returns the report
 /// and the student's checkpoint.
 pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillReport, PathBuf)> {
+    crate::files::check_out_dir(&job.out)?;
     let (data, seed) = job.data.load(None)?;
     // A bad specification fails before the student is built.
     job.objective.parse()?;

@@ -65,6 +65,7 @@ pub fn run_sweep(
     verbose: bool,
 ) -> Result<Vec<CellResult>> {
     cfg.validate()?;
+    crate::files::check_out_dir(&cfg.out)?;
     let s = &cfg.settings;
     let methods: Vec<(String, Method)> = cfg
         .methods

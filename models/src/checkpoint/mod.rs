@@ -425,6 +425,9 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     for (name, mask) in &masks {
         check_mask(path, name, mask, &tensors)?;
     }
+    for (name, t) in &tensors {
+        check_finite(path, name, t)?;
+    }
     Ok(Checkpoint {
         config,
         tensors,
@@ -505,6 +508,26 @@ fn native_tensors(path: &Path, st: &SafeTensors<'_>, device: &Device) -> Result<
         }
     }
     Ok((tensors, masks))
+}
+
+/// Fails on a floating-point tensor holding a NaN or an infinity (a run
+/// that diverged, or a damaged file): every command would otherwise
+/// evaluate or train on it without a word.
+fn check_finite(path: &Path, name: &str, t: &Tensor) -> Result<()> {
+    if !t.dtype().is_float() {
+        return Ok(());
+    }
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(
+            path,
+            format!(
+                "tensor '{name}' holds {} at index {i}: the weights are not finite",
+                values[i]
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Tensors by name and masks by the name of their tensor.
