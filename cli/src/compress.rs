@@ -402,6 +402,7 @@ pub fn run_compress(
                 optim: optim(cfg.teacher.epochs, cfg.teacher.lr),
                 loss: LossConfig::CrossEntropy,
                 teacher: None,
+                init: None,
                 out: out.clone(),
                 verbose,
             };

@@ -184,7 +184,24 @@ struct Runner<'a> {
     stages: Vec<StageResult>,
 }
 
+/// The stages of a run, in the order they finish.
+const STAGES: [&str; 8] = [
+    "teacher",
+    "dense",
+    "kd_tuned",
+    "pruned_one_shot",
+    "retrained_kd",
+    "retrained_no_kd",
+    "magnitude_one_shot",
+    "magnitude_retrained",
+];
+
 impl Runner<'_> {
+    /// `stage k/8 NAME`: the progress label of the stage about to finish.
+    fn label(&self, name: &str) -> String {
+        format!("stage {}/{} {name}", self.stages.len() + 1, STAGES.len())
+    }
+
     /// Evaluates, measures, saves and records a stage.
     fn finish(
         &mut self,
@@ -219,7 +236,8 @@ impl Runner<'_> {
         let seconds = start.elapsed().as_secs_f64();
         if self.verbose {
             eprintln!(
-                "{name}: accuracy {:.2} %, sparsity {sparsity:.4}, {nonzero} non-zero parameters, {seconds:.1} s",
+                "{}: accuracy {:.2} %, sparsity {sparsity:.4}, {nonzero} non-zero parameters, {seconds:.1} s",
+                self.label(name),
                 100.0 * accuracy
             );
         }
@@ -261,7 +279,7 @@ impl Runner<'_> {
                     &self.views.train_data(),
                     &tc,
                     &mut NoHook,
-                    stage,
+                    &self.label(stage),
                     self.verbose,
                 )?;
                 model
@@ -298,7 +316,7 @@ impl Runner<'_> {
             &self.views.train_data(),
             &tc,
             &mut PruneHook(&mut fixed),
-            name,
+            &self.label(name),
             self.verbose,
         )?;
         self.finish(name, &model, Some(masks), start)
@@ -410,7 +428,7 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
         &r.views.train_data(),
         &tc,
         &mut NoHook,
-        "kd_tuned",
+        &r.label("kd_tuned"),
         verbose,
     )?;
     r.finish("kd_tuned", &tuned, None, start)?;

@@ -3,6 +3,9 @@
 //! hook for lottery-ticket rewinding, and the salts that give every stage of
 //! a run its own random stream.
 
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::Var;
@@ -31,19 +34,32 @@ pub mod salt {
 /// Progress of a training run on stderr: a bar per epoch (drawn only when
 /// stderr is a terminal) and one line per epoch, prefixed by a label;
 /// nothing at all unless `verbose`.
+///
+/// When stderr is not a terminal (a log file, a batch job), a line with the
+/// step, the loss, the rate and the time left is printed every
+/// [`LOG_EVERY`] instead of the bar, so that logs show progress.
 pub struct Bars {
     label: String,
     verbose: bool,
     bar: Option<ProgressBar>,
+    terminal: bool,
+    /// Epoch, epochs, steps of the epoch, steps done, its start, the last log line.
+    epoch: (usize, usize, usize, usize, Instant, Instant),
 }
+
+/// How often a progress line is logged when stderr is not a terminal.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Bars {
     /// Progress labelled `label`, shown when `verbose`.
     pub fn new(label: impl Into<String>, verbose: bool) -> Self {
+        let now = Instant::now();
         Self {
             label: label.into(),
             verbose,
             bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            epoch: (0, 0, 0, 0, now, now),
         }
     }
 }
@@ -54,10 +70,12 @@ impl Progress for Bars {
             return;
         }
         // Draws on stderr only when it is a terminal (indicatif hides it otherwise).
+        let now = Instant::now();
+        self.epoch = (epoch, epochs, steps, 0, now, now);
         let bar = ProgressBar::new(steps as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-        {
+        if let Ok(style) = ProgressStyle::with_template(
+            "  {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, {per_sec}, {eta} left)",
+        ) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(format!("[{}] epoch {epoch}/{epochs}", self.label));
@@ -68,6 +86,21 @@ impl Progress for Bars {
         if let Some(bar) = &self.bar {
             bar.set_message(format!("loss {loss:.4}"));
             bar.inc(1);
+        }
+        if !self.verbose || self.terminal {
+            return;
+        }
+        let (epoch, epochs, steps, done, start, last) = &mut self.epoch;
+        *done += 1;
+        if last.elapsed() >= LOG_EVERY && *done < *steps {
+            *last = Instant::now();
+            let spent = start.elapsed().as_secs_f64();
+            let rate = *done as f64 / spent.max(1e-9);
+            eprintln!(
+                "  [{}] epoch {epoch}/{epochs} step {done}/{steps}  loss {loss:.4}  ({rate:.1} steps/s, {:.0}s left in the epoch)",
+                self.label,
+                (*steps - *done) as f64 / rate.max(1e-9)
+            );
         }
     }
 

@@ -263,6 +263,18 @@ fn bad_inputs_are_refused_cleanly() {
             "fc1.bias",
         ),
         // --- files that are not what they should be
+        (
+            args![
+                "train",
+                "--model",
+                "lenet5",
+                "--init",
+                f.path("good.safetensors"),
+                "--out",
+                out_ckpt
+            ],
+            "not the --model",
+        ),
         (args!["eval", f.path("nan.safetensors")], "not finite"),
         (args!["verify", f.path("nan.safetensors")], "fc2.weight"),
         (args!["eval", p(&f.root)], "is a directory"),

@@ -394,7 +394,7 @@ fn distill_with_a_logit_loss_writes_student_and_report() {
     let r = report(&out);
     assert_eq!(r["command"], "distill");
     assert_eq!(r["loss"], "ce:0.1+kd:0.9");
-    assert_eq!(r["student"]["model"], "mlp-300-100");
+    assert_eq!(r["student"]["model"], "lenet-300-100");
     assert_eq!(r["epochs"].as_array().unwrap().len(), 1);
     let terms = r["epochs"][0]["terms"].as_object().unwrap();
     assert!(
@@ -622,4 +622,43 @@ fn distill_bad_input_fails_cleanly() {
         "step",
     );
     assert!(!out.join("student.safetensors").exists());
+}
+
+/// `train --init CKPT` starts from the checkpoint's weights: with a
+/// vanishing learning rate the result is the checkpoint itself (a fresh
+/// initialisation would differ everywhere).
+#[test]
+fn train_init_starts_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = train_small(dir.path(), "start.safetensors", "0", "lenet-300-100");
+    let out = dir.path().join("tuned.safetensors");
+    ok(&kdprune(&[
+        "train",
+        "--init",
+        p(&start),
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-30",
+        "--seed",
+        "7",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]));
+    let a = kdprune_models::checkpoint::load(&start, &candle_core::Device::Cpu).unwrap();
+    let b = kdprune_models::checkpoint::load(&out, &candle_core::Device::Cpu).unwrap();
+    for (name, t) in &a.tensors {
+        let diff = (t - &b.tensors[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "{name} moved by {diff}");
+    }
 }

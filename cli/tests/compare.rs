@@ -34,7 +34,7 @@ fn compare_reports_sizes_accuracies_latencies_and_ratios() {
     assert_eq!(
         table
             .lines()
-            .filter(|l| l.starts_with("| mlp-300-100 "))
+            .filter(|l| l.starts_with("| lenet-300-100 "))
             .count(),
         3,
         "{table}"

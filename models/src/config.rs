@@ -293,10 +293,14 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Short name, e.g. `mlp-300-100` or `lenet5`; `from_name` of it gives back
-    /// this configuration (for the same input and class count).
+    /// Short name, e.g. `lenet-300-100`, `mlp-1200-1200` or `lenet5`;
+    /// `from_name` of it gives back this configuration (for the same input
+    /// and class count). The 300-100 MLP keeps its published name.
     pub fn name(&self) -> String {
         match self {
+            ModelConfig::Mlp { hidden, .. } if hidden[..] == [300, 100] => {
+                "lenet-300-100".to_string()
+            }
             ModelConfig::Mlp { hidden, .. } => std::iter::once("mlp".to_string())
                 .chain(hidden.iter().map(|w| w.to_string()))
                 .collect::<Vec<_>>()
@@ -504,7 +508,7 @@ impl ModelConfig {
 /// the figure instead of an aborted allocation.
 pub const MAX_PARAMS: usize = 2_000_000_000;
 
-/// `mlp-300-100 (input 784, 10 classes)`, `lenet5 (input 1x28x28, 10 classes)`.
+/// `lenet-300-100 (input 784, 10 classes)`, `lenet5 (input 1x28x28, 10 classes)`.
 impl fmt::Display for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -350,7 +350,7 @@ fn other_architecture_is_detected() {
     match ckpt.expect_config(&lenet) {
         Err(ModelError::ArchitectureMismatch { expected, found }) => {
             assert_eq!(expected, "lenet5 (input 1x8x8, 10 classes)");
-            assert_eq!(found, "mlp-300-100 (input 64, 10 classes)");
+            assert_eq!(found, "lenet-300-100 (input 64, 10 classes)");
         }
         other => panic!("expected ArchitectureMismatch, got {other:?}"),
     }

@@ -70,7 +70,8 @@ fn names_resolve_to_configs() {
 #[test]
 fn name_round_trips() {
     for (name, canonical) in [
-        ("lenet-300-100", "mlp-300-100"),
+        ("lenet-300-100", "lenet-300-100"),
+        ("mlp-300-100", "lenet-300-100"),
         ("mlp-50", "mlp-50"),
         ("mlp-1200-1200", "mlp-1200-1200"),
         ("lenet5", "lenet5"),
@@ -218,8 +219,8 @@ fn serde_json_round_trip_and_tag() {
 fn display_tells_configs_with_the_same_name_apart() {
     let a = ModelConfig::from_name("lenet-300-100", (1, 28, 28), 10).unwrap();
     let b = ModelConfig::from_name("lenet-300-100", (1, 8, 8), 10).unwrap();
-    assert_eq!(a.to_string(), "mlp-300-100 (input 784, 10 classes)");
-    assert_eq!(b.to_string(), "mlp-300-100 (input 64, 10 classes)");
+    assert_eq!(a.to_string(), "lenet-300-100 (input 784, 10 classes)");
+    assert_eq!(b.to_string(), "lenet-300-100 (input 64, 10 classes)");
     let c = ModelConfig::from_name("lenet5", (1, 28, 28), 10).unwrap();
     assert_eq!(c.to_string(), "lenet5 (input 1x28x28, 10 classes)");
 }

@@ -360,7 +360,7 @@ fn bad_removals_and_widths_are_errors() {
     assert!(channel_groups(&mlp.config)
         .unwrap_err()
         .to_string()
-        .contains("not mlp-300-100"));
+        .contains("not lenet-300-100"));
 }
 
 /// Removing a residual block equals zeroing its `bn2` (the block then adds

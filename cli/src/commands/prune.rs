@@ -19,7 +19,8 @@ pub struct PruneArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Criterion; every one keeps the highest-scored weights and prunes the
-    /// lowest: teacher-guided |θ·∂L/∂θ| (L = --loss under --teacher;
+    /// lowest: teacher-guided |θ·∂L/∂θ| (L = --loss under --teacher, and
+    /// ca-kld when --loss is left at ce, which would make the score SNIP's;
     /// teacher-guided:kd and teacher-guided:ce for one term only), snip
     /// |θ·∂CE/∂θ|, self-distill |θ·∂L_SD/∂θ| (EPSD: α·T²·KL to the model's own
     /// detached predictions on a shifted or crop-flipped view, plus (1−α)·CE;

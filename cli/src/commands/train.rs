@@ -25,6 +25,10 @@ pub struct TrainArgs {
     /// Teacher checkpoint (for --loss kd or ca-kld).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// Start from this dense checkpoint of the same --model instead of the
+    /// seeded initialisation (e.g. KD fine-tuning of a trained student).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Output checkpoint (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -95,6 +99,7 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
         optim: a.optim.optim(),
         loss: a.loss.config(None)?,
         teacher: a.teacher,
+        init: a.init,
         out: a.out,
         verbose: !a.quiet,
     };

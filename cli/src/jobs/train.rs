@@ -145,6 +145,10 @@ pub struct TrainJob {
     pub loss: LossConfig,
     /// The teacher's checkpoint (for a distillation loss).
     pub teacher: Option<PathBuf>,
+    /// A dense checkpoint of the same architecture to start from instead of
+    /// the seeded initialisation (KD fine-tuning of a trained student, as
+    /// `kdprune run`'s `kd_tuned` stage does).
+    pub init: Option<PathBuf>,
     /// The output checkpoint.
     pub out: PathBuf,
     /// Progress on stderr.
@@ -175,6 +179,22 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
         job.verbose,
     )?;
     let model = new_model(&job.model, &data, seed, device)?;
+    if let Some(init) = &job.init {
+        let (start, masks, _) = load_model(init, device)?;
+        anyhow::ensure!(
+            masks.is_empty(),
+            "--init {} has masks: retrain a pruned checkpoint with kdprune retrain",
+            init.display()
+        );
+        anyhow::ensure!(
+            start.config() == model.config(),
+            "--init {} holds {}, not the --model {}",
+            init.display(),
+            start.config(),
+            model.config()
+        );
+        model.load_tensors(&start.tensors()?)?;
+    }
     let cfg = job.optim.train_config(objective, seed);
     let views = data.views(job.optim.augment.resolve(data.name));
     let report = train(
