@@ -405,6 +405,8 @@ pub fn run_compress(
                 init: None,
                 out: out.clone(),
                 verbose,
+                // a stage cut short continues from its last epoch
+                resume: true,
             };
             let ran = ledger.stage("teacher", &teacher_recipe, &out, || {
                 train_model(&job, device).map(drop)
@@ -429,6 +431,8 @@ pub fn run_compress(
         optim: optim(cfg.student.epochs, cfg.student.lr),
         out: student_dir.clone(),
         verbose,
+        // a stage cut short continues from its last epoch
+        resume: true,
     };
     let ran = ledger.stage("student", &student_recipe, &student, || {
         distill_student(&job, device).map(drop)
@@ -456,6 +460,8 @@ pub fn run_compress(
                     objective: objective(&cfg.prune.loss),
                     out: pruned.clone(),
                     verbose,
+                    // a stage cut short continues from its last epoch
+                    resume: true,
                 },
                 sparsity: cfg.prune.sparsity,
                 ramp_fraction: gmp.ramp_fraction,
@@ -507,6 +513,8 @@ pub fn run_compress(
         objective: objective(&cfg.retrain.loss),
         out: retrained.clone(),
         verbose,
+        // a stage cut short continues from its last epoch
+        resume: true,
     };
     let ran = ledger.stage("retrain", &retrain_recipe, &retrained, || {
         retrain_checkpoint(&job, device).map(drop)

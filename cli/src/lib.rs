@@ -43,6 +43,7 @@ pub mod infer;
 pub mod jobs;
 pub mod lm;
 pub mod method;
+pub mod resume;
 pub mod runtime;
 pub mod scoring;
 pub mod settings;

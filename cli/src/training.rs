@@ -11,11 +11,13 @@ use candle_core::backprop::GradStore;
 use candle_core::Var;
 use indicatif::{ProgressBar, ProgressStyle};
 use kd_core::{
-    EpochStats, FitOptions, KdError, Progress, Sgd, StepHook, StepInfo, TeacherCache, TrainConfig,
-    TrainData, TrainReport,
+    EpochStats, FitOptions, KdError, Progress, ResumePoint, Sgd, StepHook, StepInfo, TeacherCache,
+    TrainConfig, TrainData, TrainReport,
 };
 use kdprune_models::Model;
 use prune_core::{NamedTensors, StepPruner};
+
+use crate::resume::ResumeFile;
 
 /// Salts xor-ed into the run seed, one per stage that draws from it, so that
 /// the stages' streams are independent. The stages of pruning schedules take
@@ -220,10 +222,57 @@ pub fn train(
     label: &str,
     verbose: bool,
 ) -> Result<TrainReport> {
+    train_resumable(model, teacher, data, config, hook, label, verbose, None)
+}
+
+/// [`train`] with a resume point: when `resume` is given with `continue_`
+/// set and its file exists, training continues from it (said on stderr);
+/// either way a resume point is saved there at the end of every epoch but
+/// the last. The caller removes it once its own output is written.
+#[allow(clippy::too_many_arguments)]
+pub fn train_resumable(
+    model: &Model,
+    teacher: Option<&Model>,
+    data: &TrainData<'_>,
+    config: &TrainConfig,
+    hook: &mut dyn StepHook,
+    label: &str,
+    verbose: bool,
+    resume: Option<(&ResumeFile, bool)>,
+) -> Result<TrainReport> {
+    let start = match resume {
+        Some((file, true)) => {
+            let point = file.load(model.device())?;
+            match &point {
+                Some(p) => eprintln!(
+                    "[{label}] resuming from {}: {} of {} epochs done, step {}",
+                    file.path().display(),
+                    p.epochs_done,
+                    config.epochs,
+                    p.step
+                ),
+                None => eprintln!(
+                    "[{label}] no resume point at {}: starting from the beginning",
+                    file.path().display()
+                ),
+            }
+            point
+        }
+        _ => None,
+    };
+    let mut save = |point: &ResumePoint| -> kd_core::Result<()> {
+        if let Some((file, _)) = resume {
+            file.save(point)
+                .map_err(|e| KdError::Other(format!("{e:#}")))?;
+        }
+        Ok(())
+    };
     let options = FitOptions {
         hook,
         progress: &mut Bars::new(label, verbose),
         teacher_cache: TeacherCache::Memory,
+        resume: start,
+        on_epoch: Some(&mut save),
     };
     let teacher = teacher.map(|t| t as &dyn kd_core::Network);
     kd_core::fit(model, teacher, data, config, options)

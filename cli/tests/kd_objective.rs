@@ -62,6 +62,8 @@ fn fit(
         hook: &mut NoHook,
         progress: &mut Quiet,
         teacher_cache: cache,
+        resume: None,
+        on_epoch: None,
     };
     kd_core::fit(
         student,

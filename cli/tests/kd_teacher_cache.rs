@@ -78,6 +78,8 @@ fn train_with(
         hook: &mut NoHook,
         progress: &mut Quiet,
         teacher_cache: cache,
+        resume: None,
+        on_epoch: None,
     };
     let report = kd_core::fit(&student, Some(teacher), &td, &config(epochs), options).unwrap();
     let bits = student

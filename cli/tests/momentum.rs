@@ -293,6 +293,8 @@ fn masked_weights_stay_exactly_zero_under_momentum_sgd() {
         hook: &mut PruneHook(&mut fixed),
         progress: &mut Quiet,
         teacher_cache: TeacherCache::Memory,
+        resume: None,
+        on_epoch: None,
     };
     kd_core::fit(&model, None, &views.train_data(), &cfg, options).unwrap();
     let after = model.tensors().unwrap();

@@ -164,6 +164,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hook: &mut NoHook,
         progress: &mut Lines("teacher"),
         teacher_cache: TeacherCache::Memory,
+        resume: None,
+        on_epoch: None,
     };
     kd_core::fit(&teacher, None, &data, &config, options)?;
 
@@ -181,6 +183,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hook: &mut NoHook,
         progress: &mut Lines("student"),
         teacher_cache: TeacherCache::Memory,
+        resume: None,
+        on_epoch: None,
     };
     let report = kd_core::fit(&student, Some(&teacher), &data, &kd, options)?;
     println!(

@@ -62,6 +62,26 @@ pub trait Network {
             .map(|(name, var)| (name, var.as_tensor().detach()))
             .collect())
     }
+
+    /// Sets every tensor of [`Network::state`] from `state` (a resumed run's
+    /// network); a missing name or another shape is an error. By default the
+    /// trainable variables.
+    fn load_state(&self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, var) in self.named_vars() {
+            let t = state.get(&name).ok_or_else(|| {
+                crate::KdError::InvalidConfig(format!("the saved state has no `{name}`"))
+            })?;
+            if t.dims() != var.dims() {
+                return Err(crate::KdError::ShapeMismatch(format!(
+                    "saved `{name}` is {:?}, the variable {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?.copy()?)?;
+        }
+        Ok(())
+    }
 }
 
 /// `(name, dims without the batch)` of every feature of a network, in forward

@@ -10,6 +10,8 @@
 //! θ ← θ − η·g
 //! ```
 
+use std::collections::BTreeMap;
+
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -114,6 +116,44 @@ impl Sgd {
     /// The configuration in use.
     pub fn config(&self) -> &SgdConfig {
         &self.config
+    }
+
+    /// Every momentum buffer by parameter name (those that have one: after
+    /// the first step, with momentum), for a resume point.
+    pub fn state(&self) -> BTreeMap<String, Tensor> {
+        self.slots
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.buffer.as_ref()?.clone())))
+            .collect()
+    }
+
+    /// Restores the buffers [`Sgd::state`] gave; a name the optimizer does
+    /// not have or a wrong shape is an error, a parameter absent from
+    /// `state` starts without a buffer.
+    pub fn set_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        if let Some(name) = state
+            .keys()
+            .find(|n| !self.slots.iter().any(|s| &s.name == *n))
+        {
+            return Err(KdError::InvalidConfig(format!(
+                "the saved optimizer state has `{name}`, which is not a parameter"
+            )));
+        }
+        for slot in &mut self.slots {
+            slot.buffer = match state.get(&slot.name) {
+                Some(t) if t.dims() != slot.var.dims() => {
+                    return Err(KdError::ShapeMismatch(format!(
+                        "saved momentum of `{}` is {:?}, the parameter {:?}",
+                        slot.name,
+                        t.dims(),
+                        slot.var.dims()
+                    )))
+                }
+                Some(t) => Some(t.to_device(slot.var.device())?.copy()?),
+                None => None,
+            };
+        }
+        Ok(())
     }
 
     /// The momentum buffer of parameter `name` (after its first step).

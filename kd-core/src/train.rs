@@ -141,6 +141,35 @@ pub struct FitOptions<'a> {
     pub progress: &'a mut dyn Progress,
     /// Source of the teacher's logits.
     pub teacher_cache: TeacherCache,
+    /// Where to continue from: a [`ResumePoint`] an earlier, interrupted
+    /// run of the same configuration saved (`None`: from the start).
+    pub resume: Option<ResumePoint>,
+    /// Called with the resume point at the end of every epoch but the last
+    /// (the caller saves it, atomically); `None`: no resume points.
+    pub on_epoch: Option<&'a mut SaveResumePoint<'a>>,
+}
+
+/// What [`FitOptions::on_epoch`] calls: saves a resume point.
+pub type SaveResumePoint<'a> = dyn FnMut(&ResumePoint) -> Result<()> + 'a;
+
+/// Everything [`fit`] carries from one epoch to the next: continuing from
+/// it gives the same bits as a run that was never interrupted. The batch
+/// order and the augmentation are functions of the seed and the epoch, and
+/// the teacher's logits are recomputed, so no random state is needed.
+#[derive(Clone, Debug)]
+pub struct ResumePoint {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// The student's [`Network::state`] (parameters and buffers).
+    pub network: BTreeMap<String, Tensor>,
+    /// The objective's own variables (FitNets regressors).
+    pub objective_vars: BTreeMap<String, Tensor>,
+    /// The optimizer's momentum buffers ([`Sgd::state`]).
+    pub optimizer: BTreeMap<String, Tensor>,
+    /// The finished epochs' figures.
+    pub report: TrainReport,
 }
 
 /// Trains `student` on `config.objective` under a frozen teacher (eval mode,
@@ -178,6 +207,8 @@ pub fn fit(
         hook,
         progress,
         teacher_cache,
+        resume,
+        mut on_epoch,
     } = options;
     config.validate()?;
     let objective = &config.objective;
@@ -239,7 +270,35 @@ pub fn fit(
     };
     let mut report = TrainReport::default();
     let mut step = 0usize;
-    for epoch in 0..config.epochs {
+    let mut first_epoch = 0;
+    if let Some(point) = resume {
+        if point.epochs_done > config.epochs || point.report.epochs.len() != point.epochs_done {
+            return Err(KdError::InvalidConfig(format!(
+                "the resume point has {} epochs done ({} reported) of a run of {}",
+                point.epochs_done,
+                point.report.epochs.len(),
+                config.epochs
+            )));
+        }
+        student.load_state(&point.network)?;
+        let objective_vars = loss_fn.trainable_vars();
+        if objective_vars.len() != point.objective_vars.len() {
+            return Err(KdError::InvalidConfig(
+                "the resume point's objective variables do not match this objective".into(),
+            ));
+        }
+        for (name, var) in &objective_vars {
+            let t = point.objective_vars.get(name).ok_or_else(|| {
+                KdError::InvalidConfig(format!("the resume point has no `{name}`"))
+            })?;
+            var.set(&t.to_device(&device)?.copy()?)?;
+        }
+        sgd.set_state(&point.optimizer)?;
+        step = point.step;
+        first_epoch = point.epochs_done;
+        report = point.report;
+    }
+    for epoch in first_epoch..config.epochs {
         let start = Instant::now();
         progress.start_epoch(epoch + 1, config.epochs, steps_per_epoch);
         let mut loss_sum = 0.0f64;
@@ -307,6 +366,29 @@ pub fn fit(
         };
         progress.end_epoch(&stats, config.epochs);
         report.epochs.push(stats);
+        if let Some(save) = on_epoch.as_mut() {
+            if epoch + 1 < config.epochs {
+                // Copies: a variable's storage changes in place at the next step.
+                let network = student
+                    .state()?
+                    .into_iter()
+                    .map(|(n, t)| Ok((n, t.copy()?)))
+                    .collect::<Result<_>>()?;
+                let objective_vars = loss_fn
+                    .trainable_vars()
+                    .into_iter()
+                    .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
+                    .collect::<Result<_>>()?;
+                save(&ResumePoint {
+                    epochs_done: epoch + 1,
+                    step,
+                    network,
+                    objective_vars,
+                    optimizer: sgd.state(),
+                    report: report.clone(),
+                })?;
+            }
+        }
     }
     Ok(report)
 }

@@ -296,6 +296,11 @@ impl kd_core::Network for Model {
     fn state(&self) -> kd_core::Result<BTreeMap<String, Tensor>> {
         self.tensors().map_err(kd_core::KdError::external)
     }
+
+    /// Parameters and batch-norm running statistics, exactly.
+    fn load_state(&self, state: &BTreeMap<String, Tensor>) -> kd_core::Result<()> {
+        self.load_tensors(state).map_err(kd_core::KdError::external)
+    }
 }
 
 impl std::fmt::Debug for Model {

@@ -35,6 +35,11 @@ pub struct TrainArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Continue an interrupted run of the same settings from its resume
+    /// point (saved at the end of every epoch beside --out); without it a
+    /// run starts from the beginning.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Flags of `kdprune retrain`: a pruned checkpoint under its fixed mask,
@@ -59,6 +64,11 @@ pub struct RetrainArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Continue an interrupted run of the same settings from its resume
+    /// point (saved at the end of every epoch beside --out); without it a
+    /// run starts from the beginning.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Flags of `kdprune distill`.
@@ -82,6 +92,11 @@ pub struct DistillArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Continue an interrupted run of the same settings from its resume
+    /// point (saved at the end of every epoch beside --out); without it a
+    /// run starts from the beginning.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 fn print(trained: &Trained) {
@@ -102,6 +117,7 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
         init: a.init,
         out: a.out,
         verbose: !a.quiet,
+        resume: a.resume,
     };
     print(&jobs::train_model(&job, device)?);
     Ok(())
@@ -117,6 +133,7 @@ pub fn retrain(a: RetrainArgs, device: &Device) -> Result<()> {
         objective: a.objective.spec("ce")?,
         out: a.out,
         verbose: !a.quiet,
+        resume: a.resume,
     };
     print(&jobs::retrain_checkpoint(&job, device)?);
     Ok(())
@@ -132,6 +149,7 @@ pub fn distill(a: DistillArgs, device: &Device) -> Result<()> {
         optim: a.optim.optim(),
         out: a.out,
         verbose: !a.quiet,
+        resume: a.resume,
     };
     let (report, student) = jobs::distill_student(&job, device)?;
     println!("test accuracy: {:.4}", report.accuracy);

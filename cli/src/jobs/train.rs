@@ -24,7 +24,8 @@ use crate::checkpoints::{
 use crate::data::Data;
 use crate::files::write_atomic;
 use crate::method::DatasetInfo;
-use crate::training::{train, PruneHook};
+use crate::resume::ResumeFile;
+use crate::training::{train_resumable, PruneHook};
 
 /// A training objective as the command line gives it.
 #[derive(Clone, Debug)]
@@ -153,6 +154,9 @@ pub struct TrainJob {
     pub out: PathBuf,
     /// Progress on stderr.
     pub verbose: bool,
+    /// Continue from the resume point an interrupted run of the same
+    /// settings left (a resume point is saved at the end of every epoch).
+    pub resume: bool,
 }
 
 /// What a training job leaves: the final test accuracy and the checkpoint.
@@ -197,7 +201,18 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
     }
     let cfg = job.optim.train_config(objective, seed);
     let views = data.views(job.optim.augment.resolve(data.name));
-    let report = train(
+    let resume = ResumeFile::beside(
+        &job.out,
+        fingerprint(&[
+            &"train",
+            &cfg,
+            &model.config().to_string(),
+            &data.name,
+            &job.teacher,
+            &job.init,
+        ]),
+    );
+    let report = train_resumable(
         &model,
         teacher.as_ref(),
         &views.train_data(),
@@ -205,6 +220,7 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
         &mut NoHook,
         "train",
         job.verbose,
+        Some((&resume, job.resume)),
     )?;
     save_model(
         &job.out,
@@ -212,6 +228,7 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
         None,
         metadata(data.name, seed, "train", &data.norm),
     )?;
+    resume.remove()?;
     Ok(Trained {
         accuracy: report.final_accuracy(),
         out: job.out.clone(),
@@ -235,6 +252,9 @@ pub struct RetrainJob {
     pub out: PathBuf,
     /// Progress on stderr.
     pub verbose: bool,
+    /// Continue from the resume point an interrupted run of the same
+    /// settings left (a resume point is saved at the end of every epoch).
+    pub resume: bool,
 }
 
 /// What fine-tuning a checkpoint (retraining, GMP) works on.
@@ -282,6 +302,8 @@ impl Tuning {
 
     /// Trains with `pruner` around every step (label `stage`), then saves
     /// the model with `masks(pruner)` and the stage's metadata.
+    /// With `resumable`, a resume point is kept beside the output (a
+    /// pruner whose masks change is not resumable: its state is not saved).
     fn run<P: prune_core::StepPruner>(
         self,
         job: &RetrainJob,
@@ -289,9 +311,20 @@ impl Tuning {
         mut pruner: P,
         masks: impl FnOnce(P) -> prune_core::MaskSet,
         extra: &[(&str, String)],
+        resumable: bool,
     ) -> Result<Trained> {
         let views = self.data.views(job.optim.augment.resolve(self.data.name));
-        let report = train(
+        let resume = ResumeFile::beside(
+            &job.out,
+            fingerprint(&[
+                &stage,
+                &self.cfg,
+                &job.checkpoint,
+                &self.data.name,
+                &job.teacher,
+            ]),
+        );
+        let report = train_resumable(
             &self.model,
             self.teacher.as_ref(),
             &views.train_data(),
@@ -299,6 +332,7 @@ impl Tuning {
             &mut PruneHook(&mut pruner),
             stage,
             job.verbose,
+            resumable.then_some((&resume, job.resume)),
         )?;
         let mut meta = metadata(self.data.name, self.seed, stage, &self.data.norm);
         meta.insert("loss".into(), self.cfg.objective.to_string());
@@ -306,6 +340,7 @@ impl Tuning {
             meta.insert((*k).into(), v.clone());
         }
         save_model(&job.out, &self.model, Some(&masks(pruner)), meta)?;
+        resume.remove()?;
         Ok(Trained {
             accuracy: report.final_accuracy(),
             out: job.out.clone(),
@@ -334,7 +369,7 @@ pub fn retrain_checkpoint(job: &RetrainJob, device: &Device) -> Result<Trained> 
     })?;
     apply_masks(&t.model, &t.masks)?;
     let fixed = t.masks.clone();
-    t.run(job, "retrained", fixed, |m| m, &[])
+    t.run(job, "retrained", fixed, |m| m, &[], true)
 }
 
 /// Gradual magnitude pruning (Zhu & Gupta 2017) while fine-tuning a
@@ -369,7 +404,7 @@ pub fn gmp_checkpoint(job: &GmpJob, device: &Device) -> Result<Trained> {
     anyhow::ensure!(!prunable.is_empty(), "the model has no prunable weights");
     let pruner = GmpPruner::new(schedule, prunable);
     let extra = [("sparsity", job.sparsity.to_string())];
-    t.run(j, "gmp", pruner, GmpPruner::into_masks, &extra)
+    t.run(j, "gmp", pruner, GmpPruner::into_masks, &extra, false)
 }
 
 /// `kdprune distill`: a fresh student trained under a frozen teacher.
@@ -389,6 +424,9 @@ pub struct DistillJob {
     pub out: PathBuf,
     /// Progress on stderr.
     pub verbose: bool,
+    /// Continue from the resume point an interrupted run of the same
+    /// settings left (a resume point is saved at the end of every epoch).
+    pub resume: bool,
 }
 
 /// `report.json` of `kdprune distill`.
@@ -467,7 +505,17 @@ pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillRepo
         .with_context(|| format!("cannot create {}", job.out.display()))?;
     let start = Instant::now();
     let views = data.views(augment);
-    let history = train(
+    let resume = ResumeFile::new(
+        job.out.join("resume.safetensors"),
+        fingerprint(&[
+            &"distill",
+            &cfg,
+            &student.config().to_string(),
+            &data.name,
+            &job.teacher,
+        ]),
+    );
+    let history = train_resumable(
         &student,
         teacher.as_ref(),
         &views.train_data(),
@@ -475,6 +523,7 @@ pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillRepo
         &mut NoHook,
         "distill",
         job.verbose,
+        Some((&resume, job.resume)),
     )?;
     let seconds = start.elapsed().as_secs_f64();
     let accuracy = match history.final_accuracy() {
@@ -517,5 +566,16 @@ pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillRepo
         &job.out.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
+    resume.remove()?;
     Ok((report, student_path))
+}
+
+/// What identifies a run for its resume point: the debug text of the
+/// settings that shape it (a resume point of other settings is refused).
+fn fingerprint(parts: &[&dyn std::fmt::Debug]) -> String {
+    parts
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

@@ -1,0 +1,189 @@
+//! Resume points of interrupted training: kd-core's [`ResumePoint`] in one
+//! safetensors file, written atomically at the end of every epoch and
+//! removed once the run's own output is written. A run killed at any moment
+//! (SIGKILL included) and continued with `--resume` ends with the same
+//! bytes as one that never stopped.
+//!
+//! The file holds `network.NAME`, `objective.NAME` and `optimizer.NAME`
+//! tensors, and in its metadata the epochs done, the step, the finished
+//! epochs' figures (JSON) and a fingerprint of the run's configuration: a
+//! resume point of another configuration is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use kd_core::{ResumePoint, TrainReport};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::files::write_atomic;
+
+const FORMAT_KEY: &str = "kdprune.resume";
+const FORMAT: &str = "1";
+const PARTS: [&str; 3] = ["network", "objective", "optimizer"];
+
+/// Where a run keeps its resume point, and the configuration it belongs to.
+#[derive(Clone, Debug)]
+pub struct ResumeFile {
+    path: PathBuf,
+    fingerprint: String,
+}
+
+impl ResumeFile {
+    /// The resume point at `path` of the run whose configuration prints as
+    /// `fingerprint` (any text that changes when the run would change).
+    pub fn new(path: impl Into<PathBuf>, fingerprint: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            fingerprint: fingerprint.into(),
+        }
+    }
+
+    /// The resume point next to the output file `out`: `OUT.resume`.
+    pub fn beside(out: &Path, fingerprint: impl Into<String>) -> Self {
+        let mut name = out.as_os_str().to_owned();
+        name.push(".resume");
+        Self::new(PathBuf::from(name), fingerprint)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved point, `None` when there is no file. A file of another
+    /// configuration, or one that does not parse, is an error naming it.
+    pub fn load(&self, device: &Device) -> Result<Option<ResumePoint>> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&self.path)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let bad = |why: String| anyhow::anyhow!("resume point {}: {why}", self.path.display());
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a resume point (or truncated): {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a resume point (or truncated): {e}")))?;
+        let meta = header
+            .metadata()
+            .clone()
+            .ok_or_else(|| bad("no metadata".into()))?;
+        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("no `{k}`")));
+        if get(FORMAT_KEY)? != FORMAT {
+            return Err(bad(format!("format {} is not {FORMAT}", get(FORMAT_KEY)?)));
+        }
+        if get("fingerprint")? != &self.fingerprint {
+            bail!(
+                "the resume point {} belongs to a run with other settings; delete it, or run without --resume to start over",
+                self.path.display()
+            );
+        }
+        let number = |k: &str| -> Result<usize> {
+            get(k)?
+                .parse()
+                .map_err(|e| bad(format!("`{k}` is not a count: {e}")))
+        };
+        let report: TrainReport =
+            serde_json::from_str(get("report")?).map_err(|e| bad(format!("bad `report`: {e}")))?;
+        let mut parts: [BTreeMap<String, Tensor>; 3] = Default::default();
+        for (name, view) in st.tensors() {
+            let (part, rest) = name
+                .split_once('.')
+                .ok_or_else(|| bad(format!("unexpected tensor `{name}`")))?;
+            let k = PARTS
+                .iter()
+                .position(|p| *p == part)
+                .ok_or_else(|| bad(format!("unexpected tensor `{name}`")))?;
+            let dtype = DType::try_from(view.dtype())
+                .map_err(|_| bad(format!("`{name}` has dtype {:?}", view.dtype())))?;
+            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?;
+            parts[k].insert(rest.to_string(), t);
+        }
+        let [network, objective_vars, optimizer] = parts;
+        Ok(Some(ResumePoint {
+            epochs_done: number("epochs_done")?,
+            step: number("step")?,
+            network,
+            objective_vars,
+            optimizer,
+            report,
+        }))
+    }
+
+    /// Writes `point` (through a temporary file and a rename).
+    pub fn save(&self, point: &ResumePoint) -> Result<()> {
+        let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (part, tensors) in
+            PARTS
+                .iter()
+                .zip([&point.network, &point.objective_vars, &point.optimizer])
+        {
+            for (name, t) in tensors {
+                let (dtype, bytes) = raw(t)?;
+                data.push((format!("{part}.{name}"), dtype, t.dims().to_vec(), bytes));
+            }
+        }
+        let views = data
+            .iter()
+            .map(|(n, d, s, b)| Ok((n.as_str(), TensorView::new(*d, s.clone(), b)?)))
+            .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        let meta = HashMap::from([
+            (FORMAT_KEY.to_string(), FORMAT.to_string()),
+            ("fingerprint".to_string(), self.fingerprint.clone()),
+            ("epochs_done".to_string(), point.epochs_done.to_string()),
+            ("step".to_string(), point.step.to_string()),
+            ("report".to_string(), serde_json::to_string(&point.report)?),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta))?;
+        write_atomic(&self.path, bytes)
+    }
+
+    /// Removes the file (the run finished); absent is fine.
+    pub fn remove(&self) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", self.path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The little-endian bytes of `t` and their safetensors dtype.
+fn raw(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
+    let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
+    Ok(match t.dtype() {
+        DType::F32 => (
+            Dtype::F32,
+            flat.to_vec1::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::F64 => (
+            Dtype::F64,
+            flat.to_vec1::<f64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::I64 => (
+            Dtype::I64,
+            flat.to_vec1::<i64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::U32 => (
+            Dtype::U32,
+            flat.to_vec1::<u32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::U8 => (Dtype::U8, flat.to_vec1::<u8>()?),
+        other => bail!("a resume point cannot hold a {other:?} tensor"),
+    })
+}

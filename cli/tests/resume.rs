@@ -1,0 +1,144 @@
+//! Resume after SIGKILL: `train`, `retrain` and `distill` killed once their
+//! first resume point exists, then continued with `--resume`, end with
+//! checkpoint files byte-identical to an uninterrupted run's.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kdprune, ok, p, train_and_prune};
+
+/// Starts `args`, waits for `resume` to appear, kills the process with
+/// SIGKILL and checks that it was cut short (`out` not written).
+fn kill_after_first_epoch(args: &[&str], resume: &Path, out: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kdprune"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !resume.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no resume point at {} after 120 s",
+            resume.display()
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{args:?} ended ({status}) before its first resume point");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{args:?} finished before the kill");
+    assert!(!out.exists(), "{} written by a killed run", out.display());
+}
+
+/// Runs `args` (with `--out OUT`) once uninterrupted into `a`, once killed
+/// and resumed into `b`, and compares the bytes of `file` in both.
+fn resumed_equals_uninterrupted(
+    args: &[&str],
+    a: PathBuf,
+    b: PathBuf,
+    file: &str,
+    resume_of: impl Fn(&Path) -> PathBuf,
+) {
+    let with_out = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--quiet".into(), "--out".into(), p(out).into()]);
+        v
+    };
+    let full: Vec<String> = with_out(&a);
+    ok(&kdprune(
+        &full.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let cut = with_out(&b);
+    let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
+    let written = if file.is_empty() {
+        b.clone()
+    } else {
+        b.join(file)
+    };
+    kill_after_first_epoch(&cut, &resume_of(&b), &written);
+    let mut resumed = cut.clone();
+    resumed.push("--resume");
+    let out = kdprune(&resumed);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert!(stderr.contains("epochs done"), "{stderr}");
+    let read = |d: &Path| {
+        std::fs::read(if file.is_empty() {
+            d.to_path_buf()
+        } else {
+            d.join(file)
+        })
+        .unwrap()
+    };
+    assert!(read(&a) == read(&b), "{args:?}: resumed bytes differ");
+    assert!(!resume_of(&b).exists(), "the resume point outlived the run");
+}
+
+fn beside(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.resume", out.display()))
+}
+
+#[test]
+fn train_killed_and_resumed_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    resumed_equals_uninterrupted(
+        &["train", "--model", "lenet-300-100", "--epochs", "10"],
+        d.join("a.safetensors"),
+        d.join("b.safetensors"),
+        "",
+        beside,
+    );
+}
+
+#[test]
+fn retrain_and_distill_killed_and_resumed_are_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (dense, pruned) = train_and_prune(d, "lenet-300-100", "0.8");
+    resumed_equals_uninterrupted(
+        &["retrain", "--checkpoint", p(&pruned), "--epochs", "10"],
+        d.join("ra.safetensors"),
+        d.join("rb.safetensors"),
+        "",
+        beside,
+    );
+    resumed_equals_uninterrupted(
+        &[
+            "distill",
+            "--teacher",
+            p(&dense),
+            "--student-model",
+            "lenet-300-100",
+            "--loss",
+            "kd",
+            "--epochs",
+            "10",
+        ],
+        d.join("da"),
+        d.join("db"),
+        "student.safetensors",
+        |out| out.join("resume.safetensors"),
+    );
+}
+
+/// A resume point of other settings is refused, naming what to do.
+#[test]
+fn a_resume_point_of_other_settings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let args = ["train", "--epochs", "10", "--out", p(&out)];
+    kill_after_first_epoch(&args, &beside(&out), &out);
+    common::fails_with(
+        &kdprune(&["train", "--epochs", "11", "--resume", "--out", p(&out)]),
+        "belongs to a run with other settings",
+    );
+}
