@@ -36,6 +36,7 @@ pub fn read_image_table(path: &Path, image_column: &str, label_column: &str) -> 
     })?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| corrupt(path, format!("not a readable parquet file: {e}")))?;
+    check_chunks(path, reader.metadata())?;
     let schema = reader
         .metadata()
         .file_metadata()
@@ -94,6 +95,39 @@ pub fn read_image_table(path: &Path, image_column: &str, label_column: &str) -> 
         table.labels.push(label);
     }
     Ok(table)
+}
+
+/// Fails unless every column chunk the footer lists lies inside the file:
+/// the parquet reader asserts (panics) on a negative offset or size, and
+/// trusts the others.
+fn check_chunks(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData) -> Result<()> {
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for chunk in group.columns() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or_else(|| chunk.data_page_offset());
+            let (data, size) = (chunk.data_page_offset(), chunk.compressed_size());
+            let inside = start >= 0
+                && data >= 0
+                && size >= 0
+                && u64::try_from(start.max(data))
+                    .ok()
+                    .zip(u64::try_from(size).ok())
+                    .and_then(|(a, b)| a.checked_add(b))
+                    .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "row group {g}: column chunk {} (offset {start}, {size} bytes) lies outside the file's {file_len} bytes",
+                        chunk.column_path()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The image bytes and the label of one projected row.
