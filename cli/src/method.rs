@@ -3,7 +3,7 @@
 //! global threshold, retraining under the fixed mask with and without KD,
 //! and a global-magnitude baseline — with its configuration and report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +15,7 @@ use prune_core::{Importance, MaskSet, Scope, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoints::{
-    apply_masks, clone_model, filter, load_teacher, load_trained, measure, new_model,
+    apply_masks, clone_model, filter, load_model, load_teacher, load_trained, measure, new_model,
     prunable_names, save_stage,
 };
 use crate::data::{load_data, Data, Views};
@@ -81,7 +81,7 @@ impl RunConfig {
 }
 
 /// One row of the results table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageResult {
     /// Stable stage name (`teacher`, `dense`, `kd_tuned`, `pruned_one_shot`,
     /// `retrained_kd`, `retrained_no_kd`, `magnitude_one_shot`, `magnitude_retrained`).
@@ -182,6 +182,8 @@ struct Runner<'a> {
     out: PathBuf,
     verbose: bool,
     stages: Vec<StageResult>,
+    /// Stages an interrupted run of the same settings finished, in order.
+    reused: Vec<StageResult>,
 }
 
 /// The stages of a run, in the order they finish.
@@ -197,6 +199,37 @@ const STAGES: [&str; 8] = [
 ];
 
 impl Runner<'_> {
+    /// The model (and masks) of stage `name` when an earlier run of this
+    /// folder finished it: its checkpoint is loaded and its figures kept.
+    fn reuse(&mut self, name: &str, device: &Device) -> Result<Option<(Model, MaskSet)>> {
+        let k = self.stages.len();
+        match self.reused.get(k) {
+            Some(st) if st.name == name => {
+                let st = st.clone();
+                let (model, masks, _) = load_model(&self.out.join(&st.checkpoint), device)?;
+                if self.verbose {
+                    eprintln!("{}: finished before, reused", self.label(name));
+                }
+                self.stages.push(st);
+                self.save_progress(false)?;
+                Ok(Some((model, masks)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Rewrites `progress.json` with the stages finished so far.
+    fn save_progress(&self, complete: bool) -> Result<()> {
+        let progress = Progress {
+            finished: self.stages.clone(),
+            complete,
+        };
+        write_atomic(
+            &self.out.join(PROGRESS_FILE),
+            serde_json::to_string_pretty(&progress)?,
+        )
+    }
+
     /// `stage k/8 NAME`: the progress label of the stage about to finish.
     fn label(&self, name: &str) -> String {
         format!("stage {}/{} {name}", self.stages.len() + 1, STAGES.len())
@@ -249,7 +282,7 @@ impl Runner<'_> {
             seconds,
             checkpoint: file,
         });
-        Ok(())
+        self.save_progress(false)
     }
 
     /// A model trained from scratch with cross-entropy (teacher or dense
@@ -263,6 +296,9 @@ impl Runner<'_> {
         salt: u64,
         device: &Device,
     ) -> Result<Model> {
+        if let Some((model, _)) = self.reuse(stage, device)? {
+            return Ok(model);
+        }
         let cfg = self.cfg;
         let s = &cfg.settings;
         let seed = cfg.seed;
@@ -299,6 +335,9 @@ impl Runner<'_> {
         masks: &MaskSet,
         loss: LossConfig,
     ) -> Result<()> {
+        if self.reuse(name, pruned.device())?.is_some() {
+            return Ok(());
+        }
         let cfg = self.cfg;
         let s = &cfg.settings;
         let start = Instant::now();
@@ -347,8 +386,99 @@ impl Runner<'_> {
 
 /// Runs the seven stages and the baseline on `device`, writing every
 /// checkpoint, `config.toml`, `report.json` and `report.md` into the output
-/// folder; progress on stderr when `verbose`.
+/// folder; progress on stderr when `verbose`. An existing run folder of the
+/// same settings is continued ([`run_method_with`]).
 pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Report> {
+    run_method_with(cfg, device, verbose, false)
+}
+
+/// The files of a run folder that say what it holds: the settings, the
+/// finished stages (rewritten after each), the report (written last).
+const CONFIG_FILE: &str = "config.toml";
+const PROGRESS_FILE: &str = "progress.json";
+
+/// What a run folder's `progress.json` holds: the stages finished so far
+/// and whether the report was written.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Finished stages, in order, with their figures.
+    pub finished: Vec<StageResult>,
+    /// Every stage finished and the report written.
+    pub complete: bool,
+}
+
+/// Prepares the run folder `out` for `config` (its TOML text): a new or
+/// empty folder is created; a run folder of the same settings is continued
+/// (its finished stages are returned and reused); a run folder of other
+/// settings, a sweep folder or any other non-empty folder is refused —
+/// unless `force`, which removes the run's own files first. Only then is
+/// `config.toml` written.
+pub fn prepare_run_folder(out: &Path, config: &str, force: bool) -> Result<Vec<StageResult>> {
+    let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if non_empty {
+        if out.join("recipe.toml").exists() || out.join("cells").is_dir() {
+            bail!(
+                "{} is a sweep folder; kdprune run needs a folder of its own (--out)",
+                out.display()
+            );
+        }
+        let old = std::fs::read_to_string(out.join(CONFIG_FILE)).ok();
+        match (old, force) {
+            (_, true) => {
+                for name in STAGES
+                    .iter()
+                    .map(|s| format!("{s}.safetensors"))
+                    .chain([CONFIG_FILE, PROGRESS_FILE, "report.json", "report.md"].map(String::from))
+                {
+                    let path = out.join(name);
+                    if path.exists() {
+                        std::fs::remove_file(&path)
+                            .with_context(|| format!("cannot remove {}", path.display()))?;
+                    }
+                }
+            }
+            (None, false) => bail!(
+                "{} is not empty and holds no run (no {CONFIG_FILE}); use another --out",
+                out.display()
+            ),
+            (Some(old), false) if old != config => bail!(
+                "{} holds a run of other settings (see its {CONFIG_FILE}); use another --out, or --force to start it over",
+                out.display()
+            ),
+            (Some(_), false) => {
+                let progress: Progress = match std::fs::read_to_string(out.join(PROGRESS_FILE)) {
+                    Ok(text) => serde_json::from_str(&text).with_context(|| {
+                        format!("{} is damaged", out.join(PROGRESS_FILE).display())
+                    })?,
+                    Err(_) => Progress::default(),
+                };
+                // A stage counts only with its checkpoint, and only after
+                // every stage before it.
+                let reused: Vec<StageResult> = progress
+                    .finished
+                    .into_iter()
+                    .zip(STAGES)
+                    .take_while(|(st, name)| {
+                        st.name == *name && out.join(&st.checkpoint).is_file()
+                    })
+                    .map(|(st, _)| st)
+                    .collect();
+                return Ok(reused);
+            }
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_atomic(&out.join(CONFIG_FILE), config)?;
+    Ok(Vec::new())
+}
+
+/// [`run_method`], with `force` to start a run folder of other settings over.
+pub fn run_method_with(
+    cfg: &RunConfig,
+    device: &Device,
+    verbose: bool,
+    force: bool,
+) -> Result<Report> {
     cfg.validate()?;
     crate::files::check_out_dir(&cfg.out_dir())?;
     let s = &cfg.settings;
@@ -362,10 +492,23 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
             ModelConfig::from_name(name, data.input_shape(), data.num_classes())?;
         }
     }
-    let out = cfg.out_dir();
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    write_atomic(&out.join("config.toml"), toml::to_string(cfg)?)?;
     let kd_loss = s.kd_loss_config()?;
+    s.scoring(cfg.seed)?;
+    let out = cfg.out_dir();
+    let reused = prepare_run_folder(&out, &toml::to_string(cfg)?, force)?;
+    if verbose && !reused.is_empty() {
+        eprintln!(
+            "continuing {}: {} of {} stages finished ({}), reused",
+            out.display(),
+            reused.len(),
+            STAGES.len(),
+            reused
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 
     if verbose {
         let describe = |name: &str, ckpt: &Option<PathBuf>| match ckpt {
@@ -391,6 +534,7 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
         out: out.clone(),
         verbose,
         stages: Vec::new(),
+        reused,
     };
 
     // 1–2. teacher and dense student (CE), or trained ones
@@ -419,26 +563,38 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
     }
 
     // 3. KD fine-tuning under the frozen teacher: α·KD + (1−α)·CE
-    let start = Instant::now();
-    let tuned = clone_model(&student)?;
-    let tc = s.train_config(s.kd_epochs, s.finetune_lr, kd_loss, cfg.seed ^ salt::KD);
-    train(
-        &tuned,
-        Some(&teacher),
-        &r.views.train_data(),
-        &tc,
-        &mut NoHook,
-        &r.label("kd_tuned"),
-        verbose,
-    )?;
-    r.finish("kd_tuned", &tuned, None, start)?;
+    let tuned = match r.reuse("kd_tuned", device)? {
+        Some((model, _)) => model,
+        None => {
+            let start = Instant::now();
+            let tuned = clone_model(&student)?;
+            let tc = s.train_config(s.kd_epochs, s.finetune_lr, kd_loss, cfg.seed ^ salt::KD);
+            train(
+                &tuned,
+                Some(&teacher),
+                &r.views.train_data(),
+                &tc,
+                &mut NoHook,
+                &r.label("kd_tuned"),
+                verbose,
+            )?;
+            r.finish("kd_tuned", &tuned, None, start)?;
+            tuned
+        }
+    };
 
     // 4–5. teacher-guided importance |θ ⊙ ∂L/∂θ|, one global threshold
-    let start = Instant::now();
-    let masks = r.prune(&TeacherGuided::default(), &tuned, Some(&teacher), &prunable)?;
-    let pruned = clone_model(&tuned)?;
-    apply_masks(&pruned, &masks)?;
-    r.finish("pruned_one_shot", &pruned, Some(&masks), start)?;
+    let (pruned, masks) = match r.reuse("pruned_one_shot", device)? {
+        Some(done) => done,
+        None => {
+            let start = Instant::now();
+            let masks = r.prune(&TeacherGuided::default(), &tuned, Some(&teacher), &prunable)?;
+            let pruned = clone_model(&tuned)?;
+            apply_masks(&pruned, &masks)?;
+            r.finish("pruned_one_shot", &pruned, Some(&masks), start)?;
+            (pruned, masks)
+        }
+    };
 
     // 6–7. retraining under the fixed mask, with and without KD
     r.retrain("retrained_kd", &pruned, Some(&teacher), &masks, kd_loss)?;
@@ -451,11 +607,17 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
     )?;
 
     // baseline: global magnitude pruning of the same KD-tuned student, retrained without KD
-    let start = Instant::now();
-    let mag_masks = r.prune(&Magnitude, &tuned, None, &prunable)?;
-    let mag = clone_model(&tuned)?;
-    apply_masks(&mag, &mag_masks)?;
-    r.finish("magnitude_one_shot", &mag, Some(&mag_masks), start)?;
+    let (mag, mag_masks) = match r.reuse("magnitude_one_shot", device)? {
+        Some(done) => done,
+        None => {
+            let start = Instant::now();
+            let mag_masks = r.prune(&Magnitude, &tuned, None, &prunable)?;
+            let mag = clone_model(&tuned)?;
+            apply_masks(&mag, &mag_masks)?;
+            r.finish("magnitude_one_shot", &mag, Some(&mag_masks), start)?;
+            (mag, mag_masks)
+        }
+    };
     r.retrain(
         "magnitude_retrained",
         &mag,
@@ -468,13 +630,14 @@ pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Rep
         version: 1,
         config: cfg.clone(),
         dataset: DatasetInfo::of(&data),
-        stages: r.stages,
+        stages: r.stages.clone(),
     };
     write_atomic(
         &out.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     write_atomic(&out.join("report.md"), report.markdown()?)?;
+    r.save_progress(true)?;
     Ok(report)
 }
 

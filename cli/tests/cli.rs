@@ -662,3 +662,93 @@ fn train_init_starts_from_the_checkpoint() {
         assert!(diff < 1e-6, "{name} moved by {diff}");
     }
 }
+
+/// A run folder never lies: the same command continues an interrupted
+/// folder (finished stages reused, the rest recomputed to the same bytes),
+/// other settings are refused unless `--force`, and run and sweep folders
+/// are not taken for one another.
+#[test]
+fn run_folders_continue_refuse_or_start_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = |out: &Path, teacher_epochs: &'static str| -> Vec<String> {
+        [
+            "run",
+            "--teacher-model",
+            "mlp-100",
+            "--teacher-epochs",
+            teacher_epochs,
+            "--student-epochs",
+            "2",
+            "--kd-epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--score-batches",
+            "2",
+            "--out",
+            p(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |a: &[String]| kdprune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&run(&args(&out, "2")));
+    let full: Vec<(String, Vec<u8>)> = ["retrained_no_kd", "magnitude_retrained"]
+        .iter()
+        .map(|s| {
+            let f = format!("{s}.safetensors");
+            (f.clone(), std::fs::read(out.join(&f)).unwrap())
+        })
+        .collect();
+    let progress = std::fs::read_to_string(out.join("progress.json")).unwrap();
+    assert!(progress.contains("\"complete\": true"), "{progress}");
+
+    // an interrupted folder: the last stages and the report gone
+    for f in [
+        "retrained_no_kd.safetensors",
+        "magnitude_one_shot.safetensors",
+        "report.json",
+    ] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    let again = run(&args(&out, "2"));
+    ok(&again);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("5 of 8 stages finished"), "{stderr}");
+    assert!(
+        stderr.contains("stage 1/8 teacher: finished before, reused"),
+        "{stderr}"
+    );
+    for (f, bytes) in &full {
+        assert!(&std::fs::read(out.join(f)).unwrap() == bytes, "{f} differs");
+    }
+    assert!(out.join("report.json").exists());
+
+    // other settings: refused, then started over with --force
+    common::fails_with(&run(&args(&out, "3")), "holds a run of other settings");
+    let mut forced = args(&out, "3");
+    forced.push("--force".into());
+    ok(&run(&forced));
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("teacher_epochs = 3"), "{config}");
+
+    // a run folder is not a sweep folder, and the other way round
+    let sweep = dir.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "out = \"{}\"\nmethods = [\"magnitude\"]\nsparsities = [0.5]\nseeds = [0]\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    common::fails_with(
+        &kdprune(&["sweep", "--config", p(&sweep)]),
+        "is a run folder",
+    );
+    let sweep_dir = dir.path().join("sweep-out");
+    std::fs::create_dir_all(sweep_dir.join("cells")).unwrap();
+    std::fs::write(sweep_dir.join("recipe.toml"), "x").unwrap();
+    common::fails_with(&run(&args(&sweep_dir, "2")), "is a sweep folder");
+}

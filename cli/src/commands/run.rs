@@ -7,7 +7,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 use kdprune_cli::data::AugmentChoice;
-use kdprune_cli::method::{run_method, RunConfig};
+use kdprune_cli::method::{run_method_with, RunConfig};
 use kdprune_cli::sweep::{run_sweep, SweepConfig};
 
 use super::args::HubArgs;
@@ -96,6 +96,11 @@ pub struct RunArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Start over in a run folder that holds a run of other settings (its
+    /// checkpoints, config and report are removed first). Without it such a
+    /// folder is refused, and one of the same settings is continued.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl RunArgs {
@@ -167,7 +172,7 @@ impl RunArgs {
 /// Runs the seven stages and prints the report's table.
 pub fn run(args: RunArgs, device: &Device) -> Result<()> {
     let cfg = args.resolve()?;
-    let report = run_method(&cfg, device, !args.quiet)?;
+    let report = run_method_with(&cfg, device, !args.quiet, args.force)?;
     println!("{}", report.table());
     println!("report: {}", cfg.out_dir().join("report.md").display());
     Ok(())

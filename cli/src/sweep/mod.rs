@@ -66,6 +66,12 @@ pub fn run_sweep(
 ) -> Result<Vec<CellResult>> {
     cfg.validate()?;
     crate::files::check_out_dir(&cfg.out)?;
+    if cfg.out.join("config.toml").is_file() && !cfg.out.join("recipe.toml").exists() {
+        bail!(
+            "{} is a run folder (kdprune run); a sweep needs a folder of its own (out)",
+            cfg.out.display()
+        );
+    }
     let s = &cfg.settings;
     let methods: Vec<(String, Method)> = cfg
         .methods
