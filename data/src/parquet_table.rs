@@ -29,7 +29,53 @@ pub struct ImageTable {
 /// Fails with [`DataError::Io`] when the file cannot be opened and with
 /// [`DataError::Corrupt`] when it is not parquet, lacks a column (the message
 /// lists the columns it has), or holds a null image or a non-integer label.
+///
+/// The parquet reader asserts (panics) on some malformed pages (found by
+/// kdprune's fuzzing: dictionary pages missing, bit-packed runs shorter than
+/// they say, definition levels that do not fit the schema); such a panic is
+/// contained here and reported as [`DataError::Corrupt`].
 pub fn read_image_table(path: &Path, image_column: &str, label_column: &str) -> Result<ImageTable> {
+    match contained(|| read_table(path, image_column, label_column)) {
+        Ok(result) => result,
+        Err(message) => Err(corrupt(
+            path,
+            format!("the parquet reader failed on a malformed page ({message})"),
+        )),
+    }
+}
+
+thread_local! {
+    /// Set while [`contained`] runs on this thread: its panics are not printed.
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, returning the message of a panic inside it as an error. The
+/// panic hook in place is kept for every other panic; only those inside
+/// `f` on this thread are silent (a once-installed hook that checks a
+/// thread-local flag).
+fn contained<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CONTAINING.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+    CONTAINING.with(|c| c.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(false));
+    outcome.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into())
+    })
+}
+
+fn read_table(path: &Path, image_column: &str, label_column: &str) -> Result<ImageTable> {
     let file = File::open(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -108,14 +154,16 @@ fn check_chunks(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData
                 .dictionary_page_offset()
                 .unwrap_or_else(|| chunk.data_page_offset());
             let (data, size) = (chunk.data_page_offset(), chunk.compressed_size());
+            // The chunk is `size` bytes from `start` (its dictionary page,
+            // else its first data page); the data pages lie within it.
             let inside = start >= 0
-                && data >= 0
+                && data >= start
                 && size >= 0
-                && u64::try_from(start.max(data))
+                && u64::try_from(start)
                     .ok()
                     .zip(u64::try_from(size).ok())
                     .and_then(|(a, b)| a.checked_add(b))
-                    .is_some_and(|end| end <= file_len);
+                    .is_some_and(|end| end <= file_len && (data as u64) < end.max(1));
             if !inside {
                 return Err(corrupt(
                     path,
