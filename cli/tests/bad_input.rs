@@ -120,6 +120,65 @@ impl Fixture {
         idx_dir("idx-bomb", bomb, labels(3), images(2, 28, 28));
         idx_dir("idx-empty", images(0, 28, 28), labels(0), images(2, 28, 28));
         idx_dir("idx-zero-size", images(3, 0, 0), labels(3), images(2, 0, 0));
+
+        // configuration files
+        std::fs::write(root.join("bad.toml"), "[[x").unwrap();
+        std::fs::write(root.join("unknown-key.toml"), "nonsense_key = 1\n").unwrap();
+        std::fs::write(root.join("wrong-type.toml"), "seed = \"a\"\n").unwrap();
+        std::fs::write(root.join("bad-sparsity.toml"), "sparsity = 1.5\n").unwrap();
+        std::fs::write(
+            root.join("sweep-empty.toml"),
+            format!("out = \"{}\"\nmethods = []\n", out.join("sweep").display()),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("sweep-bad-method.toml"),
+            format!(
+                "out = \"{}\"\nmethods = [\"bogus\"]\nsparsities = [0.5]\nseeds = [0]\n",
+                out.join("sweep").display()
+            ),
+        )
+        .unwrap();
+
+        // checkpoints that are not: garbage, empty, plain safetensors, bad masks
+        std::fs::write(root.join("garbage.safetensors"), b"hello, not a checkpoint").unwrap();
+        std::fs::write(root.join("empty.safetensors"), b"").unwrap();
+        raw_safetensors(
+            &root.join("plain.safetensors"),
+            r#"{"fc1.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#,
+            &[0; 16],
+        );
+        let mlp = r#"{"arch":"mlp","input_dim":64,"hidden":[2],"num_classes":10}"#;
+        let mask = |name: &str, shape: &str, bytes: Vec<u8>| {
+            let n = bytes.len();
+            let mut data = vec![0u8; 640];
+            data.extend(bytes);
+            raw_safetensors(
+                &root.join(name),
+                &format!(
+                    r#"{{"__metadata__":{{"kdprune.format":"1","kdprune.model":"{}"}},"fc1.weight":{{"dtype":"F32","shape":[2,64],"data_offsets":[0,512]}},"fc1.bias":{{"dtype":"F32","shape":[2],"data_offsets":[512,520]}},"fc2.weight":{{"dtype":"F32","shape":[10,2],"data_offsets":[520,600]}},"fc2.bias":{{"dtype":"F32","shape":[10],"data_offsets":[600,640]}},"mask.fc1.weight":{{"dtype":"U8","shape":{shape},"data_offsets":[640,{}]}}}}"#,
+                    mlp.replace('"', "\\\""),
+                    640 + n
+                ),
+                &data,
+            );
+        };
+        let mut twos = vec![1u8; 128];
+        twos[5] = 2;
+        mask("mask-value.safetensors", "[2,64]", twos);
+        mask("mask-shape.safetensors", "[64]", vec![1u8; 64]);
+
+        // CIFAR-10 batches, one of them cut short
+        let cifar = root.join("cifar");
+        std::fs::create_dir_all(&cifar).unwrap();
+        let record: Vec<u8> = std::iter::once(3u8)
+            .chain(std::iter::repeat_n(9u8, 3072))
+            .collect();
+        for f in kdprune_data::cifar::CIFAR10_TRAIN_FILES {
+            std::fs::write(cifar.join(f), &record).unwrap();
+        }
+        std::fs::write(cifar.join("test_batch.bin"), &record[..1000]).unwrap();
+        std::fs::create_dir_all(root.join("empty-cache")).unwrap();
         Self {
             _dir: dir,
             root,
@@ -314,7 +373,307 @@ fn bad_inputs_are_refused_cleanly() {
             ],
             "1x0x0 (no pixel)",
         ),
+        // --- flags clap or the commands refuse
+        (
+            args!["train", "--batch-size", "abc", "--out", out_ckpt],
+            "invalid value",
+        ),
+        (
+            args!["train", "--model", "resnet9000", "--out", out_ckpt],
+            "unknown model",
+        ),
+        (
+            args!["train", "--model", "mlp-0", "--out", out_ckpt],
+            "positive",
+        ),
+        (
+            args!["train", "--model", "mlp-", "--out", out_ckpt],
+            "not a positive integer",
+        ),
+        (
+            args!["train", "--dataset", "imagenet-22k", "--out", out_ckpt],
+            "imagenet-22k",
+        ),
+        (
+            args!["train", "--dataset", "fashion-mnist", "--out", out_ckpt],
+            "--data-dir",
+        ),
+        (
+            args!["train", "--device", "bogus", "--out", out_ckpt],
+            "unknown device",
+        ),
+        (
+            args!["train", "--loss", "kd", "--out", out_ckpt],
+            "needs a teacher",
+        ),
+        (
+            args!["distill", "--loss", "kd:abc", "--out", f.out("d")],
+            "not a number",
+        ),
+        (
+            args!["distill", "--loss", "bogus", "--out", f.out("d")],
+            "unknown loss",
+        ),
+        (
+            args![
+                "distill",
+                "--loss",
+                "kd+at:1000",
+                "--teacher",
+                f.path("good.safetensors"),
+                "--student-model",
+                "lenet5",
+                "--feature-pairs",
+                "nonsense",
+                "--out",
+                f.out("d")
+            ],
+            "no feature",
+        ),
+        (
+            args![
+                "distill",
+                "--loss",
+                "kd",
+                "--teacher",
+                f.path("good.safetensors"),
+                "--feature-pairs",
+                "s.fc1=t.fc1",
+                "--out",
+                f.out("d")
+            ],
+            "--feature-pairs is used only by the feature losses",
+        ),
+        (
+            args![
+                "prune",
+                "--checkpoint",
+                f.path("good.safetensors"),
+                "--criterion",
+                "bogus",
+                "--out",
+                out_ckpt
+            ],
+            "unknown importance criterion",
+        ),
+        (
+            args![
+                "prune",
+                "--checkpoint",
+                f.path("good.safetensors"),
+                "--scope",
+                "bogus",
+                "--out",
+                out_ckpt
+            ],
+            "invalid value",
+        ),
+        (
+            args![
+                "prune",
+                "--checkpoint",
+                f.path("good.safetensors"),
+                "--structured",
+                "bogus",
+                "--out",
+                out_ckpt
+            ],
+            "invalid value",
+        ),
+        (
+            args![
+                "prune",
+                "--checkpoint",
+                f.path("good.safetensors"),
+                "--criterion",
+                "teacher-guided",
+                "--out",
+                out_ckpt
+            ],
+            "needs a teacher",
+        ),
+        (
+            args![
+                "prune",
+                "--checkpoint",
+                f.path("missing.safetensors"),
+                "--sparsity",
+                "0.5",
+                "--out",
+                out_ckpt
+            ],
+            "missing.safetensors",
+        ),
+        (
+            args![
+                "retrain",
+                "--checkpoint",
+                f.path("good.safetensors"),
+                "--out",
+                out_ckpt
+            ],
+            "has no masks",
+        ),
+        (
+            args![
+                "export",
+                f.path("good.safetensors"),
+                "--format",
+                "bogus",
+                "--out",
+                out_ckpt
+            ],
+            "invalid value",
+        ),
+        (
+            args![
+                "infer",
+                f.path("good.safetensors"),
+                "--input",
+                f.path("missing.png")
+            ],
+            "missing.png",
+        ),
+        (args!["summarize", f.path("missing.json")], "missing.json"),
+        (args!["summarize", f.path("a-file")], "not a kdprune report"),
+        (
+            args!["embed", "--model", f.path("missing"), "--text", "hi"],
+            "not a model folder",
+        ),
+        (
+            args![
+                "eval-retrieval",
+                "--model",
+                p(&f.root),
+                "--data-dir",
+                f.path("missing")
+            ],
+            "missing",
+        ),
+        // --- configuration files
+        (
+            args!["run", "--config", f.path("bad.toml"), "--out", f.out("run")],
+            "not toml",
+        ),
+        (
+            args![
+                "run",
+                "--config",
+                f.path("unknown-key.toml"),
+                "--out",
+                f.out("run")
+            ],
+            "unknown field `nonsense_key`",
+        ),
+        (
+            args![
+                "run",
+                "--config",
+                f.path("wrong-type.toml"),
+                "--out",
+                f.out("run")
+            ],
+            "seed",
+        ),
+        (
+            args![
+                "run",
+                "--config",
+                f.path("bad-sparsity.toml"),
+                "--out",
+                f.out("run")
+            ],
+            "[0, 1)",
+        ),
+        (
+            args!["run", "--config", f.path("missing.toml")],
+            "missing.toml",
+        ),
+        (
+            args!["sweep", "--config", f.path("sweep-empty.toml")],
+            "at least one value",
+        ),
+        (
+            args!["sweep", "--config", f.path("sweep-bad-method.toml")],
+            "bogus",
+        ),
+        (
+            args!["compress", "--config", f.path("missing.toml")],
+            "missing.toml",
+        ),
+        // --- checkpoints that are not, or not what the command needs
+        (
+            args!["eval", f.path("garbage.safetensors")],
+            "not a safetensors file",
+        ),
+        (
+            args!["eval", f.path("empty.safetensors")],
+            "empty.safetensors",
+        ),
+        (
+            args!["verify", f.path("plain.safetensors")],
+            "no kdprune metadata",
+        ),
+        (
+            args!["verify", f.path("mask-value.safetensors")],
+            "mask of 'fc1.weight'",
+        ),
+        (
+            args!["eval", f.path("mask-shape.safetensors")],
+            "mask of 'fc1.weight'",
+        ),
+        (
+            args!["eval", f.path("good.safetensors"), "--model", "lenet5"],
+            "architecture",
+        ),
+        (
+            args![
+                "export",
+                f.path("nan.safetensors"),
+                "--format",
+                "sparse",
+                "--out",
+                out_ckpt
+            ],
+            "not finite",
+        ),
+        (
+            args![
+                "compare",
+                f.path("good.safetensors"),
+                f.path("garbage.safetensors")
+            ],
+            "garbage.safetensors",
+        ),
+        // --- data
+        (
+            args![
+                "train",
+                "--dataset",
+                "cifar10",
+                "--data-dir",
+                f.path("cifar"),
+                "--out",
+                out_ckpt
+            ],
+            "truncated",
+        ),
+        (
+            args![
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--hub",
+                "--offline",
+                "--hub-cache",
+                f.path("empty-cache"),
+                "--out",
+                out_ckpt
+            ],
+            "once without --offline",
+        ),
     ];
+    assert!(cases.len() >= 60, "{} cases", cases.len());
     for (args, needle) in &cases {
         refused(&f, args, needle);
     }

@@ -60,6 +60,16 @@ pub enum DataError {
         #[source]
         source: Box<hf_hub::HFError>,
     },
+    /// Offline, and the dataset's files are not in the hf-hub cache.
+    #[error(
+        "Hugging Face Hub dataset {repo} (revision {revision}) is not in the cache {} and offline mode forbids downloading it: run the command once without --offline (and without HF_HUB_OFFLINE) where the Hub can be reached, or point --hub-cache (HF_HUB_CACHE) at a cache that holds it",
+        cache.display()
+    )]
+    HubNotCached {
+        repo: String,
+        revision: String,
+        cache: PathBuf,
+    },
     /// A text source (the embedded digits CSV) has a malformed line (1-based).
     #[error("{what}, line {line}: {message}")]
     Parse {

@@ -191,7 +191,11 @@ pub fn load_hub_dataset(spec: &HubDataset, options: &HubOptions) -> Result<Split
             .send()
     };
     let snapshot = if options.offline {
-        cached().map_err(|e| hub_error(spec, &cache, e))?
+        cached().map_err(|_| DataError::HubNotCached {
+            repo: spec.repo.clone(),
+            revision: revision.clone(),
+            cache: cache.clone(),
+        })?
     } else {
         let online = repo
             .snapshot_download()

@@ -366,16 +366,21 @@ fn revision_selects_the_snapshot() {
     );
     opts.revision = Some("v2".into());
     let err = load_from_hub(DatasetName::Cifar10, &opts).unwrap_err();
-    assert!(matches!(err, DataError::Hub { .. }), "{err:?}");
-    assert!(err.to_string().contains("uoft-cs/cifar10"), "{err}");
+    assert!(matches!(err, DataError::HubNotCached { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("uoft-cs/cifar10 (revision v2)"),
+        "{err}"
+    );
 }
 
 #[test]
-fn nothing_cached_offline_is_a_hub_error() {
+fn nothing_cached_offline_says_how_to_fill_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let err = load_from_hub(DatasetName::Mnist, &offline(cache.path())).unwrap_err();
-    assert!(matches!(err, DataError::Hub { .. }), "{err:?}");
-    assert!(err.to_string().contains("ylecun/mnist"), "{err}");
+    assert!(matches!(err, DataError::HubNotCached { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("ylecun/mnist"), "{msg}");
+    assert!(msg.contains("once without --offline"), "{msg}");
     let err = load_from_hub(DatasetName::Digits, &offline(cache.path())).unwrap_err();
     assert!(matches!(err, DataError::Invalid(_)), "{err:?}");
 }
