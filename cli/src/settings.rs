@@ -69,7 +69,9 @@ pub struct Settings {
     pub temperature: f64,
     /// Weight α of the distillation term: L = α·KD + (1−α)·CE.
     pub alpha: f64,
-    /// CA-KLD mixing weight: `confidence` (teacher's mean top-1 probability) or a number in [0, 1].
+    /// CA-KLD mixing weight: `confidence` (teacher's mean top-1 probability
+    /// of its standardised, tempered logits), `raw-confidence` (of its raw
+    /// logits at T = 1) or a number in [0, 1].
     pub beta: String,
     /// Batches over which gradient scores are accumulated.
     pub score_batches: usize,

@@ -196,6 +196,27 @@ fn ca_kld_confidence_beta_matches_reference() -> TestResult {
     Ok(())
 }
 
+/// β from the teacher's raw logits at T = 1 (no standardisation):
+/// `b = F.softmax(Tt, -1).max(-1).values.mean()`, then `ca_kld(S, Tt, 2.0, b)`.
+#[test]
+fn ca_kld_raw_confidence_beta_matches_reference() -> TestResult {
+    let beta = ca_kld_beta(&teacher(), 2.0, Beta::RawConfidence, 1e-7)?;
+    assert_close(&[beta], &[0.7006032071095301]);
+    let loss = ca_kld(&student(), &teacher(), 2.0, Beta::RawConfidence, 1e-7)?;
+    assert_close(&[scalar(&loss)], &[0.11591868736786329]);
+    assert_eq!("raw-confidence".parse::<Beta>()?, Beta::RawConfidence);
+    // the bound that motivates it: a one-hot-like teacher of 10 classes,
+    // standardised at T = 4, is no more than 0.2036 confident
+    // (F.softmax(((z - z.mean()) / z.std(unbiased=False)) / 4, -1).max() for z = [10, 0, …, 0])
+    let mut z = [0f32; 10];
+    z[0] = 10.0;
+    let one_hot = Tensor::new(&[z], &Device::Cpu)?;
+    let bounded = ca_kld_beta(&one_hot, 4.0, Beta::Confidence, 1e-7)?;
+    assert_close(&[bounded], &[0.20360860098348887]);
+    assert!(ca_kld_beta(&one_hot, 4.0, Beta::RawConfidence, 1e-7)? > 0.99);
+    Ok(())
+}
+
 #[test]
 fn ca_kld_fixed_beta_matches_reference() -> TestResult {
     let loss = ca_kld(&student(), &teacher(), 3.0, Beta::Fixed(0.25), 1e-7)?;

@@ -129,7 +129,8 @@ pub struct KdArgs {
     /// weight of kd/ca-kld in a loss specification, 1−α that of ce beside them).
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
-    /// CA-KLD β: `confidence` or a number in [0, 1].
+    /// CA-KLD β: `confidence`, `raw-confidence` (the teacher's top-1
+    /// probability of its raw logits at T = 1) or a number in [0, 1].
     #[arg(long, default_value = "confidence")]
     pub beta: String,
 }

@@ -72,7 +72,8 @@ pub struct RunArgs {
     /// Weight α of the distillation term, L = α·KD + (1−α)·CE [default: 0.9].
     #[arg(long)]
     pub alpha: Option<f64>,
-    /// CA-KLD β: confidence or a number in [0, 1] [default: confidence].
+    /// CA-KLD β: confidence, raw-confidence or a number in [0, 1]
+    /// [default: confidence].
     #[arg(long)]
     pub beta: Option<String>,
     /// Batches of teacher-guided scoring [default: 8].

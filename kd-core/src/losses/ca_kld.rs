@@ -21,6 +21,13 @@ pub enum Beta {
     /// `β = (1/N) Σ_n max_k P_T[n, k]`, the teacher's mean top-1 probability on the
     /// batch, taken as a constant (no gradient).
     Confidence,
+    /// `β = (1/N) Σ_n max_k softmax(z_T)[n, k]`: the teacher's mean top-1
+    /// probability from its raw logits at T = 1 (no standardisation, no
+    /// temperature), a constant. With standardised logits at T = 4 and ten
+    /// classes, [`Beta::Confidence`] cannot exceed about 0.20 (a one-hot-like
+    /// teacher gives `softmax([3, −1/3, …]/4)` ≈ 0.2036), so it barely moves;
+    /// this one spans (1/K, 1).
+    RawConfidence,
     /// A fixed `β ∈ [0, 1]`.
     Fixed(f64),
 }
@@ -36,7 +43,7 @@ impl Beta {
     /// Rejects a fixed `β` outside `[0, 1]` (or NaN).
     pub(crate) fn check(&self) -> Result<()> {
         match *self {
-            Beta::Confidence => Ok(()),
+            Beta::Confidence | Beta::RawConfidence => Ok(()),
             Beta::Fixed(b) if (0.0..=1.0).contains(&b) => Ok(()),
             Beta::Fixed(b) => Err(KdError::InvalidConfig(format!(
                 "fixed beta must lie in [0, 1], got {b}"
@@ -48,14 +55,17 @@ impl Beta {
 impl std::str::FromStr for Beta {
     type Err = KdError;
 
-    /// `confidence`, or a fixed number in `[0, 1]`.
+    /// `confidence`, `raw-confidence`, or a fixed number in `[0, 1]`.
     fn from_str(s: &str) -> Result<Self> {
         if s.eq_ignore_ascii_case("confidence") {
             return Ok(Beta::Confidence);
         }
+        if s.eq_ignore_ascii_case("raw-confidence") {
+            return Ok(Beta::RawConfidence);
+        }
         let v: f64 = s.parse().map_err(|_| {
             KdError::InvalidConfig(format!(
-                "beta must be `confidence` or a number in [0, 1], got `{s}`"
+                "beta must be `confidence`, `raw-confidence` or a number in [0, 1], got `{s}`"
             ))
         })?;
         let beta = Beta::Fixed(v);
@@ -103,15 +113,22 @@ fn standardized_log_probs(logits: &Tensor, t: f64, eps: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::log_softmax(&z, D::Minus1)?)
 }
 
-/// `β` from the teacher's log-probabilities: fixed, or the mean top-1 probability.
-fn beta_value(log_pt: &Tensor, beta: Beta) -> Result<f64> {
+/// `β` from the teacher's standardised, tempered log-probabilities `log_pt`
+/// (or its raw `logits` for [`Beta::RawConfidence`]): fixed, or the mean
+/// top-1 probability.
+fn beta_value(log_pt: &Tensor, logits: &Tensor, beta: Beta) -> Result<f64> {
+    // `detach` plus a host read makes β a constant of the loss.
+    let top1 = |log_p: &Tensor| -> Result<f64> {
+        let t = log_p.detach().exp()?.max(D::Minus1)?.mean_all()?;
+        Ok(f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?))
+    };
     match beta {
         Beta::Fixed(b) => Ok(b),
-        Beta::Confidence => {
-            // `detach` plus a host read makes β a constant of the loss.
-            let top1 = log_pt.detach().exp()?.max(D::Minus1)?.mean_all()?;
-            Ok(f64::from(top1.to_scalar::<f32>()?))
-        }
+        Beta::Confidence => top1(log_pt),
+        Beta::RawConfidence => top1(&candle_nn::ops::log_softmax(
+            &logits.to_dtype(DType::F32)?,
+            D::Minus1,
+        )?),
     }
 }
 
@@ -121,7 +138,8 @@ fn beta_value(log_pt: &Tensor, beta: Beta) -> Result<f64> {
 /// `loss = T² · (β·KL(P_S‖P_T) + (1−β)·KL(P_T‖P_S))`,
 ///
 /// with batch-mean KLs and `β` from [`Beta`] (for [`Beta::Confidence`],
-/// `β = (1/N) Σ_n max_k P_T[n, k]`, a constant without gradient). Only the
+/// `β = (1/N) Σ_n max_k P_T[n, k]`; for [`Beta::RawConfidence`] the same of
+/// `softmax(z_t)`; a constant without gradient). Only the
 /// distillation term; the teacher is not detached here.
 pub fn ca_kld(student: &Tensor, teacher: &Tensor, t: f64, beta: Beta, eps: f64) -> Result<Tensor> {
     check_pair(student, teacher)?;
@@ -129,7 +147,7 @@ pub fn ca_kld(student: &Tensor, teacher: &Tensor, t: f64, beta: Beta, eps: f64) 
     beta.check()?;
     let log_ps = standardized_log_probs(student, t, eps)?;
     let log_pt = standardized_log_probs(teacher, t, eps)?;
-    let b = beta_value(&log_pt, beta)?;
+    let b = beta_value(&log_pt, teacher, beta)?;
     let reverse = kl_div(&log_ps, &log_pt)?;
     let forward = kl_div(&log_pt, &log_ps)?;
     let mixed = ((reverse * b)? + (forward * (1.0 - b))?)?;
@@ -145,6 +163,6 @@ pub fn ca_kld_beta(teacher: &Tensor, t: f64, beta: Beta, eps: f64) -> Result<f64
     beta.check()?;
     match beta {
         Beta::Fixed(b) => Ok(b),
-        Beta::Confidence => beta_value(&standardized_log_probs(teacher, t, eps)?, beta),
+        _ => beta_value(&standardized_log_probs(teacher, t, eps)?, teacher, beta),
     }
 }
