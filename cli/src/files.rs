@@ -15,8 +15,10 @@ pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
+    // One temporary name per process: workers sharing a folder may write
+    // the same file at once, and must not rename each other's.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

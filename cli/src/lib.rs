@@ -32,6 +32,7 @@
 //! ```
 
 pub mod checkpoints;
+pub mod claim;
 pub mod compare;
 pub mod compress;
 pub mod data;

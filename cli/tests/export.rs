@@ -164,7 +164,12 @@ fn bad_exports_fail_and_leave_no_file() {
     let out = dir.path().join("out.safetensors");
     let no_file = |out: &Path| {
         assert!(!out.exists(), "{} was left behind", out.display());
-        assert!(!PathBuf::from(format!("{}.tmp", out.display())).exists());
+        let stray: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(stray.is_empty(), "temporary files left: {stray:?}");
     };
 
     fails_with(

@@ -182,3 +182,104 @@ fn json_floats_round_trip_to_the_same_bits() {
         .count();
     assert_eq!(differ, 0, "{differ} of {} values changed", values.len());
 }
+
+/// Two workers on one sweep folder (as Slurm array tasks on a shared
+/// filesystem would be): each cell is computed once, by one of them (its
+/// lock claims it), the last to finish writes the tables, and the cells
+/// equal a single worker's; `--report-only` rewrites the tables alone.
+#[test]
+fn two_workers_fill_one_sweep_without_computing_a_cell_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sweep.toml");
+    std::fs::write(
+        &config,
+        TINY.replace(
+            "sparsities = [0.9, 0.95]",
+            "sparsities = [0.5, 0.7, 0.9, 0.95]",
+        ),
+    )
+    .unwrap();
+    let shared = dir.path().join("shared");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kdprune"))
+            .args(["sweep", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&shared)
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    // the cells each computed: lines "[k/8] METHOD s=S seed 0" without a note
+    let computed = |o: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.starts_with('[') && !l.contains(':'))
+            .map(|l| l.split_once("] ").unwrap().1.to_string())
+            .collect()
+    };
+    let (ca, cb) = (computed(&a), computed(&b));
+    let mut all: Vec<String> = ca.iter().chain(&cb).cloned().collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(n, all.len(), "a cell computed twice: {ca:?} {cb:?}");
+    assert_eq!(n, 8, "every cell computed once: {ca:?} {cb:?}");
+    assert!(
+        shared.join("results.csv").is_file(),
+        "the last worker writes the tables"
+    );
+    assert!(std::fs::read_dir(shared.join("cells")).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".lock")));
+
+    // one worker alone gives the same cells (accuracies, bit for bit)
+    let alone = dir.path().join("alone");
+    ok(&sweep(&config, &alone));
+    let accuracies = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join("cells"))
+            .unwrap()
+            .map(|e| {
+                let c: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap())
+                        .unwrap();
+                format!("{} {} {}", c["method"], c["sparsity"], c["final_accuracy"])
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(accuracies(&shared), accuracies(&alone));
+
+    // --report-only rewrites the tables from the cells
+    std::fs::remove_file(shared.join("results.csv")).unwrap();
+    ok(&kdprune(&[
+        "sweep",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        shared.to_str().unwrap(),
+        "--report-only",
+    ]));
+    assert!(shared.join("results.csv").is_file());
+    // and refuses a folder with unfinished cells
+    std::fs::remove_file(shared.join("cells").join("magnitude_s0.5_seed0.json")).unwrap();
+    fails_with(
+        &kdprune(&[
+            "sweep",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            shared.to_str().unwrap(),
+            "--report-only",
+        ]),
+        "1 unfinished cells (first: magnitude s=0.5 seed 0)",
+    );
+}

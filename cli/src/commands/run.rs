@@ -8,7 +8,7 @@ use candle_core::Device;
 use clap::Args;
 use kdprune_cli::data::AugmentChoice;
 use kdprune_cli::method::{run_method_with, RunConfig};
-use kdprune_cli::sweep::{run_sweep, SweepConfig};
+use kdprune_cli::sweep::{run_sweep, sweep_report, SweepConfig};
 
 use super::args::HubArgs;
 
@@ -188,6 +188,10 @@ pub struct SweepArgs {
     /// Output folder [default: the config's `out`, else runs/sweep].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write the tables, CSV/JSON and plots from the finished cells and
+    /// compute nothing (after several workers filled the folder).
+    #[arg(long)]
+    pub report_only: bool,
     /// No progress bars or per-epoch lines.
     #[arg(short, long)]
     pub quiet: bool,
@@ -210,7 +214,11 @@ pub fn sweep(args: SweepArgs, device: &Device) -> Result<()> {
         ),
         None => format!("kdprune sweep --out {}", cfg.out.display()),
     };
-    let cells = run_sweep(&cfg, &command, device, !args.quiet)?;
+    let cells = if args.report_only {
+        sweep_report(&cfg, &command)?
+    } else {
+        run_sweep(&cfg, &command, device, !args.quiet)?
+    };
     println!(
         "{} cells; results in {}",
         cells.len(),

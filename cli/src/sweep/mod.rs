@@ -44,6 +44,7 @@ use crate::checkpoints::{
     apply_masks, clone_model, filter, load_model, load_teacher, measure, new_model, prunable_names,
     save_stage, select,
 };
+use crate::claim::Claim;
 use crate::data::{load_data, Data, DataView};
 use crate::files::write_atomic;
 use crate::scoring::ModelScoring;
@@ -102,6 +103,8 @@ pub fn run_sweep(
     let source = s.source();
     let total = methods.len() * cfg.sparsities.len() * cfg.seeds.len();
     let mut cells = Vec::with_capacity(total);
+    // Cells another process holds a claim on (several workers, one folder).
+    let mut elsewhere: Vec<PathBuf> = Vec::new();
     let mut done = 0usize;
     for &seed in &cfg.seeds {
         let data = load_data(&s.dataset, &source, seed)?;
@@ -117,7 +120,27 @@ pub fn run_sweep(
                     cells.push(cell);
                     continue;
                 }
+                let Some(_claim) = Claim::try_new(&file.with_extension("lock"))? else {
+                    if verbose {
+                        eprintln!("[{done}/{total}] {name} s={sparsity} seed {seed}: another worker has it");
+                    }
+                    elsewhere.push(file);
+                    continue;
+                };
+                // Another worker may have finished it between the two looks.
+                if let Some(cell) = read_cell(&file)? {
+                    cells.push(cell);
+                    continue;
+                }
                 if ctx.is_none() {
+                    // One worker trains a seed's teacher and dense student;
+                    // the others wait for it and load them.
+                    let lock = cfg.models_dir().join(format!("seed{seed}.lock"));
+                    let _models = Claim::wait(&lock, || {
+                        if verbose {
+                            eprintln!("  waiting for another worker's seed {seed} models");
+                        }
+                    })?;
                     ctx = Some(SeedModels::prepare(cfg, &data, seed, device, verbose)?);
                 }
                 let ctx = ctx.as_mut().expect("prepared above");
@@ -147,6 +170,61 @@ pub fn run_sweep(
             }
         }
     }
+    // Cells of other workers: taken if they have finished meanwhile; if not,
+    // the last worker (or `--report-only`) writes the tables.
+    let mut missing = 0;
+    for file in &elsewhere {
+        match read_cell(file)? {
+            Some(cell) => cells.push(cell),
+            None => missing += 1,
+        }
+    }
+    if missing > 0 {
+        eprintln!(
+            "{missing} of {total} cells are still being computed by other workers: the last one to finish writes the tables (or run `kdprune sweep --config … --report-only` then)"
+        );
+        return Ok(cells);
+    }
+    write_report(cfg, &cells, command)?;
+    Ok(cells)
+}
+
+/// `kdprune sweep --report-only`: the tables, CSV/JSON and plots of a sweep
+/// folder from its finished cells, computing nothing; fails, naming the
+/// first ones, when cells are missing.
+pub fn sweep_report(cfg: &SweepConfig, command: &str) -> Result<Vec<CellResult>> {
+    cfg.validate()?;
+    let mut cells = Vec::new();
+    let mut missing = Vec::new();
+    for &seed in &cfg.seeds {
+        for name in &cfg.methods {
+            for &sparsity in &cfg.sparsities {
+                let file = cfg
+                    .out
+                    .join("cells")
+                    .join(cell_file_name(name, sparsity, seed));
+                match read_cell(&file)? {
+                    Some(cell) => cells.push(cell),
+                    None => missing.push(format!("{name} s={sparsity} seed {seed}")),
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{} has {} unfinished cells (first: {}); run the sweep to compute them",
+            cfg.out.display(),
+            missing.len(),
+            missing[..missing.len().min(3)].join(", ")
+        );
+    }
+    write_report(cfg, &cells, command)?;
+    Ok(cells)
+}
+
+fn write_report(cfg: &SweepConfig, cells: &[CellResult], command: &str) -> Result<()> {
+    let s = &cfg.settings;
+    let out = &cfg.out;
     let title = format!(
         "{}: {} student, {} teacher, {} seed(s)",
         s.dataset,
@@ -154,8 +232,7 @@ pub fn run_sweep(
         s.teacher_model,
         cfg.seeds.len()
     );
-    results::write_results(&out, &cells, &cfg.methods, &cfg.sparsities, &title, command)?;
-    Ok(cells)
+    results::write_results(out, cells, &cfg.methods, &cfg.sparsities, &title, command)
 }
 
 /// `magnitude_s0.9_seed0.json`; `:` of a method name becomes `-`.

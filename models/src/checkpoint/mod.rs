@@ -222,9 +222,11 @@ pub(crate) fn check_mask_values(path: &Path, name: &str, values: &[u8]) -> Resul
 }
 
 /// `<path>.tmp`, next to `path`.
+/// `<path>.<pid>.tmp`: one per process, so that two processes writing the
+/// same file (workers sharing a folder) never rename each other's.
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name: OsString = path.as_os_str().to_owned();
-    name.push(".tmp");
+    name.push(format!(".{}.tmp", std::process::id()));
     PathBuf::from(name)
 }
 
