@@ -407,6 +407,7 @@ pub fn run_compress(
                 verbose,
                 // a stage cut short continues from its last epoch
                 resume: true,
+                save_every: None,
             };
             let ran = ledger.stage("teacher", &teacher_recipe, &out, || {
                 train_model(&job, device).map(drop)
@@ -433,6 +434,7 @@ pub fn run_compress(
         verbose,
         // a stage cut short continues from its last epoch
         resume: true,
+        save_every: None,
     };
     let ran = ledger.stage("student", &student_recipe, &student, || {
         distill_student(&job, device).map(drop)
@@ -462,6 +464,7 @@ pub fn run_compress(
                     verbose,
                     // a stage cut short continues from its last epoch
                     resume: true,
+                    save_every: None,
                 },
                 sparsity: cfg.prune.sparsity,
                 ramp_fraction: gmp.ramp_fraction,
@@ -515,6 +518,7 @@ pub fn run_compress(
         verbose,
         // a stage cut short continues from its last epoch
         resume: true,
+        save_every: None,
     };
     let ran = ledger.stage("retrain", &retrain_recipe, &retrained, || {
         retrain_checkpoint(&job, device).map(drop)

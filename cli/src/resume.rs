@@ -87,6 +87,8 @@ impl ResumeFile {
         };
         let report: TrainReport =
             serde_json::from_str(get("report")?).map_err(|e| bad(format!("bad `report`: {e}")))?;
+        let (loss_sum, term_sums): (f64, BTreeMap<String, f64>) =
+            serde_json::from_str(get("sums")?).map_err(|e| bad(format!("bad `sums`: {e}")))?;
         let mut parts: [BTreeMap<String, Tensor>; 3] = Default::default();
         for (name, view) in st.tensors() {
             let (part, rest) = name
@@ -104,6 +106,9 @@ impl ResumeFile {
         let [network, objective_vars, optimizer] = parts;
         Ok(Some(ResumePoint {
             epochs_done: number("epochs_done")?,
+            batches_done: number("batches_done")?,
+            loss_sum,
+            term_sums,
             step: number("step")?,
             network,
             objective_vars,
@@ -133,7 +138,12 @@ impl ResumeFile {
             (FORMAT_KEY.to_string(), FORMAT.to_string()),
             ("fingerprint".to_string(), self.fingerprint.clone()),
             ("epochs_done".to_string(), point.epochs_done.to_string()),
+            ("batches_done".to_string(), point.batches_done.to_string()),
             ("step".to_string(), point.step.to_string()),
+            (
+                "sums".to_string(),
+                serde_json::to_string(&(point.loss_sum, &point.term_sums))?,
+            ),
             ("report".to_string(), serde_json::to_string(&point.report)?),
         ]);
         let bytes = safetensors::serialize(views, Some(meta))?;

@@ -222,13 +222,16 @@ pub fn train(
     label: &str,
     verbose: bool,
 ) -> Result<TrainReport> {
-    train_resumable(model, teacher, data, config, hook, label, verbose, None)
+    train_resumable(
+        model, teacher, data, config, hook, label, verbose, None, None,
+    )
 }
 
 /// [`train`] with a resume point: when `resume` is given with `continue_`
 /// set and its file exists, training continues from it (said on stderr);
 /// either way a resume point is saved there at the end of every epoch but
-/// the last. The caller removes it once its own output is written.
+/// the last, and every `save_every` steps when given. The caller removes it
+/// once its own output is written.
 #[allow(clippy::too_many_arguments)]
 pub fn train_resumable(
     model: &Model,
@@ -239,16 +242,22 @@ pub fn train_resumable(
     label: &str,
     verbose: bool,
     resume: Option<(&ResumeFile, bool)>,
+    save_every: Option<usize>,
 ) -> Result<TrainReport> {
     let start = match resume {
         Some((file, true)) => {
             let point = file.load(model.device())?;
             match &point {
                 Some(p) => eprintln!(
-                    "[{label}] resuming from {}: {} of {} epochs done, step {}",
+                    "[{label}] resuming from {}: {} of {} epochs done{}, step {}",
                     file.path().display(),
                     p.epochs_done,
                     config.epochs,
+                    if p.batches_done > 0 {
+                        format!(" and {} batches of the next", p.batches_done)
+                    } else {
+                        String::new()
+                    },
                     p.step
                 ),
                 None => eprintln!(
@@ -273,6 +282,7 @@ pub fn train_resumable(
         teacher_cache: TeacherCache::Memory,
         resume: start,
         on_epoch: Some(&mut save),
+        save_every: save_every.filter(|_| resume.is_some()),
     };
     let teacher = teacher.map(|t| t as &dyn kd_core::Network);
     kd_core::fit(model, teacher, data, config, options)

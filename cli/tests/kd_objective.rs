@@ -64,6 +64,7 @@ fn fit(
         teacher_cache: cache,
         resume: None,
         on_epoch: None,
+        save_every: None,
     };
     kd_core::fit(
         student,

@@ -80,6 +80,7 @@ fn train_with(
         teacher_cache: cache,
         resume: None,
         on_epoch: None,
+        save_every: None,
     };
     let report = kd_core::fit(&student, Some(teacher), &td, &config(epochs), options).unwrap();
     let bits = student

@@ -295,6 +295,7 @@ fn masked_weights_stay_exactly_zero_under_momentum_sgd() {
         teacher_cache: TeacherCache::Memory,
         resume: None,
         on_epoch: None,
+        save_every: None,
     };
     kd_core::fit(&model, None, &views.train_data(), &cfg, options).unwrap();
     let after = model.tensors().unwrap();

@@ -45,7 +45,7 @@ fn resumed_equals_uninterrupted(
     b: PathBuf,
     file: &str,
     resume_of: impl Fn(&Path) -> PathBuf,
-) {
+) -> String {
     let with_out = |out: &Path| -> Vec<String> {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         v.extend(["--quiet".into(), "--out".into(), p(out).into()]);
@@ -80,6 +80,7 @@ fn resumed_equals_uninterrupted(
     };
     assert!(read(&a) == read(&b), "{args:?}: resumed bytes differ");
     assert!(!resume_of(&b).exists(), "the resume point outlived the run");
+    stderr.into_owned()
 }
 
 fn beside(out: &Path) -> PathBuf {
@@ -141,4 +142,31 @@ fn a_resume_point_of_other_settings_is_refused() {
         &kdprune(&["train", "--epochs", "11", "--resume", "--out", p(&out)]),
         "belongs to a run with other settings",
     );
+}
+
+/// `--save-every N` saves resume points inside epochs: killed after the
+/// first (in the first epoch), the run continues to the same bytes.
+#[test]
+fn a_resume_point_inside_an_epoch_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // digits: 1,438 training samples at batch 16 are 90 steps an epoch
+    let stderr = resumed_equals_uninterrupted(
+        &[
+            "train",
+            "--model",
+            "lenet-300-100",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--save-every",
+            "7",
+        ],
+        d.join("a.safetensors"),
+        d.join("b.safetensors"),
+        "",
+        beside,
+    );
+    assert!(stderr.contains("batches of the next"), "{stderr}");
 }

@@ -166,6 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         teacher_cache: TeacherCache::Memory,
         resume: None,
         on_epoch: None,
+        save_every: None,
     };
     kd_core::fit(&teacher, None, &data, &config, options)?;
 
@@ -185,6 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         teacher_cache: TeacherCache::Memory,
         resume: None,
         on_epoch: None,
+        save_every: None,
     };
     let report = kd_core::fit(&student, Some(&teacher), &data, &kd, options)?;
     println!(

@@ -147,6 +147,9 @@ pub struct FitOptions<'a> {
     /// Called with the resume point at the end of every epoch but the last
     /// (the caller saves it, atomically); `None`: no resume points.
     pub on_epoch: Option<&'a mut SaveResumePoint<'a>>,
+    /// Also call `on_epoch` every this many optimizer steps within an epoch
+    /// (`None`: at epoch ends only).
+    pub save_every: Option<usize>,
 }
 
 /// What [`FitOptions::on_epoch`] calls: saves a resume point.
@@ -160,6 +163,12 @@ pub type SaveResumePoint<'a> = dyn FnMut(&ResumePoint) -> Result<()> + 'a;
 pub struct ResumePoint {
     /// Epochs finished.
     pub epochs_done: usize,
+    /// Batches of the next epoch already trained (0 at an epoch's end).
+    pub batches_done: usize,
+    /// The running sums of that epoch's loss and terms over those batches.
+    pub loss_sum: f64,
+    /// Per term.
+    pub term_sums: BTreeMap<String, f64>,
     /// Optimizer steps taken.
     pub step: usize,
     /// The student's [`Network::state`] (parameters and buffers).
@@ -209,6 +218,7 @@ pub fn fit(
         teacher_cache,
         resume,
         mut on_epoch,
+        save_every,
     } = options;
     config.validate()?;
     let objective = &config.objective;
@@ -271,8 +281,13 @@ pub fn fit(
     let mut report = TrainReport::default();
     let mut step = 0usize;
     let mut first_epoch = 0;
+    let mut partial: (usize, f64, BTreeMap<String, f64>) = (0, 0.0, BTreeMap::new());
     if let Some(point) = resume {
-        if point.epochs_done > config.epochs || point.report.epochs.len() != point.epochs_done {
+        if point.epochs_done > config.epochs
+            || point.report.epochs.len() != point.epochs_done
+            || point.batches_done >= steps_per_epoch.max(1)
+            || (point.batches_done > 0 && point.epochs_done == config.epochs)
+        {
             return Err(KdError::InvalidConfig(format!(
                 "the resume point has {} epochs done ({} reported) of a run of {}",
                 point.epochs_done,
@@ -296,16 +311,52 @@ pub fn fit(
         sgd.set_state(&point.optimizer)?;
         step = point.step;
         first_epoch = point.epochs_done;
+        partial = (point.batches_done, point.loss_sum, point.term_sums);
         report = point.report;
     }
+    // A copy of everything `fit` carries, for `on_epoch`.
+    let snapshot = |epochs_done: usize,
+                    batches_done: usize,
+                    loss_sum: f64,
+                    term_sums: &BTreeMap<String, f64>,
+                    step: usize,
+                    sgd: &Sgd,
+                    report: &TrainReport,
+                    objective_vars: Vec<(String, Var)>|
+     -> Result<ResumePoint> {
+        // Copies: a variable's storage changes in place at the next step.
+        let network = student
+            .state()?
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.copy()?)))
+            .collect::<Result<_>>()?;
+        let objective_vars = objective_vars
+            .into_iter()
+            .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
+            .collect::<Result<_>>()?;
+        Ok(ResumePoint {
+            epochs_done,
+            batches_done,
+            loss_sum,
+            term_sums: term_sums.clone(),
+            step,
+            network,
+            objective_vars,
+            optimizer: sgd.state(),
+            report: report.clone(),
+        })
+    };
     for epoch in first_epoch..config.epochs {
         let start = Instant::now();
         progress.start_epoch(epoch + 1, config.epochs, steps_per_epoch);
-        let mut loss_sum = 0.0f64;
-        let mut term_sums: BTreeMap<String, f64> = BTreeMap::new();
+        let (skip, mut loss_sum, mut term_sums) = if epoch == first_epoch {
+            std::mem::take(&mut partial)
+        } else {
+            (0, 0.0f64, BTreeMap::new())
+        };
         let mut lr = config.sgd.lr;
         let batches = batcher.epoch(epoch);
-        for (b, idx) in batches.iter().enumerate() {
+        for (b, idx) in batches.iter().enumerate().skip(skip) {
             let (xs, ys) = data
                 .train
                 .train_batch(idx, config.seed, epoch, b, &device)?;
@@ -349,6 +400,20 @@ pub fn fit(
             loss_sum += value as f64;
             step += 1;
             progress.step(value);
+            if let (Some(save), Some(every)) = (on_epoch.as_mut(), save_every) {
+                if every > 0 && step.is_multiple_of(every) && b + 1 < batches.len() {
+                    save(&snapshot(
+                        epoch,
+                        b + 1,
+                        loss_sum,
+                        &term_sums,
+                        step,
+                        &sgd,
+                        &report,
+                        loss_fn.trainable_vars(),
+                    )?)?;
+                }
+            }
         }
         progress.end_steps();
         let test_accuracy = evaluate(student, data.test, 512)?;
@@ -368,25 +433,16 @@ pub fn fit(
         report.epochs.push(stats);
         if let Some(save) = on_epoch.as_mut() {
             if epoch + 1 < config.epochs {
-                // Copies: a variable's storage changes in place at the next step.
-                let network = student
-                    .state()?
-                    .into_iter()
-                    .map(|(n, t)| Ok((n, t.copy()?)))
-                    .collect::<Result<_>>()?;
-                let objective_vars = loss_fn
-                    .trainable_vars()
-                    .into_iter()
-                    .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
-                    .collect::<Result<_>>()?;
-                save(&ResumePoint {
-                    epochs_done: epoch + 1,
+                save(&snapshot(
+                    epoch + 1,
+                    0,
+                    0.0,
+                    &BTreeMap::new(),
                     step,
-                    network,
-                    objective_vars,
-                    optimizer: sgd.state(),
-                    report: report.clone(),
-                })?;
+                    &sgd,
+                    &report,
+                    loss_fn.trainable_vars(),
+                )?)?;
             }
         }
     }

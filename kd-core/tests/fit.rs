@@ -189,6 +189,7 @@ fn fit(
         teacher_cache: cache,
         resume: None,
         on_epoch: None,
+        save_every: None,
     };
     kd_core::fit(
         student,
@@ -408,7 +409,7 @@ fn a_resumed_run_equals_the_uninterrupted_one() {
         train: &train,
         test: &test,
     };
-    let run = |student: &Logistic, resume: Option<kd_core::ResumePoint>| {
+    let run = |student: &Logistic, resume: Option<kd_core::ResumePoint>, every: Option<usize>| {
         let mut points = Vec::new();
         let mut save = |p: &kd_core::ResumePoint| {
             points.push(p.clone());
@@ -425,13 +426,14 @@ fn a_resumed_run_equals_the_uninterrupted_one() {
                 teacher_cache: TeacherCache::Memory,
                 resume,
                 on_epoch: Some(&mut save),
+                save_every: every,
             },
         )
         .unwrap();
         (report, points)
     };
     let whole = Logistic::new(8, 4, 2);
-    let (report, points) = run(&whole, None);
+    let (report, points) = run(&whole, None, None);
     // a point after every epoch but the last
     assert_eq!(
         points.iter().map(|p| p.epochs_done).collect::<Vec<_>>(),
@@ -442,7 +444,7 @@ fn a_resumed_run_equals_the_uninterrupted_one() {
         "momentum is part of the point"
     );
     let resumed = Logistic::new(8, 4, 77);
-    let (report2, later) = run(&resumed, Some(points[1].clone()));
+    let (report2, later) = run(&resumed, Some(points[1].clone()), None);
     assert_eq!(whole.bits(), resumed.bits());
     assert_eq!(later.len(), 1);
     let accuracies = |r: &kd_core::TrainReport| -> Vec<u64> {
@@ -453,6 +455,25 @@ fn a_resumed_run_equals_the_uninterrupted_one() {
     let mut no_momentum = points[1].clone();
     no_momentum.optimizer.clear();
     let other = Logistic::new(8, 4, 77);
-    run(&other, Some(no_momentum));
+    run(&other, Some(no_momentum), None);
     assert_ne!(whole.bits(), other.bits());
+
+    // every 4 steps: points inside epochs too (300 samples at batch 32 are
+    // 10 steps an epoch); continuing from one inside the third epoch (with
+    // its running loss sums) gives the same bits and figures
+    let (report3, points) = run(&Logistic::new(8, 4, 2), None, Some(4));
+    assert_eq!(accuracies(&report3), accuracies(&report));
+    let inside = points
+        .iter()
+        .find(|p| p.epochs_done == 2 && p.batches_done > 0)
+        .expect("a point inside the third epoch")
+        .clone();
+    assert_eq!((inside.batches_done, inside.step), (4, 24));
+    let from_inside = Logistic::new(8, 4, 5);
+    let (report4, _) = run(&from_inside, Some(inside), None);
+    assert_eq!(whole.bits(), from_inside.bits());
+    let losses = |r: &kd_core::TrainReport| -> Vec<u64> {
+        r.epochs.iter().map(|e| e.train_loss.to_bits()).collect()
+    };
+    assert_eq!(losses(&report4), losses(&report));
 }

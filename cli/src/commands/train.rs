@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// run starts from the beginning.
     #[arg(long)]
     pub resume: bool,
+    /// Also save the resume point every this many optimizer steps (long
+    /// epochs); by default at the end of every epoch only.
+    #[arg(long, value_parser = super::args::at_least_one)]
+    pub save_every: Option<usize>,
 }
 
 /// Flags of `kdprune retrain`: a pruned checkpoint under its fixed mask,
@@ -69,6 +73,10 @@ pub struct RetrainArgs {
     /// run starts from the beginning.
     #[arg(long)]
     pub resume: bool,
+    /// Also save the resume point every this many optimizer steps (long
+    /// epochs); by default at the end of every epoch only.
+    #[arg(long, value_parser = super::args::at_least_one)]
+    pub save_every: Option<usize>,
 }
 
 /// Flags of `kdprune distill`.
@@ -97,6 +105,10 @@ pub struct DistillArgs {
     /// run starts from the beginning.
     #[arg(long)]
     pub resume: bool,
+    /// Also save the resume point every this many optimizer steps (long
+    /// epochs); by default at the end of every epoch only.
+    #[arg(long, value_parser = super::args::at_least_one)]
+    pub save_every: Option<usize>,
 }
 
 fn print(trained: &Trained) {
@@ -118,6 +130,7 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
         out: a.out,
         verbose: !a.quiet,
         resume: a.resume,
+        save_every: a.save_every,
     };
     print(&jobs::train_model(&job, device)?);
     Ok(())
@@ -134,6 +147,7 @@ pub fn retrain(a: RetrainArgs, device: &Device) -> Result<()> {
         out: a.out,
         verbose: !a.quiet,
         resume: a.resume,
+        save_every: a.save_every,
     };
     print(&jobs::retrain_checkpoint(&job, device)?);
     Ok(())
@@ -150,6 +164,7 @@ pub fn distill(a: DistillArgs, device: &Device) -> Result<()> {
         out: a.out,
         verbose: !a.quiet,
         resume: a.resume,
+        save_every: a.save_every,
     };
     let (report, student) = jobs::distill_student(&job, device)?;
     println!("test accuracy: {:.4}", report.accuracy);

@@ -157,6 +157,8 @@ pub struct TrainJob {
     /// Continue from the resume point an interrupted run of the same
     /// settings left (a resume point is saved at the end of every epoch).
     pub resume: bool,
+    /// Also save a resume point every this many optimizer steps.
+    pub save_every: Option<usize>,
 }
 
 /// What a training job leaves: the final test accuracy and the checkpoint.
@@ -221,6 +223,7 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
         "train",
         job.verbose,
         Some((&resume, job.resume)),
+        job.save_every,
     )?;
     save_model(
         &job.out,
@@ -255,6 +258,8 @@ pub struct RetrainJob {
     /// Continue from the resume point an interrupted run of the same
     /// settings left (a resume point is saved at the end of every epoch).
     pub resume: bool,
+    /// Also save a resume point every this many optimizer steps.
+    pub save_every: Option<usize>,
 }
 
 /// What fine-tuning a checkpoint (retraining, GMP) works on.
@@ -333,6 +338,7 @@ impl Tuning {
             stage,
             job.verbose,
             resumable.then_some((&resume, job.resume)),
+            job.save_every,
         )?;
         let mut meta = metadata(self.data.name, self.seed, stage, &self.data.norm);
         meta.insert("loss".into(), self.cfg.objective.to_string());
@@ -427,6 +433,8 @@ pub struct DistillJob {
     /// Continue from the resume point an interrupted run of the same
     /// settings left (a resume point is saved at the end of every epoch).
     pub resume: bool,
+    /// Also save a resume point every this many optimizer steps.
+    pub save_every: Option<usize>,
 }
 
 /// `report.json` of `kdprune distill`.
@@ -524,6 +532,7 @@ pub fn distill_student(job: &DistillJob, device: &Device) -> Result<(DistillRepo
         "distill",
         job.verbose,
         Some((&resume, job.resume)),
+        job.save_every,
     )?;
     let seconds = start.elapsed().as_secs_f64();
     let accuracy = match history.final_accuracy() {
