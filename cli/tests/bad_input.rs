@@ -73,6 +73,17 @@ impl Fixture {
             Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap(),
         );
         checkpoint::save(&root.join("nan.safetensors"), &ckpt).unwrap();
+        // a two-layer MLP: nothing left to prune with --keep-first --keep-last
+        ok(&kdprune(&[
+            "train",
+            "--model",
+            "mlp-8",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            p(&root.join("mlp8.safetensors")),
+        ]));
 
         // crafted checkpoints: a config of 16e18 parameters; a header length
         // of 2^60 bytes; a config far larger than the file's tensors
