@@ -527,6 +527,20 @@ fn bad_inputs_are_refused_cleanly() {
         ),
         (
             args![
+                "prune",
+                "--checkpoint",
+                f.path("mlp8.safetensors"),
+                "--criterion",
+                "magnitude",
+                "--keep-first",
+                "--keep-last",
+                "--out",
+                out_ckpt
+            ],
+            "no prunable parameters",
+        ),
+        (
+            args![
                 "export",
                 f.path("good.safetensors"),
                 "--format",
