@@ -494,6 +494,14 @@ pub fn run_method_with(
     }
     let kd_loss = s.kd_loss_config()?;
     s.scoring(cfg.seed)?;
+    // Checkpoints given are checked (architecture, data split) before the
+    // folder is touched; the stages load them again.
+    if let Some(p) = &cfg.teacher_checkpoint {
+        load_teacher(p, &data, cfg.seed, device)?;
+    }
+    if let Some(p) = &cfg.student_checkpoint {
+        load_trained(p, &data, cfg.seed, device, "the student checkpoint")?;
+    }
     let out = cfg.out_dir();
     let reused = prepare_run_folder(&out, &toml::to_string(cfg)?, force)?;
     if verbose && !reused.is_empty() {

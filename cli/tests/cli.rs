@@ -174,9 +174,13 @@ fn prune_retrain_eval_subcommands_compose() {
             p(&teacher),
             "--quiet",
             "--out",
-            p(&run_dir),
+            p(&dir.path().join("run-seed2")),
         ]),
         "--seed 1",
+    );
+    assert!(
+        !dir.path().join("run-seed2").exists(),
+        "a refused run leaves no folder"
     );
 
     let pruned = dir.path().join("p.safetensors");
