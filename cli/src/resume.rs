@@ -126,8 +126,10 @@ impl ResumeFile {
                 .zip([&point.network, &point.objective_vars, &point.optimizer])
         {
             for (name, t) in tensors {
-                let (dtype, bytes) = raw(t)?;
-                data.push((format!("{part}.{name}"), dtype, t.dims().to_vec(), bytes));
+                let name = format!("{part}.{name}");
+                let (dtype, bytes) =
+                    kdprune_models::checkpoint::tensor_bytes(&self.path, &name, t)?;
+                data.push((name, dtype, t.dims().to_vec(), bytes));
             }
         }
         let views = data
@@ -159,41 +161,4 @@ impl ResumeFile {
             _ => Ok(()),
         }
     }
-}
-
-/// The little-endian bytes of `t` and their safetensors dtype.
-fn raw(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
-    let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
-    Ok(match t.dtype() {
-        DType::F32 => (
-            Dtype::F32,
-            flat.to_vec1::<f32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::F64 => (
-            Dtype::F64,
-            flat.to_vec1::<f64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::I64 => (
-            Dtype::I64,
-            flat.to_vec1::<i64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::U32 => (
-            Dtype::U32,
-            flat.to_vec1::<u32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::U8 => (Dtype::U8, flat.to_vec1::<u8>()?),
-        other => bail!("a resume point cannot hold a {other:?} tensor"),
-    })
 }

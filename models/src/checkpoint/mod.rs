@@ -144,8 +144,10 @@ pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
     }
 }
 
-/// Raw little-endian bytes of a tensor, as safetensors stores them.
-pub(crate) fn tensor_bytes(path: &Path, name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
+/// Raw little-endian bytes of a tensor, as safetensors stores them, and its
+/// safetensors dtype (u8, u32, i64, f32, f64; another dtype is an error naming
+/// `name` and `path`). Shared by the checkpoint writers and resume points.
+pub fn tensor_bytes(path: &Path, name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
     let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
     let bytes = match t.dtype() {
         DType::U8 => flat.to_vec1::<u8>()?,
