@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/kdprune}
-VARIANTS=${VARIANTS:-base hinton t1 t2 alpha05 batches32 retrain-kd retrain0 retrain5 cnn-student beta-raw}
+VARIANTS=${VARIANTS:-base hinton t1 t2 alpha05 batches32 retrain-kd retrain0 retrain5 cnn-student beta-raw std-sample}
 DOC=${DOC:-runs/ablation/tables.md}
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p kdprune-cli
 for v in $VARIANTS; do

@@ -20,9 +20,10 @@ use crate::checkpoints::{
 };
 use crate::data::{load_data, Data, Views};
 use crate::files::write_atomic;
+use crate::resume::ResumeFile;
 use crate::scoring::prune_masks;
 use crate::settings::{from_toml_file, Settings};
-use crate::training::{salt, train, PruneHook};
+use crate::training::{salt, train_resumable, PruneHook};
 
 /// Every knob of the end-to-end job: the shared [`Settings`] and the run's
 /// own. Field names are the TOML keys.
@@ -184,6 +185,8 @@ struct Runner<'a> {
     stages: Vec<StageResult>,
     /// Stages an interrupted run of the same settings finished, in order.
     reused: Vec<StageResult>,
+    /// Save a stage's resume point every this many steps too.
+    save_every: Option<usize>,
 }
 
 /// The stages of a run, in the order they finish.
@@ -230,6 +233,44 @@ impl Runner<'_> {
         )
     }
 
+    /// The resume point of stage `name` inside the run folder:
+    /// `NAME.resume`, written at every epoch end of the stage and removed
+    /// once the stage's checkpoint is written. The folder's settings are
+    /// already those of `config.toml`, so the stage name is its fingerprint.
+    fn resume_file(&self, name: &str) -> ResumeFile {
+        ResumeFile::new(
+            self.out.join(format!("{name}.resume")),
+            format!("kdprune run, stage {name}"),
+        )
+    }
+
+    /// Trains `model` for stage `name`, continuing from the stage's resume
+    /// point when an interrupted run of this folder left one (said on
+    /// stderr), saving one at each epoch end.
+    fn train_stage(
+        &self,
+        name: &str,
+        model: &Model,
+        teacher: Option<&Model>,
+        config: &kd_core::TrainConfig,
+        hook: &mut dyn kd_core::StepHook,
+    ) -> Result<()> {
+        let file = self.resume_file(name);
+        let found = file.path().is_file();
+        train_resumable(
+            model,
+            teacher,
+            &self.views.train_data(),
+            config,
+            hook,
+            &self.label(name),
+            self.verbose,
+            Some((&file, found)),
+            self.save_every,
+        )?;
+        Ok(())
+    }
+
     /// `stage k/8 NAME`: the progress label of the stage about to finish.
     fn label(&self, name: &str) -> String {
         format!("stage {}/{} {name}", self.stages.len() + 1, STAGES.len())
@@ -266,6 +307,7 @@ impl Runner<'_> {
             cfg.seed,
             name,
         )?;
+        self.resume_file(name).remove()?;
         let seconds = start.elapsed().as_secs_f64();
         if self.verbose {
             eprintln!(
@@ -309,15 +351,7 @@ impl Runner<'_> {
             None => {
                 let model = new_model(architecture, self.data, seed ^ salt, device)?;
                 let tc = s.train_config(epochs, s.lr, LossConfig::CrossEntropy, seed ^ salt);
-                train(
-                    &model,
-                    None,
-                    &self.views.train_data(),
-                    &tc,
-                    &mut NoHook,
-                    &self.label(stage),
-                    self.verbose,
-                )?;
+                self.train_stage(stage, &model, None, &tc, &mut NoHook)?;
                 model
             }
         };
@@ -349,15 +383,7 @@ impl Runner<'_> {
             cfg.seed ^ Stage::Retrain.salt(),
         );
         let mut fixed = masks.clone();
-        train(
-            &model,
-            teacher,
-            &self.views.train_data(),
-            &tc,
-            &mut PruneHook(&mut fixed),
-            &self.label(name),
-            self.verbose,
-        )?;
+        self.train_stage(name, &model, teacher, &tc, &mut PruneHook(&mut fixed))?;
         self.finish(name, &model, Some(masks), start)
     }
 
@@ -389,7 +415,23 @@ impl Runner<'_> {
 /// folder; progress on stderr when `verbose`. An existing run folder of the
 /// same settings is continued ([`run_method_with`]).
 pub fn run_method(cfg: &RunConfig, device: &Device, verbose: bool) -> Result<Report> {
-    run_method_with(cfg, device, verbose, false)
+    let options = RunOptions {
+        verbose,
+        ..RunOptions::default()
+    };
+    run_method_with(cfg, device, &options)
+}
+
+/// How [`run_method_with`] runs: none of it changes the results.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Progress on stderr.
+    pub verbose: bool,
+    /// Start a run folder of other settings over instead of refusing it.
+    pub force: bool,
+    /// Inside a stage, also save its resume point every this many optimizer
+    /// steps; by default at the end of every epoch only.
+    pub save_every: Option<usize>,
 }
 
 /// The files of a run folder that say what it holds: the settings, the
@@ -427,7 +469,7 @@ pub fn prepare_run_folder(out: &Path, config: &str, force: bool) -> Result<Vec<S
             (_, true) => {
                 for name in STAGES
                     .iter()
-                    .map(|s| format!("{s}.safetensors"))
+                    .flat_map(|s| [format!("{s}.safetensors"), format!("{s}.resume")])
                     .chain([CONFIG_FILE, PROGRESS_FILE, "report.json", "report.md"].map(String::from))
                 {
                     let path = out.join(name);
@@ -472,13 +514,14 @@ pub fn prepare_run_folder(out: &Path, config: &str, force: bool) -> Result<Vec<S
     Ok(Vec::new())
 }
 
-/// [`run_method`], with `force` to start a run folder of other settings over.
-pub fn run_method_with(
-    cfg: &RunConfig,
-    device: &Device,
-    verbose: bool,
-    force: bool,
-) -> Result<Report> {
+/// [`run_method`] with [`RunOptions`]: `force` starts a run folder of other
+/// settings over; an interrupted stage continues from its resume point.
+pub fn run_method_with(cfg: &RunConfig, device: &Device, options: &RunOptions) -> Result<Report> {
+    let RunOptions {
+        verbose,
+        force,
+        save_every,
+    } = options.clone();
     cfg.validate()?;
     crate::files::check_out_dir(&cfg.out_dir())?;
     let s = &cfg.settings;
@@ -543,6 +586,7 @@ pub fn run_method_with(
         verbose,
         stages: Vec::new(),
         reused,
+        save_every,
     };
 
     // 1–2. teacher and dense student (CE), or trained ones
@@ -577,15 +621,7 @@ pub fn run_method_with(
             let start = Instant::now();
             let tuned = clone_model(&student)?;
             let tc = s.train_config(s.kd_epochs, s.finetune_lr, kd_loss, cfg.seed ^ salt::KD);
-            train(
-                &tuned,
-                Some(&teacher),
-                &r.views.train_data(),
-                &tc,
-                &mut NoHook,
-                &r.label("kd_tuned"),
-                verbose,
-            )?;
+            r.train_stage("kd_tuned", &tuned, Some(&teacher), &tc, &mut NoHook)?;
             r.finish("kd_tuned", &tuned, None, start)?;
             tuned
         }

@@ -5,13 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kd_core::losses::Beta;
+use kd_core::losses::{Beta, LogitStd};
 use kd_core::{LossConfig, Objective, SelfDistillConfig, SgdConfig, TrainConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{hub_options, AugmentChoice, Data, Source};
 use crate::scoring::ScoringSettings;
+
+fn is_population(std: &str) -> bool {
+    std == "population"
+}
 
 /// What a run of the method and a sweep share. Field names are TOML keys,
 /// flat beside the keys of the embedding configuration.
@@ -73,6 +77,11 @@ pub struct Settings {
     /// of its standardised, tempered logits), `raw-confidence` (of its raw
     /// logits at T = 1) or a number in [0, 1].
     pub beta: String,
+    /// CA-KLD's logit standardisation divides by the `population` (default)
+    /// or the `sample` standard deviation (written only when not the
+    /// default, so configurations of before keep their text).
+    #[serde(skip_serializing_if = "is_population")]
+    pub logit_std: String,
     /// Batches over which gradient scores are accumulated.
     pub score_batches: usize,
     /// Keep the first prunable layer dense.
@@ -108,6 +117,7 @@ impl Default for Settings {
             temperature: kd_core::losses::DEFAULT_TEMPERATURE,
             alpha: kd_core::losses::DEFAULT_ALPHA,
             beta: "confidence".into(),
+            logit_std: "population".into(),
             score_batches: 8,
             keep_first: false,
             keep_last: false,
@@ -132,12 +142,11 @@ impl Settings {
     /// and KD retraining.
     pub fn kd_loss_config(&self) -> Result<LossConfig> {
         let beta: Beta = self.beta.parse()?;
-        Ok(LossConfig::named(
-            &self.kd_loss,
-            self.temperature,
-            self.alpha,
-            beta,
-        )?)
+        let std: LogitStd = self.logit_std.parse()?;
+        Ok(
+            LossConfig::named(&self.kd_loss, self.temperature, self.alpha, beta)?
+                .with_logit_std(std),
+        )
     }
 
     /// Where the dataset's files come from.

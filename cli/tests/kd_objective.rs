@@ -180,6 +180,7 @@ fn parsed_logit_objectives_train_like_their_loss_config() {
         alpha: 0.9,
         beta: Beta::Confidence,
         eps: 1e-7,
+        std: Default::default(),
     };
     let train = TrainConfig {
         epochs: 1,

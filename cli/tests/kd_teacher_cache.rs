@@ -38,6 +38,7 @@ fn config(epochs: usize) -> TrainConfig {
             alpha: 0.9,
             beta: Beta::Confidence,
             eps: 1e-7,
+            std: Default::default(),
         }
         .into(),
         seed: 11,

@@ -170,3 +170,68 @@ fn a_resume_point_inside_an_epoch_gives_the_same_bytes() {
     );
     assert!(stderr.contains("batches of the next"), "{stderr}");
 }
+
+/// `run` killed inside a stage (here the KD retraining, once its first
+/// resume point exists) continues with the same command: the stages before
+/// are reused, the cut stage resumes from its point, and every stage's
+/// checkpoint equals an uninterrupted run's byte for byte.
+#[test]
+fn run_killed_inside_a_stage_continues_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "run",
+            "--teacher-model",
+            "mlp-100",
+            "--teacher-epochs",
+            "2",
+            "--student-epochs",
+            "2",
+            "--kd-epochs",
+            "1",
+            "--retrain-epochs",
+            "3",
+            "--score-batches",
+            "2",
+            "--out",
+            p(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let run = |out: &Path| {
+        let v = args(out);
+        kdprune(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    ok(&run(&a));
+    let cut = args(&b);
+    let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
+    kill_after_first_epoch(&cut, &b.join("retrained_kd.resume"), &b.join("report.json"));
+    let again = run(&b);
+    ok(&again);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("4 of 8 stages finished"), "{stderr}");
+    assert!(
+        stderr.contains("[stage 5/8 retrained_kd] resuming from"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 of 3 epochs done"), "{stderr}");
+    for stage in [
+        "teacher",
+        "dense",
+        "kd_tuned",
+        "pruned_one_shot",
+        "retrained_kd",
+        "retrained_no_kd",
+        "magnitude_one_shot",
+        "magnitude_retrained",
+    ] {
+        let f = format!("{stage}.safetensors");
+        assert!(
+            std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
+            "{f}: resumed bytes differ"
+        );
+        assert!(!b.join(format!("{stage}.resume")).exists());
+    }
+}

@@ -25,8 +25,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use kd_core::losses::{
-    ca_kld, ca_kld_beta, cross_entropy, hinton_kd, kl_div, log_softmax_t, softmax_t, standardize,
-    Beta, LossConfig, DEFAULT_EPS,
+    ca_kld, ca_kld_beta, ca_kld_with, cross_entropy, hinton_kd, kl_div, log_softmax_t, softmax_t,
+    standardize, standardize_with, Beta, LogitStd, LossConfig, DEFAULT_EPS,
 };
 use kd_core::KdError;
 use rand::{Rng, SeedableRng};
@@ -177,6 +177,85 @@ fn standardize_matches_torch_population_std() -> TestResult {
     Ok(())
 }
 
+/// The sample standard deviation (divide by K − 1), computed in float64 by
+/// plain Python, independently of the crate and of torch:
+///
+/// ```python
+/// import math
+/// def stdz(r, eps=1e-7):
+///     m = sum(r) / len(r)
+///     sd = math.sqrt(sum((x - m) ** 2 for x in r) / (len(r) - 1))
+///     return [(x - m) / (sd + eps) for x in r]
+/// def lsm(r):
+///     mx = max(r); l = math.log(sum(math.exp(x - mx) for x in r)) + mx
+///     return [x - l for x in r]
+/// def ca_kld_sample(S, Tt, T):
+///     L = [(lsm([x / T for x in stdz(s)]), lsm([x / T for x in stdz(t)])) for s, t in zip(S, Tt)]
+///     b = sum(max(math.exp(x) for x in lt) for _, lt in L) / len(L)
+///     rev = sum(sum(math.exp(a) * (a - c) for a, c in zip(ls, lt)) for ls, lt in L) / len(L)
+///     fwd = sum(sum(math.exp(c) * (c - a) for a, c in zip(ls, lt)) for ls, lt in L) / len(L)
+///     return T * T * (b * rev + (1 - b) * fwd)
+/// [x for r in S for x in stdz(r)]; ca_kld_sample(S, Tt, 2.0)   # S, Tt as above, as lists
+/// ```
+#[test]
+fn sample_std_standardisation_matches_reference() -> TestResult {
+    let expected = [
+        0.6550573432084073,
+        -0.7029883683212176,
+        -0.06390803348374706,
+        1.2941376780458778,
+        -1.1822986194493204,
+        -0.12736979465605924,
+        0.42987305696420003,
+        -0.36618815963617035,
+        -1.321461619556615,
+        1.3851465168846444,
+        -1.1624762523030734,
+        1.3949715027636882,
+        0.4649905009212294,
+        9.679559256651262e-17,
+        -0.6974857513818441,
+    ];
+    assert_close(
+        &flat(&standardize_with(&student(), 1e-7, LogitStd::Sample)?),
+        &expected,
+    );
+    let loss = ca_kld_with(
+        &student(),
+        &teacher(),
+        2.0,
+        Beta::Confidence,
+        1e-7,
+        LogitStd::Sample,
+    )?;
+    assert_close(&[scalar(&loss)], &[0.09569656237473415]);
+    // the population default is unchanged, and the loss config carries the choice
+    let cfg = LossConfig::named("ca-kld", 2.0, 1.0, Beta::Confidence)?;
+    assert_close(
+        &[scalar(&cfg.loss(
+            &student(),
+            Some(&teacher()),
+            &labels(),
+        )?)],
+        &[0.11537577088495607],
+    );
+    let sample = cfg.with_logit_std(LogitStd::Sample);
+    assert_close(
+        &[scalar(&sample.loss(
+            &student(),
+            Some(&teacher()),
+            &labels(),
+        )?)],
+        &[0.09569656237473415],
+    );
+    assert_eq!("sample".parse::<LogitStd>()?, LogitStd::Sample);
+    assert!("unbiased".parse::<LogitStd>().is_err());
+    // one logit per row has no sample std
+    let one = Tensor::new(&[[1f32], [2f32]], &Device::Cpu)?;
+    assert!(standardize_with(&one, 1e-7, LogitStd::Sample).is_err());
+    Ok(())
+}
+
 #[test]
 fn hinton_kd_matches_standard_formula() -> TestResult {
     // hinton(S, Tt, 4.0).item()
@@ -312,6 +391,7 @@ fn loss_config_variants_match_torch_with_alpha_0_3() -> TestResult {
         alpha: 0.3,
         beta: Beta::Confidence,
         eps: 1e-7,
+        std: Default::default(),
     };
     assert_close(
         &[scalar(&cakld.loss(&s, Some(&t), &y)?)],
@@ -328,6 +408,7 @@ fn alpha_is_the_weight_of_the_distillation_term() -> TestResult {
         alpha: 1.0,
         beta: Beta::Confidence,
         eps: 1e-7,
+        std: Default::default(),
     };
     let kd = ca_kld(&s, &t, 2.0, Beta::Confidence, 1e-7)?;
     assert_close(&[scalar(&pure_kd.loss(&s, Some(&t), &y)?)], &[scalar(&kd)]);
@@ -350,6 +431,7 @@ fn loss_config_detaches_the_teacher() -> TestResult {
         alpha: 0.5,
         beta: Beta::Confidence,
         eps: DEFAULT_EPS,
+        std: Default::default(),
     };
     let grads = cfg
         .loss(s.as_tensor(), Some(t.as_tensor()), &labels())?
@@ -469,30 +551,35 @@ fn validate_rejects_out_of_range_hyper_parameters() {
             alpha: 0.5,
             beta: Beta::Confidence,
             eps: 1e-7,
+            std: Default::default(),
         },
         LossConfig::CaKld {
             temperature: 2.0,
             alpha: 1.5,
             beta: Beta::Confidence,
             eps: 1e-7,
+            std: Default::default(),
         },
         LossConfig::CaKld {
             temperature: 2.0,
             alpha: 0.5,
             beta: Beta::Fixed(f64::NAN),
             eps: 1e-7,
+            std: Default::default(),
         },
         LossConfig::CaKld {
             temperature: 2.0,
             alpha: 0.5,
             beta: Beta::Fixed(1.2),
             eps: 1e-7,
+            std: Default::default(),
         },
         LossConfig::CaKld {
             temperature: 2.0,
             alpha: 0.5,
             beta: Beta::Confidence,
             eps: 0.0,
+            std: Default::default(),
         },
     ];
     for cfg in bad {
@@ -512,6 +599,7 @@ fn validate_rejects_out_of_range_hyper_parameters() {
             alpha: 1.0,
             beta: Beta::Fixed(0.0),
             eps: 1e-7,
+            std: Default::default(),
         },
     ];
     for cfg in good {
@@ -536,6 +624,7 @@ fn loss_without_teacher_is_an_error() {
         alpha: 0.3,
         beta: Beta::Confidence,
         eps: DEFAULT_EPS,
+        std: Default::default(),
     };
     assert!(matches!(
         cakld.loss(&s, None, &y),
@@ -612,6 +701,7 @@ fn loss_config_serde_round_trip_and_defaults() -> TestResult {
             alpha: 0.9,
             beta: Beta::Confidence,
             eps: DEFAULT_EPS,
+            std: Default::default(),
         }
     );
     let fixed: LossConfig = serde_json::from_str(
@@ -624,6 +714,7 @@ fn loss_config_serde_round_trip_and_defaults() -> TestResult {
             alpha: 0.5,
             beta: Beta::Fixed(0.25),
             eps: 1e-6,
+            std: Default::default(),
         }
     );
     let ce: LossConfig = serde_json::from_str(r#"{"kind": "cross-entropy"}"#)?;
@@ -657,6 +748,7 @@ fn names_and_error_messages() {
         alpha: 0.5,
         beta: Beta::Confidence,
         eps: DEFAULT_EPS,
+        std: Default::default(),
     };
     assert_eq!(cakld.name(), "ca-kld");
     let err = KdError::NonFiniteLoss {

@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         alpha: 0.9,
         beta: Beta::Confidence,
         eps: 1e-7,
+        std: Default::default(),
     };
     let prunable = prunable_names(student.config(), &filter(false, false));
     let settings = ScoringSettings {

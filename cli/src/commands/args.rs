@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kd_core::losses::{Beta, DkdConfig, RkdConfig, DEFAULT_ALPHA, DEFAULT_TEMPERATURE};
+use kd_core::losses::{Beta, DkdConfig, LogitStd, RkdConfig, DEFAULT_ALPHA, DEFAULT_TEMPERATURE};
 use kd_core::{LossConfig, TermParams};
 use kdprune_cli::data::{hub_options, AugmentChoice, Source};
 use kdprune_cli::jobs::{DataSpec, ObjectiveSpec, Optim};
@@ -133,6 +133,10 @@ pub struct KdArgs {
     /// probability of its raw logits at T = 1) or a number in [0, 1].
     #[arg(long, default_value = "confidence")]
     pub beta: String,
+    /// CA-KLD's logit standardisation: divide by the `population` or the
+    /// `sample` standard deviation.
+    #[arg(long, default_value = "population")]
+    pub logit_std: LogitStd,
 }
 
 /// A fixed-form loss: `α·KD + (1−α)·CE` or plain CE.
@@ -154,7 +158,8 @@ impl LossArgs {
             self.kd.temperature,
             self.kd.alpha,
             beta,
-        )?)
+        )?
+        .with_logit_std(self.kd.logit_std))
     }
 }
 
@@ -209,6 +214,7 @@ impl ObjectiveArgs {
                 alpha: self.kd.alpha,
                 temperature: self.kd.temperature,
                 beta: self.kd.beta.parse()?,
+                std: self.kd.logit_std,
                 dkd_alpha: self.dkd_alpha,
                 dkd_beta: self.dkd_beta,
                 dkd_warmup: self.dkd_warmup,

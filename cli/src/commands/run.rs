@@ -7,7 +7,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 use kdprune_cli::data::AugmentChoice;
-use kdprune_cli::method::{run_method_with, RunConfig};
+use kdprune_cli::method::{run_method_with, RunConfig, RunOptions};
 use kdprune_cli::sweep::{run_sweep, sweep_report, SweepConfig};
 
 use super::args::HubArgs;
@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// [default: confidence].
     #[arg(long)]
     pub beta: Option<String>,
+    /// CA-KLD's logit standardisation: population or sample standard
+    /// deviation [default: population].
+    #[arg(long)]
+    pub logit_std: Option<String>,
     /// Batches of teacher-guided scoring [default: 8].
     #[arg(long)]
     pub score_batches: Option<usize>,
@@ -102,6 +106,10 @@ pub struct RunArgs {
     /// folder is refused, and one of the same settings is continued.
     #[arg(long)]
     pub force: bool,
+    /// Inside a stage, also save its resume point every this many optimizer
+    /// steps (long epochs); by default at the end of every epoch only.
+    #[arg(long, value_parser = super::args::at_least_one)]
+    pub save_every: Option<usize>,
 }
 
 impl RunArgs {
@@ -135,6 +143,7 @@ impl RunArgs {
             temperature,
             alpha,
             beta,
+            logit_std,
             score_batches,
             augment
         );
@@ -173,7 +182,12 @@ impl RunArgs {
 /// Runs the seven stages and prints the report's table.
 pub fn run(args: RunArgs, device: &Device) -> Result<()> {
     let cfg = args.resolve()?;
-    let report = run_method_with(&cfg, device, !args.quiet, args.force)?;
+    let options = RunOptions {
+        verbose: !args.quiet,
+        force: args.force,
+        save_every: args.save_every,
+    };
+    let report = run_method_with(&cfg, device, &options)?;
     println!("{}", report.table());
     println!("report: {}", cfg.out_dir().join("report.md").display());
     Ok(())

@@ -85,6 +85,46 @@ pub(crate) fn check_eps(eps: f64) -> Result<()> {
     }
 }
 
+/// Which standard deviation the logit standardisation divides by.
+///
+/// Serialised in kebab-case: `"population"` (the default) or `"sample"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogitStd {
+    /// `sqrt((1/K) Σ_k (z_k − mean(z))²)`, PyTorch's `std(unbiased=False)`.
+    #[default]
+    Population,
+    /// `sqrt((1/(K−1)) Σ_k (z_k − mean(z))²)`, PyTorch's default `std()`, as
+    /// some logit-standardisation KD code computes it: the standardised
+    /// logits are `sqrt((K−1)/K)` times the population ones (0.949 at
+    /// K = 10), a slightly higher effective temperature.
+    Sample,
+}
+
+impl std::str::FromStr for LogitStd {
+    type Err = KdError;
+
+    /// `population` or `sample`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "population" => Ok(LogitStd::Population),
+            "sample" => Ok(LogitStd::Sample),
+            _ => Err(KdError::InvalidConfig(format!(
+                "the logit std must be `population` or `sample`, got `{s}`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for LogitStd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogitStd::Population => "population",
+            LogitStd::Sample => "sample",
+        })
+    }
+}
+
 /// Per-sample standardisation along the last dimension:
 /// `(z − mean(z)) / (std(z) + ε)` with the population standard deviation
 /// `std(z) = sqrt((1/K) Σ_k (z_k − mean(z))²)`.
@@ -92,15 +132,30 @@ pub(crate) fn check_eps(eps: f64) -> Result<()> {
 /// Computed in `f32`; differentiable, with a finite gradient even for a constant
 /// row (whose output is all zeros).
 pub fn standardize(logits: &Tensor, eps: f64) -> Result<Tensor> {
+    standardize_with(logits, eps, LogitStd::Population)
+}
+
+/// [`standardize`] with the standard deviation of `std`: for
+/// [`LogitStd::Sample`], `sqrt((1/(K−1)) Σ_k (z_k − mean(z))²)` (`K ≥ 2`).
+pub fn standardize_with(logits: &Tensor, eps: f64, std: LogitStd) -> Result<Tensor> {
     check_eps(eps)?;
     if logits.rank() == 0 {
         return Err(KdError::ShapeMismatch(
             "standardize needs at least one dimension".to_string(),
         ));
     }
+    let k = logits.dim(D::Minus1)?;
+    if std == LogitStd::Sample && k < 2 {
+        return Err(KdError::ShapeMismatch(format!(
+            "the sample std needs at least 2 logits per row, got {k}"
+        )));
+    }
     let z = logits.to_dtype(DType::F32)?;
     let centred = z.broadcast_sub(&z.mean_keepdim(D::Minus1)?)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let var = match std {
+        LogitStd::Population => centred.sqr()?.mean_keepdim(D::Minus1)?,
+        LogitStd::Sample => (centred.sqr()?.sum_keepdim(D::Minus1)? / (k - 1) as f64)?,
+    };
     // sqrt has an infinite derivative at 0 (NaN gradients for a constant row); a floor
     // of 1e-24 on the variance changes std by at most 1e-12, far below any useful ε.
     let std = var.maximum(1e-24f64)?.sqrt()?;
@@ -108,8 +163,8 @@ pub fn standardize(logits: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// Log-probabilities `log softmax(standardize(z, ε) / T)`.
-fn standardized_log_probs(logits: &Tensor, t: f64, eps: f64) -> Result<Tensor> {
-    let z = (standardize(logits, eps)? / t)?;
+fn standardized_log_probs(logits: &Tensor, t: f64, eps: f64, std: LogitStd) -> Result<Tensor> {
+    let z = (standardize_with(logits, eps, std)? / t)?;
     Ok(candle_nn::ops::log_softmax(&z, D::Minus1)?)
 }
 
@@ -142,11 +197,23 @@ fn beta_value(log_pt: &Tensor, logits: &Tensor, beta: Beta) -> Result<f64> {
 /// `softmax(z_t)`; a constant without gradient). Only the
 /// distillation term; the teacher is not detached here.
 pub fn ca_kld(student: &Tensor, teacher: &Tensor, t: f64, beta: Beta, eps: f64) -> Result<Tensor> {
+    ca_kld_with(student, teacher, t, beta, eps, LogitStd::Population)
+}
+
+/// [`ca_kld`] with the standardisation's standard deviation chosen by `std`.
+pub fn ca_kld_with(
+    student: &Tensor,
+    teacher: &Tensor,
+    t: f64,
+    beta: Beta,
+    eps: f64,
+    std: LogitStd,
+) -> Result<Tensor> {
     check_pair(student, teacher)?;
     check_temperature(t)?;
     beta.check()?;
-    let log_ps = standardized_log_probs(student, t, eps)?;
-    let log_pt = standardized_log_probs(teacher, t, eps)?;
+    let log_ps = standardized_log_probs(student, t, eps, std)?;
+    let log_pt = standardized_log_probs(teacher, t, eps, std)?;
     let b = beta_value(&log_pt, teacher, beta)?;
     let reverse = kl_div(&log_ps, &log_pt)?;
     let forward = kl_div(&log_pt, &log_ps)?;
@@ -163,6 +230,10 @@ pub fn ca_kld_beta(teacher: &Tensor, t: f64, beta: Beta, eps: f64) -> Result<f64
     beta.check()?;
     match beta {
         Beta::Fixed(b) => Ok(b),
-        _ => beta_value(&standardized_log_probs(teacher, t, eps)?, teacher, beta),
+        _ => beta_value(
+            &standardized_log_probs(teacher, t, eps, LogitStd::Population)?,
+            teacher,
+            beta,
+        ),
     }
 }

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::ca_kld::{ca_kld, check_eps, Beta};
+use super::ca_kld::{ca_kld_with, check_eps, Beta, LogitStd};
 use super::hinton::hinton_kd;
 use super::kl::{check_pair, check_temperature, cross_entropy};
 use crate::{KdError, Result};
@@ -50,6 +50,9 @@ pub enum LossConfig {
         /// `ε > 0` added to the standard deviation in the standardisation.
         #[serde(default = "default_eps")]
         eps: f64,
+        /// Population (default) or sample standard deviation.
+        #[serde(default)]
+        std: LogitStd,
     },
 }
 
@@ -68,6 +71,7 @@ impl LossConfig {
                 alpha,
                 beta,
                 eps,
+                ..
             } => {
                 check_temperature(temperature)?;
                 check_alpha(alpha)?;
@@ -88,6 +92,7 @@ impl LossConfig {
                 alpha,
                 beta,
                 eps: DEFAULT_EPS,
+                std: LogitStd::Population,
             },
             other => {
                 return Err(KdError::InvalidConfig(format!(
@@ -110,13 +115,36 @@ impl LossConfig {
                 temperature,
                 beta,
                 eps,
+                std,
                 ..
             } => LossConfig::CaKld {
                 temperature,
                 alpha,
                 beta,
                 eps,
+                std,
             },
+        }
+    }
+
+    /// The same objective with CA-KLD's standardisation dividing by the
+    /// `std` given (other objectives are returned as they are).
+    pub fn with_logit_std(self, std: LogitStd) -> Self {
+        match self {
+            LossConfig::CaKld {
+                temperature,
+                alpha,
+                beta,
+                eps,
+                ..
+            } => LossConfig::CaKld {
+                temperature,
+                alpha,
+                beta,
+                eps,
+                std,
+            },
+            other => other,
         }
     }
 
@@ -161,10 +189,11 @@ impl LossConfig {
                 alpha,
                 beta,
                 eps,
+                std,
             } => {
                 let teacher = self.teacher(student, teacher)?;
                 let kd = (alpha > 0.0)
-                    .then(|| ca_kld(student, &teacher, temperature, beta, eps))
+                    .then(|| ca_kld_with(student, &teacher, temperature, beta, eps, std))
                     .transpose()?;
                 (alpha, kd)
             }

@@ -22,7 +22,7 @@ pub mod self_distill;
 pub mod token_kd;
 
 pub use attention::{at_loss, attention_map, AttentionConfig};
-pub use ca_kld::{ca_kld, ca_kld_beta, standardize, Beta};
+pub use ca_kld::{ca_kld, ca_kld_beta, ca_kld_with, standardize, standardize_with, Beta, LogitStd};
 pub use config::{LossConfig, DEFAULT_ALPHA, DEFAULT_EPS, DEFAULT_TEMPERATURE};
 pub use distilbert::{
     distilbert_loss, masked_lm_loss, DistilBertConfig, DistilBertLoss, IGNORE_INDEX,

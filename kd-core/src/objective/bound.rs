@@ -10,7 +10,7 @@ use candle_nn::{VarBuilder, VarMap};
 use super::{FeaturePair, Objective, Term, WeightedTerm};
 use crate::init::{seeded_varmap, Init, ParamSpec};
 use crate::losses::{
-    at_loss, ca_kld, cross_entropy, dkd_loss, fitnet_loss, hinton_kd, rkd_loss, DkdConfig,
+    at_loss, ca_kld_with, cross_entropy, dkd_loss, fitnet_loss, hinton_kd, rkd_loss, DkdConfig,
     FitNetConfig, FitNetRegressor, LossConfig, RkdConfig,
 };
 use crate::network::{ModelOutput, Network};
@@ -192,12 +192,14 @@ impl ObjectiveLoss {
                     temperature,
                     beta,
                     eps,
-                } => ca_kld(
+                    std,
+                } => ca_kld_with(
                     zs,
                     &teacher_out()?.logits.detach(),
                     *temperature,
                     *beta,
                     *eps,
+                    *std,
                 )?,
                 Term::Dkd {
                     alpha,

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::losses::ca_kld::check_eps;
 use crate::losses::kl::check_temperature;
 use crate::losses::{
-    AttentionConfig, Beta, DkdConfig, FitNetConfig, LossConfig, RkdConfig, DEFAULT_EPS,
+    AttentionConfig, Beta, DkdConfig, FitNetConfig, LogitStd, LossConfig, RkdConfig, DEFAULT_EPS,
     DEFAULT_TEMPERATURE,
 };
 use crate::{KdError, Result};
@@ -142,6 +142,9 @@ pub enum Term {
         /// `ε > 0` of the standardisation.
         #[serde(default = "default_eps")]
         eps: f64,
+        /// Population (default) or sample standard deviation.
+        #[serde(default)]
+        std: LogitStd,
     },
     /// Decoupled KD, `min(epoch / warmup_epochs, 1) · (α·TCKD + β·NCKD)`, see
     /// [`dkd_terms`](crate::losses::dkd_terms); `epoch` is 1-based and `warmup_epochs = 0` disables the warm-up.
@@ -241,6 +244,7 @@ impl Term {
                 temperature,
                 beta,
                 eps,
+                ..
             } => {
                 check_temperature(temperature)?;
                 beta.check()?;
@@ -412,12 +416,14 @@ impl Objective {
                     temperature,
                     beta,
                     eps,
+                    std,
                 },
             )) => LossConfig::CaKld {
                 temperature,
                 alpha,
                 beta,
                 eps,
+                std,
             },
             Some(_) => return None,
         };
@@ -438,6 +444,7 @@ impl From<LossConfig> for Objective {
                 alpha,
                 beta,
                 eps,
+                std,
             } => Objective::new([
                 (1.0 - alpha, Term::Ce),
                 (
@@ -446,6 +453,7 @@ impl From<LossConfig> for Objective {
                         temperature,
                         beta,
                         eps,
+                        std,
                     },
                 ),
             ]),
@@ -502,6 +510,7 @@ mod tests {
                 alpha: 0.7,
                 beta: Beta::Fixed(0.3),
                 eps: 1e-7,
+                std: LogitStd::Sample,
             },
             LossConfig::Hinton {
                 temperature: 4.0,

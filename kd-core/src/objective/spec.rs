@@ -18,8 +18,8 @@ use std::str::FromStr;
 
 use super::{FeaturePair, Objective, Term};
 use crate::losses::{
-    AttentionConfig, Beta, DkdConfig, FitNetConfig, RkdConfig, DEFAULT_ALPHA, DEFAULT_EPS,
-    DEFAULT_TEMPERATURE,
+    AttentionConfig, Beta, DkdConfig, FitNetConfig, LogitStd, RkdConfig, DEFAULT_ALPHA,
+    DEFAULT_EPS, DEFAULT_TEMPERATURE,
 };
 use crate::network::FeatureShapes;
 use crate::{KdError, Result};
@@ -35,6 +35,8 @@ pub struct TermParams {
     pub temperature: f64,
     /// CA-KLD's β.
     pub beta: Beta,
+    /// CA-KLD's standard deviation of the logit standardisation.
+    pub std: LogitStd,
     /// DKD's weight of the target-class term (TCKD).
     pub dkd_alpha: f64,
     /// DKD's weight of the non-target term (NCKD).
@@ -57,6 +59,7 @@ impl Default for TermParams {
             alpha: DEFAULT_ALPHA,
             temperature: DEFAULT_TEMPERATURE,
             beta: Beta::default(),
+            std: LogitStd::default(),
             dkd_alpha: dkd.alpha,
             dkd_beta: dkd.beta,
             dkd_warmup: dkd.warmup_epochs,
@@ -82,6 +85,7 @@ fn term(name: &str, params: &TermParams) -> Result<Term> {
             temperature: params.temperature,
             beta: params.beta,
             eps: DEFAULT_EPS,
+            std: params.std,
         },
         "dkd" => Term::Dkd {
             alpha: params.dkd_alpha,
