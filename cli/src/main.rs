@@ -50,6 +50,9 @@ enum Command {
     /// Write a checkpoint as dense safetensors for PyTorch or as
     /// compressed-tensors' sparse-bitmask (size ∝ non-zeros).
     Export(commands::export::ExportArgs),
+    /// Publish a run folder or a checkpoint, with a model card, to a Hugging
+    /// Face Hub model repository in one commit (HF_TOKEN, HF_ENDPOINT).
+    Publish(commands::publish::PublishArgs),
     /// Predictions of an MLP or LeNet-5 checkpoint for IDX or PNG images, on
     /// the inference runtime (each layer dense or sparse by its density), as JSON.
     Infer(commands::infer::InferArgs),
@@ -97,7 +100,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    let mut command = cli.command;
+    if let Err(e) = resolve_hub_references(&mut command) {
+        eprintln!("error: {}", kdprune_cli::files::error_text(&e));
+        return ExitCode::FAILURE;
+    }
+    let result = match command {
+        Command::Publish(a) => commands::publish::publish(a, &device),
         Command::Run(a) => commands::run::run(a, &device),
         Command::Sweep(a) => commands::run::sweep(a, &device),
         Command::Train(a) => commands::train::train(a, &device),
@@ -126,4 +135,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Replaces every `hub:OWNER/NAME[@REV][/FILE]` checkpoint argument by the
+/// file's path in the hf-hub cache, fetching it first (see
+/// `kdprune_cli::hub`).
+fn resolve_hub_references(command: &mut Command) -> anyhow::Result<()> {
+    use kdprune_cli::hub::resolve_checkpoint as r;
+    fn opt(p: &mut Option<std::path::PathBuf>) -> anyhow::Result<()> {
+        if let Some(path) = p {
+            *path = r(path)?;
+        }
+        Ok(())
+    }
+    match command {
+        Command::Run(a) => {
+            opt(&mut a.teacher)?;
+            opt(&mut a.student)?;
+        }
+        Command::Train(a) => {
+            opt(&mut a.teacher)?;
+            opt(&mut a.init)?;
+        }
+        Command::Retrain(a) => {
+            a.checkpoint = r(&a.checkpoint)?;
+            opt(&mut a.teacher)?;
+        }
+        Command::Distill(a) => opt(&mut a.teacher)?,
+        Command::Prune(a) => {
+            a.checkpoint = r(&a.checkpoint)?;
+            opt(&mut a.teacher)?;
+        }
+        Command::Eval(a) => a.checkpoint = r(&a.checkpoint)?,
+        Command::Verify(a) => a.checkpoint = r(&a.checkpoint)?,
+        Command::Export(a) => a.checkpoint = r(&a.checkpoint)?,
+        Command::Infer(a) => a.checkpoint = r(&a.checkpoint)?,
+        Command::Compare(a) => {
+            for c in &mut a.checkpoints {
+                *c = r(c)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -100,7 +100,7 @@ pub struct StageResult {
 }
 
 /// Facts about the data of a run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatasetInfo {
     /// The dataset's name.
     pub name: String,
@@ -125,7 +125,7 @@ impl DatasetInfo {
 }
 
 /// The whole report (schema version 1), `report.json` of a run folder.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// Schema version.
     pub version: u32,

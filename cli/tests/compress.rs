@@ -101,6 +101,30 @@ fn compress_runs_every_stage_resumes_and_compares() {
         "{rows:?}"
     );
 
+    // the folder publishes (dry run): the retrained model in the sparse
+    // encoding, the comparison in the card and beside it
+    let publish = dir.path().join("publish");
+    ok(&kdprune(&[
+        "publish",
+        p(&run),
+        "--repo",
+        "me/digits-compressed",
+        "--format",
+        "sparse",
+        "--dry-run",
+        p(&publish),
+    ]));
+    let card = std::fs::read_to_string(publish.join("README.md")).unwrap();
+    assert!(card.contains("## Size and latency"), "{card}");
+    assert!(card.contains("sparse-int8"), "{card}");
+    assert!(card.contains("`kdprune compress`"), "{card}");
+    assert_eq!(
+        std::fs::read(publish.join("model.safetensors")).unwrap(),
+        std::fs::read(run.join("retrained.sparse.safetensors")).unwrap(),
+        "the sparse export of the retrained model differs from compress's own"
+    );
+    assert!(publish.join("compare.json").is_file());
+
     // a second run keeps every stage
     let before = std::fs::read(run.join("retrained.safetensors")).unwrap();
     let again = ok(&kdprune(&["compress", "--config", p(&cfg), "--quiet"]));

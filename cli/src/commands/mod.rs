@@ -7,6 +7,7 @@ pub mod export;
 pub mod infer;
 pub mod inspect;
 pub mod prune;
+pub mod publish;
 pub mod run;
 pub mod text;
 pub mod train;
