@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use hf_hub::{HFClient, HFClientSync, HFError};
-use kdprune_data::HubOptions;
+use kdprune_data::{DownloadBar, HubOptions};
 
 /// The file a `hub:` reference names when it names none.
 pub const DEFAULT_FILE: &str = "model.safetensors";
@@ -131,6 +131,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         repo.download_file()
             .filename(r.file.clone())
             .revision(r.revision_or_main().to_string())
+            .progress(DownloadBar::new(&r.to_string()))
             .send()
             .map_err(|e| anyhow!("cannot fetch {r}: {}", describe(&e)))?
     };

@@ -257,13 +257,18 @@ fn serve() -> (Arc<Hub>, String) {
     (hub, base)
 }
 
-/// The binary with the Hub environment of the test: the server, `token`,
-/// a private `HF_HOME` (cache, no token file) and `TMPDIR`.
+/// The binary with the Hub environment of the test: the server, `token`
+/// (none: `HF_HOME`'s token file), a private `HF_HOME` and `TMPDIR`.
 fn kd(args: &[&str], base: &str, token: &str, home: &Path, offline: bool) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kdprune"));
+    if token.is_empty() {
+        // the token of the Hugging Face CLI's file, `$HF_HOME/token`
+        c.env_remove("HF_TOKEN");
+    } else {
+        c.env("HF_TOKEN", token);
+    }
     c.args(args)
         .env("HF_ENDPOINT", base)
-        .env("HF_TOKEN", token)
         .env("HF_HOME", home.join("hf"))
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
@@ -426,6 +431,23 @@ fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
         &run(&["eval", "hub:me/other"], TOKEN, true),
         "HF_HUB_OFFLINE is set",
     );
+
+    // the token of the CLI's token file, when HF_TOKEN is not set
+    fails_with(
+        &run(
+            &["publish", p(&run_dir), "--repo", "me/from-file"],
+            "",
+            false,
+        ),
+        "401",
+    );
+    std::fs::write(d.join("hf").join("token"), TOKEN).unwrap();
+    ok(&run(
+        &["publish", p(&run_dir), "--repo", "me/from-file"],
+        "",
+        false,
+    ));
+    assert_eq!(hub.repos.lock().unwrap()["me/from-file"].commits, 1);
 
     // failure paths: each a clear message, exit ≠ 0, nothing left behind
     fails_with(

@@ -381,15 +381,16 @@ fn hub_error(spec: &HubDataset, cache: &Path, source: HFError) -> DataError {
 }
 
 /// A byte progress bar on stderr (hidden when stderr is not a terminal) fed by
-/// hf-hub's download events.
-struct DownloadBar {
+/// hf-hub's download events: pass it to a download's `.progress(…)`.
+pub struct DownloadBar {
     bar: ProgressBar,
     /// Bytes done per file (plain HTTP downloads) and of the running Xet batch.
     done: Mutex<(HashMap<String, u64>, u64)>,
 }
 
 impl DownloadBar {
-    fn new(repo: &str) -> Self {
+    /// A bar labelled `label` (the repository, or the file).
+    pub fn new(repo: &str) -> Self {
         let bar = ProgressBar::new(0);
         let style = ProgressStyle::with_template(
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",

@@ -47,7 +47,9 @@ pub use dataset::{Dataset, Split};
 pub use decode::decode_chw;
 pub use digits::digits;
 pub use error::{DataError, Result};
-pub use hub::{load_from_hub, load_hub_dataset, load_parquet_files, HubDataset, HubOptions};
+pub use hub::{
+    load_from_hub, load_hub_dataset, load_parquet_files, DownloadBar, HubDataset, HubOptions,
+};
 pub use idx::{load_idx_dir, read_idx_images, read_idx_labels};
 pub use normalize::Normalization;
 pub use parquet_table::{read_image_table, ImageTable};
