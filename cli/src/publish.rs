@@ -59,6 +59,9 @@ struct Source {
     config_toml: Option<PathBuf>,
     /// A compress folder's `compare.json` and `compare.md`.
     compare: Option<(PathBuf, String)>,
+    /// For a folder of runs that differ only in the seed: the seeds and the
+    /// Markdown of their mean ± std table.
+    seeds: Option<(Vec<u64>, String)>,
 }
 
 /// The checkpoint a run folder publishes: the method's model, retrained
@@ -76,6 +79,7 @@ fn find_source(path: &Path) -> Result<Source> {
             report: None,
             config_toml: None,
             compare: None,
+            seeds: None,
         });
     }
     if !path.is_dir() {
@@ -83,7 +87,7 @@ fn find_source(path: &Path) -> Result<Source> {
     }
     if path.join("recipe.toml").exists() || path.join("cells").is_dir() {
         bail!(
-            "{} is a sweep folder; publish one of its runs' checkpoints (a file) instead",
+            "{} is a sweep folder, whose cells keep no checkpoints; publish a run folder, a folder of run folders (one per seed) or a checkpoint",
             path.display()
         );
     }
@@ -101,9 +105,15 @@ fn find_source(path: &Path) -> Result<Source> {
             report: None,
             config_toml: None,
             compare: Some((compare, md)),
+            seeds: None,
         });
     }
     let report_path = path.join("report.json");
+    if !report_path.exists() {
+        if let Some(src) = seeds_folder(path)? {
+            return Ok(src);
+        }
+    }
     let text = std::fs::read_to_string(&report_path).with_context(|| {
         format!(
             "{} holds no report.json: give a finished run folder (kdprune run) or a checkpoint file",
@@ -121,7 +131,68 @@ fn find_source(path: &Path) -> Result<Source> {
         report: Some((report_path, report)),
         config_toml: Some(path.join("config.toml")).filter(|p| p.is_file()),
         compare: None,
+        seeds: None,
     })
+}
+
+/// A folder whose sub-folders are finished run folders of the same
+/// settings but the seed: the lowest seed's model is published, with the
+/// mean ± std over the seeds. `None` when no sub-folder holds a report.
+fn seeds_folder(path: &Path) -> Result<Option<Source>> {
+    let mut runs = Vec::new();
+    for e in std::fs::read_dir(path)? {
+        let dir = e?.path();
+        if dir.join("report.json").is_file() {
+            runs.push(dir);
+        }
+    }
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    runs.sort();
+    let mut first: Option<(u64, Source)> = None;
+    let mut seeds = Vec::new();
+    let mut settings: Option<serde_json::Value> = None;
+    for run in &runs {
+        let src = find_source(run)?;
+        let Some((_, report)) = &src.report else {
+            bail!("{} is not a run folder", run.display());
+        };
+        // the settings without seed and output folder must agree
+        let mut v = serde_json::to_value(&report.config)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("seed");
+            o.remove("out");
+        }
+        match &settings {
+            None => settings = Some(v),
+            Some(s) if *s != v => bail!(
+                "{} holds runs of different settings ({} differs from {}); publish one run folder",
+                path.display(),
+                run.display(),
+                runs[0].display()
+            ),
+            Some(_) => {}
+        }
+        let seed = report.config.seed;
+        if seeds.contains(&seed) {
+            bail!("{} holds seed {seed} twice", path.display());
+        }
+        seeds.push(seed);
+        if first.as_ref().is_none_or(|(s, _)| seed < *s) {
+            first = Some((seed, src));
+        }
+    }
+    seeds.sort_unstable();
+    let reports: Vec<PathBuf> = runs.iter().map(|r| r.join("report.json")).collect();
+    let options = crate::summary::SummaryOptions {
+        per_seed: true,
+        paired: None,
+    };
+    let table = crate::summary::summarize(&reports, &options)?.markdown;
+    let (_, mut src) = first.expect("at least one run");
+    src.seeds = Some((seeds, table));
+    Ok(Some(src))
 }
 
 /// Assembles the repository's files into `dir` (created; must not exist).
@@ -232,9 +303,27 @@ fn model_card(
             100.0 * c.sparsity,
             c.seed
         );
-        y += "## Results\n\nTest accuracy of every stage of the run (one seed), from `report.json`:\n\n";
-        y += &r.table();
-        y += "\n";
+        match &src.seeds {
+            Some((seeds, table)) => {
+                let list = seeds
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                y += &format!(
+                    "## Results\n\nTest accuracy (%) of every stage over seeds {list}, mean ± sample std \
+                     (the model here is seed {}'s; its own figures are in `report.json`):\n\n",
+                    c.seed
+                );
+                y += table;
+                y += "\n";
+            }
+            None => {
+                y += "## Results\n\nTest accuracy of every stage of the run (one seed), from `report.json`:\n\n";
+                y += &r.table();
+                y += "\n";
+            }
+        }
     } else if src.compare.is_some() {
         y += "## How it was made\n\n`kdprune compress`: a teacher, a student distilled from it, \
               pruned in one shot and retrained under the fixed mask; the model here is the \

@@ -368,6 +368,58 @@ fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
         assert!(card.contains(needle), "card lacks `{needle}`:\n{card}");
     }
 
+    // a folder of runs that differ only in the seed: mean ± std in the card
+    let seeds = d.join("seeds");
+    for seed in ["0", "1"] {
+        ok(&run(
+            &[
+                "run",
+                "--teacher-model",
+                "mlp-100",
+                "--teacher-epochs",
+                "1",
+                "--student-epochs",
+                "1",
+                "--kd-epochs",
+                "1",
+                "--retrain-epochs",
+                "1",
+                "--score-batches",
+                "1",
+                "--quiet",
+                "--seed",
+                seed,
+                "--out",
+                p(&seeds.join(format!("seed{seed}"))),
+            ],
+            TOKEN,
+            false,
+        ));
+    }
+    let dry_seeds = d.join("dry-seeds");
+    ok(&run(
+        &[
+            "publish",
+            p(&seeds),
+            "--repo",
+            "me/digits-seeds",
+            "--dry-run",
+            p(&dry_seeds),
+        ],
+        TOKEN,
+        false,
+    ));
+    let card = std::fs::read_to_string(dry_seeds.join("README.md")).unwrap();
+    assert!(
+        card.contains("over seeds 0, 1, mean ± sample std"),
+        "{card}"
+    );
+    assert!(card.contains(" ± "), "{card}");
+    assert_eq!(
+        std::fs::read(dry_seeds.join("report.json")).unwrap(),
+        std::fs::read(seeds.join("seed0").join("report.json")).unwrap()
+    );
+
     // the real upload: every file byte-identical, one commit
     ok(&run(
         &["publish", p(&run_dir), "--repo", "me/digits-pruned"],
