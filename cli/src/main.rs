@@ -101,6 +101,11 @@ fn main() -> ExitCode {
         }
     };
     let mut command = cli.command;
+    if offline_flag(&command) {
+        // read by every Hub access of the process (datasets and `hub:`
+        // checkpoints); no other thread runs yet
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+    }
     if let Err(e) = resolve_hub_references(&mut command) {
         eprintln!("error: {}", kdprune_cli::files::error_text(&e));
         return ExitCode::FAILURE;
@@ -134,6 +139,21 @@ fn main() -> ExitCode {
             eprintln!("error: {}", kdprune_cli::files::error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether the command was given `--offline`.
+fn offline_flag(command: &Command) -> bool {
+    match command {
+        Command::Run(a) => a.hub.offline,
+        Command::Train(a) => a.data.hub.offline,
+        Command::Retrain(a) => a.data.hub.offline,
+        Command::Distill(a) => a.data.hub.offline,
+        Command::Prune(a) => a.data.hub.offline,
+        Command::Eval(a) => a.data.hub.offline,
+        Command::Export(a) => a.data.hub.offline,
+        Command::Compare(a) => a.data.hub.offline,
+        _ => false,
     }
 }
 

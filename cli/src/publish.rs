@@ -228,6 +228,23 @@ fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// The Hub repository a checkpoint path came from: a `hub:` reference, or a
+/// file of the hf-hub cache (`…/models--OWNER--NAME/snapshots/COMMIT/FILE`,
+/// what `hub:` references are resolved to).
+fn hub_repo_of(path: &Path) -> Option<String> {
+    if let Some(r) = path
+        .to_str()
+        .and_then(|t| crate::hub::HubRef::parse(t).ok().flatten())
+    {
+        return Some(r.repo);
+    }
+    let parts: Vec<&str> = path.iter().filter_map(|c| c.to_str()).collect();
+    parts.windows(2).find_map(|w| {
+        let repo = w[0].strip_prefix("models--")?;
+        (w[1] == "snapshots").then(|| repo.replacen("--", "/", 1))
+    })
+}
+
 /// The model card: front matter, then prose and tables.
 fn model_card(
     opts: &PublishOptions,
@@ -258,9 +275,7 @@ fn model_card(
         r.config
             .teacher_checkpoint
             .as_ref()
-            .and_then(|p| p.to_str())
-            .and_then(|t| crate::hub::HubRef::parse(t).ok().flatten())
-            .map(|h| h.repo)
+            .and_then(|p| hub_repo_of(p))
     });
     let mut y = String::from("---\nlibrary_name: kdprune\n");
     y += &format!("license: {}\n", yaml_str(&opts.license));

@@ -107,7 +107,15 @@ fn hub_flags_need_hub_and_exclude_a_data_dir() {
     let ckpt = dir.path().join("m.safetensors");
     // Every other required flag is given, so `--hub` alone is missing (clap
     // lists the missing flags one per line after this header).
-    let out = kdprune(&["train", "--offline", "--epochs", "1", "--out", p(&ckpt)]);
+    let out = kdprune(&[
+        "train",
+        "--hub-revision",
+        "v1",
+        "--epochs",
+        "1",
+        "--out",
+        p(&ckpt),
+    ]);
     fails_with(&out, "not provided:\n  --hub");
     let out = kdprune(&[
         "train",

@@ -479,6 +479,55 @@ fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
     assert!(student.is_file());
     let cached = ok(&run(&["eval", "hub:me/digits-pruned@main"], TOKEN, true));
     assert_eq!(accuracy(&local), accuracy(&cached));
+    // a run whose teacher came from the Hub names it as the card's base_model
+    let child = d.join("child");
+    ok(&run(
+        &[
+            "run",
+            "--teacher",
+            "hub:me/digits-pruned",
+            "--student-epochs",
+            "1",
+            "--kd-epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--score-batches",
+            "1",
+            "--quiet",
+            "--out",
+            p(&child),
+        ],
+        TOKEN,
+        false,
+    ));
+    let dry_child = d.join("dry-child");
+    ok(&run(
+        &[
+            "publish",
+            p(&child),
+            "--repo",
+            "me/child",
+            "--dry-run",
+            p(&dry_child),
+        ],
+        TOKEN,
+        false,
+    ));
+    let card = std::fs::read_to_string(dry_child.join("README.md")).unwrap();
+    assert!(card.contains("base_model: \"me/digits-pruned\""), "{card}");
+
+    // --offline does the same as HF_HUB_OFFLINE
+    let flagged = ok(&run(
+        &["eval", "hub:me/digits-pruned", "--offline"],
+        TOKEN,
+        false,
+    ));
+    assert_eq!(accuracy(&local), accuracy(&flagged));
+    fails_with(
+        &run(&["eval", "hub:me/other", "--offline"], TOKEN, false),
+        "not in the Hub cache",
+    );
     fails_with(
         &run(&["eval", "hub:me/other"], TOKEN, true),
         "HF_HUB_OFFLINE is set",

@@ -55,8 +55,9 @@ pub struct HubArgs {
     /// Branch, tag or commit of the dataset repository [default: main].
     #[arg(long, requires = "hub")]
     pub hub_revision: Option<String>,
-    /// Never touch the network: read the cache only (also HF_HUB_OFFLINE=1).
-    #[arg(long, requires = "hub")]
+    /// Never touch the network: read the hf-hub cache only, for the dataset
+    /// (with --hub) and for `hub:` checkpoints (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
     pub offline: bool,
 }
 
