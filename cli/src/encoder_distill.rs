@@ -39,6 +39,9 @@ pub struct EncoderDistillConfig {
     pub student: Option<PathBuf>,
     /// The teacher's layers the student starts from (when `student` is `None`).
     pub layers: Vec<usize>,
+    /// ALBERT's sharing: the student runs `layers[0]`'s weights
+    /// `layers.len()` times.
+    pub shared: bool,
     /// The WordNet glosses folder.
     pub data_dir: PathBuf,
     pub epochs: usize,
@@ -111,7 +114,12 @@ pub fn distill_encoder(
     let student = match &config.student {
         Some(dir) => SentenceEncoder::load(dir, Some(config.max_length), device)?,
         None => SentenceEncoder {
-            bert: teacher.bert.layer_subset(&config.layers)?,
+            bert: if config.shared {
+                let first = *config.layers.first().context("--layers is empty")?;
+                teacher.bert.shared_layer(first, config.layers.len())?
+            } else {
+                teacher.bert.layer_subset(&config.layers)?
+            },
             tokenizer: kdprune_data::text::TextTokenizer::from_file(
                 &config.teacher.join("tokenizer.json"),
                 config.max_length,

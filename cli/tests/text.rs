@@ -302,6 +302,33 @@ fn distill_encoder_trains_a_layer_subset_that_loads_as_a_model() {
     ]));
     let acc = report["test"]["accuracy_at_1"].as_f64().unwrap();
     assert!(eval.contains(&format!("| {acc:.4} |")), "{eval} vs {acc}");
+    // ALBERT's sharing: teacher layer 0 run twice with one set of weights,
+    // saved with one layer's tensors and loaded back as a model
+    let shared = dir.path().join("shared");
+    ok(&run(args(&shared, &["--shared", "--lr", "1e-3"])));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shared.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["num_hidden_layers"], 2);
+    assert_eq!(config["kdprune_shared_layers"], true);
+    let names = safetensors::SafeTensors::deserialize(
+        &std::fs::read(shared.join("model.safetensors")).unwrap(),
+    )
+    .unwrap()
+    .names()
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    assert!(names.iter().any(|n| n.starts_with("encoder.layer.0.")));
+    assert!(!names.iter().any(|n| n.starts_with("encoder.layer.1.")));
+    ok(&kdprune(&[
+        "eval-retrieval",
+        "--model",
+        p(&shared),
+        "--data-dir",
+        p(&data),
+    ]));
+
     // bad input: an existing non-empty --out, a layer the teacher lacks, a zero lr
     fails_with(&run(args(&out, &[])), "is not an empty folder");
     fails_with(

@@ -72,6 +72,15 @@ pub struct BertConfig {
     /// `BertLMHeadModel` (causal) or `BertForMaskedLM`: dense, erf GELU,
     /// layer norm, then the word embeddings (tied) and a bias per token.
     pub lm_head: bool,
+    /// ALBERT's cross-layer sharing: one layer's weights
+    /// (`encoder.layer.0.*`) applied `layers.len()` times; every entry of
+    /// `layers` must then be equal.
+    pub shared_layers: bool,
+    /// ALBERT's factorised embeddings: word, position and token-type
+    /// embeddings of width `E` (and their layer norm), then
+    /// `encoder.embedding_hidden_mapping_in` (`E → hidden`); `None`: width
+    /// `hidden_size`, no mapping.
+    pub embedding_size: Option<usize>,
 }
 
 /// The fields of a Hugging Face BERT `config.json` that matter here, and
@@ -107,6 +116,10 @@ struct HfConfig {
     architectures: Vec<String>,
     #[serde(default)]
     tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    kdprune_shared_layers: bool,
+    #[serde(default)]
+    embedding_size: Option<usize>,
 }
 
 fn default_act() -> String {
@@ -216,6 +229,8 @@ impl BertConfig {
             layers,
             is_decoder: hf.is_decoder,
             lm_head,
+            shared_layers: hf.kdprune_shared_layers,
+            embedding_size: hf.embedding_size,
         };
         config.validate()?;
         Ok(config)
@@ -261,6 +276,12 @@ impl BertConfig {
         }
         if self.lm_head {
             json["tie_word_embeddings"] = true.into();
+        }
+        if self.shared_layers {
+            json["kdprune_shared_layers"] = true.into();
+        }
+        if let Some(e) = self.embedding_size {
+            json["embedding_size"] = e.into();
         }
         let uniform = self
             .layers
@@ -314,9 +335,35 @@ impl BertConfig {
             ],
             is_decoder,
             lm_head,
+            shared_layers: false,
+            embedding_size: None,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// This configuration with ALBERT's sharing (`shared`: one layer's
+    /// weights for every layer) and factorised embeddings (`embedding_size`
+    /// `Some(E)`), validated.
+    pub fn albert(mut self, shared: bool, embedding_size: Option<usize>) -> Result<Self> {
+        self.shared_layers = shared;
+        self.embedding_size = embedding_size;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The width of the embeddings: `embedding_size`, else `hidden_size`.
+    pub fn embedding_width(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
+    /// The layer whose weights layer `i` runs: 0 when shared, else `i`.
+    pub fn weights_of_layer(&self, i: usize) -> usize {
+        if self.shared_layers {
+            0
+        } else {
+            i
+        }
     }
 
     /// Checks every size against its bound and the parameter count against
@@ -337,6 +384,23 @@ impl BertConfig {
         for (name, value, max) in bounded {
             if value == 0 || value > max {
                 return Err(config_error(format!("{name} {value} is not in 1..={max}")));
+            }
+        }
+        if self.shared_layers && self.layers.iter().any(|l| *l != self.layers[0]) {
+            return Err(config_error(
+                "shared layers must all have the same heads and intermediate size",
+            ));
+        }
+        if let Some(e) = self.embedding_size {
+            if e == 0 || e > MAX_HIDDEN {
+                return Err(config_error(format!(
+                    "embedding_size {e} is not in 1..={MAX_HIDDEN}"
+                )));
+            }
+            if self.lm_head {
+                return Err(config_error(
+                    "factorised embeddings with a language-model head are not supported",
+                ));
             }
         }
         for (i, l) in self.layers.iter().enumerate() {
@@ -378,23 +442,39 @@ impl BertConfig {
     /// multiplied in u128 and saturated, so a crafted config cannot overflow.
     pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
         let h = self.hidden_size;
+        let e = self.embedding_width();
         let mut specs = vec![
             (
                 "embeddings.word_embeddings.weight".to_string(),
-                vec![self.vocab_size, h],
+                vec![self.vocab_size, e],
             ),
             (
                 "embeddings.position_embeddings.weight".to_string(),
-                vec![self.max_position_embeddings, h],
+                vec![self.max_position_embeddings, e],
             ),
             (
                 "embeddings.token_type_embeddings.weight".to_string(),
-                vec![self.type_vocab_size, h],
+                vec![self.type_vocab_size, e],
             ),
-            ("embeddings.LayerNorm.weight".to_string(), vec![h]),
-            ("embeddings.LayerNorm.bias".to_string(), vec![h]),
+            ("embeddings.LayerNorm.weight".to_string(), vec![e]),
+            ("embeddings.LayerNorm.bias".to_string(), vec![e]),
         ];
-        for (i, l) in self.layers.iter().enumerate() {
+        if self.embedding_size.is_some() {
+            specs.push((
+                "encoder.embedding_hidden_mapping_in.weight".to_string(),
+                vec![h, e],
+            ));
+            specs.push((
+                "encoder.embedding_hidden_mapping_in.bias".to_string(),
+                vec![h],
+            ));
+        }
+        let distinct = if self.shared_layers {
+            self.layers.len().min(1)
+        } else {
+            self.layers.len()
+        };
+        for (i, l) in self.layers.iter().enumerate().take(distinct) {
             let p = format!("encoder.layer.{i}");
             let a = l.heads * self.head_dim;
             for qkv in ["query", "key", "value"] {
@@ -540,7 +620,7 @@ impl Bert {
             } else {
                 let mut v = kd_core::init::uniform_values(&mut rng, n, bound);
                 if name == "embeddings.word_embeddings.weight" {
-                    let h = config.hidden_size;
+                    let h = config.embedding_width();
                     let pad = config.pad_token_id as usize;
                     v[pad * h..(pad + 1) * h].fill(0.0);
                 }
@@ -692,6 +772,11 @@ impl Bert {
         set: impl Fn(&mut LayerSizes, usize),
         tensors: impl Fn(usize) -> (Vec<String>, Vec<String>),
     ) -> Result<Self> {
+        if self.config.shared_layers {
+            return Err(config_error(format!(
+                "removing {what} of a shared-layer encoder would change every layer; it is not supported"
+            )));
+        }
         let layers = self.config.num_layers();
         if keep.len() != layers {
             return Err(config_error(format!(
@@ -748,6 +833,10 @@ impl Bert {
         }
         let mut config = self.config.clone();
         config.layers = layers.iter().map(|&l| self.config.layers[l]).collect();
+        if self.config.shared_layers {
+            // one set of weights: a subset is the same layer fewer times
+            return Self::from_tensors(config, &self.tensors()?, &self.device);
+        }
         let values = self.tensors()?;
         let mut out = BTreeMap::new();
         for (name, t) in &values {
@@ -767,6 +856,20 @@ impl Bert {
             }
         }
         Self::from_tensors(config, &out, &self.device)
+    }
+
+    /// ALBERT's cross-layer sharing from this encoder: layer `layer`'s
+    /// weights applied `times` times (the embeddings kept), one layer's
+    /// parameters for the whole stack.
+    pub fn shared_layer(&self, layer: usize, times: usize) -> Result<Self> {
+        if times == 0 {
+            return Err(config_error("a shared encoder needs at least one layer"));
+        }
+        let one = self.layer_subset(&[layer])?;
+        let mut config = one.config.clone();
+        config.layers = vec![config.layers[0]; times];
+        config.shared_layers = true;
+        Self::from_tensors(config, &one.tensors()?, &self.device)
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -847,11 +950,11 @@ impl Bert {
                 self.config.vocab_size
             )));
         }
-        let h = self.config.hidden_size;
+        let e = self.config.embedding_width();
         let word = self
             .var("embeddings.word_embeddings.weight")
             .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, h))?;
+            .reshape((b, t, e))?;
         let pos = self
             .var("embeddings.position_embeddings.weight")
             .narrow(0, 0, t)?
@@ -862,6 +965,9 @@ impl Bert {
             .unsqueeze(0)?;
         let x = word.broadcast_add(&pos)?.broadcast_add(&typ)?;
         let mut x = self.layer_norm(&x, "embeddings.LayerNorm")?;
+        if self.config.embedding_size.is_some() {
+            x = self.linear(&x, "encoder.embedding_hidden_mapping_in")?;
+        }
         // additive mask: 0 for tokens, f32::MIN for padding (what transformers
         // adds) and, in a decoder, for the tokens after the query's
         let keep = attention_mask.to_dtype(DType::F32)?.reshape((b, 1, 1, t))?;
@@ -900,7 +1006,7 @@ impl Bert {
         let (b, t, h) = x.dims3()?;
         let sizes = self.config.layers[i];
         let (heads, d) = (sizes.heads, self.config.head_dim);
-        let p = format!("encoder.layer.{i}");
+        let p = format!("encoder.layer.{}", self.config.weights_of_layer(i));
         let attn_out_bias = self.var(&format!("{p}.attention.output.dense.bias"));
         let (attn, probs) = if heads == 0 {
             let probs = Tensor::zeros((b, 0, t, t), DType::F32, x.device())?;

@@ -158,6 +158,10 @@ pub struct DistillEncoderArgs {
     /// (DistilBERT's every other layer).
     #[arg(long, value_delimiter = ',', default_value = "0,2,4")]
     pub layers: Vec<usize>,
+    /// ALBERT's cross-layer sharing: the student runs the first of
+    /// `--layers` as many times as `--layers` lists, with one set of weights.
+    #[arg(long, conflicts_with = "student")]
+    pub shared: bool,
     /// The WordNet glosses folder.
     #[arg(long, default_value = "../shared/datasets/wordnet-glosses")]
     pub data_dir: PathBuf,
@@ -206,6 +210,7 @@ pub fn distill_encoder(a: DistillEncoderArgs, device: &Device) -> Result<()> {
         teacher: a.teacher,
         student: a.student,
         layers: a.layers,
+        shared: a.shared,
         data_dir: a.data_dir,
         epochs: a.epochs,
         batch_size: a.batch_size,

@@ -141,6 +141,11 @@ pub struct BertRuntime {
     position: Vec<f32>,
     token_type: Vec<f32>,
     embed_norm: Norm,
+    /// Width of the embeddings (`hidden` unless factorised).
+    embed: usize,
+    /// ALBERT's `E → hidden` mapping of factorised embeddings.
+    mapping: Option<Linear>,
+    /// One entry per layer run (a shared layer's weights copied to each).
     layers: Vec<Layer>,
 }
 
@@ -164,7 +169,7 @@ impl BertRuntime {
         let h = c.hidden_size;
         let mut layers = Vec::with_capacity(c.num_layers());
         for (i, sizes) in c.layers.iter().enumerate() {
-            let p = format!("encoder.layer.{i}");
+            let p = format!("encoder.layer.{}", c.weights_of_layer(i));
             let a = sizes.heads * c.head_dim;
             let (wq, bq) = (
                 get(&format!("{p}.attention.self.query.weight"))?,
@@ -200,7 +205,18 @@ impl BertRuntime {
                 norm2: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
-        let token_type = get("embeddings.token_type_embeddings.weight")?[..h].to_vec();
+        let e = c.embedding_width();
+        let token_type = get("embeddings.token_type_embeddings.weight")?[..e].to_vec();
+        let mapping = match c.embedding_size {
+            Some(_) => {
+                let (w, b) = (
+                    get("encoder.embedding_hidden_mapping_in.weight")?,
+                    get("encoder.embedding_hidden_mapping_in.bias")?,
+                );
+                Some(Linear::stacked(&[(&w, &b)], e))
+            }
+            None => None,
+        };
         Ok(Self {
             hidden: h,
             head_dim: c.head_dim,
@@ -212,6 +228,8 @@ impl BertRuntime {
             position: get("embeddings.position_embeddings.weight")?,
             token_type,
             embed_norm: norm("embeddings.LayerNorm")?,
+            embed: e,
+            mapping,
             layers,
         })
     }
@@ -241,19 +259,26 @@ impl BertRuntime {
             spans.push((n, s.len()));
             n += s.len();
         }
-        // embeddings: word + position + token type 0, then layer norm
-        let mut x = vec![0f32; n * h];
+        // embeddings: word + position + token type 0, then layer norm (and
+        // the mapping to the hidden width of factorised embeddings)
+        let e = self.embed;
+        let mut x = vec![0f32; n * e];
         for (s, &(start, _)) in seqs.iter().zip(&spans) {
             for (i, &id) in s.iter().enumerate() {
-                let row = &mut x[(start + i) * h..(start + i + 1) * h];
-                let w = &self.word[id as usize * h..(id as usize + 1) * h];
-                let p = &self.position[i * h..(i + 1) * h];
+                let row = &mut x[(start + i) * e..(start + i + 1) * e];
+                let w = &self.word[id as usize * e..(id as usize + 1) * e];
+                let p = &self.position[i * e..(i + 1) * e];
                 for (((o, &a), &b), &c) in row.iter_mut().zip(w).zip(p).zip(&self.token_type) {
                     *o = (a + b) + c;
                 }
             }
         }
-        self.norm_rows(&mut x, &self.embed_norm);
+        self.norm_rows_of(&mut x, &self.embed_norm, e);
+        if let Some(mapping) = &self.mapping {
+            let mut mapped = vec![0f32; n * h];
+            mapping.apply(&x, n, &mut mapped, None);
+            x = mapped;
+        }
         let widest = |f: &dyn Fn(&Layer) -> usize| self.layers.iter().map(f).max().unwrap_or(0);
         let mut qkv = vec![0f32; n * widest(&|l| l.qkv.n_out)];
         let mut ctx = vec![0f32; n * widest(&|l| l.out.n_in)];
@@ -352,7 +377,11 @@ impl BertRuntime {
 
     /// Layer norm of every row of `x` in place.
     fn norm_rows(&self, x: &mut [f32], norm: &Norm) {
-        let h = self.hidden;
+        self.norm_rows_of(x, norm, self.hidden)
+    }
+
+    /// [`Self::norm_rows`] of rows `h` wide.
+    fn norm_rows_of(&self, x: &mut [f32], norm: &Norm, h: usize) {
         let eps = self.eps;
         let chunk = rows_per_task(x.len() / h.max(1)) * h;
         x.par_chunks_mut(chunk.max(h)).for_each(|c| {
