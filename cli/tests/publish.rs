@@ -39,6 +39,8 @@ struct Repo {
 struct Hub {
     repos: Mutex<BTreeMap<String, Repo>>,
     mode: Mutex<Mode>,
+    /// Repositories (`OWNER/NAME.git`) of the LFS batch calls received.
+    lfs_batches: Mutex<Vec<String>>,
 }
 
 struct Request {
@@ -174,8 +176,25 @@ fn handle(hub: &Hub, stream: TcpStream, base: &str) {
                 );
             }
             match *op {
-                // every file inline (no LFS, no Xet)
-                "preupload" => json(&stream, 200, serde_json::json!({"files": []})),
+                // safetensors files are LFS (as on the Hub), the rest regular
+                "preupload" => {
+                    let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+                    let files: Vec<serde_json::Value> = v["files"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| {
+                            let path = f["path"].as_str().unwrap();
+                            let mode = if path.ends_with(".safetensors") {
+                                "lfs"
+                            } else {
+                                "regular"
+                            };
+                            serde_json::json!({"path": path, "uploadMode": mode})
+                        })
+                        .collect();
+                    json(&stream, 200, serde_json::json!({"files": files}))
+                }
                 "commit" if mode == Mode::Conflict => json(
                     &stream,
                     409,
@@ -210,6 +229,26 @@ fn handle(hub: &Hub, stream: TcpStream, base: &str) {
                     serde_json::json!({"error": "no such endpoint"}),
                 ),
             }
+        }
+        // the LFS batch negotiation: `basic` (not Xet), after which the
+        // client sends the files inline in the commit
+        ("POST", [owner, name_git, "info", "lfs", "objects", "batch"]) => {
+            if !authorised {
+                return json(
+                    &stream,
+                    401,
+                    serde_json::json!({"error": "Invalid credentials"}),
+                );
+            }
+            hub.lfs_batches
+                .lock()
+                .unwrap()
+                .push(format!("{owner}/{name_git}"));
+            json(
+                &stream,
+                200,
+                serde_json::json!({"transfer": "basic", "objects": []}),
+            )
         }
         (method @ ("HEAD" | "GET"), [owner, name, "resolve", _rev, file @ ..]) => {
             let id = format!("{owner}/{name}");
@@ -246,6 +285,7 @@ fn serve() -> (Arc<Hub>, String) {
     let hub = Arc::new(Hub {
         repos: Mutex::new(BTreeMap::new()),
         mode: Mutex::new(Mode::Normal),
+        lfs_batches: Mutex::new(Vec::new()),
     });
     let (h, b) = (hub.clone(), base.clone());
     std::thread::spawn(move || {
@@ -430,6 +470,8 @@ fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
         let repos = hub.repos.lock().unwrap();
         let repo = &repos["me/digits-pruned"];
         assert_eq!(repo.commits, 1);
+        // the checkpoint went through the LFS negotiation first
+        assert_eq!(*hub.lfs_batches.lock().unwrap(), ["me/digits-pruned.git"]);
         let mut names: Vec<_> = std::fs::read_dir(&dry)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
