@@ -7,7 +7,7 @@
 # part of .ci/run, which must not download a toolchain; run it after a
 # change to device code or a candle upgrade.
 #
-#   scripts/cuda_check.sh                 # check (about 15 min the first time on 2 cores)
+#   scripts/cuda_check.sh                 # check (76 min the first time at JOBS=1 beside other jobs; incremental after)
 #   BUILD=1 scripts/cuda_check.sh         # a release binary in target/cuda, to carry to a GPU machine
 #
 # Variables: SHARED (default ../shared), JOBS (cargo -j, default 2).
@@ -22,9 +22,11 @@ fi
 eval "$(bash "$tool")"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
 start=$(date +%s)
+mode=check
 if [ -n "${BUILD:-}" ]; then
+  mode=build
   cargo build --release -j "${JOBS:-2}" --features cuda -p kdprune-cli -p kdprune-benchmarks
 else
   cargo check -j "${JOBS:-2}" --features cuda -p kdprune-cli -p kdprune-benchmarks --all-targets
 fi
-echo "cuda ${BUILD:+build}${BUILD:-check}: ok in $(( $(date +%s) - start )) s (nvcc: $(command -v nvcc || echo via toolchain env))"
+echo "cuda $mode: ok in $(( $(date +%s) - start )) s (nvcc: $(command -v nvcc || echo via toolchain env))"
