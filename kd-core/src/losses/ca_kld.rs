@@ -116,15 +116,6 @@ impl std::str::FromStr for LogitStd {
     }
 }
 
-impl std::fmt::Display for LogitStd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LogitStd::Population => "population",
-            LogitStd::Sample => "sample",
-        })
-    }
-}
-
 /// Per-sample standardisation along the last dimension:
 /// `(z − mean(z)) / (std(z) + ε)` with the population standard deviation
 /// `std(z) = sqrt((1/K) Σ_k (z_k − mean(z))²)`.

@@ -129,23 +129,11 @@ impl LossConfig {
 
     /// The same objective with CA-KLD's standardisation dividing by the
     /// `std` given (other objectives are returned as they are).
-    pub fn with_logit_std(self, std: LogitStd) -> Self {
-        match self {
-            LossConfig::CaKld {
-                temperature,
-                alpha,
-                beta,
-                eps,
-                ..
-            } => LossConfig::CaKld {
-                temperature,
-                alpha,
-                beta,
-                eps,
-                std,
-            },
-            other => other,
+    pub fn with_logit_std(mut self, std: LogitStd) -> Self {
+        if let LossConfig::CaKld { std: s, .. } = &mut self {
+            *s = std;
         }
+        self
     }
 
     /// Whether [`loss`](Self::loss) needs teacher logits (every distillation objective).
