@@ -16,7 +16,7 @@ use candle_core::Device;
 use hf_hub::repository::CommitOperation;
 use hf_hub::RepoTypeModel;
 use kdprune_data::HubDataset;
-use kdprune_models::checkpoint::{self, Encoding};
+use kdprune_models::checkpoint::Encoding;
 
 use crate::hub::{check_repo_id, client, describe};
 use crate::jobs::{export_checkpoint, Calibration, DataSpec};
@@ -198,17 +198,20 @@ fn seeds_folder(path: &Path) -> Result<Option<Source>> {
 /// Assembles the repository's files into `dir` (created; must not exist).
 fn assemble(opts: &PublishOptions, src: &Source, dir: &Path, device: &Device) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ckpt = checkpoint::load(&src.checkpoint, device)
-        .with_context(|| format!("cannot load checkpoint {}", src.checkpoint.display()))?;
-    let model = dir.join("model.safetensors");
     let calibration = Calibration {
         batches: 0,
         data: DataSpec::default(),
     };
-    export_checkpoint(&src.checkpoint, opts.format, &model, &calibration, device)?;
+    let exported = export_checkpoint(
+        &src.checkpoint,
+        opts.format,
+        &dir.join("model.safetensors"),
+        &calibration,
+        device,
+    )?;
     std::fs::write(
         dir.join("config.json"),
-        serde_json::to_string_pretty(&ckpt.config)? + "\n",
+        serde_json::to_string_pretty(&exported.config)? + "\n",
     )?;
     if let Some((path, _)) = &src.report {
         std::fs::copy(path, dir.join("report.json"))?;
@@ -219,7 +222,13 @@ fn assemble(opts: &PublishOptions, src: &Source, dir: &Path, device: &Device) ->
     if let Some((path, _)) = &src.compare {
         std::fs::copy(path, dir.join("compare.json"))?;
     }
-    let card = model_card(opts, src, &ckpt.metadata, &ckpt.config.to_string(), dir)?;
+    let card = model_card(
+        opts,
+        src,
+        &exported.metadata,
+        &exported.config.to_string(),
+        dir,
+    )?;
     std::fs::write(dir.join("README.md"), card)?;
     Ok(())
 }
@@ -363,9 +372,14 @@ fn model_card(
         size("model.safetensors"),
         size("config.json")
     );
+    // the data the model was trained on (digits is the default)
+    let data = match dataset.as_str() {
+        "digits" | "unknown" => String::new(),
+        d => format!(" --dataset {d} --data-dir DIR"),
+    };
     y += &format!(
         "## Use it\n\nFrom Rust, with the kdprune CLI (the file is fetched through the Hugging Face cache):\n\n\
-         ```bash\nkdprune eval hub:{repo}\nkdprune train --teacher hub:{repo} --model lenet-300-100 --loss kd --out student.safetensors\n```\n\n\
+         ```bash\nkdprune eval hub:{repo}{data}\nkdprune train --teacher hub:{repo}{data} --model lenet-300-100 --loss kd --out student.safetensors\n```\n\n\
          From Python, the weights are plain safetensors{}:\n\n\
          ```python\nfrom huggingface_hub import hf_hub_download\nfrom safetensors.torch import load_file\n\
          state_dict = load_file(hf_hub_download(\"{repo}\", \"model.safetensors\"))\n```\n",
@@ -399,21 +413,30 @@ fn listing(dir: &Path) -> Result<Vec<(String, u64)>> {
 pub fn publish(opts: &PublishOptions, device: &Device) -> Result<Published> {
     check_repo_id(&opts.repo)?;
     let src = find_source(&opts.source)?;
-    if let Some(out) = &opts.dry_run {
-        if out.exists() {
-            bail!("{} exists; --dry-run writes a new folder", out.display());
+    // staged beside the dry run's folder (renamed into place at the end),
+    // else in the temporary folder; removed on any error
+    let staging = match &opts.dry_run {
+        Some(out) => {
+            if out.exists() {
+                bail!("{} exists; --dry-run writes a new folder", out.display());
+            }
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)?;
+            tempfile::Builder::new()
+                .prefix(".kdprune-publish-")
+                .tempdir_in(parent)?
         }
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)?;
-        let staging = tempfile::Builder::new()
-            .prefix(".kdprune-publish-")
-            .tempdir_in(parent)?;
-        let dir = staging.path().join("repo");
-        assemble(opts, &src, &dir, device)?;
-        let files = listing(&dir)?;
+        None => tempfile::Builder::new()
+            .prefix("kdprune-publish-")
+            .tempdir()?,
+    };
+    let dir = staging.path().join("repo");
+    assemble(opts, &src, &dir, device)?;
+    let files = listing(&dir)?;
+    if let Some(out) = &opts.dry_run {
         std::fs::rename(&dir, out)
             .with_context(|| format!("cannot move the folder to {}", out.display()))?;
         return Ok(Published {
@@ -421,12 +444,6 @@ pub fn publish(opts: &PublishOptions, device: &Device) -> Result<Published> {
             commit: None,
         });
     }
-    let staging = tempfile::Builder::new()
-        .prefix("kdprune-publish-")
-        .tempdir()?;
-    let dir = staging.path().join("repo");
-    assemble(opts, &src, &dir, device)?;
-    let files = listing(&dir)?;
     let (client, _) = client()?;
     client
         .create_repository()

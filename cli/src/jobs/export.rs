@@ -28,6 +28,10 @@ pub struct ExportReport {
     pub nonzero: usize,
     /// All parameters and buffers.
     pub total: usize,
+    /// The input checkpoint's architecture.
+    pub config: kdprune_models::ModelConfig,
+    /// The input checkpoint's free-form metadata (dataset, seed, stage, …).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl ExportReport {
@@ -141,5 +145,7 @@ pub fn export_checkpoint(
         output_bytes: size(out)?,
         nonzero,
         total,
+        config: ckpt.config,
+        metadata: ckpt.metadata,
     })
 }
