@@ -112,15 +112,13 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     let (client, cache) = client()?;
     let (owner, name) = hf_hub::split_id(&r.repo);
     let repo = client.model(owner, name);
-    let cached = || {
+    let request = || {
         repo.download_file()
             .filename(r.file.clone())
             .revision(r.revision_or_main().to_string())
-            .local_files_only(true)
-            .send()
     };
     let got = if offline {
-        cached().map_err(|_| {
+        request().local_files_only(true).send().map_err(|_| {
             anyhow!(
                 "{r} is not in the Hub cache ({}) and HF_HUB_OFFLINE is set; run once online to fill it",
                 cache.display()
@@ -128,9 +126,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         })?
     } else {
         eprintln!("fetching {r}");
-        repo.download_file()
-            .filename(r.file.clone())
-            .revision(r.revision_or_main().to_string())
+        request()
             .progress(DownloadBar::new(&r.to_string()))
             .send()
             .map_err(|e| anyhow!("cannot fetch {r}: {}", describe(&e)))?
