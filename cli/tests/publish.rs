@@ -340,6 +340,30 @@ fn accuracy(stdout: &str) -> String {
         .to_string()
 }
 
+/// A small digits run of `seed` into `out` (about a second).
+fn small_run(out: &Path, seed: &str) {
+    ok(&common::kdprune(&[
+        "run",
+        "--teacher-model",
+        "mlp-100",
+        "--teacher-epochs",
+        "1",
+        "--student-epochs",
+        "1",
+        "--kd-epochs",
+        "1",
+        "--retrain-epochs",
+        "1",
+        "--score-batches",
+        "1",
+        "--quiet",
+        "--seed",
+        seed,
+        "--out",
+        p(out),
+    ]));
+}
+
 #[test]
 fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
     let dir = tempfile::tempdir().unwrap();
@@ -353,30 +377,13 @@ fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
         out
     };
 
-    // a small digits run
-    let run_dir = d.join("run");
-    ok(&run(
-        &[
-            "run",
-            "--teacher-model",
-            "mlp-100",
-            "--teacher-epochs",
-            "1",
-            "--student-epochs",
-            "1",
-            "--kd-epochs",
-            "1",
-            "--retrain-epochs",
-            "1",
-            "--score-batches",
-            "1",
-            "--quiet",
-            "--out",
-            p(&run_dir),
-        ],
-        TOKEN,
-        false,
-    ));
+    // two small digits runs that differ only in the seed; the first is the
+    // run folder published below
+    let seeds = d.join("seeds");
+    for seed in ["0", "1"] {
+        small_run(&seeds.join(format!("seed{seed}")), seed);
+    }
+    let run_dir = seeds.join("seed0");
 
     // the dry run writes the folder and uploads nothing
     let dry = d.join("dry");
@@ -408,34 +415,7 @@ fn a_run_is_published_in_one_commit_and_loads_back_through_hub() {
         assert!(card.contains(needle), "card lacks `{needle}`:\n{card}");
     }
 
-    // a folder of runs that differ only in the seed: mean ± std in the card
-    let seeds = d.join("seeds");
-    for seed in ["0", "1"] {
-        ok(&run(
-            &[
-                "run",
-                "--teacher-model",
-                "mlp-100",
-                "--teacher-epochs",
-                "1",
-                "--student-epochs",
-                "1",
-                "--kd-epochs",
-                "1",
-                "--retrain-epochs",
-                "1",
-                "--score-batches",
-                "1",
-                "--quiet",
-                "--seed",
-                seed,
-                "--out",
-                p(&seeds.join(format!("seed{seed}"))),
-            ],
-            TOKEN,
-            false,
-        ));
-    }
+    // the folder of both runs: mean ± std over the seeds in the card
     let dry_seeds = d.join("dry-seeds");
     ok(&run(
         &[
