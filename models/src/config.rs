@@ -103,6 +103,8 @@ impl ModelConfig {
         "wrn-16-4",
         "wrn-40-2",
         "mobilenetv2",
+        "efficientnet-b0",
+        "efficientnet-b0-k7",
     ];
 
     /// Configuration from a model name and the input shape `(C, H, W)`.

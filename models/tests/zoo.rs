@@ -36,7 +36,10 @@ use common::{bits, max_abs, max_abs_diff, random_labels, random_tensor};
 // Komodakis 2016); ResNet8x4 1.23 M and ResNet32x4 7.43 M on 100 classes
 // (Tian et al. 2020, CRD); MobileNetV2 2.24 M (torchvision's 3.50 M less its
 // 1000-class head).
-const COUNTS: [(&str, usize, u64); 17] = [
+//
+// EfficientNet-B0 and its 7×7 elastic variant: torchvision's own module with
+// the CIFAR strides (the snippet is in tests/efficientnet.rs).
+const COUNTS: [(&str, usize, u64); 19] = [
     ("resnet20", 269_722, 40_551_040),
     ("resnet32", 464_154, 68_862_592),
     ("resnet44", 658_586, 97_174_144),
@@ -54,6 +57,8 @@ const COUNTS: [(&str, usize, u64); 17] = [
     ("wrn-16-4", 2_748_890, 392_612_352),
     ("wrn-40-2", 2_243_546, 327_599_360),
     ("mobilenetv2", 2_236_682, 87_976_448),
+    ("efficientnet-b0", 4_020_358, 116_167_168),
+    ("efficientnet-b0-k7", 4_277_382, 137_863_680),
 ];
 
 #[test]

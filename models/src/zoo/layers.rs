@@ -287,6 +287,11 @@ impl Conv {
         k.conv2d(&self.layer, xs)
     }
 
+    /// The weight, `[out, in/groups, k, k]`.
+    pub(crate) fn weight(&self) -> &Tensor {
+        self.layer.weight()
+    }
+
     /// Weight and configuration, for a fused block; `None` with a bias.
     pub(crate) fn block_conv(&self) -> Option<BlockConv<'_>> {
         self.layer.bias().is_none().then(|| BlockConv {

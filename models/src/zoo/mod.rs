@@ -9,6 +9,8 @@
 //! | `vgg11`, `vgg13`, `vgg16`, `vgg19` | Simonyan & Zisserman 2015 with BN after every conv, one linear head on 512 channels | conv biases kept |
 //! | `wrn-16-4`, `wrn-40-2` | Zagoruyko & Komodakis 2016, pre-activation, no dropout | 1×1 conv where widths change |
 //! | `mobilenetv2` | Sandler et al. 2018, CIFAR strides (stem and the 24-channel stage at stride 1) | ReLU rather than ReLU6 |
+//! | `efficientnet-b0` | Tan & Le 2019: MBConv blocks with squeeze-and-excitation and SiLU, the same CIFAR strides | no dropout, no stochastic depth |
+//! | `efficientnet-b0-k7` | the same with every depthwise kernel 7×7 and elastic (Once-for-All): it runs its centre 5×5 or 3×3 when asked | centre crop |
 //!
 //! Every network ends with global average pooling and a linear layer, and
 //! returns the output of its stem and of every stage as named features
@@ -19,6 +21,7 @@
 //! start at γ = 1, β = 0, everything else at PyTorch's default
 //! `U(−1/√fan_in, 1/√fan_in)`.
 
+pub(crate) mod efficientnet;
 pub mod layers;
 pub mod lenet5;
 pub mod mlp;
@@ -78,11 +81,15 @@ pub enum ZooArch {
     Wrn40x2,
     #[serde(rename = "mobilenetv2")]
     MobileNetV2,
+    #[serde(rename = "efficientnet-b0")]
+    EfficientNetB0,
+    #[serde(rename = "efficientnet-b0-k7")]
+    EfficientNetB0K7,
 }
 
 impl ZooArch {
     /// Every network, in listing order.
-    pub const ALL: [ZooArch; 17] = [
+    pub const ALL: [ZooArch; 19] = [
         ZooArch::ResNet20,
         ZooArch::ResNet32,
         ZooArch::ResNet44,
@@ -100,6 +107,8 @@ impl ZooArch {
         ZooArch::Wrn16x4,
         ZooArch::Wrn40x2,
         ZooArch::MobileNetV2,
+        ZooArch::EfficientNetB0,
+        ZooArch::EfficientNetB0K7,
     ];
 
     /// The name `from_str` accepts, e.g. `resnet56` or `wrn-40-2`.
@@ -122,6 +131,8 @@ impl ZooArch {
             ZooArch::Wrn16x4 => "wrn-16-4",
             ZooArch::Wrn40x2 => "wrn-40-2",
             ZooArch::MobileNetV2 => "mobilenetv2",
+            ZooArch::EfficientNetB0 => "efficientnet-b0",
+            ZooArch::EfficientNetB0K7 => "efficientnet-b0-k7",
         }
     }
 
@@ -143,6 +154,10 @@ impl ZooArch {
             }
             ZooArch::Wrn16x4 | ZooArch::Wrn40x2 => "wide ResNet (Zagoruyko & Komodakis 2016)",
             ZooArch::MobileNetV2 => "MobileNetV2, CIFAR strides",
+            ZooArch::EfficientNetB0 => "EfficientNet-B0 (MBConv-SE, SiLU), CIFAR strides",
+            ZooArch::EfficientNetB0K7 => {
+                "EfficientNet-B0 with elastic 7x7 depthwise kernels (Once-for-All)"
+            }
         }
     }
 }
@@ -165,6 +180,7 @@ impl FromStr for ZooArch {
             "wrn16-4" => "wrn-16-4",
             "wrn40-2" => "wrn-40-2",
             "mobilenet-v2" => "mobilenetv2",
+            "efficientnetb0" => "efficientnet-b0",
             other => other,
         };
         ZooArch::ALL
@@ -226,6 +242,7 @@ pub enum Network {
     Vgg(vgg::Vgg),
     Wrn(wrn::Wrn),
     MobileNetV2(mobilenetv2::MobileNetV2),
+    EfficientNet(efficientnet::EfficientNet),
 }
 
 /// Builds `arch` for `C×H×W` inputs and `classes` outputs with `b`.
@@ -251,6 +268,12 @@ pub fn build(
         ZooArch::MobileNetV2 => {
             Network::MobileNetV2(mobilenetv2::MobileNetV2::new(c, plan, classes, b)?)
         }
+        ZooArch::EfficientNetB0 => {
+            Network::EfficientNet(efficientnet::EfficientNet::new(c, plan, classes, b)?)
+        }
+        ZooArch::EfficientNetB0K7 => Network::EfficientNet(
+            efficientnet::EfficientNet::new_elastic(c, plan, classes, 7, b)?,
+        ),
         cifar => {
             let l = CifarLayout::of(cifar)
                 .ok_or_else(|| candle_core::Error::Msg(format!("{cifar}: no network layout")))?;
@@ -269,6 +292,16 @@ impl Network {
             Network::Vgg(n) => n.forward_t(xs, train, k),
             Network::Wrn(n) => n.forward_t(xs, train, k),
             Network::MobileNetV2(n) => n.forward_t(xs, train, k),
+            Network::EfficientNet(n) => n.forward_t(xs, train, k),
+        }
+    }
+
+    /// Runs every elastic depthwise kernel at its centre `size × size` (0:
+    /// whole); an error for the networks without elastic kernels.
+    pub fn set_kernel(&self, size: usize) -> Result<()> {
+        match self {
+            Network::EfficientNet(n) => n.set_kernel(size),
+            _ => candle_core::bail!("this network has no elastic kernels"),
         }
     }
 }
