@@ -403,6 +403,7 @@ pub fn run_compress(
                 loss: LossConfig::CrossEntropy,
                 teacher: None,
                 init: None,
+                elastic_kernels: Vec::new(),
                 out: out.clone(),
                 verbose,
                 // a stage cut short continues from its last epoch

@@ -234,7 +234,7 @@ pub fn train(
 /// once its own output is written.
 #[allow(clippy::too_many_arguments)]
 pub fn train_resumable(
-    model: &Model,
+    model: &dyn kd_core::Network,
     teacher: Option<&Model>,
     data: &TrainData<'_>,
     config: &TrainConfig,

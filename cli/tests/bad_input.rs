@@ -266,6 +266,35 @@ fn bad_inputs_are_refused_cleanly() {
             ],
             "a-file is a file",
         ),
+        // --- elastic kernels (Once-for-All) on networks without them, bad sizes
+        (
+            args![
+                "train",
+                "--model",
+                "lenet5",
+                "--elastic-kernels",
+                "7,5",
+                "--out",
+                out_ckpt
+            ],
+            "no elastic kernels",
+        ),
+        (
+            args![
+                "train",
+                "--model",
+                "efficientnet-b0-k7",
+                "--elastic-kernels",
+                "7,4",
+                "--out",
+                out_ckpt
+            ],
+            "must be odd",
+        ),
+        (
+            args!["eval", f.path("good.safetensors"), "--kernel", "3"],
+            "no elastic kernels",
+        ),
         // --- counts and ranges, negative numbers parsed as values
         (
             args!["train", "--epochs", "0", "--out", out_ckpt],

@@ -204,6 +204,21 @@ impl Model {
         }
     }
 
+    /// Runs every elastic depthwise kernel (`efficientnet-b0-k7`) at its
+    /// centre `size × size`, odd; 0 runs them whole. The setting holds for
+    /// every later forward pass. An error for networks without elastic
+    /// kernels.
+    pub fn set_kernel(&self, size: usize) -> Result<()> {
+        match &self.net {
+            Net::Cnn(net) => Ok(net.set_kernel(size)?),
+            _ => Err(candle_core::Error::Msg(format!(
+                "{} has no elastic kernels",
+                self.config.name()
+            ))
+            .into()),
+        }
+    }
+
     /// Non-trainable tensors (batch-norm running statistics) sorted by name:
     /// saved in checkpoints, never trained, pruned or decayed.
     pub fn named_buffers(&self) -> Vec<(String, Var)> {

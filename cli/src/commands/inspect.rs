@@ -26,6 +26,10 @@ pub struct EvalArgs {
     /// `candle` for the training forward pass instead of the runtime.
     #[arg(long, default_value = "auto", value_parser = super::args::parse_layers)]
     pub layers: Engine,
+    /// For a model with elastic kernels (efficientnet-b0-k7): run every
+    /// depthwise kernel at its centre K×K (odd), through candle.
+    #[arg(long, value_name = "K")]
+    pub kernel: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -33,15 +37,22 @@ pub struct EvalArgs {
 /// Prints `test accuracy: 0.9750` (standard output, the one line scripts
 /// read), and on standard error which layers ran sparse.
 pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
-    let ev = match a.layers {
-        Engine::Runtime(choice) => jobs::evaluate_checkpoint(
+    let ev = match (a.kernel, a.layers) {
+        (Some(k), _) => jobs::evaluate_checkpoint_at_kernel(
+            &a.checkpoint,
+            a.model.as_deref(),
+            &a.data.spec(),
+            k,
+            device,
+        )?,
+        (None, Engine::Runtime(choice)) => jobs::evaluate_checkpoint(
             &a.checkpoint,
             a.model.as_deref(),
             &a.data.spec(),
             choice,
             device,
         )?,
-        Engine::Candle => jobs::evaluate_checkpoint_with_candle(
+        (None, Engine::Candle) => jobs::evaluate_checkpoint_with_candle(
             &a.checkpoint,
             a.model.as_deref(),
             &a.data.spec(),

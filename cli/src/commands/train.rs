@@ -29,6 +29,12 @@ pub struct TrainArgs {
     /// seeded initialisation (e.g. KD fine-tuning of a trained student).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Once-for-All progressive shrinking, for a --model with elastic
+    /// kernels (efficientnet-b0-k7): each batch runs every depthwise kernel
+    /// at a centre size drawn from this list (e.g. `7,5`, then `7,5,3`);
+    /// the per-epoch test accuracy is the smallest size's.
+    #[arg(long, value_delimiter = ',')]
+    pub elastic_kernels: Vec<usize>,
     /// Output checkpoint (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -127,6 +133,7 @@ pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
         loss: a.loss.config(None)?,
         teacher: a.teacher,
         init: a.init,
+        elastic_kernels: a.elastic_kernels,
         out: a.out,
         verbose: !a.quiet,
         resume: a.resume,

@@ -30,7 +30,7 @@ pub fn evaluate_checkpoint(
     choice: LayerChoice,
     device: &Device,
 ) -> Result<Evaluation> {
-    evaluate(path, expected, data, Some(choice), device)
+    evaluate(path, expected, data, Some(choice), None, device)
 }
 
 /// [`evaluate_checkpoint`] through candle's forward pass, not the runtime.
@@ -40,7 +40,20 @@ pub fn evaluate_checkpoint_with_candle(
     data: &DataSpec,
     device: &Device,
 ) -> Result<Evaluation> {
-    evaluate(path, expected, data, None, device)
+    evaluate(path, expected, data, None, None, device)
+}
+
+/// [`evaluate_checkpoint_with_candle`] with every elastic depthwise kernel
+/// run at its centre `kernel × kernel` (a Once-for-All sub-network, as it
+/// is, without retraining).
+pub fn evaluate_checkpoint_at_kernel(
+    path: &Path,
+    expected: Option<&str>,
+    data: &DataSpec,
+    kernel: usize,
+    device: &Device,
+) -> Result<Evaluation> {
+    evaluate(path, expected, data, None, Some(kernel), device)
 }
 
 fn evaluate(
@@ -48,9 +61,15 @@ fn evaluate(
     expected: Option<&str>,
     data: &DataSpec,
     choice: Option<LayerChoice>,
+    kernel: Option<usize>,
     device: &Device,
 ) -> Result<Evaluation> {
     let (model, _, ckpt) = load_model(path, device)?;
+    if let Some(k) = kernel {
+        model
+            .set_kernel(k)
+            .with_context(|| format!("--kernel {k} for {}", path.display()))?;
+    }
     let (data, _) = data.load(Some(&ckpt.metadata))?;
     if let Some(name) = expected {
         let expected = ModelConfig::from_name(name, data.input_shape(), data.num_classes())?;

@@ -17,8 +17,9 @@ pub use crate::settings::Optim;
 
 pub use export::{export_checkpoint, Calibration, ExportReport};
 pub use inspect::{
-    checkpoint_widths, evaluate_checkpoint, evaluate_checkpoint_with_candle, model_zoo,
-    verify_checkpoint, Evaluation, WidthReport, ZooEntry,
+    checkpoint_widths, evaluate_checkpoint, evaluate_checkpoint_at_kernel,
+    evaluate_checkpoint_with_candle, model_zoo, verify_checkpoint, Evaluation, WidthReport,
+    ZooEntry,
 };
 pub use prune::{
     prune_blocks, prune_checkpoint, prune_structured, BlockOutcome, BlockPruneJob, PruneJob,

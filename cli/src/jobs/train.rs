@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use kd_core::objective::parse_feature_pairs;
 use kd_core::{feature_shapes, EpochStats, LossConfig, NoHook, Objective, TermParams, TrainConfig};
 use kdprune_data::Augment;
+use kdprune_models::elastic::ElasticKernels;
 use kdprune_models::Model;
 use prune_core::schedule::{GmpPruner, GmpSchedule};
 use prune_core::ParamFilter;
@@ -150,6 +151,10 @@ pub struct TrainJob {
     /// the seeded initialisation (KD fine-tuning of a trained student, as
     /// `kdprune run`'s `kd_tuned` stage does).
     pub init: Option<PathBuf>,
+    /// Kernel sizes drawn per batch for a model with elastic kernels
+    /// (Once-for-All progressive shrinking; [`ElasticKernels`]); empty: the
+    /// model as it is.
+    pub elastic_kernels: Vec<usize>,
     /// The output checkpoint.
     pub out: PathBuf,
     /// Progress on stderr.
@@ -160,6 +165,9 @@ pub struct TrainJob {
     /// Also save a resume point every this many optimizer steps.
     pub save_every: Option<usize>,
 }
+
+/// Salt of the elastic kernel draws' seed (the run's seed xor this).
+const ELASTIC_SALT: u64 = 0x0FA0_0FA0_0FA0_0FA0;
 
 /// What a training job leaves: the final test accuracy and the checkpoint.
 #[derive(Clone, Debug)]
@@ -203,19 +211,33 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
     }
     let cfg = job.optim.train_config(objective, seed);
     let views = data.views(job.optim.augment.resolve(data.name));
-    let resume = ResumeFile::beside(
-        &job.out,
-        fingerprint(&[
-            &"train",
-            &cfg,
-            &model.config().to_string(),
-            &data.name,
-            &job.teacher,
-            &job.init,
-        ]),
-    );
+    let config_name = model.config().to_string();
+    let mut parts: Vec<&dyn std::fmt::Debug> = vec![
+        &"train",
+        &cfg,
+        &config_name,
+        &data.name,
+        &job.teacher,
+        &job.init,
+    ];
+    if !job.elastic_kernels.is_empty() {
+        parts.push(&job.elastic_kernels);
+    }
+    let resume = ResumeFile::beside(&job.out, fingerprint(&parts));
+    let elastic = if job.elastic_kernels.is_empty() {
+        None
+    } else {
+        Some(
+            ElasticKernels::new(&model, &job.elastic_kernels, seed ^ ELASTIC_SALT)
+                .context("--elastic-kernels")?,
+        )
+    };
+    let student: &dyn kd_core::Network = match &elastic {
+        Some(e) => e,
+        None => &model,
+    };
     let report = train_resumable(
-        &model,
+        student,
         teacher.as_ref(),
         &views.train_data(),
         &cfg,
@@ -225,12 +247,12 @@ pub fn train_model(job: &TrainJob, device: &Device) -> Result<Trained> {
         Some((&resume, job.resume)),
         job.save_every,
     )?;
-    save_model(
-        &job.out,
-        &model,
-        None,
-        metadata(data.name, seed, "train", &data.norm),
-    )?;
+    let mut meta = metadata(data.name, seed, "train", &data.norm);
+    if !job.elastic_kernels.is_empty() {
+        let sizes: Vec<String> = job.elastic_kernels.iter().map(|k| k.to_string()).collect();
+        meta.insert("elastic_kernels".into(), sizes.join(","));
+    }
+    save_model(&job.out, &model, None, meta)?;
     resume.remove()?;
     Ok(Trained {
         accuracy: report.final_accuracy(),
