@@ -62,6 +62,11 @@ const MODELS: &[Bench] = &[
         input: (3, 32, 32),
         build: resnet20,
     },
+    Bench {
+        name: "efficientnet-b0",
+        input: (1, 28, 28),
+        build: efficientnet_b0,
+    },
 ];
 
 fn small_cnn(side: Side, varmap: &VarMap) -> Result<Net> {
@@ -85,15 +90,24 @@ fn lenet5(side: Side, varmap: &VarMap) -> Result<Net> {
     Ok(Box::new(move |xs| Ok(net.forward_t(xs, true)?.logits)))
 }
 
-/// ResNet-20 of the zoo in training mode (batch norms on batch statistics);
+fn resnet20(side: Side, varmap: &VarMap) -> Result<Net> {
+    zoo("resnet20", (3, 32, 32), side, varmap)
+}
+
+/// EfficientNet-B0 on Fashion-MNIST's shape (padded to 32×32 inside).
+fn efficientnet_b0(side: Side, varmap: &VarMap) -> Result<Net> {
+    zoo("efficientnet-b0", (1, 28, 28), side, varmap)
+}
+
+/// A network of the zoo in training mode (batch norms on batch statistics);
 /// its variables join `varmap` so that the trainer finds them. kdprune's side
 /// runs its convolution and batch-norm kernels, candle's side candle's ops.
-fn resnet20(side: Side, varmap: &VarMap) -> Result<Net> {
+fn zoo(name: &str, input: (usize, usize, usize), side: Side, varmap: &VarMap) -> Result<Net> {
     let kernels = match side {
         Side::Kdprune => Kernels::Auto,
         Side::Candle => Kernels::Candle,
     };
-    let cfg = ModelConfig::from_name("resnet20", (3, 32, 32), CLASSES)
+    let cfg = ModelConfig::from_name(name, input, CLASSES)
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let model = Model::new(cfg, 0, &Device::Cpu)
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?
@@ -161,7 +175,8 @@ fn main() -> BenchResult<()> {
     let rounds = count_arg("--rounds", 5)?;
     let steps = count_arg("--steps", 4)?;
     eprintln!(
-        "# batch={BATCH} threads={} rounds={rounds} steps_per_round={steps} load_1min={}",
+        "# cpu={} batch={BATCH} threads={} rounds={rounds} steps_per_round={steps} load_1min={}",
+        kdprune_benchmarks::cpu_features(),
         rayon_threads(),
         load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
     );
