@@ -21,6 +21,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod darts;
 pub mod elastic;
 pub mod error;
 pub mod infer;

@@ -240,6 +240,49 @@ impl Builder {
         ))
     }
 
+    /// A depthwise `k×k` convolution `prefix.name` of `c` channels at
+    /// `dilation`, padded to keep the size at stride 1 (`dilation·(k−1)/2`,
+    /// `k` odd), without bias; returns the layer and its output size.
+    pub fn conv_dilated(
+        &mut self,
+        name: &str,
+        c: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        (h, w): (usize, usize),
+    ) -> Result<(Conv, (usize, usize))> {
+        let padding = dilation * (k - 1) / 2;
+        let span = dilation * (k - 1) + 1;
+        if h + 2 * padding < span || w + 2 * padding < span {
+            candle_core::bail!(
+                "{}: a {k}x{k} kernel at dilation {dilation} does not fit a {h}x{w} map",
+                self.full_name(name)
+            )
+        }
+        let out = (
+            (h + 2 * padding - span) / stride + 1,
+            (w + 2 * padding - span) / stride + 1,
+        );
+        let weight = self.scope(name, |b| {
+            b.param("weight", &[c, 1, k, k], k * k, Init::Uniform)
+        })?;
+        self.macs += (out.0 * out.1 * c * k * k) as u64;
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            dilation,
+            groups: c,
+            cudnn_fwd_algo: None,
+        };
+        Ok((
+            Conv {
+                layer: candle_nn::Conv2d::new(weight, None, cfg),
+            },
+            out,
+        ))
+    }
+
     /// A batch norm `prefix.name` over `c` channels.
     pub fn bn(&mut self, name: &str, c: usize) -> Result<BatchNorm2d> {
         self.scope(name, |b| {
