@@ -35,6 +35,7 @@ pub mod checkpoints;
 pub mod claim;
 pub mod compare;
 pub mod compress;
+pub mod darts;
 pub mod data;
 pub mod device;
 pub mod encoder_distill;

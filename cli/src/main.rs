@@ -80,6 +80,9 @@ enum Command {
     /// Pruning methods × sparsities × seeds (one-shot criteria, GMP, IMP,
     /// COLT), resumable, with a table, a CSV/JSON and a plot.
     Sweep(commands::run::SweepArgs),
+    /// Architecture search: `search darts` (a DARTS cell searched, then its
+    /// network trained from scratch).
+    Search(commands::search::SearchArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Publish(a) => commands::publish::publish(a, &device),
         Command::Run(a) => commands::run::run(a, &device),
         Command::Sweep(a) => commands::run::sweep(a, &device),
+        Command::Search(a) => commands::search::search(a, &device),
         Command::Train(a) => commands::train::train(a, &device),
         Command::Retrain(a) => commands::train::retrain(a, &device),
         Command::Distill(a) => commands::train::distill(a, &device),

@@ -9,5 +9,6 @@ pub mod inspect;
 pub mod prune;
 pub mod publish;
 pub mod run;
+pub mod search;
 pub mod text;
 pub mod train;
