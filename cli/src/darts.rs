@@ -8,7 +8,8 @@
 //! then the weights on a batch of the first (SGD with momentum, cosine
 //! learning rate; DARTS also clips the gradient norm at 5, here not). The
 //! genotype is derived after every epoch; the last one is trained from its
-//! own seeded initialisation on the whole training set and tested.
+//! own seeded initialisation on the whole training set and tested (the
+//! search may see fewer samples: `search_samples`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -62,8 +63,13 @@ pub struct DartsSearchConfig {
     /// Its learning rate (SGD, Nesterov momentum 0.9, weight decay 3e-4,
     /// cosine to 0).
     pub train_lr: f64,
-    /// Use only this many training samples (the first of the seeded
-    /// shuffle), for the search and the final training: a budget.
+    /// Search on only this many training samples (the first of the
+    /// seeded shuffle, half for each side): a budget. The final training
+    /// always uses the whole training set.
+    pub search_samples: Option<usize>,
+    /// Train the discrete network on only this many training samples (the
+    /// first of the same shuffle): a budget for tests and quick looks; a
+    /// comparison with a network trained on the whole set leaves it unset.
     pub train_samples: Option<usize>,
 }
 
@@ -86,6 +92,7 @@ impl Default for DartsSearchConfig {
             train_layers: 8,
             train_epochs: 20,
             train_lr: 0.025,
+            search_samples: None,
             train_samples: None,
         }
     }
@@ -179,11 +186,12 @@ pub fn search_darts(job: &DartsSearchJob, device: &Device) -> Result<DartsReport
     let views = data.views(Augment::NONE);
     let n = views.train.len();
     anyhow::ensure!(n >= 2, "the training set needs at least 2 samples");
-    let mut order = Batcher::new(n, n, true, seed ^ SPLIT_SALT)
+    let order_all = Batcher::new(n, n, true, seed ^ SPLIT_SALT)
         .epoch(0)
         .remove(0);
-    if let Some(keep) = cfg.train_samples {
-        anyhow::ensure!(keep >= 2, "train_samples must be at least 2");
+    let mut order = order_all.clone();
+    if let Some(keep) = cfg.search_samples {
+        anyhow::ensure!(keep >= 2, "search_samples must be at least 2");
         order.truncate(keep);
     }
     let n = order.len();
@@ -294,14 +302,15 @@ pub fn search_darts(job: &DartsSearchJob, device: &Device) -> Result<DartsReport
     let start = Instant::now();
     let subset = Subset {
         inner: &views.train,
-        idx: order.clone(),
+        idx: order_all
+            .iter()
+            .copied()
+            .take(cfg.train_samples.unwrap_or(usize::MAX))
+            .collect(),
     };
+    anyhow::ensure!(subset.idx.len() >= 2, "train_samples must be at least 2");
     let train_data = kd_core::TrainData {
-        train: if cfg.train_samples.is_some() {
-            &subset
-        } else {
-            &views.train
-        },
+        train: &subset,
         test: &views.test,
     };
     let history = train_resumable(

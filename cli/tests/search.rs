@@ -1,4 +1,4 @@
-//! `kdprune search darts` end to end on digits, at a budget of 96 samples.
+//! `kdprune search darts` end to end on digits, searching on 96 samples.
 
 mod common;
 
@@ -11,7 +11,7 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
     std::fs::write(
         &config,
         "channels = 2\nlayers = 3\nepochs = 1\nbatch_size = 16\n\
-         train_channels = 2\ntrain_layers = 3\ntrain_epochs = 1\ntrain_samples = 96\n",
+         train_channels = 2\ntrain_layers = 3\ntrain_epochs = 1\nsearch_samples = 96\ntrain_samples = 96\n",
     )
     .unwrap();
     let out = dir.path().join("search");

@@ -31,7 +31,7 @@ pub struct DartsArgs {
     /// Settings (TOML; every field optional: channels, layers, epochs,
     /// batch_size, lr, min_lr, momentum, weight_decay, alpha_lr,
     /// alpha_weight_decay, train_channels, train_layers, train_epochs,
-    /// train_lr, train_samples); defaults: a 5-cell search network at 8 channels, 10
+    /// train_lr, search_samples, train_samples); defaults: a 5-cell search network at 8 channels, 10
     /// epochs, an 8-cell network at 16 channels trained 20 epochs.
     #[arg(long)]
     pub config: Option<PathBuf>,
