@@ -26,11 +26,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::transformer::softmax_last_dim;
 use crate::ops::{Kernels, Pool2dConfig};
 use crate::zoo::layers::{global_avg_pool, BatchNorm2d, Builder, Conv};
+use kd_core::init::ParamSpec;
 use kd_core::ModelOutput;
 
 /// The candidate operations, in the order of the architecture parameters'
@@ -163,7 +165,7 @@ fn discretise(alpha: &Tensor) -> Result<Vec<(String, usize)>> {
             alpha.dims()
         )
     }
-    let weights: Vec<Vec<f32>> = softmax_rows(alpha)?.to_vec2()?;
+    let weights: Vec<Vec<f32>> = softmax_last_dim(alpha)?.to_vec2()?;
     let mut genotype = Vec::with_capacity(2 * STEPS);
     let mut start = 0;
     for node in 0..STEPS {
@@ -194,14 +196,6 @@ fn discretise(alpha: &Tensor) -> Result<Vec<(String, usize)>> {
         start += inputs;
     }
     Ok(genotype)
-}
-
-/// Row-wise softmax built from differentiable ops (candle's fused softmax
-/// has no backward pass).
-fn softmax_rows(x: &Tensor) -> Result<Tensor> {
-    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
-    let e = shifted.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// `relu · conv 1×1 (stride 2)` on the input and on it shifted by one pixel,
@@ -326,8 +320,20 @@ enum Op {
     Pool {
         max: bool,
         stride: usize,
+        /// Average pooling: each window's share of real (not padded)
+        /// positions, `[1, 1, H', W']`, a constant of the input size.
+        share: Option<Tensor>,
         bn: Option<BatchNorm2d>,
     },
+}
+
+/// DARTS's 3×3 pools: padding 1 at `stride`.
+fn pool_config(stride: usize) -> Pool2dConfig {
+    Pool2dConfig {
+        kernel: (3, 3),
+        stride: (stride, stride),
+        padding: (1, 1),
+    }
 }
 
 impl Op {
@@ -356,11 +362,25 @@ impl Op {
                     let k = if name == "dil_conv_3x3" { 3 } else { 5 };
                     Op::Dil(DwPw::new(b, "0", (c, c), k, stride, 2, hw)?.0)
                 }
-                "avg_pool_3x3" | "max_pool_3x3" => Op::Pool {
-                    max: name == "max_pool_3x3",
-                    stride,
-                    bn: if pool_bn { Some(b.bn("bn", c)?) } else { None },
-                },
+                "avg_pool_3x3" | "max_pool_3x3" => {
+                    let max = name == "max_pool_3x3";
+                    // padding not counted (count_include_pad=False): the
+                    // average over a window is divided by its share of real
+                    // positions, computed once here
+                    let share = if max {
+                        None
+                    } else {
+                        let ones = Tensor::ones((1, 1, hw.0, hw.1), DType::F32, &Device::Cpu)?;
+                        let share = crate::ops::avg_pool2d_candle(&ones, &pool_config(stride))?;
+                        Some(share.to_device(b.device())?)
+                    };
+                    Op::Pool {
+                        max,
+                        stride,
+                        share,
+                        bn: if pool_bn { Some(b.bn("bn", c)?) } else { None },
+                    }
+                }
                 other => candle_core::bail!("unknown DARTS primitive `{other}`"),
             })
         })
@@ -380,21 +400,16 @@ impl Op {
             Op::Reduce(r) => r.forward(xs, train, k),
             Op::Sep(a, b) => b.forward(&a.forward(xs, train, k)?, train, k),
             Op::Dil(a) => a.forward(xs, train, k),
-            Op::Pool { max, stride, bn } => {
-                let cfg = Pool2dConfig {
-                    kernel: (3, 3),
-                    stride: (*stride, *stride),
-                    padding: (1, 1),
-                };
-                let y = if *max {
-                    k.max_pool2d(xs, &cfg)?
-                } else {
-                    // padding not counted: divide by each window's share of
-                    // real positions (a constant of the shape)
-                    let (_, _, h, w) = xs.dims4()?;
-                    let ones = Tensor::ones((1, 1, h, w), xs.dtype(), xs.device())?;
-                    let share = k.avg_pool2d(&ones, &cfg)?;
-                    k.avg_pool2d(xs, &cfg)?.broadcast_div(&share)?
+            Op::Pool {
+                max,
+                stride,
+                share,
+                bn,
+            } => {
+                let cfg = pool_config(*stride);
+                let y = match share {
+                    Some(share) if !*max => k.avg_pool2d(xs, &cfg)?.broadcast_div(share)?,
+                    _ => k.max_pool2d(xs, &cfg)?,
                 };
                 match bn {
                     Some(bn) => bn.forward(&y, train, false, k),
@@ -591,11 +606,7 @@ impl DartsNetwork {
         }
         let mut b = Builder::dry();
         Self::layers(config, genotype, &mut b)?;
-        let params = b
-            .specs
-            .iter()
-            .map(|s| s.shape.iter().product::<usize>())
-            .sum();
+        let params = b.specs.iter().map(ParamSpec::numel).sum();
         Ok((params, b.macs))
     }
 
@@ -673,11 +684,7 @@ impl DartsNetwork {
         } else {
             None
         };
-        let params = b
-            .specs
-            .iter()
-            .map(|s| s.shape.iter().product::<usize>())
-            .sum();
+        let params = b.specs.iter().map(ParamSpec::numel).sum();
         Ok(Self {
             config,
             genotype,
@@ -763,7 +770,10 @@ impl DartsNetwork {
             .forward(&self.stem.forward(xs, k)?, train, false, k)?;
         let mut features = vec![("stem".to_string(), s.clone())];
         let weights = match &self.alphas {
-            Some((n, r)) => Some((softmax_rows(n.as_tensor())?, softmax_rows(r.as_tensor())?)),
+            Some((n, r)) => Some((
+                softmax_last_dim(n.as_tensor())?,
+                softmax_last_dim(r.as_tensor())?,
+            )),
             None => None,
         };
         let (mut s0, mut s1) = (s.clone(), s);

@@ -124,6 +124,11 @@ impl Builder {
         Ok(())
     }
 
+    /// The device the variables are allocated on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// A builder that records shapes and MACs without allocating.
     pub fn dry() -> Self {
         Self {
