@@ -11,7 +11,7 @@
 //! own seeded initialisation on the whole training set and tested (the
 //! search may see fewer samples: `search_samples`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -369,25 +369,16 @@ impl Samples for Subset<'_> {
 /// The discrete network's weights and running statistics, with its config
 /// and genotype (JSON) in the metadata.
 fn save_network(path: &Path, net: &DartsNetwork, config: &DartsConfig) -> Result<()> {
-    let state = kd_core::Network::state(net)?;
-    let mut data = Vec::with_capacity(state.len());
-    for (name, t) in &state {
-        let (dtype, bytes) = kdprune_models::checkpoint::tensor_bytes(path, name, t)?;
-        data.push((name.as_str(), dtype, t.dims().to_vec(), bytes));
-    }
-    let views = data
-        .iter()
-        .map(|(n, d, s, b)| Ok((*n, safetensors::tensor::TensorView::new(*d, s.clone(), b)?)))
-        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let meta: HashMap<String, String> = BTreeMap::from([
+    let metadata = HashMap::from([
         ("format".to_string(), "kdprune-darts".to_string()),
         ("config".to_string(), serde_json::to_string(config)?),
         (
             "genotype".to_string(),
             serde_json::to_string(net.genotype().context("a discrete network")?)?,
         ),
-    ])
-    .into_iter()
-    .collect();
-    write_atomic(path, safetensors::serialize(views, Some(meta))?)
+    ]);
+    let state = kd_core::Network::state(net)?;
+    Ok(kdprune_models::checkpoint::write_tensors(
+        path, &state, metadata,
+    )?)
 }

@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use kd_core::{ResumePoint, TrainReport};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-
-use crate::files::write_atomic;
+use safetensors::SafeTensors;
 
 const FORMAT_KEY: &str = "kdprune.resume";
 const FORMAT: &str = "1";
@@ -119,23 +116,16 @@ impl ResumeFile {
 
     /// Writes `point` (through a temporary file and a rename).
     pub fn save(&self, point: &ResumePoint) -> Result<()> {
-        let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (part, tensors) in
+        let mut tensors = BTreeMap::new();
+        for (part, part_tensors) in
             PARTS
                 .iter()
                 .zip([&point.network, &point.objective_vars, &point.optimizer])
         {
-            for (name, t) in tensors {
-                let name = format!("{part}.{name}");
-                let (dtype, bytes) =
-                    kdprune_models::checkpoint::tensor_bytes(&self.path, &name, t)?;
-                data.push((name, dtype, t.dims().to_vec(), bytes));
+            for (name, t) in part_tensors {
+                tensors.insert(format!("{part}.{name}"), t.clone());
             }
         }
-        let views = data
-            .iter()
-            .map(|(n, d, s, b)| Ok((n.as_str(), TensorView::new(*d, s.clone(), b)?)))
-            .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()?;
         let meta = HashMap::from([
             (FORMAT_KEY.to_string(), FORMAT.to_string()),
             ("fingerprint".to_string(), self.fingerprint.clone()),
@@ -148,8 +138,9 @@ impl ResumeFile {
             ),
             ("report".to_string(), serde_json::to_string(&point.report)?),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta))?;
-        write_atomic(&self.path, bytes)
+        Ok(kdprune_models::checkpoint::write_tensors(
+            &self.path, &tensors, meta,
+        )?)
     }
 
     /// Removes the file (the run finished); absent is fine.

@@ -58,8 +58,8 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
         serde_json::from_slice(&std::fs::read(again.join("report.json")).unwrap()).unwrap();
     assert_eq!(second["genotypes"], report["genotypes"]);
     assert_eq!(second["test_accuracy"], report["test_accuracy"]);
-    // (the header's metadata map has no fixed order: compare the tensors)
     let other = std::fs::read(again.join("model.safetensors")).unwrap();
+    assert!(other == bytes, "the same seed wrote other bytes");
     let (a, b) = (
         safetensors::SafeTensors::deserialize(&bytes).unwrap(),
         safetensors::SafeTensors::deserialize(&other).unwrap(),

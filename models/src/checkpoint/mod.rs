@@ -307,6 +307,25 @@ fn native_entries(path: &Path, ckpt: &Checkpoint) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// Writes `tensors` as a plain safetensors file with `metadata`: header keys
+/// sorted (the same tensors give the same bytes), through `<path>.tmp`,
+/// synced, then renamed. For files that are not kdprune checkpoints (a
+/// DARTS network, a resume point).
+pub fn write_tensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let entries = tensors
+        .iter()
+        .map(|(name, t)| {
+            let (dtype, bytes) = tensor_bytes(path, name, t)?;
+            Ok((name.clone(), dtype, t.dims().to_vec(), bytes))
+        })
+        .collect::<Result<Vec<Entry>>>()?;
+    write_file(path, &entries, metadata)
+}
+
 /// Serialises `entries` with `metadata` (header keys sorted) and writes them
 /// to `path` through `<path>.tmp`, synced, then renamed.
 fn write_file(path: &Path, entries: &[Entry], metadata: HashMap<String, String>) -> Result<()> {
