@@ -68,6 +68,16 @@ pub fn interleaved_median_secs(rounds: usize, contenders: &mut [&mut dyn FnMut()
         .collect()
 }
 
+/// The first line a bench prints: `# cpu=… threads=… rounds=N load_1min=…`.
+pub fn header_line(rounds: usize) -> String {
+    format!(
+        "# cpu={} threads={} rounds={rounds} load_1min={}",
+        cpu_features(),
+        rayon::current_num_threads(),
+        load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
+    )
+}
+
 /// The SIMD features of this CPU that kdprune's kernels dispatch on, e.g.
 /// `avx512f avx2 fma` (benchmarks print them: the same binary runs other
 /// kernels on an AVX2-only machine).

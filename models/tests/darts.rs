@@ -8,7 +8,7 @@ use kd_core::Network;
 use kdprune_models::darts::{DartsConfig, DartsNetwork, Genotype, EDGES, PRIMITIVES};
 use kdprune_models::Kernels;
 
-use common::{max_abs, max_abs_diff, random_tensor};
+use common::{assert_gradients, max_abs, max_abs_diff, random_tensor};
 
 fn config(input: (usize, usize, usize), channels: usize, layers: usize) -> DartsConfig {
     DartsConfig {
@@ -277,15 +277,5 @@ fn search_training_step_matches_pytorch() {
             0.085_475_89,
         ),
     ];
-    for (name, first, want_max) in golden {
-        let g = grads.get(&vars[name]).unwrap().flatten_all().unwrap();
-        let got_max = max_abs(&g);
-        assert!(
-            (got_max - want_max).abs() < 1e-3 * want_max,
-            "{name}: max {got_max} vs {want_max}"
-        );
-        for (a, b) in g.to_vec1::<f32>().unwrap().iter().zip(first) {
-            assert!((a - b).abs() < 1e-3 * want_max, "{name}: {a} vs {b}");
-        }
-    }
+    assert_gradients(&grads, &vars, &golden, 1e-3);
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor, Var};
 use kdprune_models::{Kernels, Model, ModelConfig};
 
-use common::{max_abs, max_abs_diff, random_labels, random_tensor};
+use common::{assert_gradients, max_abs, max_abs_diff, random_labels, random_tensor};
 
 /// Parameter and MAC counts of torchvision 0.29's `EfficientNet` built with
 /// the same table (CIFAR strides: the stem's and stage 2's set to 1):
@@ -99,17 +99,7 @@ fn training_step_matches_pytorch() {
             0.179_089_86,
         ),
     ];
-    for (name, first, want_max) in golden {
-        let g = grads.get(&vars[name]).unwrap().flatten_all().unwrap();
-        let got_max = max_abs(&g);
-        assert!(
-            (got_max - want_max).abs() < 1e-3 * want_max,
-            "{name}: max {got_max} vs {want_max}"
-        );
-        for (a, b) in g.to_vec1::<f32>().unwrap().iter().zip(first) {
-            assert!((a - b).abs() < 1e-3 * want_max, "{name}: {a} vs {b}");
-        }
-    }
+    assert_gradients(&grads, &vars, &golden, 1e-3);
     // evaluation mode after the one training pass (running statistics
     // moved once): PyTorch's first row of logits
     let eval = model.forward_t(&xs, false).unwrap().logits;

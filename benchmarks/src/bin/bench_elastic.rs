@@ -15,9 +15,7 @@
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use kdprune_benchmarks::{
-    count_arg, cpu_features, interleaved_median_secs, load_average, text_arg,
-};
+use kdprune_benchmarks::{count_arg, header_line, interleaved_median_secs, text_arg};
 use kdprune_cli::runtime::tune_process;
 use kdprune_models::checkpoint;
 use kdprune_models::{Model, ModelConfig};
@@ -25,12 +23,7 @@ use kdprune_models::{Model, ModelConfig};
 fn main() -> Result<()> {
     tune_process();
     let rounds = count_arg("--rounds", 11).map_err(anyhow::Error::msg)?;
-    println!(
-        "# cpu={} threads={} rounds={rounds} load_1min={}",
-        cpu_features(),
-        rayon::current_num_threads(),
-        load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
-    );
+    println!("{}", header_line(rounds));
     let dev = Device::Cpu;
     let model = match text_arg("--checkpoint") {
         Some(path) => checkpoint::load(std::path::Path::new(&path), &dev)?.to_model(&dev)?,

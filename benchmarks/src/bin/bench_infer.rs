@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use kdprune_benchmarks::{count_arg, cpu_features, interleaved_median_secs, load_average};
+use kdprune_benchmarks::{count_arg, header_line, interleaved_median_secs};
 use kdprune_cli::runtime::tune_process;
 use kdprune_models::checkpoint::Checkpoint;
 use kdprune_models::infer::{quantize_checkpoint, InferenceNet, LayerChoice};
@@ -122,12 +122,7 @@ fn dense_against_sparse(
 fn main() -> Result<()> {
     tune_process();
     let rounds = count_arg("--rounds", 21).map_err(anyhow::Error::msg)?;
-    println!(
-        "# cpu={} threads={} rounds={rounds} load_1min={}",
-        cpu_features(),
-        rayon::current_num_threads(),
-        load_average().map_or("?".to_string(), |l| format!("{l:.2}"))
-    );
+    println!("{}", header_line(rounds));
     let dev = Device::Cpu;
     for name in ["lenet-300-100", "lenet5", "resnet20"] {
         let config = ModelConfig::from_name(name, (1, 28, 28), 10)?;

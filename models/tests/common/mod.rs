@@ -121,3 +121,25 @@ pub fn logits(ckpt: &Checkpoint, xs: &Tensor) -> Vec<f32> {
         .to_vec1::<f32>()
         .unwrap()
 }
+
+/// Asserts that each `(name, first three values, largest magnitude)` of
+/// `golden` matches the gradient of variable `name` in `grads`: the largest
+/// magnitude and the first values to `tol` of the golden largest magnitude.
+pub fn assert_gradients(
+    grads: &candle_core::backprop::GradStore,
+    vars: &std::collections::BTreeMap<String, candle_core::Var>,
+    golden: &[(&str, [f32; 3], f32)],
+    tol: f32,
+) {
+    for &(name, first, want_max) in golden {
+        let g = grads.get(&vars[name]).unwrap().flatten_all().unwrap();
+        let got_max = max_abs(&g);
+        assert!(
+            (got_max - want_max).abs() < tol * want_max,
+            "{name}: max {got_max} vs {want_max}"
+        );
+        for (a, b) in g.to_vec1::<f32>().unwrap().iter().zip(first) {
+            assert!((a - b).abs() < tol * want_max, "{name}: {a} vs {b}");
+        }
+    }
+}
