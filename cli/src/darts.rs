@@ -71,6 +71,10 @@ pub struct DartsSearchConfig {
     /// first of the same shuffle): a budget for tests and quick looks; a
     /// comparison with a network trained on the whole set leaves it unset.
     pub train_samples: Option<usize>,
+    /// A network of the zoo (`resnet20`, …) trained exactly as the discrete
+    /// network (same samples, epochs, optimiser, batch order and seed) and
+    /// tested beside it: the hand-designed reference of a search.
+    pub baseline: Option<String>,
 }
 
 impl Default for DartsSearchConfig {
@@ -94,6 +98,7 @@ impl Default for DartsSearchConfig {
             train_lr: 0.025,
             search_samples: None,
             train_samples: None,
+            baseline: None,
         }
     }
 }
@@ -172,6 +177,23 @@ pub struct DartsReport {
     pub search_secs: f64,
     /// Seconds of the final training.
     pub train_secs: f64,
+    /// The hand-designed reference, when the settings name one.
+    pub baseline: Option<BaselineReport>,
+}
+
+/// The zoo network trained beside the discrete one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BaselineReport {
+    /// Its architecture name.
+    pub model: String,
+    /// Its parameters.
+    pub params: usize,
+    /// MACs of one sample's forward pass.
+    pub macs: u64,
+    /// Test accuracy after each training epoch.
+    pub test_accuracy: Vec<f64>,
+    /// Seconds of its training.
+    pub train_secs: f64,
 }
 
 /// Salt of the seed of the split into the two halves.
@@ -183,6 +205,15 @@ pub fn search_darts(job: &DartsSearchJob, device: &Device) -> Result<DartsReport
     let cfg = &job.config;
     cfg.validate()?;
     let (data, seed) = job.data.load(None)?;
+    // an unknown baseline fails before the search, not after it
+    let baseline_config = cfg
+        .baseline
+        .as_deref()
+        .map(|name| {
+            kdprune_models::ModelConfig::from_name(name, data.input_shape(), data.num_classes())
+                .with_context(|| format!("baseline {name}"))
+        })
+        .transpose()?;
     let views = data.views(Augment::NONE);
     let n = views.train.len();
     anyhow::ensure!(n >= 2, "the training set needs at least 2 samples");
@@ -324,6 +355,32 @@ pub fn search_darts(job: &DartsSearchJob, device: &Device) -> Result<DartsReport
         None,
         None,
     )?;
+    let train_secs = start.elapsed().as_secs_f64();
+    let baseline = match (&cfg.baseline, baseline_config) {
+        (Some(name), Some(model_cfg)) => {
+            let model = kdprune_models::Model::new(model_cfg.clone(), seed, device)?;
+            let start = Instant::now();
+            let history = train_resumable(
+                &model,
+                None,
+                &train_data,
+                &train,
+                &mut NoHook,
+                "baseline-train",
+                job.verbose,
+                None,
+                None,
+            )?;
+            Some(BaselineReport {
+                model: name.clone(),
+                params: model_cfg.num_params(),
+                macs: model_cfg.macs(),
+                test_accuracy: history.epochs.iter().map(|e| e.test_accuracy).collect(),
+                train_secs: start.elapsed().as_secs_f64(),
+            })
+        }
+        _ => None,
+    };
     let report = DartsReport {
         dataset: data.name.to_string(),
         seed,
@@ -335,7 +392,8 @@ pub fn search_darts(job: &DartsSearchJob, device: &Device) -> Result<DartsReport
         macs: discrete.macs(),
         test_accuracy: history.epochs.iter().map(|e| e.test_accuracy).collect(),
         search_secs,
-        train_secs: start.elapsed().as_secs_f64(),
+        train_secs,
+        baseline,
     };
     save_network(&job.out.join("model.safetensors"), &discrete, &discrete_cfg)?;
     write_atomic(

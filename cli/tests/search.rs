@@ -15,8 +15,8 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
     )
     .unwrap();
     let out = dir.path().join("search");
-    let run = |out: &std::path::Path| {
-        kdprune(&[
+    let run_with = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
             "search",
             "darts",
             "--config",
@@ -24,8 +24,11 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
             "--out",
             p(out),
             "-q",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        kdprune(&args)
     };
+    let run = |out: &std::path::Path| run_with(out, &[]);
     let stdout = ok(&run(&out));
     assert!(stdout.contains("genotype: normal: "), "{stdout}");
     assert!(stdout.contains("test accuracy: "), "{stdout}");
@@ -44,6 +47,7 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
         }
     }
     assert_eq!(report["test_accuracy"].as_array().unwrap().len(), 1);
+    assert!(report["baseline"].is_null());
     assert!(report["params"].as_u64().unwrap() < report["search_params"].as_u64().unwrap());
     // the model file carries the genotype
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
@@ -51,13 +55,24 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
     let meta = meta.metadata().clone().unwrap();
     let saved: serde_json::Value = serde_json::from_str(&meta["genotype"]).unwrap();
     assert_eq!(saved, report["genotype"]);
-    // same seed, same machine: the same report figures and model bytes
+    // same seed, same machine: the same report figures and model bytes, a
+    // baseline trained after the searched network changing none of them
     let again = dir.path().join("again");
-    ok(&run(&again));
+    let stdout = ok(&run_with(&again, &["--baseline", "lenet-300-100"]));
+    // 64·300 + 300 + 300·100 + 100 + 100·10 + 10 on 8×8 digits
+    assert!(
+        stdout.contains("baseline lenet-300-100: parameters: 50610  MACs: 50200"),
+        "{stdout}"
+    );
     let second: serde_json::Value =
         serde_json::from_slice(&std::fs::read(again.join("report.json")).unwrap()).unwrap();
     assert_eq!(second["genotypes"], report["genotypes"]);
     assert_eq!(second["test_accuracy"], report["test_accuracy"]);
+    let base = &second["baseline"];
+    assert_eq!(base["model"], "lenet-300-100");
+    assert_eq!(base["test_accuracy"].as_array().unwrap().len(), 1);
+    // six steps on 96 samples: above chance (0.1), nothing more
+    assert!(base["test_accuracy"][0].as_f64().unwrap() > 0.12, "{base}");
     let other = std::fs::read(again.join("model.safetensors")).unwrap();
     assert!(other == bytes, "the same seed wrote other bytes");
     let (a, b) = (
@@ -79,4 +94,10 @@ fn darts_search_writes_a_genotype_a_model_and_a_report() {
     fails_with(&run(&dir.path().join("y")), "unknown field");
     std::fs::write(&config, "channels = 3\n").unwrap();
     fails_with(&run(&dir.path().join("z")), "even channel count");
+    std::fs::write(&config, "epochs = 1\n").unwrap();
+    fails_with(
+        &run_with(&dir.path().join("w"), &["--baseline", "resnet-7"]),
+        "baseline resnet-7",
+    );
+    assert!(!dir.path().join("w").exists());
 }
