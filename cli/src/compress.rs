@@ -384,6 +384,7 @@ pub fn run_compress(
         dataset: Some(cfg.dataset.clone()),
         source: Source::new(cfg.data_dir.as_deref(), None),
         seed: Some(cfg.seed),
+        train_samples: None,
     };
     let dir = &cfg.out;
     let mut ledger = Ledger::open(dir)?;

@@ -10,6 +10,9 @@ use kd_core::{KdError, Samples, TrainData};
 use kdprune_data::{Augment, Augmenter, Dataset, DatasetName, HubOptions, Normalization, Split};
 use serde::{Deserialize, Serialize};
 
+/// Salt of the seed of [`Data::limit_train`]'s shuffle.
+const SUBSET_SALT: u64 = 0x7A1E_5B5E_7A1E_5B5E;
+
 /// A dataset split with its normalisation (fitted on the training part).
 pub struct Data {
     /// Which dataset.
@@ -30,6 +33,27 @@ impl Data {
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.split.train.num_classes
+    }
+
+    /// Keeps `n` samples of the training set — the first `n` of a shuffle
+    /// seeded by `seed`, in their original order — and fits the
+    /// normalisation on them: a budget for slow networks on CPU. The test set
+    /// stays whole.
+    pub fn limit_train(&mut self, n: usize, seed: u64) -> Result<()> {
+        let len = self.split.train.len();
+        anyhow::ensure!(
+            (1..=len).contains(&n),
+            "--train-samples {n}: the {} training set has {len} samples",
+            self.name
+        );
+        let mut idx = kd_core::Batcher::new(len, len, true, seed ^ SUBSET_SALT)
+            .epoch(0)
+            .remove(0);
+        idx.truncate(n);
+        idx.sort_unstable();
+        self.split.train = self.split.train.subset(&idx);
+        self.norm = Normalization::fit(&self.split.train);
+        Ok(())
     }
 
     /// The training set (batches augmented by `augment`) and the test set, as
@@ -230,4 +254,58 @@ pub fn load_data(dataset: &str, source: &Source, seed: u64) -> Result<Data> {
     })?;
     let norm = Normalization::fit(&split.train);
     Ok(Data { name, split, norm })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits() -> Data {
+        load_data("digits", &Source::Embedded, 0).unwrap()
+    }
+
+    #[test]
+    fn limit_train_keeps_a_seeded_subset_in_order_and_refits_the_normalisation() {
+        let full = digits();
+        let d = full.split.train.sample_dim();
+        let mut a = digits();
+        a.limit_train(100, 3).unwrap();
+        assert_eq!(a.split.train.len(), 100);
+        assert_eq!(a.split.test.len(), full.split.test.len());
+        // every kept sample is one of the full set's, in the full set's order
+        let mut at = 0;
+        for i in 0..100 {
+            let img = &a.split.train.images[i * d..(i + 1) * d];
+            while &full.split.train.images[at * d..(at + 1) * d] != img {
+                at += 1;
+                assert!(at < full.split.train.len(), "sample {i} not in order");
+            }
+            assert_eq!(a.split.train.labels[i], full.split.train.labels[at]);
+            at += 1;
+        }
+        assert_eq!(a.norm, Normalization::fit(&a.split.train));
+        assert_ne!(a.norm, full.norm);
+        // the same seed keeps the same samples, another seed others
+        let mut b = digits();
+        b.limit_train(100, 3).unwrap();
+        assert_eq!(a.split.train.images, b.split.train.images);
+        let mut c = digits();
+        c.limit_train(100, 4).unwrap();
+        assert_ne!(a.split.train.images, c.split.train.images);
+        // the whole set is the whole set
+        let mut all = digits();
+        all.limit_train(full.split.train.len(), 3).unwrap();
+        assert_eq!(all.split.train.images, full.split.train.images);
+    }
+
+    #[test]
+    fn limit_train_refuses_zero_and_more_than_the_set() {
+        let mut d = digits();
+        let len = d.split.train.len();
+        for n in [0, len + 1, usize::MAX] {
+            let err = d.limit_train(n, 0).unwrap_err().to_string();
+            assert!(err.contains(&format!("--train-samples {n}")), "{err}");
+            assert!(err.contains(&format!("has {len} samples")), "{err}");
+        }
+    }
 }

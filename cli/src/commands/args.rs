@@ -27,6 +27,11 @@ pub struct DataArgs {
     /// checkpoint's, else 0].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Train on only N samples of the training set (the first N of a
+    /// seeded shuffle; the test set stays whole): a budget for slow
+    /// networks on CPU.
+    #[arg(long, value_name = "N")]
+    pub train_samples: Option<usize>,
 }
 
 impl DataArgs {
@@ -36,6 +41,7 @@ impl DataArgs {
             dataset: self.dataset.clone(),
             source: Source::new(self.data_dir.as_deref(), self.hub.options()),
             seed: self.seed,
+            train_samples: self.train_samples,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct DataSpec {
     pub source: Source,
     /// The seed (split of digits, initialisation, batch order).
     pub seed: Option<u64>,
+    /// Train on only this many samples of the training set (see
+    /// [`Data::limit_train`]); the test set stays whole.
+    pub train_samples: Option<usize>,
 }
 
 impl DataSpec {
@@ -62,7 +65,11 @@ impl DataSpec {
     /// Loads the data (see [`DataSpec::resolve`]) and returns it with the seed.
     pub fn load(&self, meta: Option<&BTreeMap<String, String>>) -> Result<(Data, u64)> {
         let (dataset, seed) = self.resolve(meta);
-        Ok((load_data(&dataset, &self.source, seed)?, seed))
+        let mut data = load_data(&dataset, &self.source, seed)?;
+        if let Some(n) = self.train_samples {
+            data.limit_train(n, seed)?;
+        }
+        Ok((data, seed))
     }
 }
 
