@@ -385,6 +385,7 @@ pub fn run_compress(
         source: Source::new(cfg.data_dir.as_deref(), None),
         seed: Some(cfg.seed),
         train_samples: None,
+        test_samples: None,
     };
     let dir = &cfg.out;
     let mut ledger = Ledger::open(dir)?;

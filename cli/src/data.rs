@@ -10,8 +10,27 @@ use kd_core::{KdError, Samples, TrainData};
 use kdprune_data::{Augment, Augmenter, Dataset, DatasetName, HubOptions, Normalization, Split};
 use serde::{Deserialize, Serialize};
 
-/// Salt of the seed of [`Data::limit_train`]'s shuffle.
-const SUBSET_SALT: u64 = 0x7A1E_5B5E_7A1E_5B5E;
+/// Salts of the seeds of [`Data::limit_train`]'s and [`Data::limit_test`]'s
+/// shuffles.
+const TRAIN_SALT: u64 = 0x7A1E_5B5E_7A1E_5B5E;
+const TEST_SALT: u64 = 0x7E57_5B5E_7E57_5B5E;
+
+/// The first `n` samples of a shuffle of `set` seeded by `seed`, in their
+/// order in `set`; `flag` names the setting in the error.
+fn seeded_subset(set: &Dataset, n: usize, seed: u64, flag: &str) -> Result<Dataset> {
+    let len = set.len();
+    anyhow::ensure!(
+        (1..=len).contains(&n),
+        "{flag} {n}: the {} set has {len} samples",
+        set.name
+    );
+    let mut idx = kd_core::Batcher::new(len, len, true, seed)
+        .epoch(0)
+        .remove(0);
+    idx.truncate(n);
+    idx.sort_unstable();
+    Ok(set.subset(&idx))
+}
 
 /// A dataset split with its normalisation (fitted on the training part).
 pub struct Data {
@@ -36,23 +55,20 @@ impl Data {
     }
 
     /// Keeps `n` samples of the training set — the first `n` of a shuffle
-    /// seeded by `seed`, in their original order — and fits the
-    /// normalisation on them: a budget for slow networks on CPU. The test set
-    /// stays whole.
+    /// seeded by `seed`, in their original order: a budget for slow networks
+    /// on CPU. The normalisation stays the whole training set's, so the
+    /// model evaluates as any other.
     pub fn limit_train(&mut self, n: usize, seed: u64) -> Result<()> {
-        let len = self.split.train.len();
-        anyhow::ensure!(
-            (1..=len).contains(&n),
-            "--train-samples {n}: the {} training set has {len} samples",
-            self.name
-        );
-        let mut idx = kd_core::Batcher::new(len, len, true, seed ^ SUBSET_SALT)
-            .epoch(0)
-            .remove(0);
-        idx.truncate(n);
-        idx.sort_unstable();
-        self.split.train = self.split.train.subset(&idx);
-        self.norm = Normalization::fit(&self.split.train);
+        self.split.train =
+            seeded_subset(&self.split.train, n, seed ^ TRAIN_SALT, "--train-samples")?;
+        Ok(())
+    }
+
+    /// Keeps `n` samples of the test set, chosen as [`Data::limit_train`]
+    /// chooses (another salt): a quicker, noisier test (standard error
+    /// about `sqrt(p(1-p)/n)`).
+    pub fn limit_test(&mut self, n: usize, seed: u64) -> Result<()> {
+        self.split.test = seeded_subset(&self.split.test, n, seed ^ TEST_SALT, "--test-samples")?;
         Ok(())
     }
 
@@ -265,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn limit_train_keeps_a_seeded_subset_in_order_and_refits_the_normalisation() {
+    fn limit_train_keeps_a_seeded_subset_in_order_and_the_normalisation() {
         let full = digits();
         let d = full.split.train.sample_dim();
         let mut a = digits();
@@ -283,8 +299,7 @@ mod tests {
             assert_eq!(a.split.train.labels[i], full.split.train.labels[at]);
             at += 1;
         }
-        assert_eq!(a.norm, Normalization::fit(&a.split.train));
-        assert_ne!(a.norm, full.norm);
+        assert_eq!(a.norm, full.norm);
         // the same seed keeps the same samples, another seed others
         let mut b = digits();
         b.limit_train(100, 3).unwrap();
@@ -299,13 +314,33 @@ mod tests {
     }
 
     #[test]
-    fn limit_train_refuses_zero_and_more_than_the_set() {
+    fn limit_test_keeps_other_samples_than_limit_train_would() {
+        let full = digits();
         let mut d = digits();
-        let len = d.split.train.len();
-        for n in [0, len + 1, usize::MAX] {
+        d.limit_test(50, 3).unwrap();
+        assert_eq!(d.split.test.len(), 50);
+        assert_eq!(d.split.train.images, full.split.train.images);
+        let mut again = digits();
+        again.limit_test(50, 3).unwrap();
+        assert_eq!(d.split.test.images, again.split.test.images);
+        // the test shuffle is not the training one's on a set of that size
+        let train_like = seeded_subset(&full.split.test, 50, 3 ^ TRAIN_SALT, "x").unwrap();
+        assert_ne!(d.split.test.images, train_like.images);
+    }
+
+    #[test]
+    fn limits_refuse_zero_and_more_than_the_set() {
+        let mut d = digits();
+        let (train, test) = (d.split.train.len(), d.split.test.len());
+        for n in [0, train + 1, usize::MAX] {
             let err = d.limit_train(n, 0).unwrap_err().to_string();
             assert!(err.contains(&format!("--train-samples {n}")), "{err}");
-            assert!(err.contains(&format!("has {len} samples")), "{err}");
+            assert!(err.contains(&format!("has {train} samples")), "{err}");
+        }
+        for n in [0, test + 1] {
+            let err = d.limit_test(n, 0).unwrap_err().to_string();
+            assert!(err.contains(&format!("--test-samples {n}")), "{err}");
+            assert!(err.contains(&format!("has {test} samples")), "{err}");
         }
     }
 }

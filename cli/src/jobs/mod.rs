@@ -44,6 +44,9 @@ pub struct DataSpec {
     /// Train on only this many samples of the training set (see
     /// [`Data::limit_train`]); the test set stays whole.
     pub train_samples: Option<usize>,
+    /// Test on only this many samples of the test set (see
+    /// [`Data::limit_test`]).
+    pub test_samples: Option<usize>,
 }
 
 impl DataSpec {
@@ -68,6 +71,9 @@ impl DataSpec {
         let mut data = load_data(&dataset, &self.source, seed)?;
         if let Some(n) = self.train_samples {
             data.limit_train(n, seed)?;
+        }
+        if let Some(n) = self.test_samples {
+            data.limit_test(n, seed)?;
         }
         Ok((data, seed))
     }
