@@ -149,7 +149,7 @@ fn the_repository_sweep_configs_are_valid() {
             }
         }
     }
-    assert!(files.len() >= 11, "{files:?}");
+    assert!(files.len() >= 14, "{files:?}");
     for f in files {
         let cfg = kdprune_cli::sweep::SweepConfig::from_toml_file(&f)
             .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
