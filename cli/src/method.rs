@@ -18,7 +18,7 @@ use crate::checkpoints::{
     apply_masks, clone_model, filter, load_model, load_teacher, load_trained, measure, new_model,
     prunable_names, save_stage,
 };
-use crate::data::{load_data, Data, Views};
+use crate::data::{Data, Views};
 use crate::files::write_atomic;
 use crate::resume::ResumeFile;
 use crate::scoring::prune_masks;
@@ -525,7 +525,7 @@ pub fn run_method_with(cfg: &RunConfig, device: &Device, options: &RunOptions) -
     cfg.validate()?;
     crate::files::check_out_dir(&cfg.out_dir())?;
     let s = &cfg.settings;
-    let data = load_data(&s.dataset, &s.source(), cfg.seed)?;
+    let data = s.load_data(cfg.seed)?;
     // Unknown architecture names fail now, not after the teacher has trained.
     for (name, ckpt) in [
         (&s.teacher_model, &cfg.teacher_checkpoint),

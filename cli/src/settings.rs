@@ -39,6 +39,11 @@ pub struct Settings {
     /// Training-set augmentation: `auto` (crop-flip for CIFAR and
     /// TinyImageNet, none otherwise), `none`, `crop-flip`.
     pub augment: AugmentChoice,
+    /// Train on this many samples of the training set, a seeded subset
+    /// ([`Data::limit_train`]): a budget for slow networks on the CPU.
+    pub train_samples: Option<usize>,
+    /// Test on this many samples of the test set ([`Data::limit_test`]).
+    pub test_samples: Option<usize>,
     /// Teacher architecture (larger than the student).
     pub teacher_model: String,
     /// Student architecture.
@@ -100,6 +105,8 @@ impl Default for Settings {
             hub_revision: None,
             offline: false,
             augment: AugmentChoice::Auto,
+            train_samples: None,
+            test_samples: None,
             teacher_model: "mlp-1200-1200".into(),
             student_model: "lenet-300-100".into(),
             teacher_epochs: 15,
@@ -159,6 +166,19 @@ impl Settings {
             )
         });
         Source::new(self.data_dir.as_deref(), hub)
+    }
+
+    /// The dataset as seed `seed` splits it, cut to `train_samples` and
+    /// `test_samples` where they are set.
+    pub fn load_data(&self, seed: u64) -> Result<Data> {
+        let mut data = crate::data::load_data(&self.dataset, &self.source(), seed)?;
+        if let Some(n) = self.train_samples {
+            data.limit_train(n, seed).context("train_samples")?;
+        }
+        if let Some(n) = self.test_samples {
+            data.limit_test(n, seed).context("test_samples")?;
+        }
+        Ok(data)
     }
 
     /// The optimisation of a stage of `epochs` at `lr` with these settings'

@@ -295,6 +295,21 @@ fn bad_inputs_are_refused_cleanly() {
             args!["eval", f.path("good.safetensors"), "--kernel", "3"],
             "no elastic kernels",
         ),
+        (
+            args!["eval", f.path("good.safetensors"), "--recalibrate-bn", "64"],
+            "--kernel",
+        ),
+        (
+            args![
+                "eval",
+                f.path("good.safetensors"),
+                "--kernel",
+                "3",
+                "--recalibrate-bn",
+                "0"
+            ],
+            "at least 1",
+        ),
         // --- counts and ranges, negative numbers parsed as values
         (
             args!["train", "--epochs", "0", "--out", out_ckpt],

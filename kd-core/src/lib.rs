@@ -45,6 +45,6 @@ pub use progress::{EpochStats, Progress, Quiet};
 pub use schedule::LrSchedule;
 pub use teacher_cache::TeacherCache;
 pub use train::{
-    evaluate, fit, gradients_of, loss_gradients, FitOptions, NoHook, ResumePoint, StepHook,
-    StepInfo, TrainConfig, TrainReport,
+    evaluate, fit, gradients_of, loss_gradients, recalibrate_batch_norm, FitOptions, NoHook,
+    ResumePoint, StepHook, StepInfo, TrainConfig, TrainReport,
 };

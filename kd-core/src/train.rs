@@ -472,6 +472,37 @@ pub fn evaluate(model: &dyn Network, samples: &dyn Samples, batch_size: usize) -
     Ok(correct as f64 / samples.len() as f64)
 }
 
+/// Refreshes the running statistics of `model`'s batch norms for the
+/// network as it now runs (a Once-for-All sub-network, say): training-mode
+/// forward passes over `count` samples of `samples` (whole batches of
+/// `batch_size`, at least one), drawn by `seed`, their outputs dropped and
+/// no parameter moved.
+///
+/// The statistics are exponential averages (momentum 0.1 in the zoo), so
+/// after `k` batches the old ones keep a weight of `0.9^k`: 2,048 samples
+/// at batch 32 leave 0.9^64 ≈ 0.1 %. Returns the number of batches run.
+pub fn recalibrate_batch_norm(
+    model: &dyn Network,
+    samples: &dyn Samples,
+    count: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<usize> {
+    if samples.is_empty() || count == 0 {
+        return Err(KdError::InvalidConfig(
+            "batch-norm recalibration needs at least one sample".into(),
+        ));
+    }
+    let batch_size = batch_size.max(1);
+    let batches = (count.min(samples.len()) / batch_size).max(1);
+    let batcher = Batcher::new(samples.len(), batch_size, true, seed);
+    for idx in batcher.epoch(0).into_iter().take(batches) {
+        let (xs, _) = samples.batch(&idx, model.device())?;
+        model.forward_t(&xs, true)?;
+    }
+    Ok(batches)
+}
+
 /// Loss value and `∂L/∂θ` of every trainable parameter of `student` on one
 /// batch (train-mode forward; the teacher, when the loss needs it, in eval
 /// mode). This is what importance scores such as SNIP or the teacher-guided

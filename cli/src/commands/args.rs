@@ -280,3 +280,12 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
         Err(e) => Err(format!("not a count: {e}")),
     }
 }
+
+/// A count of at least 1 (samples, batches).
+pub fn positive_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}

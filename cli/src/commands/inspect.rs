@@ -30,6 +30,11 @@ pub struct EvalArgs {
     /// depthwise kernel at its centre K×K (odd), through candle.
     #[arg(long, value_name = "K")]
     pub kernel: Option<usize>,
+    /// With --kernel: first recompute the batch norms' running statistics
+    /// at that kernel size on N training samples (Once-for-All's
+    /// recalibration of a sub-network; weights untouched, nothing saved).
+    #[arg(long, value_name = "N", requires = "kernel", value_parser = super::args::positive_count)]
+    pub recalibrate_bn: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -43,6 +48,7 @@ pub fn eval(a: EvalArgs, device: &Device) -> Result<()> {
             a.model.as_deref(),
             &a.data.spec(),
             k,
+            a.recalibrate_bn,
             device,
         )?,
         (None, Engine::Runtime(choice)) => jobs::evaluate_checkpoint(

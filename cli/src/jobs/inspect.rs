@@ -44,38 +44,57 @@ pub fn evaluate_checkpoint_with_candle(
 }
 
 /// [`evaluate_checkpoint_with_candle`] with every elastic depthwise kernel
-/// run at its centre `kernel × kernel` (a Once-for-All sub-network, as it
-/// is, without retraining).
+/// run at its centre `kernel × kernel` (a Once-for-All sub-network, without
+/// retraining); with `recalibrate`, its batch norms' running statistics are
+/// first recomputed on that many training samples at that kernel size
+/// ([`kd_core::recalibrate_batch_norm`], drawn by the data's seed), as
+/// Once-for-All does for each sub-network it evaluates.
 pub fn evaluate_checkpoint_at_kernel(
     path: &Path,
     expected: Option<&str>,
     data: &DataSpec,
     kernel: usize,
+    recalibrate: Option<usize>,
     device: &Device,
 ) -> Result<Evaluation> {
-    evaluate(path, expected, data, None, Some(kernel), device)
+    evaluate(
+        path,
+        expected,
+        data,
+        None,
+        Some((kernel, recalibrate)),
+        device,
+    )
 }
+
+/// Samples per batch-norm recalibration batch.
+const RECALIBRATION_BATCH: usize = 32;
 
 fn evaluate(
     path: &Path,
     expected: Option<&str>,
     data: &DataSpec,
     choice: Option<LayerChoice>,
-    kernel: Option<usize>,
+    kernel: Option<(usize, Option<usize>)>,
     device: &Device,
 ) -> Result<Evaluation> {
     let (model, _, ckpt) = load_model(path, device)?;
-    if let Some(k) = kernel {
+    if let Some((k, _)) = kernel {
         model
             .set_kernel(k)
             .with_context(|| format!("--kernel {k} for {}", path.display()))?;
     }
-    let (data, _) = data.load(Some(&ckpt.metadata))?;
+    let (data, seed) = data.load(Some(&ckpt.metadata))?;
     if let Some(name) = expected {
         let expected = ModelConfig::from_name(name, data.input_shape(), data.num_classes())?;
         ckpt.expect_config(&expected)?;
     }
     check_fits(&model, &data, "the checkpoint")?;
+    if let Some((_, Some(count))) = kernel {
+        let train = data.views(kdprune_data::Augment::NONE).train;
+        kd_core::recalibrate_batch_norm(&model, &train, count, RECALIBRATION_BATCH, seed)
+            .context("--recalibrate-bn")?;
+    }
     let test = data.test_view();
     if let (true, Some(choice)) = (device.is_cpu(), choice) {
         if let Ok(net) = runtime_net(&ckpt, choice) {

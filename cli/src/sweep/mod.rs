@@ -45,7 +45,7 @@ use crate::checkpoints::{
     save_stage, select,
 };
 use crate::claim::Claim;
-use crate::data::{load_data, Data, DataView};
+use crate::data::{Data, DataView};
 use crate::files::write_atomic;
 use crate::scoring::ModelScoring;
 use crate::training::{salt, train, PruneHook, Snapshot};
@@ -100,14 +100,13 @@ pub fn run_sweep(
     )?;
     write_atomic(&out.join("sweep.toml"), toml::to_string(cfg)?)?;
 
-    let source = s.source();
     let total = methods.len() * cfg.sparsities.len() * cfg.seeds.len();
     let mut cells = Vec::with_capacity(total);
     // Cells another process holds a claim on (several workers, one folder).
     let mut elsewhere: Vec<PathBuf> = Vec::new();
     let mut done = 0usize;
     for &seed in &cfg.seeds {
-        let data = load_data(&s.dataset, &source, seed)?;
+        let data = s.load_data(seed)?;
         let mut ctx: Option<SeedModels> = None;
         for (name, method) in &methods {
             for &sparsity in &cfg.sparsities {
