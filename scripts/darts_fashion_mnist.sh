@@ -7,7 +7,7 @@
 #
 # Writes runs/darts/fmnist-seedN/{report.json,model.safetensors} and prints
 # one table: genotype, parameters, MACs, final test accuracy of each, the
-# ResNet-20 beside it, and mean ± std over the seeds. About 30 minutes per
+# ResNet-20 beside it, and mean ± std over the seeds. About 35–45 minutes per
 # seed on one core (RAYON_NUM_THREADS=1). Variables: BIN, SEEDS, DATA, CONFIG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
