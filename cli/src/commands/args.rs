@@ -272,19 +272,21 @@ pub fn parse_layers(s: &str) -> Result<Engine, String> {
 /// A count of at least 1 (`--epochs`, `--batch-size`): 0 is refused while
 /// parsing, before any data is read.
 pub fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => {
-            Err("must be at least 1 (kdprune eval scores a checkpoint without training)".into())
-        }
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a count: {e}")),
-    }
+    count(
+        s,
+        "must be at least 1 (kdprune eval scores a checkpoint without training)",
+    )
 }
 
 /// A count of at least 1 (samples, batches).
 pub fn positive_count(s: &str) -> Result<usize, String> {
+    count(s, "must be at least 1")
+}
+
+/// `s` as a count, 0 refused with `zero`.
+fn count(s: &str, zero: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
+        Ok(0) => Err(zero.into()),
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a count: {e}")),
     }
