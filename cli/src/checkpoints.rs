@@ -135,9 +135,25 @@ pub fn save_stage(
 
 /// Loads a checkpoint and builds its model; also returns its masks.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Model, MaskSet, Checkpoint)> {
+    load(path, device, false)
+}
+
+/// [`load_model`] for evaluation only ([`Checkpoint::to_frozen_model`]): no
+/// forward pass records a graph, so large networks evaluate in a fraction of
+/// the memory; not trainable.
+pub fn load_frozen_model(path: &Path, device: &Device) -> Result<(Model, MaskSet, Checkpoint)> {
+    load(path, device, true)
+}
+
+fn load(path: &Path, device: &Device, frozen: bool) -> Result<(Model, MaskSet, Checkpoint)> {
     let ckpt = checkpoint::load(path, device)
         .with_context(|| format!("cannot load checkpoint {}", path.display()))?;
-    let model = ckpt.to_model(device).with_context(|| {
+    let model = if frozen {
+        ckpt.to_frozen_model(device)
+    } else {
+        ckpt.to_model(device)
+    };
+    let model = model.with_context(|| {
         format!(
             "checkpoint {} does not match its architecture",
             path.display()

@@ -12,7 +12,7 @@ use kdprune_models::checkpoint::{self, Checkpoint};
 use kdprune_models::infer::{InferenceNet, LayerChoice};
 use serde::Serialize;
 
-use crate::checkpoints::{check_fits, check_same_split, load_model};
+use crate::checkpoints::{check_fits, check_same_split, load_frozen_model};
 use crate::data::Data;
 use crate::infer::{runtime_accuracy, runtime_net};
 use crate::jobs::DataSpec;
@@ -146,7 +146,7 @@ fn measure(
     job: &CompareJob,
 ) -> Result<(Checkpoint, f64, String, f64, f64)> {
     let device = Device::Cpu;
-    let (model, _, ckpt) = load_model(path, &device)?;
+    let (model, _, ckpt) = load_frozen_model(path, &device)?;
     check_fits(&model, data, &format!("{}", path.display()))?;
     check_same_split(&ckpt, path, data, seed)?;
     let test = data.test_view();

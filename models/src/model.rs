@@ -44,6 +44,21 @@ impl Model {
     /// `ChaCha8Rng::seed_from_u64(seed)` stream, parameters taken in sorted-name
     /// order (see [`kd_core::init`]). The same seed gives bit-identical values.
     pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::build(config, seed, device, false)
+    }
+
+    /// [`Model::new`] for inference: every layer holds a detached view of its
+    /// variable (same storage, so [`Model::load_tensors`] and batch-norm
+    /// recalibration still change it), and no forward pass records a graph.
+    /// A forward pass then keeps one layer's activations alive at a time
+    /// instead of all of them: an EfficientNet-B0 evaluated at batch 512
+    /// needs a fraction of the memory. Gradients never reach the variables,
+    /// so such a model cannot be trained or scored by gradient.
+    pub fn new_frozen(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::build(config, seed, device, true)
+    }
+
+    fn build(config: ModelConfig, seed: u64, device: &Device, frozen: bool) -> Result<Self> {
         config.validate()?;
         if let ModelConfig::Cnn {
             model,
@@ -54,7 +69,10 @@ impl Model {
             widths,
         } = &config
         {
-            let builder = Builder::new(device).with_widths(widths.clone());
+            let mut builder = Builder::new(device).with_widths(widths.clone());
+            if frozen {
+                builder = builder.frozen();
+            }
             return Self::new_zoo(
                 *model,
                 (*in_channels, *height, *width),
@@ -68,7 +86,15 @@ impl Model {
         let (varmap, vars) = seeded_varmap(&config.param_specs(), seed, device)?;
         // The layers find the variables inserted above (same names and shapes),
         // so candle's own initialisers never run.
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let vb = if frozen {
+            let detached = vars
+                .iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+                .collect();
+            VarBuilder::from_tensors(detached, DType::F32, device)
+        } else {
+            VarBuilder::from_varmap(&varmap, DType::F32, device)
+        };
         let net = match &config {
             ModelConfig::Mlp {
                 input_dim,

@@ -11,7 +11,7 @@ use kdprune_models::{ModelConfig, ZooArch};
 use prune_core::{MaskSet, ParamFilter, SparsityReport};
 
 use super::DataSpec;
-use crate::checkpoints::{check_fits, load_model, prunable_names};
+use crate::checkpoints::{check_fits, load_frozen_model, load_model, prunable_names};
 use crate::infer::{runtime_accuracy, runtime_net};
 use kdprune_models::infer::{LayerChoice, LayerInfo};
 
@@ -78,7 +78,7 @@ fn evaluate(
     kernel: Option<(usize, Option<usize>)>,
     device: &Device,
 ) -> Result<Evaluation> {
-    let (model, _, ckpt) = load_model(path, device)?;
+    let (model, _, ckpt) = load_frozen_model(path, device)?;
     if let Some((k, _)) = kernel {
         model
             .set_kernel(k)

@@ -87,6 +87,16 @@ impl Checkpoint {
     /// names and shapes must match the architecture exactly (see
     /// [`Model::load_tensors`]). Masks are not applied.
     pub fn to_model(&self, device: &Device) -> Result<Model> {
+        self.build_model(device, false)
+    }
+
+    /// [`Checkpoint::to_model`] for inference ([`Model::new_frozen`]): no
+    /// forward pass records a graph; not trainable.
+    pub fn to_frozen_model(&self, device: &Device) -> Result<Model> {
+        self.build_model(device, true)
+    }
+
+    fn build_model(&self, device: &Device, frozen: bool) -> Result<Model> {
         // The tensors' shapes are compared with the config's before the model
         // is built, so a config that asks for more than the file holds fails
         // without allocating what it asks for (same checks, same order as
@@ -118,7 +128,11 @@ impl Checkpoint {
                 });
             }
         }
-        let model = Model::new(self.config.clone(), 0, device)?;
+        let model = if frozen {
+            Model::new_frozen(self.config.clone(), 0, device)?
+        } else {
+            Model::new(self.config.clone(), 0, device)?
+        };
         model.load_tensors(&self.tensors)?;
         Ok(model)
     }

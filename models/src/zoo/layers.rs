@@ -28,6 +28,8 @@ pub struct BufferSpec {
 pub struct Builder {
     device: Device,
     dry: bool,
+    /// Layers get detached views of their parameters ([`Builder::frozen`]).
+    frozen: bool,
     prefix: Vec<String>,
     /// Parameters in creation (forward) order.
     pub specs: Vec<ParamSpec>,
@@ -56,6 +58,7 @@ impl Builder {
         Self {
             device: device.clone(),
             dry: false,
+            frozen: false,
             prefix: Vec::new(),
             specs: Vec::new(),
             buffers: Vec::new(),
@@ -66,6 +69,16 @@ impl Builder {
             width_groups: Vec::new(),
             blocks: Vec::new(),
         }
+    }
+
+    /// This builder handing the layers detached views of the parameter
+    /// variables: the same storage (setting a variable changes the layer),
+    /// but no operation on them records a graph, so a forward pass frees
+    /// each activation as soon as the next layer has used it. For inference
+    /// only: gradients never reach the variables.
+    pub fn frozen(mut self) -> Self {
+        self.frozen = true;
+        self
     }
 
     /// This builder with `widths` replacing the default output channels of
@@ -174,7 +187,11 @@ impl Builder {
             return self.placeholder(shape, 0.0);
         }
         let var = Var::zeros(shape, DType::F32, &self.device)?;
-        let t = var.as_tensor().clone();
+        let t = if self.frozen {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        };
         self.vars.insert(name, var);
         Ok(t)
     }
