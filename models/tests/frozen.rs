@@ -6,12 +6,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor};
-use kd_core::{recalibrate_batch_norm, Samples};
+use candle_core::Device;
+use kd_core::recalibrate_batch_norm;
 use kdprune_models::checkpoint::Checkpoint;
 use kdprune_models::{Model, ModelConfig};
 
-use common::{bits, random_tensor};
+use common::{bits, random_tensor, Inputs};
 
 /// The networks a frozen build covers: an MLP (LeNet-300-100), LeNet-5 (both through
 /// candle-nn's variable builder), a zoo ResNet and the elastic EfficientNet.
@@ -73,22 +73,6 @@ fn a_frozen_model_follows_its_variables() {
     let want = bits(&other.forward_t(&xs, false).unwrap().logits);
     assert_ne!(before, after);
     assert_eq!(after, want);
-}
-
-/// A fixed set of inputs (labels all 0).
-struct Inputs(Tensor);
-
-impl Samples for Inputs {
-    fn len(&self) -> usize {
-        self.0.dim(0).unwrap()
-    }
-
-    fn batch(&self, idx: &[usize], device: &Device) -> kd_core::Result<(Tensor, Tensor)> {
-        let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), device)?;
-        let ys = Tensor::zeros(idx.dim(0)?, DType::U32, device)?;
-        Ok((self.0.index_select(&idx, 0)?, ys))
-    }
 }
 
 #[test]

@@ -4,27 +4,11 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, D};
-use kd_core::{recalibrate_batch_norm, Samples};
+use candle_core::{Device, D};
+use kd_core::recalibrate_batch_norm;
 use kdprune_models::{Model, ModelConfig};
 
-use common::{max_abs_diff, random_tensor};
-
-/// A fixed set of inputs (labels all 0).
-struct Inputs(Tensor);
-
-impl Samples for Inputs {
-    fn len(&self) -> usize {
-        self.0.dim(0).unwrap()
-    }
-
-    fn batch(&self, idx: &[usize], device: &Device) -> kd_core::Result<(Tensor, Tensor)> {
-        let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), device)?;
-        let ys = Tensor::zeros(idx.dim(0)?, DType::U32, device)?;
-        Ok((self.0.index_select(&idx, 0)?, ys))
-    }
-}
+use common::{max_abs_diff, random_tensor, Inputs};
 
 #[test]
 fn running_statistics_become_the_batch_average_and_weights_stay() {

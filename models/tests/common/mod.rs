@@ -35,6 +35,22 @@ pub fn bits(t: &Tensor) -> Vec<u32> {
         .collect()
 }
 
+/// A fixed set of inputs as [`kd_core::Samples`] (labels all 0).
+pub struct Inputs(pub Tensor);
+
+impl kd_core::Samples for Inputs {
+    fn len(&self) -> usize {
+        self.0.dim(0).unwrap()
+    }
+
+    fn batch(&self, idx: &[usize], device: &Device) -> kd_core::Result<(Tensor, Tensor)> {
+        let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), device)?;
+        let ys = Tensor::zeros(idx.dim(0)?, DType::U32, device)?;
+        Ok((self.0.index_select(&idx, 0)?, ys))
+    }
+}
+
 /// `max |t|` of an f32 tensor.
 pub fn max_abs(t: &Tensor) -> f32 {
     t.abs()
