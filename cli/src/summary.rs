@@ -121,38 +121,64 @@ impl Table {
             .join(" / ")
     }
 
-    /// `row − baseline` per seed, in points, for the seeds both have; every
-    /// row but the baseline.
-    fn paired(&self, first: &str, baseline: &str) -> Result<String> {
+    /// A table of `row − baseline` for every row but the baseline, each
+    /// cell `show` of the differences in points (seed order, only the seeds
+    /// both have; `–` when none).
+    fn pairs(
+        &self,
+        baseline: &str,
+        header: String,
+        show: impl Fn(&[f64]) -> String,
+    ) -> Result<String> {
         if !self.rows.iter().any(|r| r == baseline) {
             bail!(
                 "no `{baseline}` to pair with; the rows are: {}",
                 self.rows.join(", ")
             );
         }
-        let mut s = self.header(first, |c| format!("{c}, seeds {}", self.seeds(c)));
+        let mut s = header;
         for r in self.rows.iter().filter(|r| *r != baseline) {
             s.push_str(&format!("| {r} |"));
             for c in &self.columns {
-                let text = match (self.get(r, c), self.get(baseline, c)) {
-                    (Some(a), Some(b)) => {
-                        let d: Vec<String> = a
-                            .iter()
-                            .filter_map(|(seed, x)| b.get(seed).map(|y| signed(100.0 * (x - y))))
-                            .collect();
-                        if d.is_empty() {
-                            "–".into()
-                        } else {
-                            d.join(" / ")
-                        }
-                    }
-                    _ => "–".into(),
+                let d: Vec<f64> = match (self.get(r, c), self.get(baseline, c)) {
+                    (Some(a), Some(b)) => a
+                        .iter()
+                        .filter_map(|(seed, x)| b.get(seed).map(|y| 100.0 * (x - y)))
+                        .collect(),
+                    _ => Vec::new(),
                 };
+                let text = if d.is_empty() { "–".into() } else { show(&d) };
                 s.push_str(&format!(" {text} |"));
             }
             s.push('\n');
         }
         Ok(s)
+    }
+
+    /// `row − baseline` per seed, in points, for the seeds both have; every
+    /// row but the baseline.
+    fn paired(&self, first: &str, baseline: &str) -> Result<String> {
+        let header = self.header(first, |c| format!("{c}, seeds {}", self.seeds(c)));
+        self.pairs(baseline, header, |d| {
+            d.iter().map(|&x| signed(x)).collect::<Vec<_>>().join(" / ")
+        })
+    }
+
+    /// `row − baseline` as mean ± sample std over the seeds both have, in
+    /// points, with n; every row but the baseline.
+    fn paired_means(&self, first: &str, baseline: &str) -> Result<String> {
+        self.pairs(baseline, self.header(first, str::to_string), |d| {
+            let n = d.len();
+            match Summary::of(d) {
+                Some(Summary {
+                    mean,
+                    std: Some(std),
+                    ..
+                }) => format!("{} ± {std:.2} (n = {n})", signed(mean)),
+                Some(Summary { mean, .. }) => format!("{} (n = {n})", signed(mean)),
+                None => "–".into(),
+            }
+        })
     }
 }
 
@@ -273,6 +299,10 @@ pub fn summarize(inputs: &[PathBuf], options: &SummaryOptions) -> Result<Summary
             "\nPaired difference to `{baseline}` (points, per seed):\n\n"
         ));
         md.push_str(&table.paired(first, baseline)?);
+        md.push_str(&format!(
+            "\nPaired difference to `{baseline}`, mean ± std over seeds (points):\n\n"
+        ));
+        md.push_str(&table.paired_means(first, baseline)?);
     }
     Ok(SummaryTables { markdown: md })
 }
@@ -330,6 +360,15 @@ mod tests {
             "{paired}"
         );
         assert!(!paired.contains("| magnitude |"), "{paired}");
+        // statistics.mean([-2, 0.5, 1]), statistics.stdev([-2, 0.5, 1])
+        // -> -0.16666666666666666 1.6072751268321592
+        let means = t.paired_means("method", "magnitude").unwrap();
+        assert!(
+            means.contains("| teacher-guided | −0.17 ± 1.61 (n = 3) |"),
+            "{means}"
+        );
+        assert!(!means.contains("| magnitude |"), "{means}");
+        assert!(t.paired_means("method", "lamp").is_err());
         assert!(t.paired("method", "lamp").is_err());
         assert!(t.insert("magnitude", "0.9", 0, 0.5).is_err());
     }

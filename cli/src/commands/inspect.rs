@@ -185,9 +185,9 @@ pub struct SummarizeArgs {
     /// Also print every seed's value.
     #[arg(long)]
     pub per_seed: bool,
-    /// Also print every row's per-seed difference to this row: a stage of
-    /// `run` (e.g. magnitude_retrained), a loss of `distill` (e.g. ce), a
-    /// method of a sweep (e.g. magnitude).
+    /// Also print every row's difference to this row, per seed and as mean ±
+    /// std over seeds: a stage of `run` (e.g. magnitude_retrained), a loss of
+    /// `distill` (e.g. ce), a method of a sweep (e.g. magnitude).
     #[arg(long)]
     pub paired: Option<String>,
     /// Also write the tables to this Markdown file.
