@@ -11,7 +11,7 @@ as the Rust benchmarks; prints one line per model and per op:
 Run it beside the Rust binaries (not part of CI; needs `pip install torch`):
 
     python3 benchmarks/pytorch_reference.py [--threads 2] [--rounds 5] [--steps 4]
-        [--model resnet20] [--no-ops]
+        [--model resnet20] [--no-ops] [--device cuda]
 
 `--model NAME` runs that model only (as `bench-train --model NAME`);
 `--no-ops` skips the convolution and matmul lines of `bench-conv`.
@@ -102,15 +102,17 @@ class BasicBlockA(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """ResNet-20 (He et al. 2016, shortcut A), training mode, as the zoo's `resnet20`."""
+    """ResNet-20 (He et al. 2016, shortcut A), training mode, as the zoo's `resnet20`;
+    `depth` 6n + 2 gives the other CIFAR ResNets (56: the zoo's `resnet56`)."""
 
-    def __init__(self, in_channels=3):
+    def __init__(self, in_channels=3, depth=20):
         super().__init__()
+        per_stage = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         blocks, cin = [], 16
         for stage, cout in enumerate([16, 32, 64]):
-            for i in range(3):
+            for i in range(per_stage):
                 blocks.append(BasicBlockA(cin, cout, 2 if stage > 0 and i == 0 else 1))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
@@ -130,6 +132,7 @@ MODELS = [
     ("small-cnn", (3, 32, 32), SmallCnn),
     ("lenet5", (1, 28, 28), LeNet5),
     ("resnet20", (3, 32, 32), ResNet20),
+    ("resnet56", (3, 32, 32), lambda: ResNet20(depth=56)),
 ]
 
 
@@ -146,7 +149,7 @@ def interleaved_medians(rounds, fns):
     return [statistics.median(t) for t in times]
 
 
-def train_step_fn(model, x, y, steps):
+def train_step_fn(model, x, y, steps, sync=lambda: None):
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     opt = torch.optim.SGD(
@@ -161,6 +164,7 @@ def train_step_fn(model, x, y, steps):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             opt.step()
+        sync()
 
     return run
 
@@ -197,6 +201,27 @@ def infer(rounds):
             print(f"model={name} batch={batch} pytorch_us={per_call_us(rounds, fwd):.1f}", flush=True)
 
 
+def grad_check(name, ctor, shape, dev):
+    """The bench-train --device check on PyTorch: one forward and backward of the
+    same weights and batch on the CPU and on `dev`, the worst gradient error
+    relative to the tensor's largest CPU gradient, as `grad_check` lines."""
+    torch.manual_seed(0)
+    cpu_model = ctor()
+    dev_model = ctor()
+    dev_model.load_state_dict(cpu_model.state_dict())
+    dev_model.to(dev)
+    x = torch.randn(BATCH, *shape)
+    y = torch.arange(BATCH) * 7 % CLASSES
+    F.cross_entropy(cpu_model(x), y).backward()
+    F.cross_entropy(dev_model(x.to(dev)), y.to(dev)).backward()
+    worst = ("", 0.0)
+    for (n, a), (_, b) in zip(cpu_model.named_parameters(), dev_model.named_parameters()):
+        rel = ((a.grad - b.grad.cpu()).abs().max() / a.grad.abs().max().clamp_min(1e-12)).item()
+        if rel >= worst[1]:
+            worst = (n, rel)
+    print(f"grad_check model={name} framework=pytorch worst={worst[0]} max_rel={worst[1]:.2e}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -205,25 +230,47 @@ def main():
     parser.add_argument("--model", choices=[m[0] for m in MODELS], help="run this model only")
     parser.add_argument("--no-ops", action="store_true", help="skip the bench-conv figures")
     parser.add_argument("--infer", action="store_true", help="bench-infer's dense inference only")
+    parser.add_argument(
+        "--grad-check",
+        action="store_true",
+        help="with --device cuda: the CPU-against-GPU gradient check of bench-train, on PyTorch",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda: the train steps on that device, in strict f32 (no TF32), "
+        "as `bench-train --device cuda`",
+    )
     args = parser.parse_args()
+    dev = torch.device(args.device)
+    sync = lambda: None
+    if dev.type == "cuda":
+        # candle computes in f32 on the GPU; so does the reference
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        sync = torch.cuda.synchronize
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.infer:
         print(f"# torch={torch.__version__} threads={torch.get_num_threads()}", flush=True)
         infer(max(args.rounds, 21))
         return
-    print(f"# torch={torch.__version__} threads={torch.get_num_threads()} batch={BATCH}", flush=True)
+    where = f"device={args.device}" if dev.type != "cpu" else f"threads={torch.get_num_threads()}"
+    print(f"# torch={torch.__version__} {where} batch={BATCH}", flush=True)
 
     for name, (c, h, w), ctor in MODELS:
         if args.model and name != args.model:
             continue
-        model = ctor()
-        x = torch.randn(BATCH, c, h, w)
-        y = torch.arange(BATCH) * 7 % CLASSES
-        (t,) = interleaved_medians(args.rounds, [train_step_fn(model, x, y, args.steps)])
+        if args.grad_check:
+            grad_check(name, ctor, (c, h, w), dev)
+            continue
+        model = ctor().to(dev)
+        x = torch.randn(BATCH, c, h, w, device=dev)
+        y = (torch.arange(BATCH) * 7 % CLASSES).to(dev)
+        (t,) = interleaved_medians(args.rounds, [train_step_fn(model, x, y, args.steps, sync)])
         print(f"model={name} pytorch_img_s={BATCH * args.steps / t:.1f}", flush=True)
 
-    if args.no_ops:
+    if args.no_ops or dev.type != "cpu":
         return
     # bench-conv: conv 32->64, 3x3, pad 1 on [128, 32, 16, 16]; forward, and
     # forward + backward with input and weight (and bias) gradients.
