@@ -45,7 +45,8 @@ exec > >(tee "$out/log.txt") 2>&1
 
 # The CUDA libraries candle links against come with the machine's PyTorch.
 libs=$(python3 -c "import nvidia; print(' '.join(nvidia.__path__))" 2>/dev/null)
-libdirs=$(find $libs -name 'lib*.so*' \( -name 'libcudart*' -o -name 'libcublas*' -o -name 'libcurand*' -o -name 'libnvrtc*' \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd:)
+[ -n "$libs" ] || echo "# no nvidia Python packages found: the CUDA libraries must be on LD_LIBRARY_PATH already"
+libdirs=$([ -n "$libs" ] && find $libs -name 'lib*.so*' \( -name 'libcudart*' -o -name 'libcublas*' -o -name 'libcurand*' -o -name 'libnvrtc*' \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd:)
 export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
 echo "# LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 nvidia-smi -L

@@ -246,14 +246,11 @@ fn main() -> BenchResult<()> {
         .iter()
         .filter(|b| only.as_deref().is_none_or(|n| n == b.name))
     {
-        let (c, h, w) = bench.input;
-        let xs = Tensor::randn(0f32, 1.0, (BATCH, c, h, w), &dev)?;
-        let labels: Vec<u32> = (0..BATCH).map(|i| ((i * 7) % CLASSES) as u32).collect();
-        let ys = Tensor::from_vec(labels, BATCH, &dev)?;
         if let Some(spec) = &device_spec {
             device_bench(bench, &dev, spec, rounds, steps)?;
             continue;
         }
+        let (xs, ys) = batch(bench, &dev)?;
         let (mut ours, init) = Trainer::new(bench, Side::Kdprune, None, &dev)?;
         if profile {
             // kdprune's side alone, for a profiler: no candle steps in the samples.
@@ -291,8 +288,18 @@ fn main() -> BenchResult<()> {
     Ok(())
 }
 
+/// One batch of `bench`'s input on `dev`: random images and fixed labels.
+fn batch(bench: &Bench, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let (c, h, w) = bench.input;
+    let xs = Tensor::randn(0f32, 1.0, (BATCH, c, h, w), dev)?;
+    let labels: Vec<u32> = (0..BATCH).map(|i| ((i * 7) % CLASSES) as u32).collect();
+    Ok((xs, Tensor::from_vec(labels, BATCH, dev)?))
+}
+
 /// Largest relative difference between the device's gradients and the CPU's
-/// allowed by the check: f32 sums in another order, nothing more.
+/// that passes the check. Networks without batch norm stay far inside it
+/// (LeNet-5: 4.5e-7 on an H200); deep batch-norm networks at initialisation
+/// exceed it on PyTorch's own CPU and GPU as well (docs/cuda.md).
 const GRAD_TOLERANCE: f64 = 1e-4;
 
 /// On a GPU: the gradient check against the CPU, then the timed steps.
@@ -303,11 +310,8 @@ fn device_bench(
     rounds: usize,
     steps: usize,
 ) -> BenchResult<()> {
-    let (c, h, w) = bench.input;
     let cpu = Device::Cpu;
-    let xs = Tensor::randn(0f32, 1.0, (BATCH, c, h, w), &cpu)?;
-    let labels: Vec<u32> = (0..BATCH).map(|i| ((i * 7) % CLASSES) as u32).collect();
-    let ys = Tensor::from_vec(labels, BATCH, &cpu)?;
+    let (xs, ys) = batch(bench, &cpu)?;
     // The same weights on both: the CPU model's, copied to the device.
     let (on_cpu, init) = Trainer::new(bench, Side::Kdprune, None, &cpu)?;
     let (mut on_dev, _) = Trainer::new(bench, Side::Kdprune, Some(&init), dev)?;
